@@ -1,0 +1,134 @@
+"""Exercise self-checks, shared by the notebooks (public checks) and the autograder (hidden tests).
+
+Convention (see ``notebooks/README.md``): every exercise has an id such as ``"00.symmetrize"``; its
+solution cell in the source notebook carries the cell metadata ``exercise="00.symmetrize"`` and
+``points=2``; the cell right after it calls ``check("00.symmetrize", symmetrize)``, which prints
+specific feedback. A checker is a function ``checker(obj, fb)`` that exercises the student's object
+and records each test with ``fb.expect(condition, message_if_wrong)``. The same checker functions are
+called by the hidden tests with other seeds and sizes, so the notebook says what the grader will say.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["CheckResult", "Feedback", "EXERCISES", "exercise", "check", "run_checker"]
+
+
+class _StopChecking(Exception):
+    """Raised inside a checker to stop after a fatal failure (later tests would be meaningless)."""
+
+
+@dataclass
+class Feedback:
+    """Collects the outcome of each test of a checker."""
+
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def expect(self, condition: bool, message: str, fatal: bool = False, ok: str | None = None) -> bool:
+        """Record one test: ``message`` says what is wrong (and how to fix it) when ``condition`` fails.
+
+        With ``fatal=True`` a failure stops the checker (later tests depend on this one).
+        """
+        if bool(condition):
+            self.passed.append(ok or message)
+            return True
+        self.failed.append(message)
+        if fatal:
+            raise _StopChecking
+        return False
+
+
+@dataclass
+class CheckResult:
+    exercise: str
+    n_passed: int
+    n_total: int
+    messages: list[str]
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.n_total > 0 and self.n_passed == self.n_total
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.error or self.n_total == 0 else self.n_passed / self.n_total
+
+    def __str__(self) -> str:
+        if self.error:
+            return f"[FAIL] {self.exercise}: {self.error}"
+        head = "[PASS]" if self.passed else "[FAIL]"
+        lines = [f"{head} {self.exercise}: {self.n_passed}/{self.n_total} checks passed"]
+        lines += [f"  - {m}" for m in self.messages]
+        return "\n".join(lines)
+
+
+@dataclass
+class Exercise:
+    id: str
+    title: str
+    checker: Callable
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(exercise_id: str, title: str):
+    """Decorator registering a checker ``fn(obj, fb)`` for an exercise id."""
+
+    def deco(fn):
+        EXERCISES[exercise_id] = Exercise(exercise_id, title, fn)
+        return fn
+
+    return deco
+
+
+def _describe_exception(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    # the last frame that is not inside course_lib is the student's line
+    user = [fr for fr in tb if "course_lib" not in fr.filename.replace("\\", "/")]
+    where = f" (line {user[-1].lineno}: `{(user[-1].line or '').strip()}`)" if user else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def run_checker(checker: Callable, exercise_id: str, obj, **kwargs) -> CheckResult:
+    """Run a checker on ``obj`` and turn every outcome (including exceptions) into a CheckResult."""
+    fb = Feedback()
+    try:
+        checker(obj, fb, **kwargs)
+    except _StopChecking:
+        pass
+    except NotImplementedError:
+        return CheckResult(exercise_id, 0, 1, [], error="not implemented yet: replace the "
+                           "`raise NotImplementedError(...)` line with your code and run the cell again")
+    except Exception as exc:  # noqa: BLE001 - any student error becomes feedback
+        return CheckResult(exercise_id, len(fb.passed), len(fb.passed) + 1, fb.failed,
+                           error=f"your code raised {_describe_exception(exc)}")
+    total = len(fb.passed) + len(fb.failed)
+    return CheckResult(exercise_id, len(fb.passed), total, fb.failed)
+
+
+def check(exercise_id: str, obj, verbose: bool = True, **kwargs) -> CheckResult:
+    """Run the public self-check of an exercise on the student's function/class and print feedback."""
+    _load_checkers()
+    if exercise_id not in EXERCISES:
+        raise KeyError(f"unknown exercise {exercise_id!r}; known: {sorted(EXERCISES)}")
+    res = run_checker(EXERCISES[exercise_id].checker, exercise_id, obj, **kwargs)
+    if verbose:
+        print(res)
+    return res
+
+
+def _load_checkers() -> None:
+    """Import the per-notebook checker modules so they register themselves."""
+    import importlib
+    import pkgutil
+
+    import course_lib.exercises as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
