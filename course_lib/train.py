@@ -1,0 +1,223 @@
+"""A small training loop, checkpoints and train-or-load, shared by every notebook.
+
+- :func:`fit` trains with Adam, a tqdm progress bar, validation every epoch, early stopping on the
+  validation loss, and keeps the best weights.
+- :func:`save_checkpoint` / :func:`load_checkpoint` store only tensors and plain Python values, so a
+  checkpoint loads with ``torch.load(weights_only=True)`` (no pickled code), and are stamped with
+  the course_lib version and the model's configuration.
+- :func:`train_or_load` lets a CPU student load a shipped checkpoint instead of training for minutes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from course_lib.utils import is_fast
+
+__all__ = ["History", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "train_or_load"]
+
+
+@dataclass
+class History:
+    """Per-epoch losses and the best epoch of a :func:`fit` run."""
+
+    train: list[float] = field(default_factory=list)
+    val: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = math.inf
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict:
+        return {"train": self.train, "val": self.val, "best_epoch": self.best_epoch,
+                "best_val": self.best_val, "seconds": self.seconds, "stopped_early": self.stopped_early}
+
+
+def _to(batch, device):
+    return batch.to(device) if hasattr(batch, "to") else batch
+
+
+@torch.no_grad()
+def _eval_no_grad(model, loader, loss_fn, device):
+    return _mean_loss(model, loader, loss_fn, device)
+
+
+def _mean_loss(model, loader, loss_fn, device):
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = _to(batch, device)
+        loss = loss_fn(model, batch)
+        n = getattr(batch, "num_graphs", 1)
+        total += float(loss.detach()) * n
+        count += n
+    return total / max(count, 1)
+
+
+def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable, device=None,
+             needs_grad: bool = False) -> float:
+    """Mean of ``loss_fn(model, batch)`` over a loader (weighted by graphs per batch), in eval mode.
+
+    Set ``needs_grad=True`` when the loss differentiates the model (forces by autograd).
+    """
+    device = device or next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        if needs_grad:
+            return _mean_loss(model, loader, loss_fn, device)
+        return _eval_no_grad(model, loader, loss_fn, device)
+    finally:
+        model.train(was)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None,
+    loss_fn: Callable,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    patience: int | None = 20,
+    device=None,
+    progress: bool = True,
+    needs_grad_eval: bool = False,
+    scheduler: str | None = "plateau",
+    grad_clip: float | None = 10.0,
+    desc: str = "training",
+) -> History:
+    """Train ``model`` with Adam; return a :class:`History`. The best weights (lowest validation loss)
+    are loaded into the model at the end.
+
+    ``loss_fn(model, batch) -> scalar tensor`` holds everything model-specific (energy loss, force
+    loss, rollout loss, ...). ``patience``: stop after that many epochs without a better validation
+    loss (None: never). ``scheduler="plateau"`` halves the learning rate when validation stalls.
+    """
+    from tqdm.auto import tqdm
+
+    device = device or next(model.parameters()).device
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = None
+    if scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, (patience or 20) // 3))
+    hist = History()
+    best_state = copy.deepcopy(model.state_dict())
+    t0 = time.perf_counter()
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    since_best = 0
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for batch in train_loader:
+            batch = _to(batch, device)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {float(loss.detach())} at epoch {epoch}: lower the learning rate (now {lr}) "
+                    "or check the data for NaNs"
+                )
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            n = getattr(batch, "num_graphs", 1)
+            total += float(loss.detach()) * n
+            count += n
+        hist.train.append(total / max(count, 1))
+        val = hist.train[-1] if val_loader is None else evaluate(model, val_loader, loss_fn, device,
+                                                                  needs_grad=needs_grad_eval)
+        hist.val.append(val)
+        if sched is not None:
+            sched.step(val)
+        if val < hist.best_val:
+            hist.best_val, hist.best_epoch, since_best = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        bar.set_postfix(train=f"{hist.train[-1]:.3g}", val=f"{val:.3g}", best=f"{hist.best_val:.3g}")
+        if patience is not None and since_best >= patience:
+            hist.stopped_early = True
+            break
+    model.load_state_dict(best_state)
+    hist.seconds = time.perf_counter() - t0
+    return hist
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict | None = None,
+                    metrics: dict | None = None) -> Path:
+    """Save weights + plain metadata; loadable with ``torch.load(path, weights_only=True)``."""
+    import course_lib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "course_lib_version": course_lib.__version__,
+        "model_class": type(model).__name__,
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None, map_location="cpu") -> dict:
+    """Load a checkpoint saved by :func:`save_checkpoint` (``weights_only=True``: no code is executed).
+
+    With ``model`` given, its class must match the checkpoint and the weights are loaded into it.
+    Warns when the checkpoint was written by another course_lib version.
+    """
+    import course_lib
+
+    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    if payload.get("course_lib_version") != course_lib.__version__:
+        warnings.warn(
+            f"checkpoint {path} was written by course_lib {payload.get('course_lib_version')}, "
+            f"this is {course_lib.__version__}; retrain if the model definition changed",
+            stacklevel=2,
+        )
+    if model is not None:
+        if payload["model_class"] != type(model).__name__:
+            raise ValueError(f"checkpoint {path} holds a {payload['model_class']}, not a {type(model).__name__}")
+        model.load_state_dict(payload["state_dict"])
+    return payload
+
+
+def train_or_load(
+    model: torch.nn.Module,
+    path: str | Path,
+    train_fn: Callable[[torch.nn.Module], dict | None],
+    config: dict | None = None,
+    retrain: bool | None = None,
+) -> dict:
+    """Load ``path`` into ``model`` if it exists (and matches ``config``); otherwise train and save.
+
+    ``train_fn(model) -> metrics dict`` trains in place. ``retrain=True`` always trains (never in fast
+    mode: fast mode trains a tiny model and must not overwrite a shipped checkpoint, so it returns
+    without saving). Returns the checkpoint metadata, with ``"loaded": True/False``.
+    """
+    path = Path(path)
+    fast = is_fast()
+    if path.exists() and not retrain:
+        payload = load_checkpoint(path, model)
+        if config is not None and payload.get("config") != dict(config):
+            raise ValueError(
+                f"checkpoint {path} was trained with config {payload.get('config')}, but this model uses "
+                f"{dict(config)}: delete the file or pass retrain=True to train again"
+            )
+        return {**payload, "loaded": True}
+    metrics = train_fn(model) or {}
+    if fast:
+        return {"config": dict(config or {}), "metrics": metrics, "loaded": False, "saved": False}
+    save_checkpoint(path, model, config, metrics)
+    return {"config": dict(config or {}), "metrics": metrics, "loaded": False, "saved": True}
