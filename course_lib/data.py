@@ -125,12 +125,13 @@ def validate_dataset(dataset: Iterable[Data], require: Iterable[str] = ()) -> No
         validate(g, require=require, name=f"graph {k}")
 
 
-def make_graph(pos, **fields) -> Data:
+def make_graph(pos, dtype: torch.dtype | None = None, **fields) -> Data:
     """Build a contract-conforming graph from arrays (numpy or torch) and validate it.
 
-    ``energy`` may be given as a Python float; ``box`` as ``[d]`` or ``[1, d]``.
+    Float fields get ``dtype`` (default: torch's default dtype); ``energy`` may be given as a Python
+    float; ``box`` as ``[d]`` or ``[1, d]``.
     """
-    out = {"pos": torch.as_tensor(pos, dtype=torch.get_default_dtype())}
+    out = {"pos": torch.as_tensor(pos, dtype=dtype or torch.get_default_dtype())}
     for k, v in fields.items():
         if v is None:
             continue

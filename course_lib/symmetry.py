@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +56,7 @@ __all__ = [
     "permutation",
     "box_symmetry",
     "standard_transforms",
+    "random_augmentation",
     "default_tolerance",
     "equivariance_error",
     "assert_equivariant",
@@ -485,6 +486,25 @@ def standard_transforms(data, periodic: bool | None = None, generator=None) -> d
         out["rotation"] = rotation(d, g)
         out["reflection"] = reflection(d, g)
     return out
+
+
+def random_augmentation(data, generator=None, field_kinds: dict[str, str] | None = None):
+    """Data augmentation with a random symmetry of the system, applied to a graph or a batch.
+
+    Periodic graphs (with ``box``): a random periodic translation per graph, then a random element
+    of the box's point group (8 in 2D: rotations by 90 degrees and reflections). Open graphs: a
+    random O(d) element (rotation or reflection) and a random translation. Labels transform with
+    their kinds (energies unchanged, forces rotated).
+    """
+    g = _gen(generator)
+    d = data.pos.shape[1]
+    if getattr(data, "box", None) is not None:
+        els = lattice_point_group(d)
+        k = int(torch.randint(0, len(els), (), generator=g))
+        T = periodic_translation(data.box, g).then(Transform("box symmetry", R=els[k]))
+    else:
+        T = Transform("O(d)", R=random_orthogonal(d, generator=g)).then(translation(d, generator=g))
+    return T(data, field_kinds)
 
 
 # --------------------------------------------------------------------------------------------

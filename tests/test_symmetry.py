@@ -74,7 +74,8 @@ def test_groups_satisfy_axioms():
 
 def test_rotation_matrices_and_reflection():
     R = S.rotation_matrix_2d(math.pi / 2)
-    assert torch.allclose(R @ torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64))
+    e_x, e_y = torch.eye(2, dtype=torch.float64)
+    assert torch.allclose(R @ e_x, e_y)
     R3 = S.rotation_matrix_3d([0, 0, 1], math.pi / 2)
     assert torch.allclose(R3[:2, :2], R)
     M = S.reflection_matrix([1.0, 0.0, 0.0])

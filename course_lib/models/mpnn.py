@@ -1,0 +1,157 @@
+"""The invariant message-passing network of notebook 01 (energy of charged particles in a box).
+
+Design, derived from the symmetries of the task (permutations, translations including periodic
+ones, rotations and reflections):
+
+- graph: edges between particles closer than ``cutoff`` under the minimum-image convention
+  (:func:`course_lib.neighbors.radius_graph`); only the *distance* r_ij enters, never a direction;
+- node input: the charge q_i (and optionally the speed |v_i|), both invariant;
+- message passing with sum aggregation (permutation invariant, any number of neighbours)::
+
+      e_ij   = RBF(r_ij)                               radial basis x smooth cutoff   [E, K]
+      m_ij   = phi_e(h_i, h_j, e_ij)                   message                        [E, H]
+      m_i    = sum_{j in N(i)} m_ij                    aggregation                    [N, H]
+      h_i   <- h_i + phi_h(h_i, m_i)                   update (residual)              [N, H]
+
+- readout: a per-particle energy E_i = phi_out(h_i), summed over the particles of each graph
+  (extensive: twice the system, twice the energy)::
+
+      E = sum_i (sigma * E_i + mu)
+
+  where ``mu`` (energy per particle) and ``sigma`` (scale) are fitted to the training set with
+  :meth:`InvariantMPNN.fit_energy_scale`, so the network only learns an O(1) correction.
+
+The solution sketch uses ReLU; we use SiLU so the energy is smooth and its forces (-dE/dx, used
+for molecular dynamics in notebook 08) are continuous.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from course_lib.models.radial import GaussianRBF
+from course_lib.neighbors import radius_graph
+
+__all__ = ["mlp", "MessagePassingLayer", "InvariantMPNN", "scatter_sum"]
+
+
+def mlp(n_in: int, n_hidden: int, n_out: int, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
+    """A two-layer perceptron: Linear -> act -> Linear."""
+    return nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, n_out))
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
+    """out[k] = sum of src[e] over e with index[e] == k; src [E, ...] -> [dim_size, ...]."""
+    out = src.new_zeros((dim_size, *src.shape[1:]))
+    return out.index_add(0, index, src)
+
+
+class MessagePassingLayer(nn.Module):
+    """One invariant message-passing step: h [N, H], e [E, K], edge_index [2, E] -> h' [N, H]."""
+
+    def __init__(self, hidden: int, num_basis: int):
+        super().__init__()
+        self.phi_e = mlp(2 * hidden + num_basis, hidden, hidden)
+        self.phi_h = mlp(2 * hidden, hidden, hidden)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        j, i = edge_index  # PyG convention: messages flow from source j to target i
+        m_ij = self.phi_e(torch.cat([h[i], h[j], e], dim=-1))
+        m_i = scatter_sum(m_ij, i, h.shape[0])
+        return h + self.phi_h(torch.cat([h, m_i], dim=-1))
+
+
+class InvariantMPNN(nn.Module):
+    """Energy model E(positions, charges) invariant to permutations, (periodic) translations,
+    rotations and reflections. ``model(batch) -> [num_graphs]`` energies.
+
+    Args:
+        hidden: width H of node features and MLPs (64, as in the solution sketch).
+        layers: number of message-passing layers (3).
+        cutoff: neighbour cutoff r_c; must be < L/2 for periodic boxes (checked by radius_graph).
+        num_basis: number K of Gaussian radial basis functions.
+        use_speed: also feed |v_i| (invariant, but the potential energy does not depend on it).
+    """
+
+    def __init__(self, hidden: int = 64, layers: int = 3, cutoff: float = 3.0, num_basis: int = 32,
+                 use_speed: bool = False):
+        super().__init__()
+        self.config = {"hidden": hidden, "layers": layers, "cutoff": cutoff, "num_basis": num_basis,
+                       "use_speed": use_speed}
+        self.cutoff = cutoff
+        self.use_speed = use_speed
+        self.rbf = GaussianRBF(num_basis, cutoff)
+        self.embed = nn.Linear(self.num_node_inputs(), hidden)
+        self.layers = nn.ModuleList(MessagePassingLayer(hidden, num_basis) for _ in range(layers))
+        self.phi_out = mlp(hidden, hidden, 1)
+        self.register_buffer("mu", torch.zeros(()))
+        self.register_buffer("sigma", torch.ones(()))
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def num_node_inputs(self) -> int:
+        return 1 + int(self.use_speed)
+
+    def node_inputs(self, batch) -> torch.Tensor:
+        """Invariant node inputs [N, F]: the charge (and the speed)."""
+        feats = [batch.charge[:, None].to(batch.pos.dtype)]
+        if self.use_speed:
+            feats.append(batch.vel.norm(dim=-1, keepdim=True))
+        return torch.cat(feats, dim=-1)
+
+    def edges(self, batch):
+        """(edge_index [2, E], r_ij [E]) from the minimum-image radius graph."""
+        box = getattr(batch, "box", None)
+        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=_batch_of(batch))
+        return edge_index, edge_vec.norm(dim=-1)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def atomic_energies(self, batch) -> torch.Tensor:
+        """Per-particle energies [N] (before summing)."""
+        _check_inputs(batch, need_speed=self.use_speed)
+        edge_index, r = self.edges(batch)
+        e = self.rbf(r)
+        h = self.embed(self.node_inputs(batch))
+        for layer in self.layers:
+            h = layer(h, e, edge_index)
+        return self.sigma * self.phi_out(h).squeeze(-1) + self.mu
+
+    def forward(self, batch) -> torch.Tensor:
+        """batch -> energies [num_graphs] (sum pooling of per-particle energies)."""
+        E_i = self.atomic_energies(batch)
+        return scatter_sum(E_i, _batch_of(batch), _num_graphs(batch))
+
+    @torch.no_grad()
+    def fit_energy_scale(self, graphs) -> tuple[float, float]:
+        """Set mu = mean energy per particle and sigma = std of (E - N mu) / sqrt(N) over ``graphs``."""
+        E = torch.cat([g.energy.reshape(-1) for g in graphs]).double()
+        N = torch.tensor([g.num_nodes for g in graphs], dtype=torch.float64)
+        mu = (E.sum() / N.sum()).item()
+        sigma = ((E - N * mu) / N.sqrt()).std().clamp_min(1e-6).item()
+        self.mu.fill_(mu)
+        self.sigma.fill_(sigma)
+        return mu, sigma
+
+
+def _batch_of(batch) -> torch.Tensor:
+    b = getattr(batch, "batch", None)
+    return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long, device=batch.pos.device)
+
+
+def _num_graphs(batch) -> int:
+    return int(getattr(batch, "num_graphs", 1) or 1)
+
+
+def _check_inputs(batch, need_speed: bool = False) -> None:
+    """Clear errors for inputs that violate the data contract (the field is named)."""
+    pos = getattr(batch, "pos", None)
+    if pos is None or pos.dim() != 2:
+        raise ValueError("the model needs 'pos' [num_nodes, d]; build graphs with course_lib.data.make_graph")
+    if getattr(batch, "charge", None) is None:
+        raise ValueError("the model needs 'charge' [num_nodes] (float charges of the particles)")
+    if batch.charge.shape != (pos.shape[0],):
+        raise ValueError(f"'charge' has shape {tuple(batch.charge.shape)}, expected [{pos.shape[0]}]")
+    if need_speed and getattr(batch, "vel", None) is None:
+        raise ValueError("use_speed=True needs 'vel' [num_nodes, d]")
+    if not torch.isfinite(pos).all():
+        raise ValueError("'pos' contains NaN or inf")
