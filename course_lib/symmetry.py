@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from course_lib.neighbors import minimum_image
+
 __all__ = [
     "FIELD_KINDS",
     "OUTPUT_KINDS",
@@ -246,10 +248,6 @@ def _batch_vector(data) -> torch.Tensor:
 def _num_graphs(data) -> int:
     n = getattr(data, "num_graphs", None)
     return int(n) if n is not None else 1
-
-
-def _min_image(vec: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    return vec - box * torch.round(vec / box)
 
 
 def _per_node(values: torch.Tensor, batch: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -609,7 +607,7 @@ def equivariance_error(
             batch = _batch_vector(x)
             if transform.perm is not None:
                 batch = batch[transform.perm]
-            diff = _min_image(diff, _per_node(box.to(torch.float64).reshape(-1, diff.shape[-1]), batch, diff))
+            diff = minimum_image(diff, _per_node(box.to(torch.float64).reshape(-1, diff.shape[-1]), batch, diff))
         scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
         per_output[label] = float(diff.abs().max()) / scale if diff.numel() else 0.0
     err = max(per_output.values()) if per_output else 0.0
