@@ -1,0 +1,732 @@
+"""Notebook build of the course: stamping, generated ``.ipynb`` files and student versions.
+
+Run it from the repository root::
+
+    python -m course_lib.assign sync    # stamp the sources, regenerate every .ipynb (writes files)
+    python -m course_lib.assign check   # exit 1 if anything is out of date (CI runs this)
+    python -m course_lib.assign list    # table of the exercises: notebook, id, points, title
+
+Conventions (instructors write them, students meet them)
+--------------------------------------------------------
+
+1. **Source of truth.** Each notebook is written as ``notebooks/NN_slug.py`` in jupytext
+   ``py:percent`` format (cells start with ``# %%``, markdown cells with ``# %% [markdown]``).
+   The committed ``notebooks/NN_slug.ipynb`` is *generated* from it by ``sync``: no outputs, no
+   execution counts, minimal metadata (``kernelspec`` and ``language_info``) and deterministic cell
+   ids (``c00``, ``c01``, ... by position), so regenerating it gives byte-identical files. Never edit
+   a generated ``.ipynb`` by hand: edit the ``.py`` and run ``sync``.
+
+2. **Stamped cells.** The first two cells of every notebook are written by ``sync`` from the
+   single repository URL in ``pyproject.toml`` (``[project.urls] Repository``):
+
+   a. a markdown cell tagged ``course-badge``: the "Open in Colab" badge of this very notebook
+      (student copies point to ``notebooks/student/NN_slug.ipynb``);
+   b. a code cell tagged ``course-setup``: on Colab only it pip-installs ``course_lib`` from the
+      repository (never naming or reinstalling torch: Colab's torch is kept), then imports
+      ``course_lib`` (with a clear message for local users: ``pip install -e ".[dev]"`` from the
+      repository root) and prints the environment-doctor line (versions, device, fast mode).
+
+   ``sync`` inserts the two cells when they are missing and replaces them when present (they are
+   found by their tags), in the ``.py`` source too, so source and notebook always agree. Do not
+   edit them by hand: change this module and run ``sync``.
+
+3. **Exercises.** A solution cell is a code cell with the cell metadata ``exercise`` and
+   ``points``; in the ``.py`` source its header reads ``# %% exercise="00.symmetrize" points=2``.
+   It contains one or more solution regions between a line ``### BEGIN SOLUTION`` and a line
+   ``### END SOLUTION`` (the nbgrader markers, at any indentation). Inside a region an optional
+   line ``### HINT: ...`` gives the hint shown to students. The code cell right after it is the
+   self-check, ``check("00.symmetrize", symmetrize)`` (see :mod:`course_lib.checks`). Cells tagged
+   ``hidden`` (header ``# %% tags=["hidden"]``) are instructor-only.
+
+4. **Student version.** ``notebooks/student/NN_slug.ipynb`` is the same notebook with every
+   solution region (markers included) replaced, at the marker's indentation, by::
+
+       # YOUR CODE HERE
+       raise NotImplementedError("Exercise 00.symmetrize (<title>): <hint>, then run the check cell below.")
+
+   (``<title>`` comes from the exercise registry, ``<hint>`` from the ``### HINT:`` line or is
+   "write your code here"); hidden cells are removed, outputs cleared, and the badge points to the
+   student copy. Exercise cells keep their ``exercise``/``points`` metadata so the grader can map
+   cells to exercises. Put solution regions *inside* functions or methods: the student notebook
+   must run top to bottom, the stub raising only when called (the check cell then prints
+   "not implemented yet").
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+__all__ = [
+    "NOTEBOOK_DIR",
+    "STUDENT_DIR_NAME",
+    "BADGE_TAG",
+    "SETUP_TAG",
+    "HIDDEN_TAG",
+    "repo_url",
+    "github_repo",
+    "badge_source",
+    "setup_source",
+    "stamp_source_text",
+    "read_source",
+    "build_source_notebook",
+    "build_student_notebook",
+    "notebook_text",
+    "exercise_cells",
+    "check_target",
+    "stub_source",
+    "imports_source",
+    "lint",
+    "Change",
+    "plan",
+    "sync",
+    "check",
+    "main",
+]
+
+#: Repository root when course_lib is used from a checkout (``course_lib/..``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Folder of the notebook sources (``NN_slug.py``) and generated notebooks (``NN_slug.ipynb``).
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+#: Sub-folder of :data:`NOTEBOOK_DIR` holding the generated student versions.
+STUDENT_DIR_NAME = "student"
+SOURCE_GLOB = "[0-9][0-9]_*.py"
+GENERATED_GLOB = "[0-9][0-9]_*.ipynb"
+
+BADGE_TAG = "course-badge"
+SETUP_TAG = "course-setup"
+HIDDEN_TAG = "hidden"
+SYNC_COMMAND = "python -m course_lib.assign sync"
+
+_BEGIN_RE = re.compile(r"^([ \t]*)###[ \t]*BEGIN SOLUTION[ \t]*$")
+_END_RE = re.compile(r"^[ \t]*###[ \t]*END SOLUTION[ \t]*$")
+_HINT_RE = re.compile(r"^[ \t]*###[ \t]*HINT:[ \t]*(.*?)[ \t]*$")
+# jupytext's py:percent cell marker: ``# %%`` alone or followed by white space (and options)
+_CELL_MARKER_RE = re.compile(r"^[ \t]*#[ \t]*%%(%*[ \t].*|[ \t]*)$")
+_TAGS_RE = re.compile(r"\btags\s*=\s*(\[[^\]]*\])")
+
+_KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+# --------------------------------------------------------------------------------------------
+# the repository URL and the two stamped cells
+# --------------------------------------------------------------------------------------------
+
+
+def _pyproject_repository(pyproject: Path) -> str | None:
+    text = pyproject.read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = None
+    if tomllib is not None:
+        data = tomllib.loads(text)
+        if data.get("project", {}).get("name") != "course_lib":
+            return None
+        return data["project"].get("urls", {}).get("Repository")
+    m = re.search(r'^\s*Repository\s*=\s*"([^"]+)"', text, flags=re.MULTILINE)
+    return m.group(1) if m and re.search(r'^name\s*=\s*"course_lib"', text, flags=re.MULTILINE) else None
+
+
+def repo_url() -> str:
+    """The repository URL, e.g. ``https://github.com/OWNER/REPO`` (no trailing slash or ``.git``).
+
+    Read from ``pyproject.toml`` (``[project.urls] Repository``) in a checkout; when course_lib is
+    installed without the repository, from the installed package metadata.
+    """
+    url = None
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if pyproject.is_file():
+        url = _pyproject_repository(pyproject)
+    if not url:
+        from importlib.metadata import PackageNotFoundError, metadata
+
+        try:
+            for entry in metadata("course_lib").get_all("Project-URL") or []:
+                label, _, value = entry.partition(",")
+                if label.strip().lower() == "repository":
+                    url = value.strip()
+        except PackageNotFoundError:
+            pass
+    if not url:
+        raise RuntimeError("no repository URL: set [project.urls] Repository in pyproject.toml")
+    url = url.strip().rstrip("/")
+    return url[: -len(".git")] if url.endswith(".git") else url
+
+
+def github_repo(url: str | None = None) -> str:
+    """``OWNER/REPO`` of a GitHub repository URL (default: :func:`repo_url`)."""
+    url = url or repo_url()
+    m = re.fullmatch(r"https?://github\.com/([^/\s]+)/([^/\s]+)", url)
+    if not m:
+        raise ValueError(f"the repository URL {url!r} is not of the form https://github.com/OWNER/REPO")
+    return f"{m.group(1)}/{m.group(2)}"
+
+
+def notebook_path(slug: str, student: bool = False) -> str:
+    """Path of a generated notebook relative to the repository root (as used by the badge)."""
+    return f"notebooks/{STUDENT_DIR_NAME}/{slug}.ipynb" if student else f"notebooks/{slug}.ipynb"
+
+
+def badge_source(slug: str, student: bool = False) -> str:
+    """Markdown of the "Open in Colab" badge of notebook ``slug`` (e.g. ``"00_symmetry_primer"``)."""
+    colab = "https://colab.research.google.com/github"
+    target = f"{colab}/{github_repo()}/blob/main/{notebook_path(slug, student)}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
+
+
+_SETUP_TEMPLATE = '''\
+# Course setup. Stamped by `{sync}` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    # On Colab: install course_lib and the graph libraries it needs. Colab's preinstalled torch
+    # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
+    requirement = "course_lib @ git+{url}"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+
+try:
+    import course_lib
+except ImportError as exc:
+    raise ImportError(
+        "course_lib is not installed in this Python environment. Locally, run "
+        '`pip install -e ".[dev]"` from the repository root, then restart the kernel.'
+    ) from exc
+
+from course_lib.utils import doctor
+
+_ = doctor()  # one line: library versions, device, fast mode'''
+
+
+def setup_source() -> str:
+    """Source of the stamped setup cell (identical in the source and the student notebooks)."""
+    return _SETUP_TEMPLATE.format(sync=SYNC_COMMAND, url=repo_url())
+
+
+def _stamped_text(slug: str) -> str:
+    """The two stamped cells in py:percent form (as they appear at the top of ``NN_slug.py``)."""
+    badge = "\n".join(f"# {line}".rstrip() for line in badge_source(slug).split("\n"))
+    return (
+        f'# %% [markdown] tags=["{BADGE_TAG}"]\n{badge}\n\n'
+        f'# %% tags=["{SETUP_TAG}"]\n{setup_source()}\n'
+    )
+
+
+def _is_stamped_marker(line: str) -> bool:
+    m = _TAGS_RE.search(line)
+    if not m:
+        return False
+    try:
+        tags = json.loads(m.group(1))
+    except json.JSONDecodeError:
+        return False
+    return BADGE_TAG in tags or SETUP_TAG in tags
+
+
+def stamp_source_text(text: str, slug: str) -> str:
+    """Return the py:percent source ``text`` with the badge and setup cells first (inserted or replaced).
+
+    The jupytext YAML header (``# ---`` ... ``# ---``), if any, stays on top; every other cell is
+    kept byte for byte. Text before the first ``# %%`` marker (other than the header) is an error.
+    """
+    lines = text.splitlines(keepends=True)
+    header: list[str] = []
+    start = 0
+    if lines and lines[0].rstrip() == "# ---":
+        for j in range(1, len(lines)):
+            if lines[j].rstrip() == "# ---":
+                header, start = lines[: j + 1], j + 1
+                break
+    markers = [k for k in range(start, len(lines)) if _CELL_MARKER_RE.match(lines[k])]
+    preamble = lines[start : markers[0] if markers else len(lines)]
+    if any(line.strip() for line in preamble):
+        raise ValueError(
+            f"{slug}.py: text before the first `# %%` cell marker; put it in a cell "
+            "(the badge and setup cells must come first)"
+        )
+    blocks = [lines[s:e] for s, e in zip(markers, markers[1:] + [len(lines)])]
+    kept = [line for block in blocks if not _is_stamped_marker(block[0]) for line in block]
+    out = "".join(header) + ("\n" if header else "") + _stamped_text(slug)
+    if kept:
+        out += "\n" + "".join(kept)
+    return out if out.endswith("\n") else out + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# reading and building notebooks
+# --------------------------------------------------------------------------------------------
+
+
+def _jupytext():
+    try:
+        import jupytext
+    except ImportError as exc:  # pragma: no cover - jupytext is in the [test]/[dev] extras
+        raise ImportError('course_lib.assign needs jupytext: pip install -e ".[dev]"') from exc
+    return jupytext
+
+
+def read_source(path) -> nbformat.NotebookNode:
+    """Read a py:percent notebook source (``notebooks/NN_slug.py``) as it is on disk (no stamping)."""
+    return _jupytext().read(Path(path), fmt="py:percent")
+
+
+def _reads_source(text: str) -> nbformat.NotebookNode:
+    return _jupytext().reads(text, fmt="py:percent")
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _is_stamped(cell) -> bool:
+    tags = _tags(cell)
+    return BADGE_TAG in tags or SETUP_TAG in tags
+
+
+def _clean_metadata(cell) -> dict:
+    md = cell.get("metadata", {})
+    out = {}
+    if md.get("tags"):
+        out["tags"] = list(md["tags"])
+    if cell.get("cell_type") == "code" and "exercise" in md:
+        out["exercise"] = md["exercise"]
+        if "points" in md:
+            out["points"] = md["points"]
+    return out
+
+
+def _copy_cell(cell, source: str | None = None) -> nbformat.NotebookNode:
+    src = _source(cell) if source is None else source
+    md = _clean_metadata(cell)
+    kind = cell.get("cell_type")
+    if kind == "code":
+        return nbformat.v4.new_code_cell(source=src, metadata=md)
+    if kind == "markdown":
+        return nbformat.v4.new_markdown_cell(source=src, metadata=md)
+    if kind == "raw":
+        return nbformat.v4.new_raw_cell(source=src, metadata=md)
+    raise ValueError(f"unknown cell type {kind!r}")
+
+
+def _stamped_cells(slug: str, student: bool) -> list[nbformat.NotebookNode]:
+    return [
+        nbformat.v4.new_markdown_cell(source=badge_source(slug, student), metadata={"tags": [BADGE_TAG]}),
+        nbformat.v4.new_code_cell(source=setup_source(), metadata={"tags": [SETUP_TAG]}),
+    ]
+
+
+def _new_notebook(cells: list) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    nb.metadata = nbformat.NotebookNode(
+        kernelspec=nbformat.NotebookNode(_KERNELSPEC), language_info=nbformat.NotebookNode(name="python")
+    )
+    for i, cell in enumerate(cells):
+        cell["id"] = f"c{i:02d}"  # deterministic ids (nbformat 4.5 requires them)
+    nb.cells = cells
+    return nb
+
+
+def build_source_notebook(nb, slug: str) -> nbformat.NotebookNode:
+    """The instructor notebook ``notebooks/<slug>.ipynb``: stamped cells first, outputs cleared."""
+    cells = _stamped_cells(slug, student=False)
+    cells += [_copy_cell(c) for c in nb.cells if not _is_stamped(c)]
+    return _new_notebook(cells)
+
+
+def _has_marker(source: str) -> bool:
+    return any(_BEGIN_RE.match(line) or _END_RE.match(line) for line in source.split("\n"))
+
+
+def build_student_notebook(nb, slug: str) -> nbformat.NotebookNode:
+    """The student notebook ``notebooks/student/<slug>.ipynb``: solutions stubbed, hidden cells removed.
+
+    Raises ``ValueError`` when a solution could leak: solution markers outside an exercise cell, an
+    exercise cell without a solution region, or unbalanced markers.
+    """
+    cells = _stamped_cells(slug, student=True)
+    for i, cell in enumerate(nb.cells):
+        if _is_stamped(cell) or HIDDEN_TAG in _tags(cell):
+            continue
+        source = _source(cell)
+        if cell.get("cell_type") == "code":
+            exercise_id = cell.get("metadata", {}).get("exercise")
+            if exercise_id:
+                source = stub_source(source, str(exercise_id))
+            elif _has_marker(source):
+                raise ValueError(
+                    f"{slug}: cell {i} has solution markers but no `exercise=` metadata; its header "
+                    'must read `# %% exercise="NN.name" points=N` (or tag it hidden)'
+                )
+        cells.append(_copy_cell(cell, source))
+    return _new_notebook(cells)
+
+
+def notebook_text(nb) -> str:
+    """The JSON text of a notebook as committed: ``nbformat.writes`` plus a trailing newline."""
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# exercises
+# --------------------------------------------------------------------------------------------
+
+
+def exercise_cells(nb) -> list[tuple[str, int, str]]:
+    """``(exercise_id, points, source)`` of every exercise (solution) cell, in notebook order."""
+    out = []
+    for cell in nb.cells:
+        md = cell.get("metadata", {})
+        if cell.get("cell_type") == "code" and md.get("exercise"):
+            out.append((str(md["exercise"]), int(md.get("points", 0)), _source(cell)))
+    return out
+
+
+def _check_calls(source: str) -> dict[str, str]:
+    """``{exercise_id: expression}`` of the ``check("id", expr)`` calls in a code cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    out = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or len(node.args) < 2:
+            continue
+        func = node.func
+        name = getattr(func, "id", None) if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        first = node.args[0]
+        if name == "check" and isinstance(first, ast.Constant) and isinstance(first.value, str):
+            out.setdefault(first.value, ast.unparse(node.args[1]))
+    return out
+
+
+def check_target(nb, exercise_id: str) -> str | None:
+    """The expression checked by ``check("<exercise_id>", expr)`` in the code cell after the exercise.
+
+    Returns ``None`` when the next code cell has no such call.
+    """
+    cells = nb.cells
+    for i, cell in enumerate(cells):
+        if cell.get("cell_type") == "code" and cell.get("metadata", {}).get("exercise") == exercise_id:
+            nxt = next((c for c in cells[i + 1 :] if c.get("cell_type") == "code"), None)
+            return None if nxt is None else _check_calls(_source(nxt)).get(exercise_id)
+    return None
+
+
+def _exercise_title(exercise_id: str) -> str | None:
+    from course_lib import checks
+
+    checks._load_checkers()
+    ex = checks.EXERCISES.get(exercise_id)
+    return ex.title if ex is not None else None
+
+
+def _py_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def stub_source(source: str, exercise_id: str) -> str:
+    """Replace every solution region of ``source`` (markers included) by the student stub.
+
+    Each region becomes, at the indentation of its ``### BEGIN SOLUTION`` line::
+
+        # YOUR CODE HERE
+        raise NotImplementedError("Exercise <id> (<title>): <hint>, then run the check cell below.")
+
+    Code outside the regions is kept unchanged. Raises ``ValueError`` for a source without a region
+    or with unbalanced or nested markers.
+    """
+    title = _exercise_title(exercise_id)
+    label = f"Exercise {exercise_id} ({title})" if title else f"Exercise {exercise_id}"
+    lines = source.split("\n")
+    out: list[str] = []
+    n_regions = 0
+    i = 0
+    while i < len(lines):
+        begin = _BEGIN_RE.match(lines[i])
+        if _END_RE.match(lines[i]):
+            raise ValueError(f"exercise {exercise_id}: `### END SOLUTION` without `### BEGIN SOLUTION`")
+        if not begin:
+            out.append(lines[i])
+            i += 1
+            continue
+        hints = []
+        j = i + 1
+        while j < len(lines) and not _END_RE.match(lines[j]):
+            if _BEGIN_RE.match(lines[j]):
+                raise ValueError(f"exercise {exercise_id}: nested `### BEGIN SOLUTION`")
+            hint = _HINT_RE.match(lines[j])
+            if hint and hint.group(1):
+                hints.append(hint.group(1))
+            j += 1
+        if j == len(lines):
+            raise ValueError(f"exercise {exercise_id}: `### BEGIN SOLUTION` without `### END SOLUTION`")
+        hint_text = " ".join(hints).rstrip(".") if hints else "write your code here"
+        message = f"{label}: {hint_text}, then run the check cell below."
+        indent = begin.group(1)
+        out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({_py_string(message)})"]
+        n_regions += 1
+        i = j + 1
+    if n_regions == 0:
+        raise ValueError(
+            f"exercise {exercise_id}: no `### BEGIN SOLUTION` ... `### END SOLUTION` region in its cell"
+        )
+    return "\n".join(out)
+
+
+def imports_source(nb) -> str:
+    """Concatenated code cells made only of imports (``import x`` / ``from x import y``, per ``ast``).
+
+    The setup cell, hidden cells and exercise cells are left out. Used to run a solution cell on its
+    own: ``exec(imports_source(nb))`` then ``exec(solution)`` in the same namespace.
+    """
+    chunks = []
+    for cell in nb.cells:
+        md = cell.get("metadata", {})
+        tags = _tags(cell)
+        if cell.get("cell_type") != "code" or SETUP_TAG in tags or HIDDEN_TAG in tags or md.get("exercise"):
+            continue
+        source = _source(cell)
+        try:
+            body = ast.parse(source).body
+        except SyntaxError:
+            continue
+        if body and all(isinstance(stmt, (ast.Import, ast.ImportFrom)) for stmt in body):
+            chunks.append(source.strip("\n"))
+    return "\n".join(chunks) + "\n" if chunks else ""
+
+
+def lint(nb, slug: str) -> list[str]:
+    """Convention problems of a source notebook (empty list when it follows the conventions)."""
+    from course_lib import checks
+
+    checks._load_checkers()
+    problems = []
+    prefix = slug[:2] + "."
+    seen: set[str] = set()
+    for i, cell in enumerate(nb.cells):
+        if cell.get("cell_type") != "code":
+            continue
+        md = cell.get("metadata", {})
+        exercise_id = md.get("exercise")
+        source = _source(cell)
+        if not exercise_id:
+            if _has_marker(source):
+                problems.append(f"{slug}: cell {i} has solution markers but no `exercise=` metadata")
+            continue
+        exercise_id = str(exercise_id)
+        where = f"{slug}: exercise {exercise_id}"
+        if not exercise_id.startswith(prefix):
+            problems.append(f"{where}: the id must start with {prefix!r} (the notebook number)")
+        if exercise_id in seen:
+            problems.append(f"{where}: duplicate exercise id")
+        seen.add(exercise_id)
+        points = md.get("points")
+        if not isinstance(points, int) or isinstance(points, bool) or points <= 0:
+            problems.append(f"{where}: needs a positive integer `points=N` in its cell header")
+        if exercise_id not in checks.EXERCISES:
+            problems.append(f"{where}: no checker registered (course_lib/exercises/nb{slug[:2]}.py)")
+        try:
+            stub_source(source, exercise_id)
+        except ValueError as exc:
+            problems.append(f"{slug}: {exc}")
+        if check_target(nb, exercise_id) is None:
+            problems.append(f'{where}: the next code cell must call check("{exercise_id}", <object>)')
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# sync / check
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """A file that ``sync`` would write (``content``), or an orphan notebook (``content is None``)."""
+
+    path: Path
+    reason: str  # "stamped", "missing", "out of date" or "no source"
+    content: str | None = None
+
+
+def _read_text(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return path.read_bytes().decode("utf-8").replace("\r\n", "\n")
+
+
+def _verify_stamped(nb, slug: str) -> None:
+    cells = nb.cells
+    ok = (
+        len(cells) >= 2
+        and cells[0].cell_type == "markdown"
+        and _tags(cells[0]) == [BADGE_TAG]
+        and _source(cells[0]) == badge_source(slug)
+        and cells[1].cell_type == "code"
+        and _tags(cells[1]) == [SETUP_TAG]
+        and _source(cells[1]) == setup_source()
+    )
+    if not ok:  # pragma: no cover - guards against jupytext parsing the stamped text differently
+        raise RuntimeError(f"{slug}.py: stamping failed (jupytext reads the stamped cells differently)")
+
+
+def _outputs(source: Path) -> Iterable[tuple[Path, str, str]]:
+    slug = source.stem
+    text = _read_text(source) or ""
+    stamped = stamp_source_text(text, slug)
+    nb = _reads_source(stamped)
+    _verify_stamped(nb, slug)
+    yield source, stamped, "stamped"
+    yield source.with_suffix(".ipynb"), notebook_text(build_source_notebook(nb, slug)), "out of date"
+    student = source.parent / STUDENT_DIR_NAME / f"{slug}.ipynb"
+    yield student, notebook_text(build_student_notebook(nb, slug)), "out of date"
+
+
+def source_files(notebook_dir=None) -> list[Path]:
+    """The notebook sources ``NN_slug.py`` of ``notebook_dir`` (default :data:`NOTEBOOK_DIR`), sorted."""
+    return sorted(Path(notebook_dir or NOTEBOOK_DIR).glob(SOURCE_GLOB))
+
+
+def plan(notebook_dir=None) -> list[Change]:
+    """Every file that differs from what ``sync`` would write, and every orphan generated notebook."""
+    notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
+    changes = []
+    sources = source_files(notebook_dir)
+    for source in sources:
+        for path, content, reason in _outputs(source):
+            current = _read_text(path)
+            if current != content:
+                changes.append(Change(path, "missing" if current is None else reason, content))
+    slugs = {s.stem for s in sources}
+    for folder in (notebook_dir, notebook_dir / STUDENT_DIR_NAME):
+        for path in sorted(folder.glob(GENERATED_GLOB)):
+            if path.stem not in slugs:
+                changes.append(Change(path, "no source"))
+    return changes
+
+
+def sync(notebook_dir=None, write: bool = True) -> list[Change]:
+    """Stamp the sources and regenerate the notebooks; return the changes (written when ``write``)."""
+    changes = plan(notebook_dir)
+    if write:
+        for change in changes:
+            if change.content is not None:
+                change.path.parent.mkdir(parents=True, exist_ok=True)
+                change.path.write_text(change.content, encoding="utf-8", newline="\n")
+    return changes
+
+
+def check(notebook_dir=None) -> list[Change]:
+    """The out-of-date files (empty list when every generated and stamped file is up to date)."""
+    return sync(notebook_dir, write=False)
+
+
+def lint_all(notebook_dir=None) -> list[str]:
+    """Convention problems of every notebook source of ``notebook_dir``."""
+    problems = []
+    for source in source_files(notebook_dir):
+        problems += lint(read_source(source), source.stem)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    for base in (Path.cwd(), REPO_ROOT):
+        try:
+            return path.relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.as_posix()
+
+
+def _print_problems(problems: list[str]) -> None:
+    if problems:
+        print(f"{len(problems)} convention problem(s) (see `python -m pydoc course_lib.assign`):")
+        for p in problems:
+            print(f"  {p}")
+
+
+def _cmd_sync(notebook_dir) -> int:
+    changes = sync(notebook_dir)
+    for c in changes:
+        if c.content is None:
+            print(f"warning: {_rel(c.path)} has no source {c.path.stem}.py: delete it or add the source")
+        else:
+            print(f"wrote {_rel(c.path)} ({c.reason})")
+    if not any(c.content is not None for c in changes):
+        print("everything up to date")
+    problems = lint_all(notebook_dir)
+    _print_problems(problems)
+    return 1 if problems else 0
+
+
+def _cmd_check(notebook_dir) -> int:
+    changes = check(notebook_dir)
+    for c in changes:
+        print(f"{_rel(c.path)}: {c.reason}")
+    if any(c.content is not None for c in changes):
+        print(f"fix: run `{SYNC_COMMAND}` and commit the result")
+    if any(c.content is None for c in changes):
+        print("fix: delete the generated notebooks that have no NN_slug.py source (or add the source)")
+    problems = lint_all(notebook_dir)
+    _print_problems(problems)
+    if not changes and not problems:
+        print(f"{len(source_files(notebook_dir))} notebook(s) up to date")
+    return 1 if changes or problems else 0
+
+
+def _cmd_list(notebook_dir) -> int:
+    rows = []
+    for source in source_files(notebook_dir):
+        for exercise_id, points, _ in exercise_cells(read_source(source)):
+            rows.append((source.stem, exercise_id, str(points), _exercise_title(exercise_id) or "?"))
+    if not rows:
+        print("no exercises")
+        return 0
+    head = ("notebook", "id", "points", "title")
+    widths = [max(len(r[k]) for r in [head, *rows]) for k in range(3)]
+    for r in [head, *rows]:
+        print("  ".join(r[k].ljust(widths[k]) for k in range(3)) + "  " + r[3])
+    print(f"{len(rows)} exercise(s), {sum(int(r[2]) for r in rows)} points")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib.assign", description="Notebook build: stamping and student versions."
+    )
+    parser.add_argument(
+        "--notebooks", type=Path, default=None, help="notebook folder (default: notebooks/ of the repository)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("sync", help="stamp the sources and regenerate every .ipynb (writes files)")
+    sub.add_parser("check", help="exit 1 if a generated or stamped file is out of date (CI)")
+    sub.add_parser("list", help="table of the exercises")
+    args = parser.parse_args(argv)
+    command = {"sync": _cmd_sync, "check": _cmd_check, "list": _cmd_list}[args.command]
+    return command(args.notebooks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
