@@ -8,6 +8,15 @@
   rotations and reflections now change its output.
 
 Both return ``[num_graphs]`` energies from ``model(batch)``, like every energy model of the course.
+
+Dynamics baselines (next-state models, ``model(data) -> (pos_next [N, d], vel_next [N, d])``, usable
+with :func:`course_lib.models.egnn.rollout`), to compare with :class:`course_lib.models.egnn.EGNN`:
+
+- :class:`Ballistic`: no interactions, ``pos_next = wrap(pos + dt vel)``, ``vel_next = vel``. Exactly
+  equivariant (a sanity floor: a learned model must beat it).
+- :class:`AbsoluteCoordinateGNN`: a message-passing network that reads absolute coordinates ``x/L``
+  and the velocity components as node features and predicts the step with an MLP head. Permutation
+  equivariant (sum aggregation), but neither translation nor rotation/reflection equivariant.
 """
 
 from __future__ import annotations
@@ -16,9 +25,12 @@ import torch
 from torch import nn
 from torch_geometric.utils import to_dense_batch
 
-from course_lib.models.mpnn import InvariantMPNN, _batch_of
+from course_lib.models.egnn import _fixed_flag, _fixed_mask, _state, _wrap
+from course_lib.models.mpnn import InvariantMPNN, MessagePassingLayer, _batch_of, mlp
+from course_lib.models.radial import GaussianRBF
+from course_lib.neighbors import radius_graph
 
-__all__ = ["CoordinateMLP", "AbsolutePositionGNN"]
+__all__ = ["CoordinateMLP", "AbsolutePositionGNN", "Ballistic", "AbsoluteCoordinateGNN"]
 
 
 def _scaled_positions(batch) -> torch.Tensor:
@@ -70,3 +82,87 @@ class AbsolutePositionGNN(InvariantMPNN):
 
     def node_inputs(self, batch) -> torch.Tensor:
         return torch.cat([super().node_inputs(batch), _scaled_positions(batch)], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Dynamics baselines: model(data) -> (pos_next [N, d], vel_next [N, d])
+# --------------------------------------------------------------------------------------------
+
+
+def _hold_fixed(data, pos_next, vel_next, use_fixed: bool):
+    """Put crystal atoms (data.fixed True) back where they were, with zero velocity."""
+    hold = _fixed_mask(data) if use_fixed else None
+    if hold is None:
+        return pos_next, vel_next
+    return torch.where(hold, data.pos, pos_next), torch.where(hold, torch.zeros_like(vel_next), vel_next)
+
+
+class Ballistic(nn.Module):
+    """Free flight: pos_next = wrap(pos + dt * vel), vel_next = vel (crystal atoms held when use_fixed).
+
+    No learnable parameters; a zero-size dummy parameter makes ``next(model.parameters())`` (device and
+    dtype lookups in :mod:`course_lib.train`) and ``.double()`` work like for every other model.
+    """
+
+    def __init__(self, dt: float = 1.0, use_fixed: bool = True):
+        super().__init__()
+        self.config = {"dt": dt, "use_fixed": use_fixed}
+        self.dt, self.use_fixed = float(dt), use_fixed
+        self.dummy = nn.Parameter(torch.zeros(0))
+
+    def forward(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        pos, vel, box, batch, _ = _state(data, need_charge=False)
+        pos_next = pos + self.dt * vel
+        if box is not None:
+            pos_next = _wrap(pos_next, box[batch])
+        return _hold_fixed(data, pos_next, vel.clone(), self.use_fixed)
+
+
+class AbsoluteCoordinateGNN(nn.Module):
+    """A non-equivariant next-step model: the invariant MPNN of notebook 01 with absolute inputs.
+
+    Node inputs ``[q_i, fixed_i, x_i / L, v_i]`` (raw ``x_i`` in open space), then invariant message
+    passing on the minimum-image radius graph (Gaussian RBF of the distances), then an MLP head per node
+    that outputs ``2d`` numbers read in the fixed axes of the box::
+
+        (delta_x, delta_v) = head(h_i),   pos_next = wrap(pos + dt vel + delta_x),   vel_next = vel + delta_v
+
+    Like :class:`~course_lib.models.egnn.EGNN` it predicts a correction to free flight (a fair
+    comparison). It is permutation equivariant, but shifting or rotating the box changes its inputs
+    ``x/L`` and ``v`` without rotating its outputs: it has to *learn* the symmetries from data.
+
+    Args: hidden, layers, cutoff, num_basis as for InvariantMPNN; dt: time step; dim: d;
+    use_fixed: hold crystal atoms (``data.fixed``) in place.
+    """
+
+    def __init__(self, hidden: int = 64, layers: int = 3, cutoff: float = 3.0, num_basis: int = 16,
+                 dt: float = 1.0, dim: int = 2, use_fixed: bool = True):
+        super().__init__()
+        self.config = {"hidden": hidden, "layers": layers, "cutoff": cutoff, "num_basis": num_basis, "dt": dt,
+                       "dim": dim, "use_fixed": use_fixed}
+        self.cutoff, self.dt, self.dim, self.use_fixed = cutoff, float(dt), dim, use_fixed
+        self.rbf = GaussianRBF(num_basis, cutoff)
+        self.embed = nn.Linear(2 + 2 * dim, hidden)
+        self.layers = nn.ModuleList(MessagePassingLayer(hidden, num_basis) for _ in range(layers))
+        self.head = mlp(hidden, hidden, 2 * dim)
+
+    def node_inputs(self, data) -> torch.Tensor:
+        """Non-invariant node inputs [N, 2 + 2d]: charge, fixed flag, absolute x/L, velocity."""
+        q = data.charge.to(data.pos.dtype)[:, None]
+        return torch.cat([q, _fixed_flag(data), _scaled_positions(data), data.vel], dim=-1)
+
+    def forward(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        pos, vel, box, batch, _ = _state(data, need_charge=True)
+        if pos.shape[1] != self.dim:
+            raise ValueError(f"this AbsoluteCoordinateGNN was built for dim={self.dim}, got pos of shape "
+                             f"{tuple(pos.shape)}")
+        edge_index, edge_vec = radius_graph(pos, self.cutoff, box=box, batch=batch)
+        e = self.rbf(edge_vec.norm(dim=-1))
+        h = self.embed(self.node_inputs(data))
+        for layer in self.layers:
+            h = layer(h, e, edge_index)
+        out = self.head(h)
+        pos_next = pos + self.dt * vel + out[:, : self.dim]
+        if box is not None:
+            pos_next = _wrap(pos_next, box[batch])
+        return _hold_fixed(data, pos_next, vel + out[:, self.dim :], self.use_fixed)
