@@ -1,0 +1,231 @@
+"""Loaders of the course's particle datasets as lists of ``torch_geometric.data.Data`` graphs.
+
+>>> train = load_particles("energy", split="train")          # doctest: +SKIP
+>>> trajs = load_particles("trajectories", split="val")       # doctest: +SKIP
+>>> pairs = trajectory_pairs(trajs, steps=1)                   # doctest: +SKIP
+
+Where the files come from (first match wins):
+
+1. ``root=`` if given;
+2. the folder named by the environment variable ``COURSE_DATA_DIR``;
+3. the repository's ``data/`` folder (when ``course_lib`` is used from a checkout);
+4. the user cache ``~/.cache/course_lib/data`` (``$XDG_CACHE_HOME/course_lib/data``), downloading the
+   file from the repository named in the package metadata when it is missing.
+
+Every file's SHA-256 is verified before it is read: against ``manifest.json`` in the same folder if it
+lists the file, else against the checksums shipped inside the package
+(``course_lib/simulate/checksums.json``). The graphs follow the data contract of :mod:`course_lib.data`
+(all float tensors are float32); see ``data/README.md`` for the physics and the file layout.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from course_lib.data import ContractError, validate, verify_checksum
+
+__all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs"]
+
+#: Dataset short names -> file names.
+FILES = {
+    "energy": "particles_energy.npz",
+    "trajectories": "particles_trajectories.npz",
+    "crystal_trajectories": "crystal_trajectories.npz",
+}
+SPLITS = ("train", "val", "test", "all")
+
+#: How to rebuild the data when it cannot be found or downloaded.
+REGENERATE = (
+    "regenerate the data with `python -m course_lib.simulate.make_datasets --out DIR` (a few minutes on a "
+    "laptop) and set the environment variable COURSE_DATA_DIR=DIR"
+)
+
+_PACKAGE_CHECKSUMS = Path(__file__).resolve().parent / "simulate" / "checksums.json"
+_REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "course_lib" / "data"
+
+
+def _repository_url() -> str:
+    """``https://github.com/OWNER/REPO`` from the installed package metadata (``[project.urls]``)."""
+    try:
+        urls = importlib.metadata.metadata("course_lib").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise RuntimeError(f"course_lib is not installed, so the repository URL is unknown; {REGENERATE}") from err
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository":
+            return url.strip().rstrip("/")
+    raise RuntimeError(f"no 'Repository' URL in the course_lib package metadata; {REGENERATE}")
+
+
+def _raw_url(filename: str) -> str:
+    url = _repository_url()
+    prefix = "https://github.com/"
+    if not url.startswith(prefix):
+        raise RuntimeError(f"cannot download from {url} (not a GitHub repository); {REGENERATE}")
+    owner_repo = url[len(prefix):].removesuffix(".git")
+    return f"https://raw.githubusercontent.com/{owner_repo}/main/data/{filename}"
+
+
+def _expected_sha256(path: Path) -> str:
+    """The checksum to verify ``path`` against: its folder's manifest, else the packaged checksums."""
+    for manifest in (path.parent / "manifest.json", _PACKAGE_CHECKSUMS):
+        if manifest.exists():
+            entries = json.loads(manifest.read_text()).get("files", {})
+            if path.name in entries:
+                return entries[path.name]["sha256"]
+    raise ValueError(f"no checksum is known for {path} (no manifest.json next to it lists it); {REGENERATE}")
+
+
+def _download(filename: str, dest: Path) -> None:
+    url = _raw_url(filename)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+    except (urllib.error.URLError, OSError) as err:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"could not download {url} ({err}); if you are offline, {REGENERATE}") from err
+    tmp.replace(dest)
+
+
+def data_path(name: str, root: str | Path | None = None, download: bool = True) -> Path:
+    """Path of a dataset file (short name, e.g. ``"energy"``, or file name), checksum verified.
+
+    Raises ``FileNotFoundError`` when ``root`` (or ``COURSE_DATA_DIR``) is given but lacks the file,
+    ``RuntimeError`` when a download fails, ``ValueError`` when the checksum does not match.
+    """
+    filename = FILES.get(name, name)
+    if filename not in FILES.values():
+        raise ValueError(f"unknown dataset {name!r}; choose one of {list(FILES)}")
+    folder = root if root is not None else os.environ.get("COURSE_DATA_DIR") or None
+    if folder is not None:
+        path = Path(folder).expanduser() / filename
+        if not path.exists():
+            source = "root" if root is not None else "COURSE_DATA_DIR"
+            raise FileNotFoundError(f"{path} does not exist ({source}={folder}); {REGENERATE}")
+    elif (_REPO_DATA / filename).exists():
+        path = _REPO_DATA / filename
+    else:
+        path = _cache_dir() / filename
+        if path.exists():
+            try:
+                verify_checksum(path, expected=_expected_sha256(path))
+            except ValueError:
+                path.unlink()  # stale or corrupt cached copy: fetch it again
+        if not path.exists():
+            if not download:
+                raise FileNotFoundError(f"{path} does not exist and download=False; {REGENERATE}")
+            _download(filename, path)
+    verify_checksum(path, expected=_expected_sha256(path))
+    return path
+
+
+def load_arrays(name: str, root: str | Path | None = None) -> dict[str, np.ndarray]:
+    """All arrays of a dataset file as a dict of NumPy arrays (checksum verified). See data/README.md."""
+    with np.load(data_path(name, root), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _split_indices(arrays: dict[str, np.ndarray], split: str) -> np.ndarray:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    if split == "all":
+        return np.arange(len(arrays["num_nodes"]))
+    return arrays[f"{split}_idx"]
+
+
+def _check_traj(g: Data, name: str) -> None:
+    n = g.pos.shape[0]
+    for key in ("traj_pos", "traj_vel"):
+        t = g[key]
+        if t.dim() != 3 or t.shape[0] != n or t.shape[2] != g.pos.shape[1] or t.dtype != torch.float32:
+            raise ContractError(f"{name}: field '{key}' has shape {tuple(t.shape)} and dtype {t.dtype}, "
+                                f"expected float32 [{n}, T, {g.pos.shape[1]}] (node-first trajectory)")
+
+
+def load_particles(name: str = "energy", split: str = "train", root: str | Path | None = None) -> list[Data]:
+    """Load a particle dataset as a list of validated graphs (float32 tensors).
+
+    ``name``: ``"energy"`` | ``"trajectories"`` | ``"crystal_trajectories"``;
+    ``split``: ``"train"`` | ``"val"`` | ``"test"`` | ``"all"``; ``root``: folder with the files
+    (default: see the module docstring).
+
+    Energy graphs: ``pos [N, 2], vel [N, 2], charge [N], box [1, 2], energy [1], forces [N, 2]``.
+
+    Trajectory graphs (one per trajectory of ``T = 40`` frames): ``pos [N, 2]`` and ``vel [N, 2]``
+    (frame 0), ``charge [N]``, ``box [1, 2]``, ``fixed [N]`` (bool, True for crystal atoms), the
+    node-first trajectories ``traj_pos [N, T, 2]`` and ``traj_vel [N, T, 2]`` (positions wrapped into
+    ``[0, L)``), and ``frame_dt [1]``, the time between two frames.
+    """
+    if name not in FILES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {list(FILES)}")
+    arrays = load_arrays(name, root)
+    idx = _split_indices(arrays, split)
+    counts = arrays["num_nodes"]
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    graphs = []
+    if name == "energy":
+        for g in idx:
+            a, b = int(ptr[g]), int(ptr[g + 1])
+            data = Data(pos=t["pos"][a:b].clone(), vel=t["vel"][a:b].clone(), charge=t["charge"][a:b].clone(),
+                        box=t["box"][g].reshape(1, 2).clone(), energy=t["energy"][g].reshape(1).clone(),
+                        forces=t["forces"][a:b].clone())
+            graphs.append(validate(data, require=("vel", "charge", "box", "energy", "forces"),
+                                   name=f"{name} graph {int(g)}"))
+        return graphs
+    time = arrays["time"]
+    frame_dt = torch.tensor([float(time[1] - time[0]) if len(time) > 1 else 0.0], dtype=torch.float32)
+    for g in idx:
+        a, b = int(ptr[g]), int(ptr[g + 1])
+        tp, tv = t["traj_pos"][a:b].clone(), t["traj_vel"][a:b].clone()
+        data = Data(pos=tp[:, 0].clone(), vel=tv[:, 0].clone(), charge=t["charge"][a:b].clone(),
+                    box=t["box"][g].reshape(1, 2).clone(), fixed=t["fixed"][a:b].clone(),
+                    traj_pos=tp, traj_vel=tv, frame_dt=frame_dt.clone())
+        gname = f"{name} graph {int(g)}"
+        validate(data, require=("vel", "charge", "box", "fixed"), name=gname)
+        _check_traj(data, gname)
+        graphs.append(data)
+    return graphs
+
+
+def trajectory_pairs(trajs: list[Data], steps: int = 1) -> list[Data]:
+    """One graph per frame pair ``(t, t + steps)`` of every trajectory: ``T - steps`` graphs per
+    trajectory (39 for 40 frames and ``steps=1``).
+
+    Each graph has ``pos, vel [N, 2]`` at frame ``t``, ``target_pos, target_vel [N, 2]`` at frame
+    ``t + steps``, ``charge, box, fixed`` as in the trajectory, and ``dt [1] = steps * frame_dt``.
+    Positions are wrapped into the box, so a displacement is ``target_pos - pos`` taken with the
+    minimum image convention.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    out = []
+    for k, tr in enumerate(trajs):
+        _check_traj(tr, f"trajectory {k}")
+        T = tr.traj_pos.shape[1]
+        if steps >= T:
+            raise ValueError(f"trajectory {k} has {T} frames; steps={steps} must be smaller")
+        dt = tr.frame_dt * steps
+        for t0 in range(T - steps):
+            data = Data(pos=tr.traj_pos[:, t0].clone(), vel=tr.traj_vel[:, t0].clone(),
+                        target_pos=tr.traj_pos[:, t0 + steps].clone(), target_vel=tr.traj_vel[:, t0 + steps].clone(),
+                        charge=tr.charge.clone(), box=tr.box.clone(), fixed=tr.fixed.clone(), dt=dt.clone())
+            out.append(validate(data, require=("vel", "charge", "box", "fixed"), name=f"pair {k}:{t0}"))
+    return out
