@@ -20,20 +20,19 @@ lists the file, else against the checksums shipped inside the package
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from course_lib import files
 from course_lib.data import ContractError, validate, verify_checksum
+from course_lib.files import repo_file
 
-__all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs"]
+__all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file"]
 
 #: Dataset short names -> file names.
 FILES = {
@@ -54,30 +53,7 @@ _REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "course_lib" / "data"
-
-
-def _repository_url() -> str:
-    """``https://github.com/OWNER/REPO`` from the installed package metadata (``[project.urls]``)."""
-    try:
-        urls = importlib.metadata.metadata("course_lib").get_all("Project-URL") or []
-    except importlib.metadata.PackageNotFoundError as err:
-        raise RuntimeError(f"course_lib is not installed, so the repository URL is unknown; {REGENERATE}") from err
-    for entry in urls:
-        label, _, url = entry.partition(",")
-        if label.strip().lower() == "repository":
-            return url.strip().rstrip("/")
-    raise RuntimeError(f"no 'Repository' URL in the course_lib package metadata; {REGENERATE}")
-
-
-def _raw_url(filename: str) -> str:
-    url = _repository_url()
-    prefix = "https://github.com/"
-    if not url.startswith(prefix):
-        raise RuntimeError(f"cannot download from {url} (not a GitHub repository); {REGENERATE}")
-    owner_repo = url[len(prefix):].removesuffix(".git")
-    return f"https://raw.githubusercontent.com/{owner_repo}/main/data/{filename}"
+    return files.cache_dir() / "data"
 
 
 def _expected_sha256(path: Path) -> str:
@@ -91,17 +67,7 @@ def _expected_sha256(path: Path) -> str:
 
 
 def _download(filename: str, dest: Path) -> None:
-    url = _raw_url(filename)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            while block := response.read(1 << 20):
-                f.write(block)
-    except (urllib.error.URLError, OSError) as err:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"could not download {url} ({err}); if you are offline, {REGENERATE}") from err
-    tmp.replace(dest)
+    files.download(f"data/{filename}", dest, what_to_do=REGENERATE)
 
 
 def data_path(name: str, root: str | Path | None = None, download: bool = True) -> Path:

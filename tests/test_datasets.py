@@ -11,6 +11,7 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from course_lib import datasets as D
+from course_lib import files
 from course_lib.data import ContractError, sha256_file
 from course_lib.simulate import make_datasets as M
 from course_lib.simulate import particles2d as p2d
@@ -169,8 +170,8 @@ def test_env_var_folder_is_used(tmp_path, monkeypatch):
 
 
 def test_download_to_cache_and_offline_error(tmp_path, monkeypatch):
-    assert D._raw_url("x.npz").startswith("https://raw.githubusercontent.com/")
-    assert D._raw_url("x.npz").endswith("/main/data/x.npz")
+    assert files.raw_url("data/x.npz").startswith("https://raw.githubusercontent.com/")
+    assert files.raw_url("data/x.npz").endswith("/main/data/x.npz")
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(D, "_REPO_DATA", tmp_path / "no-checkout")
@@ -178,7 +179,7 @@ def test_download_to_cache_and_offline_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(D.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(files.urllib.request, "urlopen", offline)
     with pytest.raises(RuntimeError, match="offline.*make_datasets --out DIR.*COURSE_DATA_DIR"):
         D.data_path("crystal_trajectories")
     monkeypatch.undo()
@@ -186,7 +187,7 @@ def test_download_to_cache_and_offline_error(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
     monkeypatch.setattr(D, "_REPO_DATA", tmp_path / "no-checkout")
-    monkeypatch.setattr(D, "_raw_url", lambda f: (DATA / f).resolve().as_uri())
+    monkeypatch.setattr(files, "raw_url", lambda rel: (DATA.parent / rel).resolve().as_uri())
     path = D.data_path("crystal_trajectories")
     assert path == tmp_path / "course_lib" / "data" / D.FILES["crystal_trajectories"]
     assert sha256_file(path) == MANIFEST["files"][path.name]["sha256"]

@@ -19,16 +19,15 @@ arrays is documented in ``data/README.md``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from course_lib.data import sha256_file
+from course_lib.files import write_npz
 from course_lib.simulate import particles2d as p2d
 
 __all__ = ["DATASETS", "FILES", "generate", "write_npz", "main", "REPO_DATA_DIR", "PACKAGE_CHECKSUMS"]
@@ -91,28 +90,6 @@ DATASETS: dict[str, dict] = {
 FILES = {"energy": "particles_energy.npz", "trajectories": "particles_trajectories.npz",
          "crystal_trajectories": "crystal_trajectories.npz"}
 
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamp of every zip entry: same bytes on every run
-
-
-def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as a compressed ``.npz`` that is byte-for-byte reproducible.
-
-    ``np.savez_compressed`` stamps every zip entry with the current time; here each entry gets the
-    fixed date 1980-01-01, fixed permissions, and the arrays are written in the given order with
-    ``np.lib.format.write_array``. ``np.load`` reads the result as usual.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for key, arr in arrays.items():
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(info, buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------- helpers

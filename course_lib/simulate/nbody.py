@@ -55,16 +55,16 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import io
 import json
 import os
 import platform
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from course_lib.files import cache_dir, write_npz
 
 __all__ = [
     "N_PARTICLES",
@@ -139,8 +139,6 @@ EXPECTED = {
 }
 
 # fixed zip metadata: the npz bytes do not depend on the clock, the OS or the umask
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-_ZIP_LEVEL = 9
 
 
 # --------------------------------------------------------------------------- physics
@@ -373,21 +371,8 @@ def generate_nbody(split: str, seed: int | None = None, n: int | None = None) ->
 
 
 def save_npz_deterministic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a compressed ``.npz`` whose bytes depend only on the arrays: entries in sorted order, a
-    fixed date, fixed permissions and host system, fixed compression level. Written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=_ZIP_LEVEL) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arrays[key], order="C"), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.create_system = 3  # "Unix" everywhere (the default would differ on Windows)
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=_ZIP_LEVEL)
-    os.replace(tmp, path)
+    """Write a compressed ``.npz`` whose bytes depend only on the arrays (entries in sorted order)."""
+    write_npz(path, {k: arrays[k] for k in sorted(arrays)})
 
 
 def content_sha256(arrays: dict[str, np.ndarray]) -> str:
@@ -486,8 +471,7 @@ def _repo_data_dir() -> Path:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "course_lib" / "data"
+    return cache_dir() / "data"
 
 
 def _search_dirs(root) -> list[Path]:

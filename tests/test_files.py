@@ -1,0 +1,36 @@
+"""Tests of course_lib.files: repository URL, repo_file, deterministic npz."""
+
+import numpy as np
+import pytest
+
+from course_lib import files
+
+
+def test_repository_url_is_the_pyproject_one():
+    assert files.repository_url().startswith("https://github.com/")
+    assert files.raw_url("a/b.txt").endswith("/main/a/b.txt")
+
+
+def test_repo_file_prefers_the_checkout():
+    assert files.repo_file("pyproject.toml") == files.REPO_ROOT / "pyproject.toml"
+
+
+def test_repo_file_downloads_into_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "REPO_ROOT", tmp_path / "no-checkout")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    src = tmp_path / "src.txt"
+    src.write_text("hello")
+    monkeypatch.setattr(files, "raw_url", lambda rel: src.as_uri())
+    p = files.repo_file("benchmarks/results/x.txt")
+    assert p.read_text() == "hello" and "cache" in str(p)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        files.repo_file("benchmarks/results/x.txt", sha256="0" * 64)
+
+
+def test_write_npz_is_bit_identical(tmp_path):
+    arrays = {"b": np.arange(5, dtype=np.float32), "a": np.ones((2, 3))}
+    files.write_npz(tmp_path / "1.npz", arrays)
+    files.write_npz(tmp_path / "2.npz", arrays)
+    assert (tmp_path / "1.npz").read_bytes() == (tmp_path / "2.npz").read_bytes()
+    with np.load(tmp_path / "1.npz") as z:
+        assert list(z.files) == ["b", "a"] and np.array_equal(z["a"], arrays["a"])
