@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import os
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,26 +31,43 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamp of every zip entry: same by
 _ZIP_LEVEL = 9
 
 
-def repository_url() -> str:
-    """``https://github.com/OWNER/REPO``: from ``pyproject.toml`` in a checkout, else the package metadata."""
-    pyproject = REPO_ROOT / "pyproject.toml"
+def _pyproject_repository(pyproject: Path) -> str | None:
+    text = pyproject.read_text(encoding="utf-8")
     try:
         import tomllib
-    except ImportError:  # Python 3.10: fall back to the package metadata
+    except ModuleNotFoundError:  # Python 3.10
         tomllib = None
-    if pyproject.exists() and tomllib is not None:
-        url = tomllib.loads(pyproject.read_text()).get("project", {}).get("urls", {}).get("Repository")
-        if url:
-            return url.rstrip("/")
-    try:
-        entries = importlib.metadata.metadata("course_lib").get_all("Project-URL") or []
-    except importlib.metadata.PackageNotFoundError as err:
-        raise RuntimeError("course_lib is not installed, so the repository URL is unknown") from err
-    for entry in entries:
-        label, _, url = entry.partition(",")
-        if label.strip().lower() == "repository":
-            return url.strip().rstrip("/")
-    raise RuntimeError("no 'Repository' URL in the course_lib package metadata")
+    if tomllib is not None:
+        data = tomllib.loads(text)
+        if data.get("project", {}).get("name") != "course_lib":
+            return None
+        return data["project"].get("urls", {}).get("Repository")
+    m = re.search(r'^\s*Repository\s*=\s*"([^"]+)"', text, flags=re.MULTILINE)
+    return m.group(1) if m and re.search(r'^name\s*=\s*"course_lib"', text, flags=re.MULTILINE) else None
+
+
+def repository_url() -> str:
+    """The repository URL, e.g. ``https://github.com/OWNER/REPO`` (no trailing slash or ``.git``).
+
+    Read from ``pyproject.toml`` (``[project.urls] Repository``) in a checkout; when course_lib is
+    installed without the repository (Colab), from the installed package metadata.
+    """
+    url = None
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if pyproject.is_file():
+        url = _pyproject_repository(pyproject)
+    if not url:
+        try:
+            for entry in importlib.metadata.metadata("course_lib").get_all("Project-URL") or []:
+                label, _, value = entry.partition(",")
+                if label.strip().lower() == "repository":
+                    url = value.strip()
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if not url:
+        raise RuntimeError("no repository URL: set [project.urls] Repository in pyproject.toml")
+    url = url.strip().rstrip("/")
+    return url[: -len(".git")] if url.endswith(".git") else url
 
 
 def raw_url(relpath: str, ref: str = "main") -> str:
