@@ -268,3 +268,14 @@ def test_find_symmetry_breaking_names_the_relu():
     print(rep)
     assert rep is not None and rep.module == "act"
     assert "act" in str(rep)
+
+
+def test_tolerance_follows_the_least_precise_computed_output():
+    data = _cloud()  # float64
+    data.charge = data.charge.float()  # a pass-through float32 field must not loosen the tolerance
+    step = lambda d: Data(pos=d.pos + 0.1 * d.vel, vel=d.vel, charge=d.charge, frame_dt=torch.ones(1))
+    rep = S.equivariance_error(step, data, S.rotation(3, generator=0), return_details=True)
+    assert rep.dtype == torch.float64
+    rep32 = S.equivariance_error(lambda d: d.pos.float(), data, S.rotation(3), output="position",
+                                 return_details=True)
+    assert rep32.dtype == torch.float32
