@@ -1,0 +1,312 @@
+"""Trajectory prediction of notebooks 02 and 03: EGNN vs baselines, one step and 39-step rollouts.
+
+    python benchmarks/egnn_dynamics.py                          # full run, writes benchmarks/results/
+    python benchmarks/egnn_dynamics.py --quick --out /tmp/dyn   # pipeline check (CI), < 2 min
+    python benchmarks/egnn_dynamics.py --models egnn,abs_gnn --time-limit 300
+
+Models (``--models``):
+
+- ``ballistic``: free flight (no training), plain trajectories.
+- ``egnn``: :class:`~course_lib.models.egnn.EGNN` trained on all (t, t+1) pairs with ``next_step_loss``.
+- ``egnn_multistep``: the same EGNN trained with ``rollout_loss`` (back-propagation through ``k``
+  steps, on windows of the training trajectories), the ablation of notebook 02 (Q10e).
+- ``egnn_finetune``: the one-step EGNN (``dyn_egnn.pt`` of ``--init-dir``, default ``--out``) fine-tuned
+  with ``rollout_loss`` at learning rate ``lr * finetune_lr_factor`` within the time budget
+  ``--finetune-time`` (pre-training on one step, then multi-step, is the usual recipe).
+- ``abs_gnn``: the non-equivariant :class:`~course_lib.models.baselines.AbsoluteCoordinateGNN`.
+- ``ballistic_crystal``: free flight with the crystal held, crystal trajectories.
+- ``egnn_crystal``: EGNN on the crystal trajectories (``use_fixed=True``, loss on mobile atoms).
+- ``egnn_crystal_free``: ablation of notebook 03 (Q14e): ``use_fixed=False`` and a loss on every node
+  (``mobile_only=False``), so the crystal atoms may move and the loss sees their (constant) targets.
+
+Protocol: Adam, batch 32 graphs, learning rate ``lr`` with a cosine decay over the epoch budget or the
+wall-clock budget (whichever runs out first), gradient clipping 10, the weights of the best one-step
+validation loss are kept (validated every epoch on every third validation pair). Test metrics (test
+split, mobile atoms only): one-step position MSE ``|dx|^2`` (minimum image, summed over x and y) and
+velocity MSE, and the 39-step rollout from frame 0: position MSE per step, its value at step 39 and
+its mean over steps 1..39; the Wasserstein-1 distance between the predicted and true speed
+distributions over the rollout; for the crystal ablation the mean displacement of the crystal atoms.
+
+Writes ``egnn_dynamics.json`` (all numbers, epochs, training times, the command, the machine and its
+load) and ``dyn_<model>.pt`` (:func:`course_lib.train.save_checkpoint`, ``config = model.config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from course_lib.crystal import rollout_position_errors, speed_distance
+from course_lib.datasets import load_particles, trajectory_pairs
+from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
+from course_lib.models.egnn import EGNN, next_step_loss, rollout, rollout_loss
+from course_lib.neighbors import minimum_image
+from course_lib.train import save_checkpoint
+from course_lib.utils import seed_everything
+
+HERE = Path(__file__).resolve().parent
+DT = 0.2  # frame_dt of the trajectory data sets
+MODELS = ("ballistic", "egnn", "egnn_multistep", "egnn_finetune", "abs_gnn", "ballistic_crystal", "egnn_crystal",
+          "egnn_crystal_free")
+LABELS = {
+    "ballistic": "ballistic (free flight)",
+    "egnn": "EGNN, one-step loss",
+    "egnn_multistep": "EGNN, multi-step rollout loss",
+    "egnn_finetune": "EGNN, one-step loss then fine-tuned on the multi-step loss",
+    "abs_gnn": "GNN with absolute coordinates (not equivariant)",
+    "ballistic_crystal": "ballistic, crystal held",
+    "egnn_crystal": "EGNN, crystal held (use_fixed=True)",
+    "egnn_crystal_free": "EGNN, crystal free to move (use_fixed=False, loss on all atoms)",
+}
+CRYSTAL = {"ballistic_crystal", "egnn_crystal", "egnn_crystal_free"}
+
+
+def make_model(name: str, hidden: int = 64, layers: int = 4):
+    """The model of a benchmark entry, untrained (the notebooks rebuild it from the checkpoint config)."""
+    if name in ("ballistic", "ballistic_crystal"):
+        return Ballistic(dt=DT, use_fixed=True)
+    if name in ("egnn", "egnn_multistep", "egnn_finetune", "egnn_crystal"):
+        return EGNN(hidden=hidden, layers=layers, cutoff=3.0, dt=DT, use_fixed=True)
+    if name == "egnn_crystal_free":
+        return EGNN(hidden=hidden, layers=layers, cutoff=3.0, dt=DT, use_fixed=False)
+    if name == "abs_gnn":
+        return AbsoluteCoordinateGNN(hidden=hidden, layers=3, cutoff=3.0, dt=DT, use_fixed=True)
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+
+
+def rollout_windows(trajs: list[Data], k: int, stride: int) -> list[Data]:
+    """Cut every trajectory into windows of ``k + 1`` frames (starts 0, stride, ...) for ``rollout_loss``."""
+    out = []
+    for tr in trajs:
+        T = tr.traj_pos.shape[1]
+        for s in range(0, T - k, stride):
+            tp, tv = tr.traj_pos[:, s : s + k + 1].clone(), tr.traj_vel[:, s : s + k + 1].clone()
+            out.append(Data(pos=tp[:, 0].clone(), vel=tv[:, 0].clone(), charge=tr.charge.clone(), box=tr.box.clone(),
+                            fixed=tr.fixed.clone(), traj_pos=tp, traj_vel=tv))
+    return out
+
+
+def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit: float, seed: int,
+          log_every: int = 1, desc: str = "") -> dict:
+    """Adam + cosine decay (over epochs or wall time), best-validation weights; returns the history."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed + 100)
+    tl = DataLoader(train_set, batch_size=32, shuffle=True, generator=gen)
+    vl = DataLoader(val_set, batch_size=128)
+    best, best_val, best_epoch, hist = copy.deepcopy(model.state_dict()), math.inf, -1, []
+    t0 = time.perf_counter()
+    stop = "max_epochs"
+    for epoch in range(epochs):
+        model.train()
+        total, count = 0.0, 0
+        for batch in tl:
+            frac = max(epoch / epochs, (time.perf_counter() - t0) / time_limit)
+            for grp in opt.param_groups:
+                grp["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss {float(loss)} at epoch {epoch}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            total += float(loss.detach()) * batch.num_graphs
+            count += batch.num_graphs
+        model.eval()
+        with torch.no_grad():
+            vals = [(float(loss_fn(model, b)), b.num_graphs) for b in vl]
+        val = sum(v * n for v, n in vals) / sum(n for _, n in vals)
+        hist.append({"epoch": epoch, "train": total / count, "val": val, "seconds": time.perf_counter() - t0})
+        if val < best_val:
+            best, best_val, best_epoch = copy.deepcopy(model.state_dict()), val, epoch
+        if log_every and epoch % log_every == 0:
+            print(f"  {desc} epoch {epoch:3d} train {total / count:.5f} val {val:.5f} "
+                  f"({time.perf_counter() - t0:.0f}s, load {os.getloadavg()[0]:.1f})", flush=True)
+        if time.perf_counter() - t0 > time_limit:
+            stop = "time_limit"
+            break
+    model.load_state_dict(best)
+    return {"epochs_run": len(hist), "best_epoch": best_epoch, "best_val": best_val, "stop_reason": stop,
+            "train_seconds": time.perf_counter() - t0, "history": hist}
+
+
+@torch.no_grad()
+def evaluate_dynamics(model, test_trajs: list[Data], steps: int) -> dict:
+    """One-step and rollout metrics on the test trajectories (mobile atoms; see the module docstring)."""
+    model.eval()
+    pairs = trajectory_pairs(test_trajs)
+    sq_pos, sq_vel, n = 0.0, 0.0, 0
+    for b in DataLoader(pairs, batch_size=256):
+        p, v = model(b)
+        keep = ~b.fixed
+        dp = minimum_image(p - b.target_pos, b.box[b.batch])[keep]
+        sq_pos += float(dp.pow(2).sum())
+        sq_vel += float((v - b.target_vel)[keep].pow(2).sum())
+        n += int(keep.sum())
+    batch = next(iter(DataLoader(test_trajs, batch_size=len(test_trajs))))
+    t0 = time.perf_counter()
+    tp, tv = rollout(model, batch, steps)
+    rollout_s = time.perf_counter() - t0
+    mobile = ~batch.fixed
+    err = rollout_position_errors(tp, batch.traj_pos[:, : steps + 1], batch.box, batch.batch, mobile)
+    out = {
+        "one_step_pos_mse": sq_pos / n,
+        "one_step_vel_mse": sq_vel / n,
+        "rollout_pos_mse_per_step": [float(e) for e in err],
+        "rollout_pos_mse_final": float(err[-1]),
+        "rollout_pos_mse_mean": float(err[1:].mean()),
+        "rollout_vel_mse_final": float((tv[:, -1] - batch.traj_vel[:, steps])[mobile].pow(2).sum(-1).mean()),
+        "speed_w1": speed_distance(tv[mobile, 1:], batch.traj_vel[mobile, 1 : steps + 1]),
+        "rollout_seconds": rollout_s,
+    }
+    if bool(batch.fixed.any()):
+        fixed = batch.fixed
+        disp = minimum_image(tp[fixed] - tp[fixed][:, :1], batch.box[batch.batch[fixed]][:, None, :]).norm(dim=-1)
+        out["crystal_drift_per_step"] = [float(d) for d in disp.mean(0)]
+        out["crystal_drift_final"] = float(disp[:, -1].mean())
+        out["crystal_drift_max"] = float(disp.max())
+    return out
+
+
+def merge(parts: list[Path], out: Path) -> dict:
+    """Merge partial runs (each a folder with egnn_dynamics.json + dyn_*.pt) into ``out``."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    merged = None
+    for part in parts:
+        res = json.loads((part / "egnn_dynamics.json").read_text())
+        if merged is None:
+            merged = {**res, "models": {}, "parts": []}
+        merged["parts"].append({"command": res["command"], "machine": res["machine"],
+                                "total_seconds": res.get("total_seconds")})
+        merged["models"].update(res["models"])
+        for ck in part.glob("dyn_*.pt"):
+            if ck.resolve() != (out / ck.name).resolve():
+                shutil.copy(ck, out / ck.name)
+    merged["models"] = {m: merged["models"][m] for m in MODELS if m in merged["models"]}
+    merged["command"] = " ; ".join(p["command"] for p in merged["parts"])
+    merged["total_seconds"] = max(p["total_seconds"] or 0 for p in merged["parts"])
+    (out / "egnn_dynamics.json").write_text(json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a few trajectories, 1 epoch (pipeline check)")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--epochs", type=int, default=None, help="max epochs of every trained model")
+    p.add_argument("--time-limit", type=float, default=None, help="wall-clock budget per trained model (s)")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--k", type=int, default=5, help="rollout length of the multi-step loss")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--init-dir", default=None, help="folder with dyn_egnn.pt for egnn_finetune (default --out)")
+    p.add_argument("--finetune-time", type=float, default=None, help="wall-clock budget of egnn_finetune (s)")
+    p.add_argument("--finetune-lr-factor", type=float, default=0.3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--log-every", type=int, default=1)
+    p.add_argument("--merge", default=None,
+                   help="comma-separated result folders of partial runs (--models subsets run in parallel): "
+                        "merge their JSON and checkpoints into --out and exit")
+    args = p.parse_args(argv)
+    if args.merge:
+        return merge([Path(d) for d in args.merge.split(",")], Path(args.out))
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = [m for m in args.models.split(",") if m]
+    for m in models:
+        if m not in MODELS:
+            raise SystemExit(f"unknown model {m!r}; choose from {MODELS}")
+    epochs = args.epochs or (1 if args.quick else 40)
+    time_limit = args.time_limit or (15.0 if args.quick else 600.0)
+    data = {}
+    for kind in ("trajectories", "crystal_trajectories"):
+        tr, va, te = (load_particles(kind, s) for s in ("train", "val", "test"))
+        if args.quick:
+            tr, va, te = tr[:8], va[:3], te[:4]
+        data[kind] = (tr, va, te)
+    steps = 39
+    results = {
+        "command": "python benchmarks/egnn_dynamics.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()},
+        "protocol": {"epochs": epochs, "time_limit_s": time_limit, "lr": args.lr, "batch_size": 32,
+                     "hidden": args.hidden, "layers": args.layers, "multistep_k": args.k, "rollout_steps": steps,
+                     "dt": DT, "quick": args.quick, "seed": args.seed,
+                     "metrics": "test split, mobile atoms; pos MSE = mean |min_image(dx)|^2 (summed over x, y)"},
+        "models": {},
+    }
+    t_all = time.perf_counter()
+    for k, name in enumerate(models):
+        tr, va, te = data["crystal_trajectories" if name in CRYSTAL else "trajectories"]
+        seed_everything(args.seed + k)
+        model = make_model(name, args.hidden, args.layers)
+        entry = {"label": LABELS[name], "config": model.config, "model_class": type(model).__name__}
+        print(f"{name}: {LABELS[name]}", flush=True)
+        if name.startswith("ballistic"):
+            entry["train"] = None
+        else:
+            mobile_only = name != "egnn_crystal_free"
+            val_pairs = trajectory_pairs(va)[::3]
+            lr, budget = args.lr, time_limit
+            if name == "egnn_finetune":
+                from course_lib.train import load_checkpoint
+
+                init = Path(args.init_dir or out) / "dyn_egnn.pt"
+                if not init.exists():
+                    raise SystemExit(f"egnn_finetune needs {init}: run --models egnn first (or give --init-dir)")
+                load_checkpoint(init, model)
+                entry["init_from"] = str(init.name)
+                lr, budget = args.lr * args.finetune_lr_factor, args.finetune_time or time_limit / 2
+            if name in ("egnn_multistep", "egnn_finetune"):
+                train_set = rollout_windows(tr, args.k, stride=args.k)
+
+                def loss_fn(m, b, _k=args.k):
+                    if "traj_pos" in b:
+                        return rollout_loss(m, b, _k)
+                    return next_step_loss(m, b)
+            else:
+                train_set = trajectory_pairs(tr)
+
+                def loss_fn(m, b, _mo=mobile_only):
+                    return next_step_loss(m, b, mobile_only=_mo)
+            entry["train"] = train(model, train_set, val_pairs, loss_fn, epochs, lr, budget,
+                                   args.seed + k, args.log_every, desc=name)
+            entry["train"]["n_train_graphs"] = len(train_set)
+        entry["test"] = evaluate_dynamics(model, te, steps)
+        entry["load_average"] = os.getloadavg()
+        t = entry["test"]
+        print(f"{name:18s} one-step pos MSE {t['one_step_pos_mse']:.5f} vel MSE {t['one_step_vel_mse']:.4f} | "
+              f"rollout pos MSE step 39 {t['rollout_pos_mse_final']:.3f} mean {t['rollout_pos_mse_mean']:.3f} | "
+              f"speed W1 {t['speed_w1']:.3f}" + (f" | crystal drift {t['crystal_drift_final']:.3f}"
+                                                  if "crystal_drift_final" in t else ""), flush=True)
+        if not name.startswith("ballistic"):
+            save_checkpoint(out / f"dyn_{name}.pt", model, config=model.config,
+                            metrics={k2: v for k2, v in t.items() if not isinstance(v, list)})
+        results["models"][name] = entry
+        # write after every model, so a long run can be inspected (and merged) while it goes on
+        results["total_seconds"] = time.perf_counter() - t_all
+        results["machine"]["load_average_end"] = os.getloadavg()
+        (out / "egnn_dynamics.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
