@@ -26,13 +26,7 @@ PERIODIC = ["permutation", "periodic translation", "box rotation 90", "box refle
 OPEN = ["permutation", "translation", "rotation", "reflection"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These graphs are tiny: one thread is fastest, and the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(n=12, seed=0, box=L, n_crystal=0, dtype=torch.float64):

@@ -24,12 +24,7 @@ from course_lib.models.nbody import (
 E3 = ["permutation", "translation", "rotation", "reflection"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _system(n=5, seed=0, dtype=torch.float64):

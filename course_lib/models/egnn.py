@@ -493,14 +493,20 @@ def next_step_loss(model: nn.Module, batch, vel_weight: float = 1.0, mobile_only
         if getattr(batch, name, None) is None:
             raise ValueError(f"next_step_loss needs '{name}' [num_nodes, d] (the state one step later)")
     pos, vel = model(batch)
-    dpos = pos - batch.target_pos.to(pos.dtype)
+    return _state_loss(batch, pos - batch.target_pos.to(pos.dtype),
+                       vel - batch.target_vel.to(vel.dtype) if vel_weight else None, vel_weight, mobile_only)
+
+
+def _state_loss(batch, dpos, dvel, vel_weight: float, mobile_only: bool) -> torch.Tensor:
+    """MSE of position errors (minimum image in a box) + vel_weight * MSE of velocity errors, over
+    mobile nodes; ``dpos``/``dvel`` are [N, d] or [N, k, d]."""
     L = _node_box(batch, dpos)
     if L is not None:
         dpos = minimum_image(dpos, L)
     keep = _mobile(batch, mobile_only, dpos)
     loss = _mse(dpos, keep)
     if vel_weight:
-        loss = loss + vel_weight * _mse(vel - batch.target_vel.to(vel.dtype), keep)
+        loss = loss + vel_weight * _mse(dvel, keep)
     return loss
 
 
@@ -523,12 +529,5 @@ def rollout_loss(model: nn.Module, batch, k: int, vel_weight: float = 1.0, start
     state = _replace_state(batch, traj_pos[:, start], traj_vel[:, start])
     pred_pos, pred_vel = rollout(model, state, k, keep_grad=True)
     dpos = pred_pos[:, 1:] - traj_pos[:, start + 1 : start + k + 1].to(pred_pos.dtype)
-    L = _node_box(batch, dpos)
-    if L is not None:
-        dpos = minimum_image(dpos, L)
-    keep = _mobile(batch, mobile_only, dpos)
-    loss = _mse(dpos, keep)
-    if vel_weight:
-        dvel = pred_vel[:, 1:] - traj_vel[:, start + 1 : start + k + 1].to(pred_vel.dtype)
-        loss = loss + vel_weight * _mse(dvel, keep)
-    return loss
+    dvel = pred_vel[:, 1:] - traj_vel[:, start + 1 : start + k + 1].to(pred_vel.dtype)
+    return _state_loss(batch, dpos, dvel, vel_weight, mobile_only)
