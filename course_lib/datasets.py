@@ -32,7 +32,8 @@ from course_lib import files
 from course_lib.data import ContractError, validate, verify_checksum
 from course_lib.files import repo_file
 
-__all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file"]
+__all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file",
+           "MOLECULES", "load_molecules"]
 
 #: Dataset short names -> file names.
 FILES = {
@@ -195,3 +196,70 @@ def trajectory_pairs(trajs: list[Data], steps: int = 1) -> list[Data]:
                         charge=tr.charge.clone(), box=tr.box.clone(), fixed=tr.fixed.clone(), dt=dt.clone())
             out.append(validate(data, require=("vel", "charge", "box", "fixed"), name=f"pair {k}:{t0}"))
     return out
+
+
+# --------------------------------------------------------------------------- molecules (GFN2-xTB)
+
+#: Molecular data sets (``data/molecules/<name>.npz``, made by ``python -m course_lib.simulate.molecules``).
+MOLECULES = ("ethanol", "malonaldehyde", "aspirin")
+_MOLECULE_DIR = "molecules"
+_REGENERATE_MOLECULES = (
+    "regenerate with `python -m course_lib.simulate.molecules --out DIR --frames 1000` and pass root=DIR "
+    "(or set COURSE_DATA_DIR to the parent of DIR/molecules)"
+)
+
+
+def _molecule_file(filename: str, root) -> Path:
+    """Find ``molecules/<filename>`` (root, COURSE_DATA_DIR, the checkout's data/, the cache) and verify
+    it against ``manifest.json`` in the same folder."""
+    folder = root if root is not None else os.environ.get("COURSE_DATA_DIR") or None
+    if folder is not None:
+        base = Path(folder).expanduser()
+        path = base / filename if (base / filename).exists() else base / _MOLECULE_DIR / filename
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; {_REGENERATE_MOLECULES}")
+    elif (_REPO_DATA / _MOLECULE_DIR / filename).exists():
+        path = _REPO_DATA / _MOLECULE_DIR / filename
+    else:
+        path = _cache_dir() / _MOLECULE_DIR / filename
+        for name in ("manifest.json", filename):
+            if not (path.parent / name).exists():
+                files.download(f"data/{_MOLECULE_DIR}/{name}", path.parent / name, what_to_do=_REGENERATE_MOLECULES)
+    manifest = path.parent / "manifest.json"
+    if not manifest.exists():
+        raise ValueError(f"no manifest.json next to {path}: cannot verify its checksum; {_REGENERATE_MOLECULES}")
+    entry = json.loads(manifest.read_text()).get(filename)
+    if entry is None:
+        raise ValueError(f"{manifest} does not list {filename}; {_REGENERATE_MOLECULES}")
+    verify_checksum(path, expected=entry["sha256"])
+    return path
+
+
+def load_molecules(name: str = "ethanol", split: str = "train", root: str | Path | None = None,
+                   dtype: torch.dtype = torch.float32) -> list[Data]:
+    """GFN2-xTB molecular-dynamics frames of one molecule as validated graphs
+    ``Data(z [N], pos [N, 3] (Å), energy [1] (eV), forces [N, 3] (eV/Å))``.
+
+    ``split``: ``"train"`` | ``"val"`` | ``"test"`` (index files ``<name>_splits.npz``) or ``"all"``.
+    Energies are total xTB energies (hundreds of eV below zero): subtract per-species reference energies
+    before training (e.g. ``SchNet.fit_energy_scale``), or a model has to learn a huge offset.
+    """
+    if name not in MOLECULES:
+        raise ValueError(f"unknown molecule {name!r}; choose one of {list(MOLECULES)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    with np.load(_molecule_file(f"{name}.npz", root), allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    if split == "all":
+        idx = np.arange(len(arrays["energy"]))
+    else:
+        with np.load(_molecule_file(f"{name}_splits.npz", root), allow_pickle=False) as f:
+            idx = f[split]
+    z = torch.as_tensor(arrays["z"], dtype=torch.long)
+    graphs = []
+    for k in idx:
+        data = Data(z=z.clone(), pos=torch.as_tensor(arrays["pos"][k], dtype=dtype),
+                    energy=torch.as_tensor(arrays["energy"][k], dtype=dtype).reshape(1),
+                    forces=torch.as_tensor(arrays["forces"][k], dtype=dtype))
+        graphs.append(validate(data, require=("z", "energy", "forces"), name=f"{name} frame {int(k)}"))
+    return graphs

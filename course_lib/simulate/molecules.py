@@ -58,6 +58,9 @@ __all__ = [
     "fit_species_shift",
     "to_graphs",
     "generate",
+    "make_splits",
+    "write_splits",
+    "SPLIT_FRACTIONS",
     "main",
 ]
 
@@ -122,6 +125,8 @@ MOLECULES: dict[str, str | list] = {
 
 #: Offset added to the seed for each molecule, so that molecules of one run get independent noise.
 _SEED_OFFSET = {"ethanol": 0, "malonaldehyde": 1, "aspirin": 2}
+#: Fractions of frames in the train / val / test splits (a seeded random permutation of the frames).
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, r: float, theta: float, phi: float) -> np.ndarray:
@@ -343,6 +348,22 @@ def to_graphs(arrays: dict, dtype=None) -> list:
 # --------------------------------------------------------------------------- CLI
 
 
+def make_splits(n_frames: int, seed: int, fractions=SPLIT_FRACTIONS) -> dict[str, np.ndarray]:
+    """Index arrays ``train``, ``val``, ``test`` (sorted int64) from a seeded permutation of the frames."""
+    perm = np.random.default_rng(seed).permutation(n_frames)
+    n_train = int(round(fractions[0] * n_frames))
+    n_val = int(round(fractions[1] * n_frames))
+    parts = {"train": perm[:n_train], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:]}
+    return {k: np.sort(v).astype(np.int64) for k, v in parts.items()}
+
+
+def write_splits(out: str | Path, name: str, n_frames: int, seed: int) -> Path:
+    """Write ``<name>_splits.npz`` (the index files of the splits) next to the data."""
+    path = Path(out) / f"{name}_splits.npz"
+    write_npz(path, make_splits(n_frames, seed))
+    return path
+
+
 def generate(out: str | Path, names, n_frames: int, seed: int = 0, sample_every: int = 20,
              equilibration_steps: int = 2000, temperature_K: float = 500.0, timestep_fs: float = 0.5,
              friction_per_fs: float = 0.01) -> dict:
@@ -370,6 +391,9 @@ def generate(out: str | Path, names, n_frames: int, seed: int = 0, sample_every:
         write_npz(path, arrays)
         wall = time.perf_counter() - t0
         manifest[path.name] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, **params}
+        split_path = write_splits(out, name, n_frames, params["seed"])
+        manifest[split_path.name] = {"sha256": sha256_file(split_path), "size_bytes": split_path.stat().st_size,
+                                     "fractions": list(SPLIT_FRACTIONS), "seed": params["seed"]}
         print(f"{path.name}: {n_frames} frames, {path.stat().st_size / 1e6:.2f} MB, wall time {wall:.1f} s")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
