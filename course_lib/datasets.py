@@ -50,7 +50,7 @@ REGENERATE = (
 )
 
 _PACKAGE_CHECKSUMS = Path(__file__).resolve().parent / "simulate" / "checksums.json"
-_REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+_REPO_DATA = files.REPO_ROOT / "data"
 
 
 def _cache_dir() -> Path:

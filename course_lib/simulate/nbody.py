@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from course_lib.files import cache_dir, write_npz
+from course_lib.files import REPO_ROOT, cache_dir, write_npz
 
 __all__ = [
     "N_PARTICLES",
@@ -465,9 +465,7 @@ def write_manifest(directory: str | Path, name: str, entry: dict) -> Path:
 
 
 def _repo_data_dir() -> Path:
-    import course_lib
-
-    return Path(course_lib.__file__).resolve().parents[1] / "data"
+    return REPO_ROOT / "data"
 
 
 def _cache_dir() -> Path:
