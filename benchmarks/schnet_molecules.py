@@ -1,0 +1,165 @@
+"""SchNet on the course's GFN2-xTB molecular data (notebook 05).
+
+    python benchmarks/schnet_molecules.py final --molecules ethanol,malonaldehyde,aspirin
+    python benchmarks/schnet_molecules.py curve          # force MAE vs training frames, energy-only vs forces
+    python benchmarks/schnet_molecules.py g2             # multi-molecule model for the species embeddings
+    python benchmarks/schnet_molecules.py final --quick --out /tmp/s   # pipeline check (CI)
+
+Each part writes its own results file into ``--out`` (default ``benchmarks/results/``), so parts can
+run in parallel processes:
+
+- ``final``: ``schnet_final.json`` and ``schnet_<molecule>.pt``: SchNet (the default hyper-parameters
+  of ``course_lib.models.schnet.SchNet``) trained on the 800-frame train split of each molecule with the
+  energy+force loss (rho = 0.01), test energy MAE (meV) and force MAE (meV/Å).
+- ``curve``: ``schnet_curve.json``: test force MAE vs number of training frames on ethanol, trained
+  on energies only vs energies + forces, the same number of optimizer steps per run.
+- ``g2``: ``schnet_g2.json`` and ``schnet_g2.pt``: one SchNet trained on the conformers of the
+  ``ase.collections.g2`` molecules (many elements), whose species embeddings notebook 05 projects on
+  two principal components.
+
+Every file records the command, the thread count and the load average (timings on a shared 2-core
+machine swing with load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric.loader import DataLoader
+
+from course_lib.datasets import MOLECULES, load_molecules
+from course_lib.losses import energy_force_loss, molecule_errors
+from course_lib.models.schnet import SchNet
+from course_lib.train import fit, save_checkpoint
+from course_lib.utils import seed_everything
+
+HERE = Path(__file__).resolve().parent
+RHO = 0.01  # the SchNet paper's trade-off between energies (eV^2) and forces ((eV/Å)^2)
+BATCH = 10
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+
+
+def train_schnet(train, val, test, steps: int, seed: int, forces: bool = True, rho: float = RHO,
+                 lr: float = 1e-3, progress: bool = True, desc: str = "schnet", max_z: int = 100):
+    """Train a default SchNet for about ``steps`` optimizer steps; return (model, history, test errors)."""
+    seed_everything(seed)
+    model = SchNet(max_z=max_z)
+    model.fit_energy_scale(train)
+    tl = DataLoader(train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    vl = DataLoader(val, batch_size=50)
+    epochs = max(2, round(steps / len(tl)))
+
+    def loss(m, b):
+        return energy_force_loss(m, b, rho=rho if forces else 1.0, forces=forces)
+
+    # model selection (best weights, learning-rate plateaus) on the validation value of the training loss
+    hist = fit(model, tl, vl, loss, epochs=epochs, lr=lr, patience=max(15, epochs // 5), progress=progress,
+               needs_grad_eval=forces, desc=desc)
+    errors = molecule_errors(model, DataLoader(test, batch_size=50))
+    return model, hist, errors
+
+
+def _split(name: str, quick: bool):
+    tr, va, te = (load_molecules(name, s) for s in ("train", "val", "test"))
+    if quick:
+        tr, va, te = tr[:40], va[:20], te[:20]
+    return tr, va, te
+
+
+def part_final(args, out: Path) -> dict:
+    res = {"command": _command(args), "machine": machine(), "rho": RHO, "batch_size": BATCH,
+           "steps": args.steps, "model": SchNet().config, "molecules": {}}
+    for name in args.molecules.split(","):
+        tr, va, te = _split(name, args.quick)
+        model, hist, err = train_schnet(tr, va, te, args.steps, args.seed, progress=not args.no_progress,
+                                        desc=f"SchNet {name}")
+        row = {**err, "n_train": len(tr), "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
+               "seconds": hist.seconds}
+        res["molecules"][name] = row
+        save_checkpoint(out / f"schnet_{name}.pt", model, config=model.config,
+                        metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
+        print(f"{name:14s} energy MAE {err['energy_mae_meV']:.1f} meV  force MAE {err['force_mae_meV_A']:.1f} meV/A"
+              f"  ({len(hist.train)} epochs, {hist.seconds:.0f} s)", flush=True)
+    res["machine"]["load_average_end"] = os.getloadavg()
+    (out / "schnet_final.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def part_curve(args, out: Path) -> dict:
+    tr, va, te = _split("ethanol", args.quick)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    res = {"command": _command(args), "machine": machine(), "molecule": "ethanol", "rho": RHO,
+           "batch_size": BATCH, "steps_per_run": args.steps, "sizes": sizes, "runs": {"energy": [], "forces": []}}
+    for mode in ("energy", "forces"):
+        for n in sizes:
+            model, hist, err = train_schnet(tr[:n], va, te, args.steps, args.seed, forces=(mode == "forces"),
+                                            progress=not args.no_progress, desc=f"{mode} n={n}")
+            res["runs"][mode].append({**err, "n_train": n, "epochs_run": len(hist.train), "seconds": hist.seconds})
+            print(f"{mode:7s} n={n:4d}  energy MAE {err['energy_mae_meV']:7.1f} meV  force MAE "
+                  f"{err['force_mae_meV_A']:6.1f} meV/A  ({hist.seconds:.0f} s)", flush=True)
+    res["machine"]["load_average_end"] = os.getloadavg()
+    (out / "schnet_curve.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def part_g2(args, out: Path) -> dict:
+    from course_lib.datasets import load_g2_conformers
+
+    tr, va, te = (load_g2_conformers(s) for s in ("train", "val", "test"))
+    if args.quick:
+        tr, va, te = tr[:60], va[:20], te[:20]
+    max_z = 20
+    model, hist, err = train_schnet(tr, va, te, args.steps, args.seed, progress=not args.no_progress,
+                                    desc="SchNet g2", max_z=max_z)
+    species = sorted({int(z) for g in tr for z in g.z})
+    res = {"command": _command(args), "machine": machine(), "rho": RHO, "batch_size": BATCH, "steps": args.steps,
+           "model": model.config, "species": species, **err, "n_train": len(tr), "epochs_run": len(hist.train),
+           "seconds": hist.seconds}
+    save_checkpoint(out / "schnet_g2.pt", model, config=model.config,
+                    metrics={k: v for k, v in err.items() if isinstance(v, (int, float))})
+    print(f"g2: energy MAE {err['energy_mae_meV']:.1f} meV  force MAE {err['force_mae_meV_A']:.1f} meV/A "
+          f"({len(hist.train)} epochs, {hist.seconds:.0f} s)", flush=True)
+    res["machine"]["load_average_end"] = os.getloadavg()
+    (out / "schnet_g2.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def _command(args) -> str:
+    return "python benchmarks/schnet_molecules.py " + " ".join(args.argv)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("part", choices=("final", "curve", "g2"))
+    p.add_argument("--molecules", default=",".join(MOLECULES))
+    p.add_argument("--sizes", default=None, help="training-set sizes of the curve (comma-separated)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
+    p.add_argument("--quick", action="store_true", help="tiny data and steps (pipeline check)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.steps is None:
+        args.steps = 20 if args.quick else {"final": 20000, "curve": 4000, "g2": 15000}[args.part]
+    if args.sizes is None:
+        args.sizes = "10,20" if args.quick else "25,50,100,200,400,800"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"final": part_final, "curve": part_curve, "g2": part_g2}[args.part](args, out)
+
+
+if __name__ == "__main__":
+    main()
