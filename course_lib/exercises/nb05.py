@@ -1,0 +1,227 @@
+"""Checkers (and reference solutions) of notebook 05: SchNet energies and forces of molecules.
+
+Exercises:
+
+- ``05.gaussian_expansion``: expand distances in Gaussians exp(-gamma (r - mu_k)^2).
+- ``05.cfconv``: the continuous-filter convolution c_i = sum_j y_j o W(r_ij).
+- ``05.force_loss``: the energy+force loss rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2.
+
+Later notebook cells use the reference solutions below (and ``course_lib.models.schnet``), never the
+student's code, so a student notebook with unfinished exercises still runs from top to bottom.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from course_lib.checks import exercise
+from course_lib.losses import energy_force_loss
+from course_lib.models.mpnn import scatter_sum
+
+__all__ = ["gaussian_expansion", "cfconv", "force_loss"]
+
+
+# ------------------------------------------------------------------------- reference solutions
+
+
+def gaussian_expansion(r: torch.Tensor, mu: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Reference solution of 05.gaussian_expansion: r [E], mu [K] -> [E, K]."""
+    return torch.exp(-gamma * (r[:, None] - mu[None, :]) ** 2)
+
+
+def cfconv(y: torch.Tensor, W: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Reference solution of 05.cfconv: y [N, F], W [E, F], edge_index [2, E] -> [N, F]."""
+    j, i = edge_index
+    return scatter_sum(y[j] * W, i, y.shape[0])
+
+
+def force_loss(model, batch, rho: float) -> torch.Tensor:
+    """Reference solution of 05.force_loss (a scalar tensor that can be back-propagated)."""
+    return energy_force_loss(model, batch, rho=rho)
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _close(a, b, atol=1e-8, rtol=1e-6) -> bool:
+    return (isinstance(a, torch.Tensor) and a.shape == b.shape
+            and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol))
+
+
+def _shape(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _molecules(seed: int, sizes=(3, 5, 4), dtype=torch.float64):
+    """A batch of random small 'molecules' (atoms at least 0.9 apart) with random reference labels."""
+    from torch_geometric.data import Batch
+
+    from course_lib.data import make_graph
+
+    g = torch.Generator().manual_seed(seed)
+    graphs = []
+    for n in sizes:
+        pos = torch.zeros(0, 3, dtype=torch.float64)
+        while pos.shape[0] < n:  # rejection sampling keeps atoms apart (no overlapping atoms)
+            p = (torch.rand(1, 3, generator=g, dtype=torch.float64) - 0.5) * 3.0
+            if pos.shape[0] == 0 or float(torch.cdist(p, pos).min()) > 0.9:
+                pos = torch.cat([pos, p])
+        z = torch.tensor([1, 6, 8, 7])[torch.randint(0, 4, (n,), generator=g)]
+        graphs.append(make_graph(pos, dtype=dtype, z=z, energy=torch.randn(1, generator=g, dtype=dtype),
+                                 forces=torch.randn(n, 3, generator=g, dtype=dtype)))
+    return Batch.from_data_list(graphs)
+
+
+def _small_schnet(seed: int, dtype=torch.float64):
+    from course_lib.models.schnet import SchNet
+
+    torch.manual_seed(seed)
+    return SchNet(hidden=16, filters=16, interactions=2, num_gaussians=12, cutoff=4.0, max_z=10).to(dtype)
+
+
+# ------------------------------------------------------------------------- checkers
+
+
+@exercise("05.gaussian_expansion", "expand distances in Gaussians")
+def check_gaussian_expansion(fn, fb, seed: int = 0, n: int = 50, k: int = 20):
+    g = torch.Generator().manual_seed(seed)
+    r = torch.rand(n, generator=g, dtype=torch.float64) * 5.0
+    mu = torch.linspace(0.0, 5.0, k, dtype=torch.float64)
+    gamma = 0.5 / float(mu[1] - mu[0]) ** 2
+    out = fn(r.clone(), mu.clone(), gamma)
+    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    if out.shape == (k, n):
+        fb.expect(False, f"the output has shape {_shape(out)}, the transpose of the expected {(n, k)}: one row per "
+                  "distance, one column per Gaussian (use r[:, None] - mu[None, :])", fatal=True)
+    fb.expect(out.shape == (n, k), f"the output has shape {_shape(out)}; expected {(n, k)}: one row per distance "
+              "r_ij, one column per centre mu_k", fatal=True)
+    ref = gaussian_expansion(r, mu, gamma)
+    if not _close(out, ref):
+        if _close(out, torch.exp(-gamma * (r[:, None] - mu[None, :]).abs())):
+            msg = "the distance to the centre must be squared: exp(-gamma (r - mu_k)^2)"
+        elif _close(out, torch.exp(gamma * (r[:, None] - mu[None, :]) ** 2)):
+            msg = "the sign of the exponent is wrong: exp(-gamma (r - mu_k)^2) decays away from mu_k"
+        elif _close(out, torch.exp(-(r[:, None] - mu[None, :]) ** 2 / gamma)):
+            msg = "gamma multiplies the squared distance (exp(-gamma d^2)); you divided by it"
+        else:
+            msg = "the values differ from exp(-gamma (r_ij - mu_k)^2)"
+        fb.expect(False, msg)
+    else:
+        fb.expect(True, "matches the reference")
+    fb.expect(bool((out <= 1 + 1e-12).all()) and bool((out >= 0).all()),
+              "a Gaussian exp(-gamma d^2) lies in [0, 1]; some of your values do not")
+    # the largest entry of each row sits at the nearest centre
+    nearest = (r[:, None] - mu[None, :]).abs().argmin(1)
+    fb.expect(torch.equal(out.argmax(1), nearest), "each distance should light up the Gaussian whose centre is "
+              "nearest to it")
+    # differentiable (forces flow through the expansion)
+    rr = r[:4].clone().requires_grad_(True)
+    fb.expect(fn(rr, mu, gamma).requires_grad, "the output is detached from r (no gradient): forces are "
+              "derivatives through this expansion; avoid .detach(), numpy and torch.tensor(...) on results")
+    out32 = fn(r.float(), mu.float(), gamma)
+    fb.expect(isinstance(out32, torch.Tensor) and out32.dtype == torch.float32,
+              "float32 input: keep the dtype of r (no .double() inside)")
+
+
+@exercise("05.cfconv", "the continuous-filter convolution")
+def check_cfconv(fn, fb, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    N, F = 6, 5
+    y = torch.randn(N, F, generator=g, dtype=torch.float64)
+    src = torch.tensor([1, 2, 0, 3, 4, 0, 2, 1])
+    dst = torch.tensor([0, 0, 1, 1, 2, 2, 3, 4])  # node 5 receives nothing
+    edge_index = torch.stack([src, dst])
+    W = torch.randn(edge_index.shape[1], F, generator=g, dtype=torch.float64)
+    out = fn(y, W, edge_index)
+    fb.expect(isinstance(out, torch.Tensor) and out.shape == (N, F),
+              f"the output has shape {_shape(out)}; expected {(N, F)}: one filtered feature vector per atom "
+              "(use scatter_sum(..., index, num_nodes) with num_nodes = y.shape[0])", fatal=True)
+    ref = cfconv(y, W, edge_index)
+    if _close(out, ref):
+        fb.expect(True, "matches the reference")
+    else:
+        if _close(out, cfconv(y, W, edge_index.flip(0))):
+            msg = ("messages went to the wrong atom: edge_index[0] is the source j (whose features y_j are "
+                   "filtered) and edge_index[1] the target i that sums them")
+        elif _close(out, scatter_sum(y[dst] * W, dst, N)):
+            msg = "you filtered the target's own features y_i; the message of edge (j -> i) is y_j o W_ij"
+        elif _close(out, scatter_sum((y[src] * W).sum(-1, keepdim=True).expand(-1, F), dst, N)):
+            msg = "o is the elementwise product (one filter per feature), not a dot product"
+        else:
+            deg = torch.bincount(dst, minlength=N).clamp_min(1).double()[:, None]
+            msg = ("you averaged over neighbours; SchNet sums (the energy is extensive)" if _close(out, ref / deg)
+                   else "the output differs from c_i = sum over edges (j -> i) of y_j * W_ij")
+        fb.expect(False, msg)
+    fb.expect(_close(out[5], torch.zeros(F, dtype=torch.float64)),
+              "an atom without neighbours must get c_i = 0 (the empty sum)")
+    # the order of the edges does not matter
+    perm = torch.randperm(edge_index.shape[1], generator=g)
+    fb.expect(_close(fn(y, W[perm], edge_index[:, perm]), out),
+              "shuffling the list of edges (and their filters together) changed your output: do not rely on the "
+              "edge order")
+    # a zero filter kills the message, a filter of ones passes the neighbour's features through
+    ones = torch.ones_like(W)
+    fb.expect(_close(fn(y, ones, edge_index)[3], y[2]),
+              "with all filters equal to 1, atom 3 (whose only neighbour is atom 2) should receive exactly y_2")
+
+
+@exercise("05.force_loss", "the energy + force loss")
+def check_force_loss(fn, fb, seed: int = 0):
+    batch = _molecules(seed)
+    model = _small_schnet(seed)
+    model.train()
+    rho = 0.01
+    out = fn(model, batch, rho)
+    fb.expect(isinstance(out, torch.Tensor) and out.dim() == 0,
+              f"return one scalar tensor (the mean over the molecules of the batch), got {_shape(out)}", fatal=True)
+    fb.expect(out.requires_grad, "the loss is detached: return a tensor that depends on the model's parameters "
+              "(do not call .item(), float() or .detach())", fatal=True)
+    ref = force_loss(model, batch, rho)
+    if _close(out, ref):
+        fb.expect(True, "matches the reference")
+    else:
+        from course_lib.models import energy_and_forces
+
+        E, Fp = energy_and_forces(model, batch)
+        n = torch.bincount(batch.batch).double()
+        sq = torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(0, batch.batch,
+                                                                            ((Fp - batch.forces) ** 2).sum(-1))
+        e_term = rho * (E - batch.energy) ** 2
+        sign = torch.zeros_like(sq).index_add_(0, batch.batch, ((Fp + batch.forces) ** 2).sum(-1))
+        candidates = [
+            ((e_term + sign / n).mean(), "the predicted forces are MINUS the gradient of the energy: F = -dE/dR; "
+             "compare F with -dÊ/dR (or F + dÊ/dR with zero)"),
+            ((e_term + sq).mean(), "the force term must be divided by the number of atoms N of each molecule "
+             "((1/N) sum_i ||...||^2)"),
+            ((e_term + sq / n / 3).mean(), "sum the squared error over the 3 components of each force (||.||^2); "
+             "you averaged over them"),
+            (((E - batch.energy) ** 2 + rho * sq / n).mean(), "rho multiplies the energy term, not the force term"),
+            ((e_term + sq.sum() / n.sum()).mean(), "normalise the force term per molecule (its own N), then average "
+             "over molecules"),
+            (e_term.mean(), "the force term is missing"),
+            ((sq / n).mean(), "the energy term rho (E - Ê)^2 is missing"),
+        ]
+        msg = next((m for val, m in candidates if _close(out, val)), "the value differs from the mean over molecules "
+                   "of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2")
+        fb.expect(False, msg)
+    # training needs the second derivative: the loss must back-propagate into the parameters through the forces
+    model.zero_grad()
+    torch.manual_seed(seed)
+    out = fn(model, batch, 0.0)
+    try:
+        out.backward()
+        ok = all(p.grad is not None for p in model.interactions[0].filter_net.parameters())
+        nonzero = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
+    except RuntimeError:
+        ok = nonzero = False
+    fb.expect(ok and nonzero, "with rho = 0 the loss is the force term only, and backward() must reach the model's "
+              "weights: compute the gradient with torch.autograd.grad(..., create_graph=True) (or "
+              "course_lib.models.energy_and_forces with the model in training mode)")
+    # rho must scale only the energy term
+    l1, l0 = (float(torch.as_tensor(fn(model, batch, r)).detach()) for r in (1.0, 0.0))
+    ref1, ref0 = (float(force_loss(model, batch, r).detach()) for r in (1.0, 0.0))
+    fb.expect(abs((l1 - l0) - (ref1 - ref0)) < 1e-8 * max(1.0, abs(ref1 - ref0)),
+              "changing rho changes the loss by the wrong amount: rho multiplies (E - Ê)^2 only")
+    # the batch is not modified (positions are still a leaf without gradient tracking)
+    fb.expect(not batch.pos.requires_grad, "your loss left batch.pos requiring gradients: differentiate a copy "
+              "(pos = batch.pos.detach().requires_grad_(True) on a cloned batch) so the data set stays untouched")

@@ -1,0 +1,128 @@
+"""The notebook-05 checkers accept the reference solutions and reject typical mistakes."""
+
+import torch
+
+from course_lib.checks import check
+from course_lib.exercises import nb05
+from course_lib.losses import energy_force_loss
+from course_lib.models import energy_and_forces
+from course_lib.models.mpnn import scatter_sum
+
+
+def _msgs(res):
+    return " ".join(res.messages) + (res.error or "")
+
+
+def test_gaussian_expansion_reference_and_mistakes():
+    for seed in (0, 1):
+        assert check("05.gaussian_expansion", nb05.gaussian_expansion, verbose=False, seed=seed).passed
+    res = check("05.gaussian_expansion", lambda r, mu, g: torch.exp(-g * (r[:, None] - mu).abs()), verbose=False)
+    assert not res.passed and "squared" in _msgs(res)
+    res = check("05.gaussian_expansion", lambda r, mu, g: torch.exp(-g * (r[None] - mu[:, None]) ** 2), verbose=False)
+    assert not res.passed and "transpose" in _msgs(res)
+    res = check("05.gaussian_expansion", lambda r, mu, g: torch.exp(-(r[:, None] - mu) ** 2 / g), verbose=False)
+    assert not res.passed and "divided" in _msgs(res)
+    res = check("05.gaussian_expansion",
+                lambda r, mu, g: torch.exp(-g * (r[:, None] - mu) ** 2).double(), verbose=False)
+    assert not res.passed and "float32" in _msgs(res)
+
+    def stub(r, mu, g):
+        raise NotImplementedError
+
+    assert "not implemented" in check("05.gaussian_expansion", stub, verbose=False).error
+
+
+def test_cfconv_reference_and_mistakes():
+    for seed in (0, 1, 2):
+        assert check("05.cfconv", nb05.cfconv, verbose=False, seed=seed).passed
+    res = check("05.cfconv", lambda y, W, ei: nb05.cfconv(y, W, ei.flip(0)), verbose=False)
+    assert not res.passed and "source j" in _msgs(res)
+    res = check("05.cfconv", lambda y, W, ei: scatter_sum(y[ei[1]] * W, ei[1], y.shape[0]), verbose=False)
+    assert not res.passed and "target's own" in _msgs(res)
+
+    def mean(y, W, ei):
+        deg = torch.bincount(ei[1], minlength=y.shape[0]).clamp_min(1)[:, None]
+        return nb05.cfconv(y, W, ei) / deg
+
+    res = check("05.cfconv", mean, verbose=False)
+    assert not res.passed and "averaged" in _msgs(res)
+    res = check("05.cfconv", lambda y, W, ei: scatter_sum(y[ei[0]] * W, ei[1], int(ei[1].max()) + 1), verbose=False)
+    assert not res.passed and "shape" in _msgs(res)
+
+
+def test_force_loss_reference_and_mistakes():
+    for seed in (0, 1):
+        assert check("05.force_loss", nb05.force_loss, verbose=False, seed=seed).passed
+
+    def wrong_sign(model, batch, rho):
+        E, F = energy_and_forces(model, batch)
+        n = torch.bincount(batch.batch).to(E.dtype)
+        sq = scatter_sum(((F + batch.forces) ** 2).sum(-1), batch.batch, batch.num_graphs)
+        return (rho * (E - batch.energy) ** 2 + sq / n).mean()
+
+    res = check("05.force_loss", wrong_sign, verbose=False)
+    assert not res.passed and "MINUS" in _msgs(res)
+
+    def no_norm(model, batch, rho):
+        E, F = energy_and_forces(model, batch)
+        sq = scatter_sum(((F - batch.forces) ** 2).sum(-1), batch.batch, batch.num_graphs)
+        return (rho * (E - batch.energy) ** 2 + sq).mean()
+
+    res = check("05.force_loss", no_norm, verbose=False)
+    assert not res.passed and "number of atoms" in _msgs(res)
+
+    def detached_forces(model, batch, rho):
+        E, F = energy_and_forces(model, batch, create_graph=False)
+        n = torch.bincount(batch.batch).to(E.dtype)
+        sq = scatter_sum(((F - batch.forces) ** 2).sum(-1), batch.batch, batch.num_graphs)
+        return (rho * (E - batch.energy) ** 2 + sq / n).mean()
+
+    res = check("05.force_loss", detached_forces, verbose=False)
+    assert not res.passed and "create_graph" in _msgs(res)
+
+    res = check("05.force_loss", lambda m, b, rho: energy_force_loss(m, b, rho, forces=False), verbose=False)
+    assert not res.passed and "force term is missing" in _msgs(res)
+
+    def modifies_batch(model, batch, rho):
+        batch.pos.requires_grad_(True)
+        E = model(batch)
+        (g,) = torch.autograd.grad(E.sum(), batch.pos, create_graph=True)
+        n = torch.bincount(batch.batch).to(E.dtype)
+        sq = scatter_sum(((-g - batch.forces) ** 2).sum(-1), batch.batch, batch.num_graphs)
+        return (rho * (E - batch.energy) ** 2 + sq / n).mean()
+
+    res = check("05.force_loss", modifies_batch, verbose=False)
+    assert not res.passed and "untouched" in _msgs(res)
+
+
+def _hidden():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb05.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb05", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hidden_tests_accept_the_references_and_reject_a_mistake():
+    from course_lib.checks import Feedback
+
+    hidden = _hidden()
+    refs = {"05.gaussian_expansion": nb05.gaussian_expansion, "05.cfconv": nb05.cfconv,
+            "05.force_loss": nb05.force_loss}
+    assert set(hidden.HIDDEN) == set(refs)
+    for ex, fn in refs.items():
+        fb = Feedback()
+        hidden.HIDDEN[ex](fn, fb)
+        assert not fb.failed and not getattr(fb, "test_errors", []), (ex, fb.failed, fb.test_errors)
+        assert all(score == 1.0 for _, score in fb.cases), (ex, fb.cases)
+
+    def global_norm(model, batch, rho):  # passes some public cases, fails the mixed-size hidden one
+        E, F = energy_and_forces(model, batch)
+        return (rho * (E - batch.energy) ** 2).mean() + ((F - batch.forces) ** 2).sum() / batch.num_nodes
+
+    fb = Feedback()
+    hidden.HIDDEN["05.force_loss"](global_norm, fb)
+    assert fb.failed and min(score for _, score in fb.cases) < 1.0
