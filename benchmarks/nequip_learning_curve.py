@@ -1,0 +1,107 @@
+"""The data-efficiency experiment of the NequIP paper on the course's xTB ethanol data (notebook 07).
+
+    python benchmarks/nequip_learning_curve.py --lmax 0            # one process per l_max (run them in parallel)
+    python benchmarks/nequip_learning_curve.py --lmax 1
+    python benchmarks/nequip_learning_curve.py --lmax 2
+    python benchmarks/nequip_learning_curve.py --lmax 0 --quick --out /tmp/lc   # pipeline check (CI)
+
+For each ``l_max`` it trains ``course_lib.models.NequIP`` on the first n frames of the ethanol train
+split (n = 25 ... 800) with the energy+force loss of the official configs (per-atom energy MSE +
+force-component MSE, weights 1 and 1), batch size 5, Adam with learning rate 0.01 halved on validation
+plateaus, early stopping on the 100 validation frames, and the same number of optimizer steps for every
+size (more epochs for small sets). It records the test force and energy MAE on the 100 test frames, and
+writes ``nequip_curve_l<l_max>.json`` into ``--out`` (default ``benchmarks/results/``), with the
+command, the thread count and the load average. The largest run of each ``l_max`` is saved as
+``nequip_curve_l<l_max>.pt`` (notebooks 07 and 08 load them).
+
+The paper's claim (Batzner et al. 2022, Fig. 7 of the lecture notes): l >= 1 makes the learning curve
+*steeper* (a more negative slope of log force-MAE vs log training-set size) than l = 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric.loader import DataLoader
+
+from course_lib.datasets import load_molecules
+from course_lib.losses import molecule_errors, per_atom_energy_force_loss
+from course_lib.models.nequip import NequIP
+from course_lib.train import fit, save_checkpoint
+from course_lib.utils import seed_everything
+
+HERE = Path(__file__).resolve().parent
+BATCH = 5
+LR = 0.01
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+
+
+def train_nequip(train, val, test, l_max: int, steps: int, seed: int, features: int, layers: int,
+                 progress: bool = True, desc: str = "nequip"):
+    """Train one NequIP for about ``steps`` optimizer steps; return (model, history, test errors)."""
+    seed_everything(seed)
+    model = NequIP(l_max=l_max, num_features=features, num_layers=layers)
+    model.fit_energy_scale(train)
+    tl = DataLoader(train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    vl = DataLoader(val, batch_size=50)
+    epochs = max(2, round(steps / len(tl)))
+    hist = fit(model, tl, vl, per_atom_energy_force_loss, epochs=epochs, lr=LR, patience=max(20, epochs // 4),
+               progress=progress, needs_grad_eval=True, desc=desc)
+    return model, hist, molecule_errors(model, DataLoader(test, batch_size=50))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lmax", type=int, required=True)
+    p.add_argument("--sizes", default=None, help="training-set sizes (comma-separated)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
+    p.add_argument("--features", type=int, default=16, help="channels per irrep")
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--molecule", default="ethanol")
+    p.add_argument("--quick", action="store_true", help="tiny data and steps (pipeline check)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    tr, va, te = (load_molecules(args.molecule, s) for s in ("train", "val", "test"))
+    if args.quick:
+        va, te = va[:10], te[:10]
+    sizes = [int(s) for s in (args.sizes or ("10,20" if args.quick else "25,50,100,200,400,800")).split(",")]
+    steps = args.steps or (10 if args.quick else 3000)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = {"command": "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": machine(), "molecule": args.molecule, "l_max": args.lmax, "features": args.features,
+           "layers": args.layers, "batch_size": BATCH, "lr": LR, "steps_per_run": steps, "sizes": sizes,
+           "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)", "runs": []}
+    t0 = time.perf_counter()
+    for n in sizes:
+        model, hist, err = train_nequip(tr[:n], va, te, args.lmax, steps, args.seed, args.features, args.layers,
+                                        progress=not args.no_progress, desc=f"l={args.lmax} n={n}")
+        res["runs"].append({**err, "n_train": n, "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
+                            "seconds": hist.seconds})
+        print(f"l_max={args.lmax} n={n:4d}  energy MAE {err['energy_mae_meV']:7.1f} meV  force MAE "
+              f"{err['force_mae_meV_A']:6.1f} meV/A  ({len(hist.train)} epochs, {hist.seconds:.0f} s)", flush=True)
+        if n == sizes[-1]:
+            save_checkpoint(out / f"nequip_curve_l{args.lmax}.pt", model, config=model.config,
+                            metrics={k: v for k, v in err.items() if isinstance(v, (int, float))})
+    res["total_seconds"] = time.perf_counter() - t0
+    res["machine"]["load_average_end"] = os.getloadavg()
+    (out / f"nequip_curve_l{args.lmax}.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
