@@ -58,10 +58,11 @@ They are third-party values that the course could not re-check offline; nothing 
 1. ``expected_sha256=`` given: the file must match it exactly;
 2. else a record ``<file>.sha256`` (``sha256sum`` format) written beside the file on first use: it must match
    (trust on first use: this detects later corruption or replacement, not a bad first download);
-3. else the published prefix, if one is known: it must match;
+3. else the published prefix, if one is known: a mismatch only *warns* (the prefix is a third-party value
+   the course could not re-check, so it must not lock users out) and nothing is recorded;
 4. then, if no record exists yet, the full hash is recorded.
 
-A mismatch raises ``ValueError`` naming the expected and the actual hash and what to do. Extracted
+Any other mismatch raises ``ValueError`` naming the expected and the actual hash and what to do. Extracted
 ``.npz`` and split files are checked the same way (their records are written on first use).
 
 Fixtures
@@ -258,9 +259,12 @@ def verify_sha256(path: str | Path, expected: str | None = None, known_prefix: s
             raise ValueError(f"checksum mismatch for {path}: expected sha256 {recorded} (recorded in {record} when "
                              f"the file was first used), got {got}; the file changed since: {how}")
     elif known_prefix is not None and not got.startswith(known_prefix.lower()):
-        raise ValueError(f"checksum mismatch for {path}: expected a sha256 starting with {known_prefix} "
-                         f"({source or 'published value'}), got {got}; the file is corrupt, incomplete or not the "
-                         f"upstream file: {how}")
+        # the prefix is a third-party value the course could not re-check: warn, do not refuse, and do not
+        # record the hash (the next load warns again until the user confirms with expected_sha256=)
+        warnings.warn(f"checksum mismatch for {path}: expected a sha256 starting with {known_prefix} "
+                      f"({source or 'published value'}, unverified by the course), got {got}; the file may be "
+                      f"corrupt, incomplete or not the upstream file: {how}", stacklevel=3)
+        return got
     if recorded is None:
         try:
             record.write_text(f"{got}  {path.name}\n")

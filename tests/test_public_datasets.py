@@ -88,7 +88,7 @@ def test_rmd17_splits_from_archive_and_from_extracted_folder(rmd17_archive, tmp_
     assert (tmp_path / "arch" / "rmd17" / "npz_data" / "rmd17_ethanol.npz.sha256").exists()
 
 
-def test_rmd17_download_uses_the_real_url_and_checks_the_pinned_prefix(rmd17_archive, tmp_path, monkeypatch):
+def test_rmd17_download_uses_the_real_url_and_warns_on_the_third_party_prefix(rmd17_archive, tmp_path, monkeypatch):
     asked = []
     monkeypatch.setattr(P, "download_url", _fake_download({u: rmd17_archive for u in P.RMD17_URLS}, asked))
     root = tmp_path / "cache"
@@ -98,8 +98,10 @@ def test_rmd17_download_uses_the_real_url_and_checks_the_pinned_prefix(rmd17_arc
     P.load_rmd17("malonaldehyde", root=root, download=False)  # second load: no download, recorded hashes match
     assert len(asked) == 1
     # without expected_sha256 the third-party prefix of the real archive applies: the fixture is not rMD17
-    with pytest.raises(ValueError, match=f"starting with {P.RMD17_SHA256_PREFIX}.*load-atoms"):
+    # (unverified third-party value: a warning, and no hash is recorded)
+    with pytest.warns(UserWarning, match=f"starting with {P.RMD17_SHA256_PREFIX}.*load-atoms"):
         P.load_rmd17("malonaldehyde", root=tmp_path / "other")
+    assert not (tmp_path / "other" / "rmd17.tar.bz2.sha256").exists()
     print("rmd17 download asked for", asked)
 
 
@@ -199,7 +201,7 @@ def test_qm9_extracted_folder_download_and_errors(qm9_files, tmp_path, monkeypat
     got = P.load_qm9(root=tmp_path / "cache", expected_sha256=sha256_file(archive))
     assert asked == ["https://ndownloader.figshare.com/files/3195389", "https://ndownloader.figshare.com/files/3195404"]
     assert len(got) == 6
-    with pytest.raises(ValueError, match=f"starting with {P.QM9_SHA256_PREFIX}"):
+    with pytest.warns(UserWarning, match=f"starting with {P.QM9_SHA256_PREFIX}"):
         P.load_qm9(root=tmp_path / "cache2")
     with pytest.raises(ValueError, match=r"unknown QM9 target 'energy'.*'U0'"):
         P.load_qm9(root=folder, target="energy")
@@ -233,7 +235,8 @@ def test_safe_extract_refuses_members_outside_the_folder(tmp_path, monkeypatch, 
     assert not (tmp_path / "outside.txt").exists()
     not_tar = tmp_path / "rmd17.tar.bz2"
     not_tar.write_text("not an archive")
-    with pytest.raises(ValueError, match=f"starting with {P.RMD17_SHA256_PREFIX}"):
-        P.load_rmd17("ethanol", root=not_tar)  # the checksum comes first ...
-    with pytest.raises(ValueError, match="is not a tar archive"):  # ... then the format
+    with pytest.warns(UserWarning, match=f"starting with {P.RMD17_SHA256_PREFIX}"):  # the checksum comes first ...
+        with pytest.raises(ValueError, match="is not a tar archive"):  # ... then the format
+            P.load_rmd17("ethanol", root=not_tar)
+    with pytest.raises(ValueError, match="is not a tar archive"):
         P.load_rmd17("ethanol", root=not_tar, expected_sha256=sha256_file(not_tar))
