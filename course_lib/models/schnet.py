@@ -36,6 +36,12 @@ K = ``num_gaussians``, G graphs)::
 - ``shift`` (per species, eV/atom) and ``scale`` are buffers fitted with :meth:`SchNet.fit_energy_scale`
   (least squares of the energies on the element counts), so that the network does not have to learn
   offsets of hundreds of eV and only predicts an O(1) correction.
+- ``species`` (a tuple of atomic numbers, stored as the bool buffer ``species_mask [max_z]`` so that
+  checkpoints keep it) records the elements the model was trained on: :meth:`SchNet.fit_energy_scale`
+  sets it to the elements present in the data. ``None`` (nothing recorded, e.g. a fresh or a
+  :meth:`SchNet.from_pyg` model) means unknown. The model itself still evaluates any ``z`` in
+  ``1..max_z`` (an untrained row of the embedding gives a meaningless but finite energy); the ASE
+  calculator (:mod:`course_lib.ase_calculator`) refuses atoms outside ``species``.
 
 Relation to ``torch_geometric.nn.models.SchNet`` (checked in ``tests/test_models_schnet.py``): at
 equal hyper-parameters the architectures are identical (same blocks, same parameter count, same
@@ -149,6 +155,28 @@ class SchNet(nn.Module):
         _xavier(self.readout[2])
         self.register_buffer("shift", torch.zeros(max_z))  # energy per atom of each species, index z - 1
         self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("species_mask", torch.zeros(max_z, dtype=torch.bool))  # trained species, index z - 1
+
+    # -- trained species ----------------------------------------------------------------------------
+    @property
+    def species(self) -> tuple[int, ...] | None:
+        """Atomic numbers the model was trained on (set by :meth:`fit_energy_scale`), or ``None`` if unknown."""
+        z = (torch.nonzero(self.species_mask.cpu()).flatten() + 1).tolist()
+        return tuple(z) if z else None
+
+    @species.setter
+    def species(self, zs) -> None:
+        mask = torch.zeros_like(self.species_mask)
+        for z in [] if zs is None else zs:
+            if not 1 <= int(z) <= self.max_z:
+                raise ValueError(f"species: atomic number {int(z)} outside 1..max_z = 1..{self.max_z}")
+            mask[int(z) - 1] = True
+        self.species_mask.copy_(mask)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the species record existed load with species = None (unknown)
+        state_dict.setdefault(prefix + "species_mask", torch.zeros_like(self.species_mask))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- inputs -----------------------------------------------------------------------------------
     def check_inputs(self, batch) -> None:
@@ -204,6 +232,7 @@ class SchNet(nn.Module):
         ``n_gs`` (species absent from ``graphs`` get the mean energy per atom). ``per_species=False``:
         one global ``shift`` = total energy / total number of atoms. ``scale`` = standard deviation of
         the residuals per sqrt(atom) (1 when there are too few graphs to estimate it).
+        Also records the elements present in ``graphs`` as :attr:`species` (the trained species).
         Returns ``(shift [max_z], scale)``.
         """
         graphs = list(graphs)
@@ -227,6 +256,7 @@ class SchNet(nn.Module):
             scale = 1.0
         self.shift.copy_(shift.to(self.shift))
         self.scale.fill_(scale)
+        self.species_mask.copy_(counts.sum(0) > 0)
         return self.shift.clone(), scale
 
     # -- PyG ------------------------------------------------------------------------------------
