@@ -1,0 +1,466 @@
+"""Checkers (and reference solutions) of notebook 07: NequIP from its parts.
+
+Exercises:
+
+- ``07.radial_basis``: the Bessel basis B_n(r) = (2 / r_c) sin(n pi r / r_c) / r times the polynomial
+  envelope u(r / r_c) with p = 6 (compared with :mod:`course_lib.models.radial`).
+- ``07.convolution``: the tensor-product convolution
+  m_i = 1/sqrt(avg_num_neighbors) sum_j TP(x_j, Y(r_ij); R(B(|r_ij|))) with r_ij = r_j - r_i, written with
+  an e3nn ``o3.TensorProduct(..., shared_weights=False)`` and a radial MLP (compared with
+  :class:`course_lib.models.nequip.ConvolutionBlock`, and checked for O(3) equivariance with Wigner-D
+  matrices of the irreps).
+- ``07.gate``: the gated nonlinearity: SiLU on even scalars, tanh on odd scalars, sigmoid gates on the
+  l > 0 channels, each activation rescaled to unit second moment (compared with the e3nn ``Gate`` inside
+  :class:`course_lib.models.nequip.GateNonlinearity`).
+
+Later notebook cells use the reference solutions below (and ``course_lib.models.nequip``), never the
+student's code, so a student notebook with unfinished exercises still runs from top to bottom.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from course_lib import symmetry as S
+from course_lib.checks import exercise
+from course_lib.models.mpnn import scatter_sum
+from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
+
+__all__ = ["radial_basis", "convolution", "gate", "wigner_D", "irreps_equivariance_error"]
+
+
+# ------------------------------------------------------------------------- reference solutions
+
+
+def radial_basis(r: torch.Tensor, cutoff: float, num_basis: int = 8, p: int = 6) -> torch.Tensor:
+    """Reference solution of 07.radial_basis: r [E] (> 0) -> [E, num_basis], Bessel basis x envelope."""
+    return bessel_basis(r, cutoff, num_basis) * polynomial_envelope(r, cutoff, p)[:, None]
+
+
+def convolution(x, pos, edge_index, tp, radial, rbf, avg_num_neighbors: float) -> torch.Tensor:
+    """Reference solution of 07.convolution: x [N, tp.irreps_in1.dim], pos [N, 3], edge_index [2, E]
+    (row 0: neighbour j, row 1: centre i) -> m [N, tp.irreps_out.dim]."""
+    from e3nn import o3
+
+    j, i = edge_index
+    r_ij = pos[j] - pos[i]                                                     # [E, 3], centre -> neighbour
+    Y = o3.spherical_harmonics(tp.irreps_in2, r_ij, normalize=True, normalization="component")
+    w = radial(rbf(r_ij.norm(dim=-1)))                                         # [E, tp.weight_numel]
+    messages = tp(x[j], Y, w)                                                  # [E, tp.irreps_out.dim]
+    return scatter_sum(messages, i, x.shape[0]) / math.sqrt(avg_num_neighbors)
+
+
+def gate(scalars, gates, gated, irreps_scalars, irreps_gated) -> torch.Tensor:
+    """Reference solution of 07.gate: scalars [N, irreps_scalars.dim], gates [N, irreps_gated.num_irreps],
+    gated [N, irreps_gated.dim] -> [N, irreps_scalars.dim + irreps_gated.dim]."""
+    from e3nn import o3
+
+    silu, tanh, sigmoid = _normalised("silu"), _normalised("tanh"), _normalised("sigmoid")
+    irreps_scalars, irreps_gated = o3.Irreps(irreps_scalars), o3.Irreps(irreps_gated)
+    out = []
+    for (_, ir), sl in zip(irreps_scalars, irreps_scalars.slices()):
+        out.append(silu(scalars[:, sl]) if ir.p == 1 else tanh(scalars[:, sl]))  # odd scalars need an odd act
+    g = sigmoid(gates)
+    k = 0
+    for (mul, ir), sl in zip(irreps_gated, irreps_gated.slices()):
+        block = gated[:, sl].reshape(-1, mul, ir.dim)                           # [N, mul, 2l + 1]
+        out.append((g[:, k:k + mul, None] * block).reshape(-1, mul * ir.dim))  # one gate per channel
+        k += mul
+    return torch.cat(out, dim=-1)
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def _normalised(name: str):
+    """e3nn's ``normalize2mom`` of an activation (its constant is estimated once from 10^6 samples)."""
+    from e3nn.math import normalize2mom
+
+    return normalize2mom({"silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[name])
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype):
+    """e3nn builds Clebsch-Gordan buffers and Wigner-D generators in the default dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def wigner_D(irreps, R: torch.Tensor) -> torch.Tensor:
+    """The block-diagonal Wigner-D matrix [dim, dim] of ``irreps`` for a 3x3 orthogonal matrix ``R``
+    (rotation or improper), in float64: ``x -> x @ wigner_D(irreps, R).T`` rotates features laid out as
+    ``irreps``. For ``irreps = "1x1o"`` it is ``R`` itself in e3nn's (y, z, x) basis."""
+    from e3nn import o3
+
+    with _default_dtype(torch.float64):
+        return o3.Irreps(irreps).D_from_matrix(torch.as_tensor(R, dtype=torch.float64))
+
+
+def irreps_equivariance_error(fn, inputs, irreps_in, irreps_out, R) -> float:
+    """max |fn(D_in x) - D_out fn(x)| / max(1, max |D_out fn(x)|) for a function of several tensors.
+
+    ``inputs``: a tuple of tensors; ``irreps_in``: one per input: irreps (features in e3nn's layout),
+    ``"xyz"`` for Cartesian positions or vectors (rotated by ``R`` itself: e3nn's ``1o`` basis is ordered
+    (y, z, x)), or ``None`` for an input that does not transform (edge indices); ``irreps_out``: of the output.
+    """
+    R = torch.as_tensor(R, dtype=torch.float64)
+    moved = []
+    for x, irreps in zip(inputs, irreps_in):
+        if irreps is None:
+            moved.append(x)
+        elif isinstance(irreps, str) and irreps == "xyz":
+            moved.append(x @ R.to(x.dtype).T)
+        else:
+            D = wigner_D(irreps, R).to(x.dtype)
+            moved.append(x @ D.T)
+    with torch.no_grad():
+        out, out_g = fn(*inputs), fn(*moved)
+    expected = out.double() @ wigner_D(irreps_out, R).T
+    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+    return float((out_g.double() - expected).abs().max()) / scale if expected.numel() else 0.0
+
+
+def _close(a, b, atol=1e-9, rtol=1e-7) -> bool:
+    return (isinstance(a, torch.Tensor) and a.shape == b.shape
+            and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol))
+
+
+def _shape(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _transforms(seed: int) -> dict[str, torch.Tensor]:
+    return {"rotation": S.random_orthogonal(3, det=1, generator=seed),
+            "reflection": S.random_orthogonal(3, det=-1, generator=seed + 1)}
+
+
+# ------------------------------------------------------------------------- 07.radial_basis
+
+
+def _envelope_without_cutoff(r, cutoff, p):
+    x = r / cutoff
+    return 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+
+
+@exercise("07.radial_basis", "Bessel radial basis times the polynomial envelope")
+def check_radial_basis(fn, fb, seed: int = 0, n: int = 60, cutoff: float = 4.0, num_basis: int = 8, p: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    r = 0.05 + torch.rand(n, generator=g, dtype=torch.float64) * (1.3 * cutoff)   # some beyond the cutoff
+    r[:3] = torch.tensor([0.5 * cutoff, cutoff, 1.2 * cutoff], dtype=torch.float64)
+    r_in = r.clone()
+    out = fn(r_in, cutoff, num_basis, p)
+    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    if out.shape == (num_basis, n) and n != num_basis:
+        fb.expect(False, f"the output has shape {_shape(out)}, the transpose of the expected {(n, num_basis)}: one "
+                  "row per distance, one column per Bessel function (use r[:, None] against n[None, :])", fatal=True)
+    fb.expect(out.shape == (n, num_basis), f"the output has shape {_shape(out)}; expected {(n, num_basis)}: one row "
+              "per distance r, one column per n = 1..num_basis", fatal=True)
+    fb.expect(torch.equal(r_in, r), "your function modified its input r in place; work on new tensors")
+    ref = radial_basis(r, cutoff, num_basis, p)
+    if _close(out, ref):
+        fb.expect(True, "matches the reference")
+    else:
+        nn_ = torch.arange(1, num_basis + 1, dtype=torch.float64)
+        env = polynomial_envelope(r, cutoff, p)[:, None]
+        bessel = bessel_basis(r, cutoff, num_basis)
+        n0 = torch.arange(0, num_basis, dtype=torch.float64)
+        candidates = [
+            (bessel, "the polynomial envelope is missing: multiply every B_n(r) by u(r / r_c) (zero beyond r_c), "
+             "so the basis goes smoothly to zero at the cutoff"),
+            (bessel * _envelope_without_cutoff(r, cutoff, p)[:, None],
+             "beyond the cutoff the envelope must be 0 (the polynomial u(x) does not stay 0 for x > 1: use "
+             "torch.where(x < 1, u, 0))"),
+            (bessel * cosine_cutoff(r, cutoff)[:, None],
+             "this is SchNet's cosine cutoff; NequIP uses the polynomial envelope u(x) = 1 - (p+1)(p+2)/2 x^p + "
+             "p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)"),
+            (bessel * polynomial_envelope(r, cutoff, 6)[:, None],
+             f"use the exponent p that is passed in (this call has p = {p}); you used p = 6"),
+            ((2.0 / cutoff) * torch.sin(n0 * math.pi * r[:, None] / cutoff) / r[:, None] * env,
+             "n runs from 1 to num_basis (n = 0 gives sin(0) = 0, a useless basis function)"),
+            (torch.sin(nn_ * math.pi * r[:, None] / cutoff) / r[:, None] * env,
+             "the prefactor 2 / r_c is missing: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r"),
+            ((2.0 / cutoff) * torch.sin(nn_ * math.pi * r[:, None] / cutoff) * env,
+             "divide by r: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r (the spherical Bessel function j_0)"),
+            ((2.0 / cutoff) * torch.sin(nn_ * math.pi * r[:, None]) / r[:, None] * env,
+             "the argument of the sine is n pi r / r_c: divide by the cutoff inside the sine"),
+            ((2.0 / cutoff) * torch.sin(nn_ * r[:, None] / cutoff) / r[:, None] * env,
+             "the argument of the sine is n pi r / r_c: the factor pi is missing"),
+        ]
+        msg = next((m for val, m in candidates if _close(out, val)),
+                   "the values differ from (2 / r_c) sin(n pi r / r_c) / r * u(r / r_c), n = 1..num_basis")
+        fb.expect(False, msg)
+    beyond = r >= cutoff
+    fb.expect(bool((out[beyond].abs() < 1e-12).all()),
+              "distances at or beyond the cutoff must give exactly 0 (the atom is not a neighbour)")
+    # smoothness at the cutoff: value and first two derivatives -> 0 as r -> r_c from below
+    rc = torch.tensor([cutoff * (1 - 1e-5)], dtype=torch.float64, requires_grad=True)
+    val = fn(rc, cutoff, num_basis, p)
+    ok_grad = isinstance(val, torch.Tensor) and val.requires_grad
+    fb.expect(ok_grad, "the output is detached from r (no gradient): forces are derivatives through this basis; avoid "
+              ".detach(), numpy and torch.tensor(...) on intermediate results", fatal=True)
+    (d1,) = torch.autograd.grad(val.sum(), rc)
+    size = float(val.detach().abs().max())
+    fb.expect(size < 1e-6 and abs(float(d1)) < 1e-3,
+              f"just below the cutoff the basis and its derivative must vanish (got |B| = {size:.1e}, "
+              f"|dB/dr| = {abs(float(d1)):.1e}): forces must not jump when a neighbour leaves")
+    out32 = fn(r.float(), cutoff, num_basis, p)
+    fb.expect(isinstance(out32, torch.Tensor) and out32.dtype == torch.float32,
+              "float32 input: keep the dtype of r (create n with dtype=r.dtype, no .double() inside)")
+
+
+# ------------------------------------------------------------------------- 07.convolution
+
+
+def _conv_setup(seed: int, l_max: int, mul: int, n_atoms: int, r_max: float, dtype=torch.float64):
+    """A ConvolutionBlock (the reference), its radial basis and an asymmetric graph with an isolated atom."""
+    from e3nn import o3
+
+    from course_lib.models.nequip import ConvolutionBlock, default_hidden_irreps
+    from course_lib.models.radial import BesselRBF
+    from course_lib.neighbors import radius_graph
+
+    with torch.random.fork_rng(), _default_dtype(dtype):  # the weights of the radial MLP come from the seed
+        torch.manual_seed(seed)
+        irreps_in = default_hidden_irreps(mul, l_max)
+        irreps_sh = o3.Irreps.spherical_harmonics(l_max)
+        keep = o3.Irreps([(1, (l, p)) for l in range(l_max + 1) for p in (1, -1)])
+        conv = ConvolutionBlock(irreps_in, irreps_sh, keep, num_basis=8, radial_hidden=(16,)).to(dtype)
+    avg = 2.5 + seed % 3
+    conv.avg_num_neighbors.fill_(avg)
+    rbf = BesselRBF(8, r_max, trainable=False)
+    g = torch.Generator().manual_seed(1000 + seed)
+    pos = torch.rand(n_atoms, 3, generator=g, dtype=torch.float64) * 3.0
+    pos[-1] += 20.0                                        # an isolated atom: no neighbours
+    edge_index, _ = radius_graph(pos, r_max)
+    keep_edges = torch.rand(edge_index.shape[1], generator=g) < 0.75   # directed: j -> i without i -> j
+    keep_edges[:2] = True
+    edge_index = edge_index[:, keep_edges]
+    x = torch.randn(n_atoms, irreps_in.dim, generator=g, dtype=torch.float64)
+    return conv, rbf, pos.to(dtype), x.to(dtype), edge_index, avg
+
+
+def _conv_variant(conv, rbf, x, pos, edge_index, avg, src="j", vec=1.0, norm="sqrt", sh_norm=True,
+                  sh_normalization="component", roles="ji"):
+    """The convolution with one deliberate change, for diagnosing a mistake."""
+    from e3nn import o3
+
+    j, i = edge_index if roles == "ji" else edge_index.flip(0)
+    r = vec * (pos[j] - pos[i])
+    Y = o3.spherical_harmonics(conv.tp.irreps_in2, r, normalize=sh_norm, normalization=sh_normalization)
+    w = conv.radial(rbf(r.norm(dim=-1)))
+    m = scatter_sum(conv.tp((x[j] if src == "j" else x[i]), Y, w), i, x.shape[0])
+    deg = torch.bincount(i, minlength=x.shape[0]).clamp_min(1).to(m.dtype)[:, None]
+    return {"sqrt": m / math.sqrt(avg), "avg": m / avg, "none": m, "mean": m / deg, "sqrt_deg": m / deg.sqrt()}[norm]
+
+
+def _edge_harmonics(irreps_sh, pos, edge_index):
+    """Y(r_ij) [E, irreps_sh.dim] of the edges j -> i, r_ij = pos[j] - pos[i] (component normalisation)."""
+    from e3nn import o3
+
+    j, i = edge_index
+    return o3.spherical_harmonics(irreps_sh, pos[j] - pos[i], normalize=True, normalization="component")
+
+
+@exercise("07.convolution", "the tensor-product convolution of NequIP")
+def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5):
+    conv, rbf, pos, x, edge_index, avg = _conv_setup(seed, l_max, mul, n_atoms, r_max)
+    tp, radial = conv.tp, conv.radial
+    N, D_out = n_atoms, tp.irreps_out.dim
+    x_in, pos_in = x.clone(), pos.clone()
+    out = fn(x_in, pos_in, edge_index, tp, radial, rbf, avg)
+    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    if out.dim() == 2 and out.shape[0] == edge_index.shape[1] and out.shape[0] != N:
+        fb.expect(False, f"the output has one row per edge {_shape(out)}: sum the messages into their centre atoms i "
+                  f"(edge_index[1]) to get one row per atom, shape {(N, D_out)}", fatal=True)
+    fb.expect(out.shape == (N, D_out), f"the output has shape {_shape(out)}; expected {(N, D_out)} = [number of atoms, "
+              "tp.irreps_out.dim] (create the sum with x.shape[0] rows)", fatal=True)
+    fb.expect(torch.equal(x_in, x) and torch.equal(pos_in, pos), "your function modified x or pos in place")
+    with torch.no_grad():
+        r = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
+        ref = conv(x, _edge_harmonics(tp.irreps_in2, pos, edge_index), rbf(r), edge_index)
+    if _close(out, ref, atol=1e-10):
+        fb.expect(True, "matches course_lib.models.nequip.ConvolutionBlock")
+    else:
+        with torch.no_grad():
+            v = {k: _conv_variant(conv, rbf, x, pos, edge_index, avg, **kw) for k, kw in {
+                "roles": {"roles": "ij"}, "src_i": {"src": "i"}, "vec": {"vec": -1.0}, "mean": {"norm": "mean"},
+                "avg": {"norm": "avg"}, "none": {"norm": "none"}, "sqrt_deg": {"norm": "sqrt_deg"},
+                "unnormalised_sh": {"sh_norm": False}, "integral": {"sh_normalization": "integral"},
+                "norm_sh": {"sh_normalization": "norm"}}.items()}
+        messages = {
+            "roles": "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e goes to "
+                     "i = edge_index[1, e] and carries x_j (you swapped the two rows)",
+            "src_i": "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own x_i",
+            "vec": "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours points the "
+                   "other way, which flips the sign of every odd-l spherical harmonic",
+            "mean": "you averaged over the actual neighbours; NequIP sums and divides by the constant "
+                    "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses "
+                    "the cutoff)",
+            "avg": "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ sqrt(n))",
+            "none": "the normalisation is missing: divide the sum over neighbours by sqrt(avg_num_neighbors)",
+            "sqrt_deg": "divide by the constant sqrt(avg_num_neighbors), not by the square root of each atom's own "
+                        "neighbour count (that would make the energy jump when a neighbour crosses the cutoff)",
+            "unnormalised_sh": "the spherical harmonics take the DIRECTION only: normalize=True (otherwise Y^l scales "
+                               "with |r|^l)",
+            "integral": "use normalization='component' for the spherical harmonics (sum_m Y_m^2 = 2l + 1), as "
+                        "ConvolutionBlock does",
+            "norm_sh": "use normalization='component' for the spherical harmonics (sum_m Y_m^2 = 2l + 1), as "
+                       "ConvolutionBlock does",
+        }
+        msg = next((messages[k] for k, val in v.items() if _close(out, val, atol=1e-10)),
+                   "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), radial(rbf(|r_ij|)))"
+                   " with r_ij = pos[j] - pos[i]")
+        fb.expect(False, msg)
+    fb.expect(_close(out[-1], torch.zeros(D_out, dtype=out.dtype)),
+              "the isolated atom (no neighbours) must get m_i = 0 (the empty sum)")
+    # O(3): rotate the positions and the input features together; the output rotates with D_out
+    for name, R in _transforms(seed).items():
+        err = irreps_equivariance_error(lambda p, h: fn(h, p, edge_index, tp, radial, rbf, avg), (pos, x),
+                                        ("xyz", tp.irreps_in1), tp.irreps_out, R)
+        fb.expect(err < 1e-9, f"{name}: rotating the positions (R) and the features (D_in(R)) should rotate the "
+                  f"output by D_out(R); the error is {err:.1e}. Only use r_ij through Y(r_ij) and |r_ij|")
+    t = torch.tensor([1.5, -2.0, 0.7], dtype=pos.dtype)
+    with torch.no_grad():
+        moved = fn(x, pos + t, edge_index, tp, radial, rbf, avg)
+    fb.expect(_close(moved, out, atol=1e-10), "translating all atoms changed the output: use only differences "
+              "pos[j] - pos[i], never absolute positions")
+    perm = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        shuffled = fn(x, pos, edge_index[:, perm], tp, radial, rbf, avg)
+    fb.expect(_close(shuffled, out, atol=1e-10), "shuffling the list of edges changed your output: do not rely on "
+              "the edge order")
+    # forces: the output must be differentiable with respect to the positions
+    p = pos.clone().requires_grad_(True)
+    res = fn(x, p, edge_index, tp, radial, rbf, avg)
+    fb.expect(isinstance(res, torch.Tensor) and res.requires_grad,
+              "the output is detached from pos: forces are -dE/dpos through this convolution (no .detach(), .item() "
+              "or numpy)")
+    # float32 model and inputs stay float32
+    conv32, rbf32, pos32, x32, ei32, avg32 = _conv_setup(seed, l_max, mul, n_atoms, r_max, dtype=torch.float32)
+    out32 = fn(x32, pos32, ei32, conv32.tp, conv32.radial, rbf32, avg32)
+    fb.expect(isinstance(out32, torch.Tensor) and out32.dtype == torch.float32,
+              "float32 features and positions: keep float32 (create the output with dtype=x.dtype or use index_add "
+              "on zeros_like-shaped tensors of the messages' dtype)")
+
+
+# ------------------------------------------------------------------------- 07.gate
+
+
+def _gate_setup(seed: int, muls=(3, 2, 2, 2, 1), n: int = 6, dtype=torch.float64):
+    """The reference e3nn Gate (inside GateNonlinearity) for 0e, 0o, 1o, 1e, 2e channels and random inputs."""
+    from e3nn import o3
+
+    from course_lib.models.nequip import GateNonlinearity
+
+    m0e, m0o, m1o, m1e, m2e = muls
+    hidden = o3.Irreps(f"{m0e}x0e+{m0o}x0o+{m1o}x1o+{m1e}x1e+{m2e}x2e")
+    ref = GateNonlinearity(hidden, hidden, o3.Irreps.spherical_harmonics(2)).gate.to(dtype)
+    g = torch.Generator().manual_seed(2000 + seed)
+    scalars = 1.5 * torch.randn(n, ref.irreps_scalars.dim, generator=g, dtype=torch.float64).to(dtype)
+    gates = 1.5 * torch.randn(n, ref.irreps_gates.dim, generator=g, dtype=torch.float64).to(dtype)
+    gated = torch.randn(n, ref.irreps_gated.dim, generator=g, dtype=torch.float64).to(dtype)
+    return ref, scalars, gates, gated
+
+
+def _gate_reference(ref, scalars, gates, gated):
+    return torch.cat([ref.act_scalars(scalars), ref.mul(gated, ref.act_gates(gates))], dim=-1)
+
+
+def _gate_variant(scalars, gates, gated, irreps_scalars, irreps_gated, scalar_act="ok", gate_act="sigmoid",
+                  normalise=True, expand="interleave", gated_act=None):
+    acts = {k: (_normalised(k) if normalise else f) for k, f in
+            (("silu", F.silu), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid))}
+    acts["none"] = lambda s: s
+    out = []
+    for (_, ir), sl in zip(irreps_scalars, irreps_scalars.slices()):
+        a = {"ok": "silu" if ir.p == 1 else "tanh", "silu": "silu", "none": "none"}[scalar_act]
+        out.append(acts[a](scalars[:, sl]))
+    g = acts[gate_act](gates)
+    if gated_act is not None:  # an activation on the components of the l > 0 features (not equivariant)
+        out.append(acts[gated_act](gated))
+        return torch.cat(out, dim=-1)
+    if expand == "interleave":
+        reps = torch.cat([torch.full((mul,), ir.dim) for mul, ir in irreps_gated])
+        out.append(torch.repeat_interleave(g, reps, dim=1) * gated)
+    else:  # the gates of a block tiled instead of repeated per channel
+        k, blocks = 0, []
+        for (mul, ir), sl in zip(irreps_gated, irreps_gated.slices()):
+            blocks.append(g[:, k:k + mul].repeat(1, ir.dim) * gated[:, sl])
+            k += mul
+        out.append(torch.cat(blocks, dim=-1))
+    return torch.cat(out, dim=-1)
+
+
+@exercise("07.gate", "the gated nonlinearity")
+def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6):
+    ref_gate, scalars, gates, gated = _gate_setup(seed, muls, n)
+    irreps_scalars, irreps_gated = ref_gate.irreps_scalars, ref_gate.irreps_gated
+    dim_out = irreps_scalars.dim + irreps_gated.dim
+    args = (scalars.clone(), gates.clone(), gated.clone())
+    out = fn(*args, irreps_scalars, irreps_gated)
+    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    if out.dim() == 2 and out.shape[1] == dim_out + gates.shape[1]:
+        fb.expect(False, f"the output has {out.shape[1]} columns: the gates are used up (they multiply the l > 0 "
+                  f"channels) and are not part of the output; expected {(n, dim_out)} = [N, scalars + gated]",
+                  fatal=True)
+    fb.expect(out.shape == (n, dim_out), f"the output has shape {_shape(out)}; expected {(n, dim_out)} = [N, "
+              f"irreps_scalars.dim + irreps_gated.dim] ({irreps_scalars} then {irreps_gated})", fatal=True)
+    fb.expect(all(torch.equal(a, b) for a, b in zip(args, (scalars, gates, gated))),
+              "your function modified its inputs in place (e.g. gated *= ...); work on new tensors")
+    ref = _gate_reference(ref_gate, scalars, gates, gated)
+    if _close(out, ref, atol=1e-6, rtol=5e-3):
+        fb.expect(True, "matches e3nn's Gate (as used by course_lib.models.nequip.GateNonlinearity)")
+    else:
+        base = (scalars, gates, gated, irreps_scalars, irreps_gated)
+        candidates = [
+            ({"normalise": False}, "the activations are not rescaled: e3nn multiplies each activation f by the "
+             "constant c with E[(c f(z))^2] = 1 for z ~ N(0, 1); wrap them with e3nn.math.normalize2mom "
+             "(SiLU x 1.68, tanh x 1.59, sigmoid x 1.85)"),
+            ({"scalar_act": "silu"}, "odd scalars (0o, pseudo-scalars) need an ODD activation (tanh): SiLU(-s) != "
+             "-SiLU(s), so a SiLU on a pseudo-scalar breaks reflections"),
+            ({"scalar_act": "none"}, "the scalars are returned unchanged: apply SiLU to the even scalars (0e) and "
+             "tanh to the odd ones (0o)"),
+            ({"gate_act": "silu"}, "the gates go through a SIGMOID (as in NequIP's paper version), not SiLU"),
+            ({"gate_act": "none"}, "the gates multiply the l > 0 channels after a sigmoid: sigmoid(g) * v"),
+            ({"expand": "tile"}, "gate k multiplies all 2l + 1 components of channel k: repeat each gate 2l + 1 times "
+             "(repeat_interleave, or reshape the block to [N, mul, 2l + 1] and multiply by gates[:, :, None]); you "
+             "tiled them"),
+        ]
+        candidates += [({"gated_act": a, "normalise": nrm}, "an activation was applied to the components of the l > 0 "
+                        "features: that breaks rotations; multiply each channel by its (activated) gate scalar instead")
+                       for a in ("silu", "sigmoid", "tanh") for nrm in (True, False)]
+        msg = next((m for kw, m in candidates if _close(out, _gate_variant(*base, **kw), atol=1e-6, rtol=5e-3)),
+                   "the output differs from [SiLU(0e scalars), tanh(0o scalars), sigmoid(gates) * gated] (each "
+                   "activation normalised with e3nn.math.normalize2mom)")
+        fb.expect(False, msg)
+    # O(3): scalars 0e/0o and gated irreps rotate with their D matrices, the gates are 0e (invariant)
+    from e3nn import o3
+
+    irreps_out = irreps_scalars + irreps_gated
+    for name, R in _transforms(seed + 7).items():
+        err = irreps_equivariance_error(lambda s, g_, v: fn(s, g_, v, irreps_scalars, irreps_gated),
+                                        (scalars, gates, gated),
+                                        (irreps_scalars, o3.Irreps(f"{gates.shape[1]}x0e"), irreps_gated),
+                                        irreps_out, R)
+        fb.expect(err < 1e-9, f"{name}: the gate is not equivariant (error {err:.1e}): scalars may go through any "
+                  "activation (odd ones for 0o), but l > 0 features may only be multiplied by invariant numbers")
+    # a gate of +infinity lets the channel through (times the normalisation constant); zero gated input -> 0
+    big = torch.full_like(gates, 50.0)
+    res = fn(scalars, big, gated, irreps_scalars, irreps_gated)
+    c = _normalised("sigmoid").cst
+    fb.expect(isinstance(res, torch.Tensor) and _close(res[:, irreps_scalars.dim:], c * gated, atol=1e-6, rtol=5e-3),
+              "with very large gates, sigmoid(g) = 1 and the l > 0 channels should pass through (times the "
+              "normalisation constant of the sigmoid)")
+    r32 = fn(scalars.float(), gates.float(), gated.float(), irreps_scalars, irreps_gated)
+    fb.expect(isinstance(r32, torch.Tensor) and r32.dtype == torch.float32,
+              "float32 input: keep float32 (no .double() inside)")
