@@ -684,15 +684,15 @@ with torch.no_grad():
 
 # %%
 ethanol_only = NequIP(l_max=1, num_features=8, num_layers=2, species=(1, 6, 8))
-methylamine = mol.clone()
-methylamine.z = mol.z.clone()
-methylamine.z[2] = 7  # the oxygen becomes a nitrogen
+amine = mol.clone()
+amine.z = mol.z.clone()
+amine.z[2] = 7  # the oxygen becomes a nitrogen (an ethylamine-like geometry)
 fluoro = mol.clone()
 fluoro.z = mol.z.clone()
 fluoro.z[3] = 9  # a hydrogen becomes a fluorine
 flat = mol.clone()
 flat.pos = mol.pos[:, :2]
-for what, m, g in (("N in an (H, C, O) model", ethanol_only, methylamine),
+for what, m, g in (("N in an (H, C, O) model", ethanol_only, amine),
                    ("F in an (H, C, N, O) model", model, fluoro), ("2D positions", model, flat)):
     try:
         m(g)
@@ -805,6 +805,28 @@ print(f"{'model':16s} {'energy MAE (meV)':>17s} {'per atom':>9s} {'force MAE (me
 for name, r in results.items():
     print(f"{name:16s} {r['energy_mae_meV']:17.1f} {r['energy_mae_per_atom_meV']:9.2f} {r['force_mae_meV_A']:18.1f} "
           f"{r['parameters']:11,d}")
+last_run, sm = curves[1]["runs"][-1], schnet_ckpt["metrics"]
+schnet_steps = sm["epochs_run"] * math.ceil(sm["n_train"] / 10)  # benchmarks/schnet_molecules.py: batches of 10
+print(f"training budget: SchNet {schnet_steps} steps of 10 frames in {sm['seconds'] / 60:.0f} min; NequIP "
+      f"{last_run['steps_run']} steps of {curves[1]['batch_size']} frames in {last_run['seconds'] / 60:.0f} min "
+      "(one thread each, on a shared machine)")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+for ax, (name, m) in zip(axes, (("SchNet", schnet), ("NequIP l_max=1", nequip))):
+    pred, true = [], []
+    for b in test_loader:
+        b = b.to(device)
+        pred.append(energy_and_forces(m, b)[1].detach().cpu().flatten())
+        true.append(b.forces.cpu().flatten())
+    pred, true = torch.cat(pred), torch.cat(true)
+    ax.scatter(true, pred, s=2, alpha=0.4)
+    lim = float(true.abs().max()) * 1.05
+    ax.plot([-lim, lim], [-lim, lim], "k--", lw=1)
+    ax.set_xlabel("xTB force component (eV/Å)")
+    ax.set_ylabel("predicted (eV/Å)")
+    ax.set_title(f"{name}: force MAE {results[name]['force_mae_meV_A']:.1f} meV/Å")
+plt.show()
 
 # %% [markdown]
 # The trained NequIP keeps its symmetries (float32, the library's default tolerance):
