@@ -11,15 +11,15 @@ measures the error of a function of such features,
 with the same scaling as :func:`course_lib.symmetry.equivariance_error`, and turns it into the same
 deterministic pass/fail lines (``"rotation: OK (err < 1e-04)"``) for notebook cells.
 
-Cartesian vectors are the irreps ``"1o"``: e3nn (0.5 and later) orders the three components of
-``l = 1`` as ``(x, y, z)``, so ``Irreps("1o").D_from_matrix(R)`` is ``R`` itself (tested in
-``tests/test_irreps.py``). A pseudovector (a cross product) is ``"1e"``, a pseudoscalar (a signed
+Cartesian vectors are the irreps ``"1o"``: e3nn orders the three components of ``l = 1`` as
+``(x, y, z)``, so ``Irreps("1o").D_from_matrix(R)`` is ``R`` itself (checked for the installed version
+in ``tests/test_irreps.py``). A pseudovector (a cross product) is ``"1e"``, a pseudoscalar (a signed
 volume) ``"0o"``.
 
-Precision: e3nn builds its Wigner-D matrices from generators stored in float32, so even in float64
-they agree with the exact representation only to a few 1e-6 (worst case over 200 random rotations,
-l <= 5: 2e-6). The default tolerance is therefore 1e-5 for float64 results and 1e-4 (as in
-:mod:`course_lib.symmetry`) for float32 ones.
+Precision: e3nn builds the generators of its Wigner-D matrices in torch's *default* dtype, so under the
+usual float32 default ``D_from_matrix`` is only accurate to about 1e-6, even for a float64 ``R``.
+:func:`wigner_D` switches the default dtype to float64 for the call: its matrices are exact to ~1e-14,
+and the tolerances are those of :mod:`course_lib.symmetry` (1e-9 for float64 results, 1e-4 for float32).
 """
 
 from __future__ import annotations
@@ -66,13 +66,18 @@ def wigner_D(irreps, R) -> torch.Tensor:
 
     Block diagonal, one ``(2l+1) x (2l+1)`` block per copy of each irrep; for ``det R = -1`` the block
     of an irrep of parity ``p`` is multiplied by ``p`` (``e``: +1, ``o``: -1), on top of the rotation
-    part ``-R``. A thin, checked wrapper of ``Irreps.D_from_matrix``.
+    part ``-R``. ``Irreps.D_from_matrix`` computed in float64 (exact to ~1e-14), with checks of ``R``.
     """
     irreps = as_irreps(irreps)
     R = _orthogonal_3x3(R)
     if irreps.dim == 0:
         return torch.zeros(0, 0, dtype=torch.float64)
-    return irreps.D_from_matrix(R).to(torch.float64)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn's generators follow the default dtype (see the module notes)
+    try:
+        return irreps.D_from_matrix(R)
+    finally:
+        torch.set_default_dtype(old)
 
 
 def transform_features(x: torch.Tensor, irreps, R) -> torch.Tensor:
@@ -85,12 +90,10 @@ def transform_features(x: torch.Tensor, irreps, R) -> torch.Tensor:
 
 
 def irreps_tolerance(dtype: torch.dtype) -> float:
-    """Default tolerance of the scaled error for results in ``dtype`` (1e-5 in float64, see the module notes)."""
-    if dtype == torch.float64:
-        return 1e-5
-    if dtype == torch.float32:
-        return 1e-4
-    return 5e-2
+    """Default tolerance of the scaled error for results in ``dtype``: that of :mod:`course_lib.symmetry`."""
+    from course_lib.symmetry import default_tolerance
+
+    return default_tolerance(dtype)
 
 
 def _as_tuple(x) -> tuple:
