@@ -224,10 +224,13 @@ def predict_frames(calc, images) -> tuple[np.ndarray, np.ndarray]:
 
 
 def errors(e_pred, f_pred, e_ref, f_ref, n_atoms: int) -> dict:
-    """MAE / RMSE of total energy (meV), energy per atom (meV/atom) and force components (meV/Å)."""
+    """MAE / RMSE of total energy (meV), energy per atom (meV/atom) and force components (meV/Å); the mean
+    signed energy error and the energy MAE after removing it (a constant offset, diagnostic only)."""
     de, df = e_pred - e_ref, f_pred - f_ref
     return {
         "energy_mae_meV": EV_TO_MEV * float(np.abs(de).mean()),
+        "energy_mean_error_meV": EV_TO_MEV * float(de.mean()),
+        "energy_mae_offset_removed_meV": EV_TO_MEV * float(np.abs(de - de.mean()).mean()),
         "energy_rmse_meV": EV_TO_MEV * float(np.sqrt((de**2).mean())),
         "energy_per_atom_mae_meV": EV_TO_MEV * float(np.abs(de).mean()) / n_atoms,
         "forces_mae_meV_per_A": EV_TO_MEV * float(np.abs(df).mean()),
@@ -447,7 +450,7 @@ def main(argv=None) -> dict:
     env = thread_env(args.threads)
     overrides = train_overrides(data_dir, run_dir, args.epochs, args.seed, args.limit_train_batches)
     train_cmd = [venv_tool("nequip-train"), "-cp", str(work), "-cn", "config", *overrides]
-    train_wall = None
+    train_record = work / "train_run.json"  # what --skip-train reports about the reused training run
     if not args.skip_train:
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -461,7 +464,13 @@ def main(argv=None) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"nequip-train failed (exit {proc.returncode}); last lines of {log}:\n{_tail(log)}")
         print(f"nequip-train done in {train_wall:.0f} s | load {_loadavg()}", flush=True)
-    load_after_train = _loadavg()
+        train_run = {"command": command, "started_utc": started, "wall_s": train_wall, "load_start": load_start,
+                     "load_after_train": _loadavg()}
+        train_record.write_text(json.dumps(train_run, indent=1))
+    elif train_record.exists():
+        train_run = {**json.loads(train_record.read_text()), "reused_by": command}
+    else:
+        train_run = {"command": None, "wall_s": None, "reused_by": command}
     ckpt = run_dir / "best.ckpt"
     timing = json.loads((run_dir / "timing.json").read_text())
     val_curve, test_nequip = read_csv_log(run_dir / "csv" / "version_0" / "metrics.csv")
@@ -480,6 +489,10 @@ def main(argv=None) -> dict:
     eager = NequIPCalculator._from_saved_model(str(ckpt), device="cpu", chemical_species_to_atom_type_map=True)
     e_eager, f_eager = predict_frames(eager, test_images)
     test_eager = errors(e_eager, f_eager, e_ref, f_ref, n_atoms)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    predictions = out.with_name(out.stem + "_test_predictions.npz")
+    np.savez_compressed(predictions, index=split_arrays["test"]["index"], energy=e_eager.astype(np.float64),
+                        forces=f_eager.astype(np.float32))
     summary = model_summary(ckpt, eager.model)
     timing_eager = time_calculator(eager, test_images[0], args.timing_repeats, warmup=20)
     print(f"test (eager, best checkpoint): energy MAE {test_eager['energy_mae_meV']:.2f} meV, "
@@ -510,7 +523,7 @@ def main(argv=None) -> dict:
             "torch_threads", "torch_interop_threads", "omp_num_threads")},
             "evaluation_process": torch.get_num_threads()},
         "load_start": load_start,
-        "load_after_train": load_after_train,
+        "training_run": train_run,
         "load_end": _loadavg(),
         "data": {"molecule": "ethanol", "source": "data/molecules/ethanol.npz + ethanol_splits.npz",
                  "atoms_per_frame": n_atoms, "splits": exported,
@@ -530,9 +543,14 @@ def main(argv=None) -> dict:
             "model_selection": "best validation loss (ModelCheckpoint), used by the test stage and below",
         },
         "model": summary,
-        "training": {"wall_s": train_wall, **throughput, "val_curve": val_curve,
+        "training": {"wall_s": train_run["wall_s"], **throughput, "val_curve": val_curve,
                      "step_s_all": [round(s, 5) for s in timing["step_s"]]},
         "test": {"eager_recomputed": test_eager,
+                 "predictions": {"file": str(predictions.relative_to(ROOT)) if predictions.is_relative_to(ROOT)
+                                 else str(predictions),
+                                 "what": "eager best-checkpoint predictions on the test split: index (frame in "
+                                         "ethanol.npz), energy [100] (eV, float64), forces [100, 9, 3] (eV/Å, "
+                                         "float32)"},
                  "nequip_test_stage": {"energy_mae_meV": EV_TO_MEV * test_nequip.get("total_energy_mae", float("nan")),
                                        "forces_mae_meV_per_A": EV_TO_MEV * test_nequip.get("forces_mae", float("nan")),
                                        "raw": test_nequip}},
@@ -540,7 +558,6 @@ def main(argv=None) -> dict:
             "what": "one ethanol (9 atoms), batch of 1, energy + forces, CPU; median of repeated calls",
             "threads": torch.get_num_threads(), "eager": timing_eager, "aotinductor": compiled},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}", flush=True)
     return res
