@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     if args.quick:
         va, te = va[:10], te[:10]
     sizes = [int(s) for s in (args.sizes or ("10,20" if args.quick else "25,100,400")).split(",")]
-    steps = args.steps or (10 if args.quick else 2000)
+    steps = args.steps or (10 if args.quick else 6000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
