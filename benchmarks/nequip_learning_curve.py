@@ -9,7 +9,7 @@ For each ``l_max`` it trains ``course_lib.models.NequIP`` (16 features, 3 blocks
 of the ethanol train split (n = 25, 100, 400 by default: the budget of a shared 2-core machine) with the
 energy+force loss of the official configs (per-atom energy MSE + force-component MSE, weights 1 and 1),
 batch size 5, Adam with learning rate 0.01 halved on validation plateaus, and the same number of
-optimizer steps for every size (6000; small sets are repeated so that an epoch has >= 100 steps, large
+optimizer steps for every size (2000; small sets are repeated so that an epoch has >= 100 steps, large
 sets get at least 30 passes). No early stopping: the best weights on the 100 validation frames are
 tested on the 100 test frames (force and energy MAE). Writes ``nequip_curve_l<l_max>.json`` into
 ``--out`` (default ``benchmarks/results/``) after every run (an interrupted call resumes), with the
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     if args.quick:
         va, te = va[:10], te[:10]
     sizes = [int(s) for s in (args.sizes or ("10,20" if args.quick else "25,100,400")).split(",")]
-    steps = args.steps or (10 if args.quick else 6000)
+    steps = args.steps or (10 if args.quick else 2000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
