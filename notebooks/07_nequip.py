@@ -882,10 +882,10 @@ plt.show()
 # frames: NequIP 9.0, SchNet 16.9 meV/Å). The comparison is not even in one respect: SchNet was trained for
 # 20,000 steps of 10 frames (200,000 frame-gradients, 25 min), the NequIP for 4,800 steps of 5 (24,000,
 # 12 min), and its validation loss was lowest in the last epoch, so it had not converged; the paper
-# trained for days. NequIP's energy error is mostly a constant offset (mean error -35 meV, 8.7 meV once it is
-# removed), which the per-atom energy term of its loss barely penalises next to the force term. What the
-# table does not support is a claim that NequIP is better *per unit of training* on this data; section 11
-# asks the cleaner question, $l = 0$ against $l \ge 1$ with identical budgets.
+# trained for days. The 32-channel NequIP's energy error is mostly a constant offset (mean error -35 meV,
+# 8.7 meV once it is removed), which the per-atom energy term of its loss barely penalises next to the force
+# term. With such different budgets the table cannot say which architecture learns more per step; section
+# 11 asks a cleaner question, $l = 0$ against $l \ge 1$ with identical budgets.
 
 # %% [markdown]
 # The trained NequIP keeps its symmetries (float32, the library's default tolerance):
