@@ -813,8 +813,7 @@ for l in (1, 2):
 #   and 400 frames and above $l_{max} = 2$ everywhere.
 #
 # Keep in mind what differs from the paper: our reference data come from GFN2-xTB, not DFT or CCSD(T), at
-# 500 K; the models are small (16 channels) and the budgets modest (one CPU thread, minutes per run); the
-# paper trained to convergence.
+# 500 K; the models are small (16 channels) and the budgets modest (one CPU thread, minutes per run).
 #
 # ## 12. NequIP and SchNet on the same test frames
 #
@@ -881,11 +880,11 @@ plt.show()
 # official package, section 13). That is the opposite of the paper's Table I on DFT ethanol (MD17, 1000
 # frames: NequIP 9.0, SchNet 16.9 meV/Å). The comparison is not even in one respect: SchNet was trained for
 # 20,000 steps of 10 frames (200,000 frame-gradients, 25 min), the NequIP for 4,800 steps of 5 (24,000,
-# 12 min), and its validation loss was lowest in the last epoch, so it had not converged; the paper
-# trained for days. The 32-channel NequIP's energy error is mostly a constant offset (mean error -35 meV,
-# 8.7 meV once it is removed), which the per-atom energy term of its loss barely penalises next to the force
-# term. With such different budgets the table cannot say which architecture learns more per step; section
-# 11 asks a cleaner question, $l = 0$ against $l \ge 1$ with identical budgets.
+# 12 min), and its validation loss was lowest in the last epoch, so it had not converged. The 32-channel
+# NequIP's energy error is mostly a constant offset (mean error -35 meV, 8.7 meV once it is removed), which
+# the per-atom energy term of its loss barely penalises next to the force term. With such different budgets
+# the table cannot say which architecture learns more per step; section 11 asks a cleaner question, $l = 0$
+# against $l \ge 1$ with identical budgets.
 
 # %% [markdown]
 # The trained NequIP keeps its symmetries (float32, the library's default tolerance):
