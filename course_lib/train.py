@@ -24,7 +24,7 @@ import torch
 from course_lib.utils import is_fast
 
 __all__ = ["History", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "train_or_load", "load_model",
-           "MODEL_CLASSES"]
+           "load_shipped_model", "MODEL_CLASSES"]
 
 
 @dataclass
@@ -256,3 +256,21 @@ def load_model(path: str | Path, how_to_make: str | None = None, map_location="c
     model = cls(**payload["config"])
     payload = load_checkpoint(path, model, map_location=map_location)
     return model.eval(), payload
+
+
+def load_shipped_model(relpath: str, how_to_make: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """:func:`load_model` for a checkpoint shipped with the repository, e.g.
+    ``"benchmarks/results/schnet_ethanol.pt"`` (from the checkout, else the download cache).
+
+    When the file is neither in the checkout nor downloadable, raises ``FileNotFoundError`` naming the
+    command that makes it (``how_to_make``).
+    """
+    from course_lib.files import repo_file
+
+    try:
+        path = repo_file(relpath)
+    except RuntimeError as err:
+        make = f"; make it with `{how_to_make}`" if how_to_make else ""
+        raise FileNotFoundError(f"the shipped checkpoint {relpath} is not in this checkout and could not be "
+                                f"downloaded ({err}){make}") from err
+    return load_model(path, how_to_make=how_to_make)

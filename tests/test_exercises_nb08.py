@@ -103,3 +103,47 @@ def test_distance_histogram_mistakes(fn, expected):
 def test_distance_histogram_shape_error():
     res = check("08.distance_histogram", lambda P, e: np.zeros(len(e)), verbose=False)
     assert not res.passed and "one value per bin" in _msgs(res)
+
+
+def _hidden():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb08.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb08", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hidden_tests_accept_the_references_and_reject_mistakes():
+    from course_lib.checks import Feedback
+
+    hidden = _hidden()
+    refs = {"08.velocity_verlet_step": nb08.velocity_verlet_step, "08.distance_histogram": nb08.distance_histogram}
+    assert set(hidden.HIDDEN) == set(refs)
+    for ex, fn in refs.items():
+        fb = Feedback()
+        hidden.HIDDEN[ex](fn, fb)
+        assert not fb.failed and not getattr(fb, "test_errors", []), (ex, fb.failed, fb.test_errors)
+        assert all(score == 1.0 for _, score in fb.cases), (ex, fb.cases)
+
+    def only_3d(pos, vel, forces, masses, dt, force_fn):  # hard-codes three coordinates: fails the 1-D/2-D cases
+        acc = forces / masses[:, None]
+        new_pos = pos + dt * vel + 0.5 * dt ** 2 * acc
+        new_forces = force_fn(new_pos)
+        new_vel = vel + 0.5 * dt * (acc + new_forces / masses[:, None])
+        return new_pos.reshape(-1, 3), new_vel.reshape(-1, 3), new_forces
+
+    fb = Feedback()
+    hidden.HIDDEN["08.velocity_verlet_step"](only_3d, fb)
+    assert fb.failed and min(score for _, score in fb.cases) < 1.0 and fb.cases[0][1] == 1.0
+
+    def no_frames(positions, edges):  # right for a single frame only
+        i, j = np.triu_indices(positions.shape[1], k=1)
+        d = np.linalg.norm(positions[:, j] - positions[:, i], axis=-1)
+        return np.histogram(d.ravel(), bins=edges)[0] / np.diff(edges) / min(len(positions), 7)
+
+    fb = Feedback()
+    hidden.HIDDEN["08.distance_histogram"](no_frames, fb)
+    assert fb.failed and fb.cases[0][1] == 1.0 and min(score for _, score in fb.cases) < 1.0
