@@ -9,7 +9,8 @@ For each ``l_max`` it trains ``course_lib.models.NequIP`` on the first n frames 
 split (n = 25 ... 800) with the energy+force loss of the official configs (per-atom energy MSE +
 force-component MSE, weights 1 and 1), batch size 5, Adam with learning rate 0.01 halved on validation
 plateaus, early stopping on the 100 validation frames, and the same number of optimizer steps for every
-size (more epochs for small sets). It records the test force and energy MAE on the 100 test frames, and
+size (more epochs for small sets), raised to 30 passes over the data for the largest sets. It records
+the test force and energy MAE on the 100 test frames, and
 writes ``nequip_curve_l<l_max>.json`` into ``--out`` (default ``benchmarks/results/``), with the
 command, the thread count and the load average. The largest run of each ``l_max`` is saved as
 ``nequip_curve_l<l_max>.pt`` (notebooks 07 and 08 load them).
@@ -40,6 +41,7 @@ from course_lib.utils import seed_everything
 HERE = Path(__file__).resolve().parent
 BATCH = 5
 LR = 0.01
+MIN_EPOCHS = 30
 
 
 def machine() -> dict:
@@ -48,16 +50,22 @@ def machine() -> dict:
 
 
 def train_nequip(train, val, test, l_max: int, steps: int, seed: int, features: int, layers: int,
-                 progress: bool = True, desc: str = "nequip"):
+                 progress: bool = True, desc: str = "nequip", epoch_steps: int = 100, min_epochs: int = 30):
     """Train one NequIP for about ``steps`` optimizer steps; return (model, history, test errors)."""
     seed_everything(seed)
     model = NequIP(l_max=l_max, num_features=features, num_layers=layers)
     model.fit_energy_scale(train)
-    tl = DataLoader(train, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    # small training sets are repeated so that an "epoch" has >= 100 steps: validation (with forces, costly)
+    # then runs every ~100 steps whatever the size, instead of after every 5 steps for n = 25
+    reps = max(1, -(-epoch_steps * BATCH // len(train)))
+    tl = DataLoader(list(train) * reps, batch_size=BATCH, shuffle=True,
+                    generator=torch.Generator().manual_seed(seed))
     vl = DataLoader(val, batch_size=50)
+    steps = max(steps, min_epochs * -(-len(train) // BATCH))  # large sets get at least min_epochs passes
     epochs = max(2, round(steps / len(tl)))
-    hist = fit(model, tl, vl, per_atom_energy_force_loss, epochs=epochs, lr=LR, patience=max(20, epochs // 4),
+    hist = fit(model, tl, vl, per_atom_energy_force_loss, epochs=epochs, lr=LR, patience=max(8, epochs // 4),
                progress=progress, needs_grad_eval=True, desc=desc)
+    hist.steps = epochs and len(hist.train) * len(tl)
     return model, hist, molecule_errors(model, DataLoader(test, batch_size=50))
 
 
@@ -82,15 +90,19 @@ def main(argv=None) -> dict:
     steps = args.steps or (10 if args.quick else 3000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res = {"command": "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    cmd = "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    res = {"command": cmd,
            "machine": machine(), "molecule": args.molecule, "l_max": args.lmax, "features": args.features,
            "layers": args.layers, "batch_size": BATCH, "lr": LR, "steps_per_run": steps, "sizes": sizes,
            "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)", "runs": []}
     t0 = time.perf_counter()
     for n in sizes:
         model, hist, err = train_nequip(tr[:n], va, te, args.lmax, steps, args.seed, args.features, args.layers,
-                                        progress=not args.no_progress, desc=f"l={args.lmax} n={n}")
+                                        progress=not args.no_progress, desc=f"l={args.lmax} n={n}",
+                                        epoch_steps=2 if args.quick else 100,
+                                        min_epochs=1 if args.quick else MIN_EPOCHS)
         res["runs"].append({**err, "n_train": n, "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
+                            "steps_run": hist.steps,
                             "seconds": hist.seconds})
         print(f"l_max={args.lmax} n={n:4d}  energy MAE {err['energy_mae_meV']:7.1f} meV  force MAE "
               f"{err['force_mae_meV_A']:6.1f} meV/A  ({len(hist.train)} epochs, {hist.seconds:.0f} s)", flush=True)

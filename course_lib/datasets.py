@@ -29,11 +29,11 @@ import torch
 from torch_geometric.data import Data
 
 from course_lib import files
-from course_lib.data import ContractError, validate, verify_checksum
+from course_lib.data import MIN_ATOM_DISTANCE, ContractError, validate, verify_checksum
 from course_lib.files import repo_file
 
 __all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file",
-           "MOLECULES", "load_molecules"]
+           "MOLECULES", "load_molecules", "G2_FILE", "load_g2_conformers"]
 
 #: Dataset short names -> file names.
 FILES = {
@@ -209,29 +209,32 @@ _REGENERATE_MOLECULES = (
 )
 
 
-def _molecule_file(filename: str, root) -> Path:
+def _molecule_file(filename: str, root, regenerate: str = _REGENERATE_MOLECULES) -> Path:
     """Find ``molecules/<filename>`` (root, COURSE_DATA_DIR, the checkout's data/, the cache) and verify
-    it against ``manifest.json`` in the same folder."""
+    it against ``manifest.json`` in the same folder (``regenerate``: how to rebuild it, for the errors)."""
     folder = root if root is not None else os.environ.get("COURSE_DATA_DIR") or None
     if folder is not None:
         base = Path(folder).expanduser()
         path = base / filename if (base / filename).exists() else base / _MOLECULE_DIR / filename
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist; {_REGENERATE_MOLECULES}")
+            raise FileNotFoundError(f"{path} does not exist; {regenerate}")
     elif (_REPO_DATA / _MOLECULE_DIR / filename).exists():
         path = _REPO_DATA / _MOLECULE_DIR / filename
     else:
         path = _cache_dir() / _MOLECULE_DIR / filename
+        cached = path.parent / "manifest.json"
+        if cached.exists() and filename not in json.loads(cached.read_text()):
+            cached.unlink()  # a manifest cached before this file existed: fetch the current one
         for name in ("manifest.json", filename):
             if not (path.parent / name).exists():
-                files.download(f"data/{_MOLECULE_DIR}/{name}", path.parent / name, what_to_do=_REGENERATE_MOLECULES)
+                files.download(f"data/{_MOLECULE_DIR}/{name}", path.parent / name, what_to_do=regenerate)
     manifest = path.parent / "manifest.json"
     if not manifest.exists():
-        raise ValueError(f"no manifest.json next to {path}: cannot verify its checksum; {_REGENERATE_MOLECULES}")
+        raise ValueError(f"no manifest.json next to {path}: cannot verify its checksum; {regenerate}")
     entry = json.loads(manifest.read_text()).get(filename)
     if entry is None:
-        raise ValueError(f"{manifest} does not list {filename}; {_REGENERATE_MOLECULES}")
-    verify_checksum(path, expected=entry["sha256"])
+        raise ValueError(f"{manifest} does not list {filename}; {regenerate}")
+    verify_checksum(path, expected=entry["sha256"], what_to_do=regenerate)
     return path
 
 
@@ -261,5 +264,54 @@ def load_molecules(name: str = "ethanol", split: str = "train", root: str | Path
         data = Data(z=z.clone(), pos=torch.as_tensor(arrays["pos"][k], dtype=dtype),
                     energy=torch.as_tensor(arrays["energy"][k], dtype=dtype).reshape(1),
                     forces=torch.as_tensor(arrays["forces"][k], dtype=dtype))
-        graphs.append(validate(data, require=("z", "energy", "forces"), name=f"{name} frame {int(k)}"))
+        graphs.append(validate(data, require=("z", "energy", "forces"), name=f"{name} frame {int(k)}",
+                               min_distance=MIN_ATOM_DISTANCE))
+    return graphs
+
+
+#: The multi-element conformer set (``data/molecules/g2_conformers.npz``, ``--g2`` of the generator).
+G2_FILE = "g2_conformers.npz"
+_G2_SPLITS_FILE = "g2_conformers_splits.npz"
+_REGENERATE_G2 = (
+    "regenerate with `python -m course_lib.simulate.molecules --g2 --out DIR` (a few minutes) and pass root=DIR "
+    "(or set COURSE_DATA_DIR to the parent of DIR/molecules)"
+)
+
+
+def load_g2_conformers(split: str = "train", root: str | Path | None = None,
+                       dtype: torch.dtype = torch.float32) -> list[Data]:
+    """Thermal (500 K) GFN2-xTB conformers of ~120 small molecules of ASE's g2 collection, 13 elements
+    (H, Li, B, C, N, O, F, Na, Al, Si, P, S, Cl), as validated graphs
+    ``Data(z [N], pos [N, 3] (Å), energy [1] (eV), forces [N, 3] (eV/Å), name (str, the g2 name))``.
+
+    ``split``: ``"train"`` | ``"val"`` | ``"test"`` or ``"all"``. The splits are **by molecule**: all frames of
+    a molecule are in the same split, so val/test measure transfer to unseen molecules (every element of
+    val/test also occurs in training). Energies are total xTB energies: subtract per-species shifts first
+    (e.g. ``SchNet.fit_energy_scale`` on the training graphs). See ``data/README.md``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    with np.load(_molecule_file(G2_FILE, root, _REGENERATE_G2), allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    n_atoms = arrays["n_atoms"]
+    ptr = np.concatenate([[0], np.cumsum(n_atoms)])
+    if ptr[-1] != len(arrays["z"]) or not len(n_atoms) == len(arrays["energy"]) == len(arrays["molecule"]):
+        raise ValueError(f"{G2_FILE}: inconsistent ragged layout (sum(n_atoms) = {ptr[-1]}, {len(arrays['z'])} "
+                         f"atoms); {_REGENERATE_G2}")
+    if split == "all":
+        idx = np.arange(len(n_atoms))
+    else:
+        with np.load(_molecule_file(_G2_SPLITS_FILE, root, _REGENERATE_G2), allow_pickle=False) as f:
+            idx = f[split]
+    names = [str(n) for n in arrays["names"]]
+    graphs = []
+    for k in idx:
+        a, b = ptr[k], ptr[k + 1]
+        name = names[arrays["molecule"][k]]
+        data = Data(z=torch.as_tensor(arrays["z"][a:b], dtype=torch.long),
+                    pos=torch.as_tensor(arrays["pos"][a:b], dtype=dtype),
+                    energy=torch.as_tensor(arrays["energy"][k], dtype=dtype).reshape(1),
+                    forces=torch.as_tensor(arrays["forces"][a:b], dtype=dtype), name=name)
+        graphs.append(validate(data, require=("z", "energy", "forces"), name=f"{G2_FILE} frame {int(k)} ({name})",
+                               min_distance=MIN_ATOM_DISTANCE))
     return graphs

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["energy_and_forces"]
+__all__ = ["energy_and_forces", "NequIP"]
+
+
+def __getattr__(name: str):
+    """``course_lib.models.NequIP`` without importing e3nn (slow) for the models that do not need it."""
+    if name == "NequIP":
+        from course_lib.models.nequip import NequIP
+
+        return NequIP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def energy_and_forces(model: torch.nn.Module, batch, create_graph: bool | None = None):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["GaussianRBF", "BesselRBF", "cosine_cutoff", "polynomial_envelope"]
+__all__ = ["GaussianRBF", "BesselRBF", "bessel_basis", "cosine_cutoff", "polynomial_envelope"]
 
 
 def cosine_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -29,6 +29,18 @@ def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Ten
     x = r / cutoff
     u = (1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2))
     return torch.where(x < 1.0, u, torch.zeros_like(r))
+
+
+def bessel_basis(r: torch.Tensor, cutoff: float, num_basis: int = 8) -> torch.Tensor:
+    """The Bessel basis of DimeNet/NequIP without envelope: r [E] -> [E, num_basis],
+
+    B_n(r) = (2 / r_c) sin(n pi r / r_c) / r,  n = 1..num_basis
+
+    (the radial part of the l = 0 solutions of a particle in a sphere of radius r_c, which vanish at r_c).
+    ``r`` must be > 0 (atoms never sit on top of each other; r = 0 would divide by zero).
+    """
+    n = torch.arange(1, num_basis + 1, dtype=r.dtype, device=r.device)
+    return (2.0 / cutoff) * torch.sin(n * math.pi * r[:, None] / cutoff) / r[:, None]
 
 
 class GaussianRBF(nn.Module):
@@ -59,20 +71,24 @@ class GaussianRBF(nn.Module):
 
 class BesselRBF(nn.Module):
     """NequIP's radial basis: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r, n = 1..num_basis,
-    times the polynomial envelope (p = 6). The frequencies n pi / r_c are trainable when asked."""
+    times the polynomial envelope (p = 6). The frequencies n pi / r_c are trainable when asked.
+
+    With ``trainable=False`` (or before training) this is ``bessel_basis(r) * polynomial_envelope(r)``.
+    """
 
     def __init__(self, num_basis: int = 8, cutoff: float = 5.0, p: int = 6, trainable: bool = True):
         super().__init__()
         if cutoff <= 0:
             raise ValueError(f"cutoff must be > 0, got {cutoff}")
-        w = torch.arange(1, num_basis + 1) * math.pi / cutoff
-        self.freq = nn.Parameter(w) if trainable else None
-        if not trainable:
-            self.register_buffer("freq_fixed", w)
+        if num_basis < 1:
+            raise ValueError(f"num_basis must be >= 1, got {num_basis}")
+        self.freq = nn.Parameter(torch.arange(1, num_basis + 1) * math.pi / cutoff) if trainable else None
         self.cutoff, self.p, self.num_basis = float(cutoff), p, num_basis
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         """r [E] -> [E, num_basis]"""
-        w = (self.freq if self.freq is not None else self.freq_fixed).to(r.dtype)
-        b = (2.0 / self.cutoff) * torch.sin(w * r[:, None]) / r[:, None]
+        if self.freq is None:  # the exact formula, in the dtype of r
+            b = bessel_basis(r, self.cutoff, self.num_basis)
+        else:
+            b = (2.0 / self.cutoff) * torch.sin(self.freq.to(r.dtype) * r[:, None]) / r[:, None]
         return b * polynomial_envelope(r, self.cutoff, self.p)[:, None]

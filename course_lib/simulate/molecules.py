@@ -4,6 +4,11 @@ Usage::
 
     python -m course_lib.simulate.molecules --out DIR [--molecules ethanol,malonaldehyde,aspirin]
                                             [--frames N] [--sample-every K] [--seed S]
+    python -m course_lib.simulate.molecules --g2 --out DIR [--molecules NAME,...] [--frames N] ...
+
+The second form writes the multi-element conformer set ``g2_conformers.npz`` (:func:`generate_g2`): short
+Langevin runs of every closed-shell molecule of ASE's g2 collection (:func:`select_g2`), for learning species
+embeddings across H, Li, B, C, N, O, F, Na, Al, Si, P, S, Cl.
 
 The protocol follows MD17 (Chmiela et al., Sci. Adv. 3, e1603015, 2017): Langevin dynamics at 500 K with a
 0.5 fs timestep, but with the semi-empirical tight-binding method GFN2-xTB (Bannwarth, Ehlert, Grimme,
@@ -20,14 +25,15 @@ Everything is seeded (``numpy.random.RandomState(seed)`` drives the velocities a
 run with the same seed, machine and library versions writes the same bytes. tblite parallelises with
 OpenMP, and with 2 threads two runs differed in the last bits (1e-15 Å after a few steps; MD is chaotic, so
 this grows). Every xTB call of this module therefore runs with one OpenMP thread: the calculator of
-:func:`xtb_calculator` calls ``omp_set_num_threads(1)`` of the loaded OpenMP runtime(s) around each calculation
-and restores the previous value afterwards (``OMP_NUM_THREADS`` alone is not enough: it is read only once,
-when the runtime starts, which may already have happened, e.g. by importing torch).
+:func:`xtb_calculator` calls ``omp_set_num_threads(1)`` of the OpenMP runtime(s) loaded at its first calculation
+around each calculation and restores the previous value afterwards (``OMP_NUM_THREADS`` alone is not enough: it
+is read only once, when the runtime starts, which may already have happened, e.g. by importing torch).
 
 Files written to ``DIR``: ``<molecule>.npz`` (written with :func:`course_lib.files.write_npz`; arrays ``z [N]``
 int64, ``pos [F, N, 3]``, ``energy [F]``, ``forces [F, N, 3]``, ``time_fs [F]``, all float64) and
 ``manifest.json`` (sha256, size, seed and all parameters of each file). :func:`to_graphs` turns the arrays into
-validated ``torch_geometric`` graphs of the course's data contract.
+validated ``torch_geometric`` graphs of the course's data contract. With ``--g2``: ``g2_conformers.npz`` (ragged
+layout, see :func:`generate_g2`), ``g2_conformers_splits.npz`` (split by molecule) and their manifest entries.
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ import argparse
 import importlib.metadata
 import json
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
 from ase.build import molecule as ase_molecule
 
-from course_lib.data import sha256_file
+from course_lib.data import MIN_ATOM_DISTANCE, check_min_distance, sha256_file
 from course_lib.files import write_npz
 
 __all__ = [
@@ -61,11 +68,19 @@ __all__ = [
     "make_splits",
     "write_splits",
     "SPLIT_FRACTIONS",
+    "G2_FILE",
+    "G2_SPLITS_FILE",
+    "G2_DEFAULTS",
+    "select_g2",
+    "is_connected",
+    "g2_seed",
+    "make_molecule_splits",
+    "generate_g2",
     "main",
 ]
 
 #: Closest allowed distance between two atoms (Å); anything closer is rejected as overlapping.
-MIN_DISTANCE = 0.5
+MIN_DISTANCE = MIN_ATOM_DISTANCE
 
 #: Spin multiplicity (2S + 1) of the ground state of each free atom (Hund's rules), for reference_energies.
 FREE_ATOM_MULTIPLICITY = {"H": 2, "B": 2, "C": 3, "N": 4, "O": 3, "F": 2, "Si": 3, "P": 4, "S": 3, "Cl": 2}
@@ -182,10 +197,15 @@ def _openmp_runtimes() -> list:
 
 
 class _SingleThreadOpenMP:
-    """Context manager: one OpenMP thread in every loaded runtime, previous thread counts restored on exit."""
+    """Context manager: one OpenMP thread in every loaded runtime (or in ``runtimes``, a list from
+    :func:`_openmp_runtimes`), previous thread counts restored on exit."""
+
+    def __init__(self, runtimes: list | None = None):
+        self.runtimes = runtimes
 
     def __enter__(self):
-        self.saved = [(lib, lib.omp_get_max_threads()) for lib in _openmp_runtimes()]
+        runtimes = _openmp_runtimes() if self.runtimes is None else self.runtimes
+        self.saved = [(lib, lib.omp_get_max_threads()) for lib in runtimes]
         for lib, _ in self.saved:
             lib.omp_set_num_threads(1)
         return self
@@ -204,23 +224,26 @@ def xtb_calculator(accuracy: float = 1.0, **kwargs):
     from tblite.ase import TBLite
 
     class _TBLite(TBLite):
+        _omp = None  # the OpenMP runtimes, found at the first calculation (tblite's library is loaded by then)
+
         def calculate(self, *args, **kw):
-            with _SingleThreadOpenMP():
+            # scanning /proc/self/maps takes ~2 ms (torch maps thousands of regions): once per calculator, not
+            # once per MD step, where it cost 2-3x the xTB calculation of a small molecule
+            if self._omp is None:
+                self._omp = _openmp_runtimes()
+            with _SingleThreadOpenMP(self._omp):
                 return super().calculate(*args, **kw)
 
     return _TBLite(method="GFN2-xTB", accuracy=accuracy, verbosity=0, **kwargs)
 
 
 def check_atoms(atoms: Atoms, min_distance: float = MIN_DISTANCE) -> Atoms:
-    """Raise ValueError if two atoms are closer than ``min_distance`` Å (overlapping); return ``atoms``."""
-    pos = atoms.get_positions()
-    if len(pos) > 1:
-        d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
-        d[np.diag_indices(len(pos))] = np.inf
-        i, j = np.unravel_index(np.argmin(d), d.shape)
-        if d[i, j] < min_distance:
-            raise ValueError(f"atoms {min(i, j)} and {max(i, j)} overlap: {d[i, j]:.3f} Å apart "
-                             f"(less than {min_distance} Å)")
+    """Raise ValueError if two atoms are closer than ``min_distance`` Å (overlapping); return ``atoms``.
+
+    The same check as the data path's (:func:`course_lib.data.check_min_distance`, used by the loaders).
+    """
+    check_min_distance(atoms.get_positions(), min_distance, z=atoms.get_atomic_numbers(),
+                       name=atoms.get_chemical_formula() or "molecule")
     return atoms
 
 
@@ -337,12 +360,226 @@ def fit_species_shift(zs, energies) -> dict[int, float]:
 
 
 def to_graphs(arrays: dict, dtype=None) -> list:
-    """One validated ``torch_geometric`` graph per frame (fields ``z, pos, energy, forces``)."""
+    """One validated ``torch_geometric`` graph per frame (fields ``z, pos, energy, forces``; overlapping atoms
+    are refused, see :func:`check_atoms`)."""
     from course_lib.data import make_graph
 
     z = arrays["z"]
-    return [make_graph(arrays["pos"][f], dtype=dtype, z=z, energy=float(arrays["energy"][f]),
-                       forces=arrays["forces"][f]) for f in range(len(arrays["energy"]))]
+    return [make_graph(arrays["pos"][f], dtype=dtype, min_distance=MIN_DISTANCE, z=z,
+                       energy=float(arrays["energy"][f]), forces=arrays["forces"][f])
+            for f in range(len(arrays["energy"]))]
+
+
+# --------------------------------------------------------------------------- g2 conformers (many elements)
+
+#: File names of the g2 conformer set (in the output folder, next to ``manifest.json``).
+G2_FILE = "g2_conformers.npz"
+G2_SPLITS_FILE = "g2_conformers_splits.npz"
+#: MD parameters of the g2 set: 8 frames 20 fs apart after 50 fs of equilibration, at 500 K. The friction is
+#: 5x that of the MD17-like sets: here we want thermal conformers, not dynamics, and a stronger thermostat
+#: thermalises the relaxed start and decorrelates successive frames faster (velocity memory 1/friction = 20 fs).
+G2_DEFAULTS = {"n_frames": 8, "sample_every": 40, "equilibration_steps": 100, "temperature_K": 500.0,
+               "timestep_fs": 0.5, "friction_per_fs": 0.05}
+#: The selection rule of :func:`select_g2`, in words (copied into the manifest).
+G2_RULE = ("molecules of ase.collections.g2 with at least 2 atoms, no net charge, an even number of electrons and "
+           "all initial magnetic moments zero in ASE's data (closed-shell singlets; radicals and triplets such as "
+           "O2 are left out), whose GFN2-xTB relaxation converges (BFGS, fmax 0.01 eV/Å), keeps the bonding of "
+           "the g2 geometry, and whose MD frames stay one connected molecule")
+#: Two atoms are bonded when closer than this multiple of the sum of their covalent radii: at a minimum
+#: (the bonding of the relaxed geometry must equal that of the g2 geometry), and in MD frames (which must stay one
+#: connected molecule; looser, since bonds stretch at 500 K: H2 reaches 1.3x its covalent length).
+_BOND_FACTOR = 1.3
+_BOND_FACTOR_MD = 1.6
+
+
+def select_g2() -> tuple[list[str], dict[str, str]]:
+    """The g2 molecules the static part of the rule admits (sorted names) and the others with the reason.
+
+    Rule (static part): at least 2 atoms, neutral, even number of electrons, all of ASE's initial magnetic
+    moments zero, i.e. closed-shell singlets that GFN2-xTB treats without spin. :func:`generate_g2` then drops
+    molecules whose relaxation fails or changes the bonding, or that fall apart in the MD.
+    """
+    from ase.collections import g2
+
+    keep, excluded = [], {}
+    for name in sorted(g2.names):
+        atoms = g2[name]
+        if len(atoms) < 2:
+            excluded[name] = "single atom"
+        elif abs(float(atoms.get_initial_charges().sum())) > 1e-8:
+            excluded[name] = "charged"
+        elif int(atoms.get_atomic_numbers().sum()) % 2:
+            excluded[name] = "odd number of electrons (radical)"
+        elif np.any(atoms.get_initial_magnetic_moments() != 0):
+            excluded[name] = "open shell (non-zero magnetic moments in ASE's g2 data, e.g. a triplet)"
+        else:
+            keep.append(name)
+    return keep, excluded
+
+
+def _bonds(z: np.ndarray, pos: np.ndarray, factor: float = _BOND_FACTOR) -> np.ndarray:
+    """Adjacency matrix [N, N] (bool): pairs closer than ``factor`` x (sum of covalent radii)."""
+    from ase.data import covalent_radii
+
+    r = covalent_radii[z]
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    adj = d < factor * (r[:, None] + r[None, :])
+    np.fill_diagonal(adj, False)
+    return adj
+
+
+def is_connected(z, pos, factor: float = _BOND_FACTOR_MD) -> bool:
+    """True if the bond graph of atoms ``z [N]`` at ``pos [N, 3]`` (Å) is one connected molecule (bond: closer
+    than ``factor`` x the sum of the covalent radii)."""
+    adj = _bonds(np.asarray(z), np.asarray(pos, dtype=np.float64), factor)
+    seen, todo = {0}, [0]
+    while todo:
+        for j in np.flatnonzero(adj[todo.pop()]):
+            if int(j) not in seen:
+                seen.add(int(j))
+                todo.append(int(j))
+    return len(seen) == len(adj)
+
+
+def g2_seed(name: str, seed: int = 0) -> int:
+    """The MD seed of molecule ``name``: ``(seed + crc32(name)) mod 2^32``, independent of which others run."""
+    return (seed + zlib.crc32(name.encode())) % 2**32
+
+
+def make_molecule_splits(zs, seed: int = 0, fractions=SPLIT_FRACTIONS) -> dict[str, np.ndarray]:
+    """Split molecules (not frames): sorted molecule indices ``train``, ``val``, ``test``.
+
+    ``zs``: one atomic-number array per molecule. A seeded permutation gives the val and test molecules
+    (``round(fraction * M)`` each); then every val/test molecule that contains an element no training molecule
+    contains is moved to train (in permutation order), so every element of val/test has a trained embedding.
+    """
+    m = len(zs)
+    perm = np.random.default_rng(seed).permutation(m)
+    n_val, n_test = int(round(fractions[1] * m)), int(round(fractions[2] * m))
+    held = {"val": list(perm[:n_val]), "test": list(perm[n_val:n_val + n_test])}
+    train = list(perm[n_val + n_test:])
+    elements = {int(v) for k in train for v in np.asarray(zs[k])}
+    for part in ("val", "test"):
+        kept = []
+        for k in held[part]:
+            if {int(v) for v in np.asarray(zs[k])} <= elements:
+                kept.append(k)
+            else:
+                train.append(k)
+                elements |= {int(v) for v in np.asarray(zs[k])}
+        held[part] = kept
+    # a molecule kept early stays valid: the training elements only grow
+    return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in
+            (("train", train), ("val", held["val"]), ("test", held["test"]))}
+
+
+def generate_g2(out: str | Path, names=None, seed: int = 0, n_frames: int = G2_DEFAULTS["n_frames"],
+                sample_every: int = G2_DEFAULTS["sample_every"],
+                equilibration_steps: int = G2_DEFAULTS["equilibration_steps"],
+                temperature_K: float = G2_DEFAULTS["temperature_K"], timestep_fs: float = G2_DEFAULTS["timestep_fs"],
+                friction_per_fs: float = G2_DEFAULTS["friction_per_fs"], verbose: bool = True) -> dict:
+    """Write :data:`G2_FILE`, :data:`G2_SPLITS_FILE` and their entries of ``manifest.json``; return the entries.
+
+    For every molecule of :func:`select_g2` (or of ``names``, a subset of it): take ASE's g2 geometry, relax it
+    with GFN2-xTB, run :func:`run_md` (seed :func:`g2_seed`) and keep ``n_frames`` frames. Ragged layout
+    (``A`` = atoms of all frames, ``F`` = frames, ``M`` = molecules): ``z [A]`` int64, ``pos [A, 3]`` Å,
+    ``forces [A, 3]`` eV/Å, ``energy [F]`` eV, ``n_atoms [F]`` int64, ``molecule [F]`` int64 (index into
+    ``names [M]``); frame ``f`` owns rows ``ptr[f]:ptr[f + 1]``, ``ptr = [0, cumsum(n_atoms)]``.
+    """
+    from ase.collections import g2
+
+    out = Path(out)
+    allowed, excluded = select_g2()
+    if names is None:
+        names = allowed
+    else:
+        names = list(names)
+        for name in names:
+            if name not in allowed:
+                why = excluded.get(name, "not in ase.collections.g2")
+                raise ValueError(f"g2 molecule {name!r} is not available ({why}); valid choices: {', '.join(allowed)}")
+        excluded = {}  # an explicit list: report only what the run itself drops
+    runs = {}
+    for name in names:
+        t0 = time.perf_counter()
+        atoms = g2[name]
+        atoms.positions -= atoms.get_center_of_mass()
+        ref_bonds = _bonds(atoms.get_atomic_numbers(), atoms.get_positions())
+        try:
+            atoms.calc = xtb_calculator()
+            optimize(atoms)
+            if not np.array_equal(_bonds(atoms.get_atomic_numbers(), atoms.get_positions()), ref_bonds):
+                excluded[name] = "the GFN2-xTB relaxation changes the bonding of the g2 geometry"
+                continue
+            arrays = run_md(atoms, n_frames, sample_every, g2_seed(name, seed), temperature_K, timestep_fs,
+                            equilibration_steps, friction_per_fs)
+        except (RuntimeError, ValueError) as err:  # BFGS not converged, SCF failure, overlapping atoms
+            excluded[name] = f"GFN2-xTB failed: {err}"
+            continue
+        if not all(is_connected(arrays["z"], p) for p in arrays["pos"]):
+            excluded[name] = "falls apart during the MD"
+            continue
+        runs[name] = arrays
+        if verbose:
+            print(f"  {name:24s} {len(atoms):3d} atoms  {time.perf_counter() - t0:5.1f} s")
+    if not runs:
+        raise RuntimeError(f"no g2 molecule survived the selection: {excluded}")
+    kept = list(runs)
+    zs = [runs[k]["z"] for k in kept]
+    data = {
+        "names": np.array(kept),
+        "z": np.concatenate([np.tile(runs[k]["z"], n_frames) for k in kept]).astype(np.int64),
+        "pos": np.concatenate([runs[k]["pos"].reshape(-1, 3) for k in kept]),
+        "forces": np.concatenate([runs[k]["forces"].reshape(-1, 3) for k in kept]),
+        "energy": np.concatenate([runs[k]["energy"] for k in kept]),
+        "n_atoms": np.repeat([len(z) for z in zs], n_frames).astype(np.int64),
+        "molecule": np.repeat(np.arange(len(kept)), n_frames).astype(np.int64),
+    }
+    path = out / G2_FILE
+    write_npz(path, data)
+    mol_split = make_molecule_splits(zs, seed)
+    splits = {}
+    for part in ("train", "val", "test"):
+        splits[part] = np.flatnonzero(np.isin(data["molecule"], mol_split[part])).astype(np.int64)
+    for part in ("train", "val", "test"):
+        splits[f"{part}_molecules"] = mol_split[part]
+    split_path = out / G2_SPLITS_FILE
+    write_npz(split_path, splits)
+
+    from ase.data import chemical_symbols
+
+    counts = {}
+    for zz in sorted({int(v) for z in zs for v in z}):
+        counts[chemical_symbols[zz]] = {"molecules": int(sum(int(zz in z) for z in zs)),
+                                        "atoms": int(np.sum(data["z"] == zz))}
+    entries = {
+        G2_FILE: {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, "method": "GFN2-xTB",
+                  "source": "ase.collections.g2", "selection_rule": G2_RULE, "n_molecules": len(kept),
+                  "n_frames": int(len(data["energy"])), "n_atoms_total": int(len(data["z"])),
+                  "frames_per_molecule": n_frames, "sample_every_steps": sample_every,
+                  "equilibration_steps": equilibration_steps, "temperature_K": temperature_K,
+                  "timestep_fs": timestep_fs, "friction_per_fs": friction_per_fs, "thermostat": "ase Langevin",
+                  "relaxation": "BFGS, fmax 0.01 eV/Å", "seed": seed,
+                  "seed_per_molecule": "(seed + crc32(name)) mod 2^32", "element_counts": counts,
+                  "molecules": kept, "excluded": excluded,
+                  "units": {"pos": "Å", "energy": "eV", "forces": "eV/Å"},
+                  "versions": {p: importlib.metadata.version(p) for p in ("tblite", "ase", "numpy")},
+                  "openmp_threads_per_xtb_call": 1},
+        G2_SPLITS_FILE: {"sha256": sha256_file(split_path), "size_bytes": split_path.stat().st_size,
+                         "split": "by molecule (all frames of a molecule in one split; every val/test element "
+                                  "also occurs in a training molecule)",
+                         "fractions": list(SPLIT_FRACTIONS), "seed": seed,
+                         "n_molecules": {k: int(len(mol_split[k])) for k in ("train", "val", "test")},
+                         "n_frames": {k: int(len(splits[k])) for k in ("train", "val", "test")}},
+    }
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update(entries)
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    if verbose:
+        print(f"{G2_FILE}: {len(kept)} molecules, {len(data['energy'])} frames, {len(excluded)} excluded, "
+              f"{path.stat().st_size / 1e6:.2f} MB")
+    return entries
 
 
 # --------------------------------------------------------------------------- CLI
@@ -403,15 +640,31 @@ def generate(out: str | Path, names, n_frames: int, seed: int = 0, sample_every:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--molecules", default=",".join(MOLECULES), help=f"comma-separated, from {list(MOLECULES)}")
-    ap.add_argument("--frames", type=int, required=True, help="frames per molecule")
+    ap.add_argument("--g2", action="store_true",
+                    help=f"write the multi-element conformer set {G2_FILE} of ASE's g2 molecules instead")
+    ap.add_argument("--molecules", default=None,
+                    help=f"comma-separated, from {list(MOLECULES)} (default: all); with --g2: g2 names "
+                         "(default: every molecule of the selection rule)")
+    ap.add_argument("--frames", type=int, default=None,
+                    help=f"frames per molecule (required without --g2; --g2 default {G2_DEFAULTS['n_frames']})")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sample-every", type=int, default=20, help="MD steps between stored frames")
-    ap.add_argument("--equilibration-steps", type=int, default=2000)
+    ap.add_argument("--sample-every", type=int, default=None,
+                    help=f"MD steps between stored frames (default 20; --g2: {G2_DEFAULTS['sample_every']})")
+    ap.add_argument("--equilibration-steps", type=int, default=None,
+                    help=f"default 2000; --g2: {G2_DEFAULTS['equilibration_steps']}")
     args = ap.parse_args(argv)
+    names = None if args.molecules is None else [m.strip() for m in args.molecules.split(",") if m.strip()]
     t0 = time.perf_counter()
-    generate(args.out, [m.strip() for m in args.molecules.split(",") if m.strip()], args.frames, args.seed,
-             args.sample_every, args.equilibration_steps)
+    if args.g2:
+        kw = {"n_frames": args.frames, "sample_every": args.sample_every,
+              "equilibration_steps": args.equilibration_steps}
+        generate_g2(args.out, names, args.seed, **{k: v for k, v in kw.items() if v is not None})
+    else:
+        if args.frames is None:
+            ap.error("--frames is required (without --g2)")
+        generate(args.out, names or list(MOLECULES), args.frames, args.seed,
+                 20 if args.sample_every is None else args.sample_every,
+                 2000 if args.equilibration_steps is None else args.equilibration_steps)
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
 
 

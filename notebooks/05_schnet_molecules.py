@@ -1,0 +1,557 @@
+# %% [markdown] tags=["course-badge"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/05_schnet_molecules.ipynb)
+
+# %% tags=["course-setup"]
+# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    # On Colab: install course_lib and the graph libraries it needs. Colab's preinstalled torch
+    # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
+    requirement = "course_lib @ git+https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+
+try:
+    import course_lib
+except ImportError as exc:
+    raise ImportError(
+        "course_lib is not installed in this Python environment. Locally, run "
+        '`pip install -e ".[dev]"` from the repository root, then restart the kernel.'
+    ) from exc
+
+from course_lib.utils import doctor
+
+_ = doctor()  # one line: library versions, device, fast mode
+
+# %% [markdown]
+# # 05 · SchNet: energies and forces of molecules
+#
+# Until now our particles lived in a 2D box and carried a charge of ±1. Real chemistry is three-
+# dimensional, has a hundred kinds of atoms, and its data are expensive: every label is a quantum-
+# chemistry calculation. This notebook moves the ideas of notebooks 00-04 to **molecules** with
+# **SchNet** (Schütt et al. 2017/2018), the continuous-filter convolutional network that made
+# learned interatomic potentials practical.
+#
+# After this notebook you can:
+#
+# 1. say what changes from particles in a box to molecules (species, open space, 3D) and what stays
+#    (invariance, locality, extensivity), and why per-species reference energies matter;
+# 2. write SchNet's Gaussian distance expansion and its continuous-filter convolution;
+# 3. train on energies **and** forces with the loss $\rho\,(E-\hat E)^2 + \frac1N\sum_i \lVert F_i + \partial \hat E/\partial R_i\rVert^2$,
+#    and explain why forces are cheap extra labels (force error vs number of training frames);
+# 4. check that learned forces are O(3)- and permutation-equivariant and conserve energy in molecular dynamics;
+# 5. read learned species embeddings: do they rediscover the periodic table?
+#
+# Exercises: `05.gaussian_expansion` (2 points), `05.cfconv` (2), `05.force_loss` (3).
+#
+# **Data.** Public sets such as rMD17 and QM9 cannot be downloaded in every classroom, so the course
+# generates its own reference data offline with the semi-empirical quantum-chemistry method GFN2-xTB
+# (`course_lib.simulate.molecules`, datasheet in `data/README.md`): Langevin molecular dynamics at
+# 500 K (the MD17 protocol) of ethanol, malonaldehyde and aspirin, energies in eV and forces in eV/Å.
+# `course_lib.public_datasets` has loaders for the real rMD17 and QM9 when you are online.
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from ase import Atoms, units
+from ase.data import chemical_symbols
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from course_lib import symmetry as S
+from course_lib.ase_calculator import ModelCalculator
+from course_lib.checks import check
+from course_lib.datasets import load_g2_conformers, load_molecules, repo_file
+from course_lib.exercises import nb05
+from course_lib.losses import energy_force_loss, molecule_errors
+from course_lib.md import run_md
+from course_lib.models import energy_and_forces
+from course_lib.models.mpnn import scatter_sum
+from course_lib.models.schnet import SchNet
+from course_lib.neighbors import radius_graph
+from course_lib.simulate.molecules import reference_energies
+from course_lib.train import fit, load_checkpoint
+from course_lib.utils import FAST, get_device, seed_everything
+
+# %%
+seed_everything(0)
+device = get_device()
+print(f"fast mode: {FAST}; device: {device}")
+
+# %% [markdown]
+# ## 1. From particles in a box to molecules
+#
+# | | notebook 01 (particles) | this notebook (molecules) |
+# |---|---|---|
+# | space | 2D periodic box | 3D open space |
+# | symmetries | permutations, periodic translations, the 8 symmetries of the square | permutations of equal atoms, all translations, all rotations **and** reflections: E(3) |
+# | node types | charge ±1 (a number) | element (H, C, O, ...): a learned **embedding** per atomic number $z$ |
+# | labels | energy | energy **and** forces $F_i = -\partial E/\partial R_i$ (3N numbers per frame) |
+# | units | reduced | eV, Å, eV/Å |
+#
+# What stays: the energy is **invariant**, so it may only depend on interatomic distances (and
+# species); it is **local** (atoms interact within a cutoff $r_c$, here 5 Å); and it is **extensive**
+# (a sum of atomic contributions $E = \sum_i E_i$, sum pooling). Forces, the derivatives of an
+# invariant energy, come out **equivariant** for free (notebook 00).
+#
+# Let us look at the data.
+
+# %%
+name = "ethanol"
+train_set, val_set, test_set = (load_molecules(name, split) for split in ("train", "val", "test"))
+if FAST:  # fast mode: small slices (the shipped model below was trained on the full split)
+    train_set, val_set, test_set = train_set[:100], val_set[:50], test_set[:50]
+print(f"{name}: {len(train_set)} train / {len(val_set)} val / {len(test_set)} test frames")
+g0 = train_set[0]
+print(g0)
+print("atomic numbers:", g0.z.tolist())
+E_train = torch.cat([g.energy for g in train_set])
+print(f"energies: mean {E_train.mean():.2f} eV, std {E_train.std():.3f} eV; "
+      f"force components: std {torch.cat([g.forces for g in train_set]).std():.2f} eV/Å")
+
+# %%
+COLORS = {1: "0.8", 6: "0.25", 7: "tab:blue", 8: "tab:red"}
+
+
+def draw_molecule(ax, g, title=""):
+    """3D ball-and-stick picture; bonds drawn between atoms closer than 1.6 Å."""
+    pos = g.pos.double()
+    ei, vec = radius_graph(pos, 1.6)
+    for a, b in ei.T.tolist():
+        if a < b:
+            ax.plot(*pos[[a, b]].T, color="0.5", lw=2)
+    ax.scatter(*pos.T, s=[60 + 40 * (z > 1) for z in g.z.tolist()], c=[COLORS[z] for z in g.z.tolist()],
+               edgecolors="k", depthshade=False)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+fig = plt.figure(figsize=(11, 3.4))
+for k, idx in enumerate([0, 1, 2]):
+    draw_molecule(fig.add_subplot(1, 4, k + 1, projection="3d"), train_set[idx],
+                  f"frame {idx}: E = {float(train_set[idx].energy):.2f} eV")
+ax = fig.add_subplot(1, 4, 4)
+ax.hist(E_train.numpy() - float(E_train.mean()), bins=40, color="tab:blue")
+ax.set_xlabel("E - mean (eV)")
+ax.set_title("energy distribution (500 K)", fontsize=9)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Reference energies: do not make the network learn −300 eV
+#
+# A total xTB energy is hundreds of eV below zero, almost all of it from the atoms themselves; the
+# part that depends on the geometry, the part we care about, varies by a few tenths of an eV. A
+# network that starts near zero would spend its first thousands of steps learning the offset, and its
+# output layer would have to be accurate to 1 part in $10^4$. Two standard cures:
+#
+# * subtract **isolated-atom energies** (computed with the same method): what is left is the
+#   atomisation energy, still several eV but physically meaningful;
+# * fit **per-species shifts** $\mu_z$ by least squares on the element counts of the training set and
+#   let the network predict $E = \sum_i ig(s\,\epsilon_i + \mu_{z_i}ig)$ (`SchNet.fit_energy_scale`).
+#   For a single molecule all frames have the same element counts, so this only removes the mean
+#   energy (how it splits between H, C and O is arbitrary); on the multi-molecule set of section 8 it
+#   separates the elements.
+
+# %%
+E_atom = reference_energies(("H", "C", "O"))  # GFN2-xTB free atoms, eV
+symbol = {1: "H", 6: "C", 8: "O"}
+E_atoms_sum = sum(E_atom[symbol[z]] for z in g0.z.tolist())
+print("isolated-atom energies (eV):", {k: round(v, 3) for k, v in E_atom.items()})
+print(f"atomisation energy of frame 0: {float(g0.energy) - E_atoms_sum:.2f} eV (total {float(g0.energy):.2f} eV)")
+
+model = SchNet()
+shift, scale = model.fit_energy_scale(train_set)
+baseline = float(shift[g0.z - 1].sum())
+print(f"fitted baseline sum_i mu_z_i = {baseline:.2f} eV: the network learns residuals of std "
+      f"{float((E_train - baseline).std()):.3f} eV (output scale s = {scale:.3f} eV)")
+
+# %% [markdown]
+# ## 2. The Gaussian distance expansion (exercise)
+#
+# A single number $r_{ij}$ is a poor input for a neural network: the first layer could only scale it.
+# SchNet expands it in $K$ Gaussians centred on a grid $\mu_1 < \dots < \mu_K$ spanning $[0, r_c]$:
+#
+# $$e_k(r_{ij}) = \exp\!\big(-\gamma\,(r_{ij} - \mu_k)^2\big), \qquad k = 1, \dots, K,$$
+#
+# a smooth "one-hot" encoding of the distance. The paper uses centres every 0.1 Å and $\gamma = 10\ \text{Å}^{-2}$;
+# we use $K = 50$ centres on $[0, 5]$ Å and $\gamma = 1/(2\Delta\mu^2)$.
+#
+# **Exercise `05.gaussian_expansion` (2 points).** Return the $[E, K]$ matrix of the $E$ distances
+# `r` expanded in the Gaussians of centres `mu` $[K]$. Keep the dtype of `r`, keep gradients.
+
+# %% exercise="05.gaussian_expansion" points=2
+def gaussian_expansion(r, mu, gamma):
+    """r [E], mu [K], gamma float -> [E, K] with entries exp(-gamma (r_e - mu_k)^2)."""
+    ### BEGIN SOLUTION
+    ### HINT: broadcast r[:, None] against mu[None, :]
+    return torch.exp(-gamma * (r[:, None] - mu[None, :]) ** 2)
+    ### END SOLUTION
+
+
+# %%
+check("05.gaussian_expansion", gaussian_expansion)
+
+# %%
+r = torch.linspace(0, 5, 400)
+mu = model.rbf.mu
+e = nb05.gaussian_expansion(r, mu, model.rbf.gamma)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+axes[0].plot(r, e[:, ::5])
+axes[0].set_xlabel("r (Å)")
+axes[0].set_title("every 5th Gaussian $e_k(r)$")
+axes[1].imshow(nb05.gaussian_expansion(torch.tensor([0.96, 1.09, 1.43, 2.1, 3.5]), mu, model.rbf.gamma),
+               aspect="auto", cmap="viridis")
+axes[1].set_yticks(range(5), ["O-H 0.96", "C-H 1.09", "C-O 1.43", "C...H 2.1", "3.5"])
+axes[1].set_xlabel("Gaussian k")
+axes[1].set_title("five distances as feature vectors")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 3. The continuous-filter convolution (exercise)
+#
+# In an image CNN, a filter is a table of weights, one per pixel offset. Atoms do not sit on a grid,
+# so SchNet makes the filter a **function of the continuous distance**, generated by a small network
+# (the filter-generating network) from the Gaussian features and multiplied by the cosine cutoff
+# $f_c(r) = \tfrac12(\cos(\pi r/r_c)+1)$ so that it vanishes smoothly at $r_c$:
+#
+# $$W(r_{ij}) = \mathrm{Dense}\big(\mathrm{ssp}(\mathrm{Dense}(e(r_{ij})))\big)\, f_c(r_{ij}) \in \mathbb R^F,
+# \qquad c_i = \sum_{j \in \mathcal N(i)} y_j \circ W(r_{ij}),$$
+#
+# where $\circ$ multiplies feature by feature and $\mathrm{ssp}(x) = \ln(\tfrac12 e^x + \tfrac12)$ is
+# the shifted softplus (smooth, so forces are smooth). Since $W$ sees only $r_{ij}$, the convolution
+# is invariant; since it sums over neighbours, it is permutation invariant and extensive.
+#
+# **Exercise `05.cfconv` (2 points).** Given atom features `y` $[N, F]$, one filter per edge `W`
+# $[E, F]$ and `edge_index` $[2, E]$ (PyG convention: row 0 the source $j$, row 1 the target $i$),
+# return $c$ $[N, F]$. `scatter_sum(values, index, num_nodes)` is imported.
+
+# %% exercise="05.cfconv" points=2
+def cfconv(y, W, edge_index):
+    """y [N, F], W [E, F], edge_index [2, E] -> c [N, F], c_i = sum over edges (j -> i) of y_j * W_ij."""
+    ### BEGIN SOLUTION
+    ### HINT: j, i = edge_index; gather y[j], multiply by W, scatter_sum over i
+    j, i = edge_index
+    return scatter_sum(y[j] * W, i, y.shape[0])
+    ### END SOLUTION
+
+
+# %%
+check("05.cfconv", cfconv)
+
+# %% [markdown]
+# The interaction block wraps the convolution: atom-wise `Dense` → cfconv → `Dense` → ssp → `Dense`,
+# added to the features as a residual. Three blocks, an atom-wise readout and a sum give the energy.
+# The whole model is `course_lib.models.schnet.SchNet`; read its source, it follows the paper line by
+# line. It is the same network as PyTorch Geometric's `SchNet` (a test copies the weights across and
+# gets the same energies); the parameter counts agree:
+
+# %%
+from torch_geometric.nn.models import SchNet as PyGSchNet  # noqa: E402  (only for this comparison)
+
+
+def brute_force_graph(pos, batch):  # PyG's default radius graph needs the optional pyg-lib package
+    edge_index, vec = radius_graph(pos, 5.0, batch=batch)
+    return edge_index, vec.norm(dim=-1)
+
+
+pyg = PyGSchNet(hidden_channels=64, num_filters=64, num_interactions=3, num_gaussians=50, cutoff=5.0,
+                interaction_graph=brute_force_graph)
+n_ours = sum(p.numel() for p in SchNet().parameters())
+n_pyg = sum(p.numel() for p in pyg.parameters() if p is not pyg.atomref)
+print(f"parameters: course SchNet {n_ours}, PyG SchNet {n_pyg}")
+assert n_ours == n_pyg
+
+# %% [markdown]
+# ## 4. Training on energies and forces (exercise)
+#
+# Each frame gives one energy but $3N$ force components, and a force is the derivative of the energy:
+# the model's forces are $-\partial \hat E/\partial R_i$ by automatic differentiation, so they are
+# conservative by construction. SchNet's loss for one molecule is
+#
+# $$\ell = \rho\,(E - \hat E)^2 + \frac{1}{N}\sum_{i=1}^N \Big\lVert F_i + \frac{\partial \hat E}{\partial R_i}\Big\rVert^2 ,$$
+#
+# averaged over the molecules of a batch. $\rho$ trades energy against force accuracy (the paper
+# uses $\rho = 0.01$). Back-propagating the force term needs the derivative of a derivative:
+# `torch.autograd.grad(..., create_graph=True)`; `course_lib.models.energy_and_forces(model, batch)`
+# does it for you (it keeps the graph when the model is in training mode) and returns
+# `(energy [G], forces [N, 3])`.
+#
+# **Exercise `05.force_loss` (3 points).** Write the loss. `batch.energy` $[G]$, `batch.forces`
+# $[N, 3]$, `batch.batch` $[N]$ (molecule of each atom), `batch.num_graphs` $= G$.
+
+# %% exercise="05.force_loss" points=3
+def force_loss(model, batch, rho):
+    """Mean over molecules of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2 (a scalar tensor)."""
+    ### BEGIN SOLUTION
+    ### HINT: energy, forces = energy_and_forces(model, batch); per-molecule sums with scatter_sum
+    energy, forces = energy_and_forces(model, batch)
+    G = batch.num_graphs
+    sq = scatter_sum(((forces - batch.forces) ** 2).sum(-1), batch.batch, G)
+    n_atoms = scatter_sum(torch.ones_like(batch.batch, dtype=forces.dtype), batch.batch, G)
+    return (rho * (energy - batch.energy) ** 2 + sq / n_atoms).mean()
+    ### END SOLUTION
+
+
+# %%
+check("05.force_loss", force_loss)
+
+# %% [markdown]
+# A short training run with the reference loss (`course_lib.losses.energy_force_loss`, identical to
+# the exercise). On two CPU cores SchNet takes about 15 ms per batch of 10 ethanol frames, so a good
+# model needs minutes; the shipped model (`benchmarks/schnet_molecules.py final`, 20 000 steps on
+# the 800 training frames) is loaded right after.
+
+# %%
+RHO = 0.01
+demo = SchNet()
+demo.fit_energy_scale(train_set)
+train_loader = DataLoader(train_set, batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(0))
+val_loader = DataLoader(val_set, batch_size=50)
+hist = fit(demo, train_loader, val_loader, lambda m, b: energy_force_loss(m, b, rho=RHO),
+           epochs=3 if FAST else 30, lr=1e-3, needs_grad_eval=True, desc="SchNet demo")
+demo_err = molecule_errors(demo, DataLoader(test_set, batch_size=50))
+print(f"demo after {len(hist.train)} epochs: energy MAE {demo_err['energy_mae_meV']:.0f} meV, "
+      f"force MAE {demo_err['force_mae_meV_A']:.0f} meV/Å")
+
+# %%
+schnet = SchNet()
+load_checkpoint(repo_file(f"benchmarks/results/schnet_{name}.pt"), schnet)
+schnet = schnet.to(device).eval()
+test_loader = DataLoader(test_set, batch_size=50)
+err = molecule_errors(schnet, test_loader, device=device)
+print(f"shipped SchNet on the {len(test_set)} {name} test frames: energy MAE {err['energy_mae_meV']:.1f} meV "
+      f"({err['energy_mae_per_atom_meV']:.2f} meV/atom), force MAE {err['force_mae_meV_A']:.1f} meV/Å")
+
+# %%
+pred_F, true_F = [], []
+for b in test_loader:
+    b = b.to(device)
+    _, F = energy_and_forces(schnet, b)
+    pred_F.append(F.detach().cpu().flatten())
+    true_F.append(b.forces.cpu().flatten())
+pred_F, true_F = torch.cat(pred_F), torch.cat(true_F)
+fig, ax = plt.subplots(figsize=(4, 4))
+ax.scatter(true_F, pred_F, s=2, alpha=0.4)
+lim = float(true_F.abs().max())
+ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
+ax.set_xlabel("xTB force component (eV/Å)")
+ax.set_ylabel("SchNet force component (eV/Å)")
+ax.set_title(f"{name}, test set")
+plt.show()
+
+# %% [markdown]
+# ### How good is that? The three molecules beside published numbers
+#
+# The benchmark trained one SchNet per molecule. Next to our numbers are the force MAEs reported for
+# the original MD17 data in the NequIP paper's Table I (1000 training frames; SchNet and NequIP with
+# $l = 1$), reproduced in the lecture notes.
+#
+# **Read the comparison with care**: the data differ (GFN2-xTB here, DFT in MD17; our own 500 K
+# trajectories; 800 training frames, not 1000), so the numbers are on the same scale, not the same
+# test. What carries over is the *ranking*: aspirin (21 atoms, floppy) is harder than ethanol.
+
+# %%
+final = json.loads(repo_file("benchmarks/results/schnet_final.json").read_text())
+seed_table = {"ethanol": (16.9, 9.0), "malonaldehyde": (28.6, 14.6), "aspirin": (58.5, 15.1)}  # meV/Å, MD17
+print(f"{'molecule':14s} {'E MAE (meV)':>12s} {'F MAE (meV/Å)':>14s}   {'MD17: SchNet':>12s} {'NequIP l=1':>10s}")
+for mol, row in final["molecules"].items():
+    ref = seed_table[mol]
+    print(f"{mol:14s} {row['energy_mae_meV']:12.1f} {row['force_mae_meV_A']:14.1f}   {ref[0]:12.1f} {ref[1]:10.1f}")
+print("made by:", final["command"], f"({final['machine']['threads']} thread)")
+
+# %% [markdown]
+# ## 5. Forces are cheap labels: energy-only vs force training
+#
+# With $N$ atoms a frame carries $3N$ force components but one energy. Does it pay to train on them?
+# The benchmark trained SchNet on ethanol with 25 to 800 frames, once on energies only and once on
+# energies and forces ($\rho = 0.01$), for the same number of optimizer steps, and measured the
+# **force** error on the test set.
+
+# %%
+curve = json.loads(repo_file("benchmarks/results/schnet_curve.json").read_text())
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+for mode, label in (("energy", "energies only"), ("forces", f"energies + forces (rho = {curve['rho']})")):
+    runs = curve["runs"][mode]
+    n = np.array([r["n_train"] for r in runs])
+    f_mae = np.array([r["force_mae_meV_A"] for r in runs])
+    e_mae = np.array([r["energy_mae_meV"] for r in runs])
+    slope = np.polyfit(np.log(n), np.log(f_mae), 1)[0]
+    axes[0].loglog(n, f_mae, "o-", label=f"{label} (slope {slope:.2f})")
+    axes[1].loglog(n, e_mae, "o-", label=label)
+    print(f"{label:32s} force MAE (meV/Å): " + ", ".join(f"{a}: {b:.0f}" for a, b in zip(n, f_mae)))
+axes[0].set_ylabel("test force MAE (meV/Å)")
+axes[1].set_ylabel("test energy MAE (meV)")
+for ax in axes:
+    ax.set_xlabel("training frames")
+    ax.legend(fontsize=8)
+plt.suptitle(f"SchNet on {curve['molecule']}, {curve['steps_per_run']} steps per run")
+plt.tight_layout()
+plt.show()
+e_runs, f_runs = curve["runs"]["energy"], curve["runs"]["forces"]
+ratio = {r["n_train"]: round(a["force_mae_meV_A"] / r["force_mae_meV_A"], 1) for a, r in zip(e_runs, f_runs)}
+print("force MAE energy-only / force-trained, per training-set size:", ratio)
+
+# %% [markdown]
+# The force-trained model reaches a force error with 25 frames that the energy-only model does not
+# reach with 800: each frame of ethanol brings 27 force labels, and they pin down the *slope* of the
+# energy surface directly, where an energy-only model must infer it from differences between frames.
+# The energies benefit too. This is why every modern interatomic potential trains on forces.
+#
+# ## 6. Symmetry: checked, not claimed
+#
+# The energy must be invariant and the forces equivariant under rotations, reflections, translations
+# and permutations of the atoms. We check the trained model on a batch of test molecules in float64
+# (a float64 copy of the weights, so that the tolerance can be tight).
+
+# %%
+probe = Batch.from_data_list([g.clone() for g in test_set[:4]]).to(torch.float64)
+schnet64 = SchNet()
+load_checkpoint(repo_file(f"benchmarks/results/schnet_{name}.pt"), schnet64)
+schnet64 = schnet64.double().eval()
+
+
+def with_forces(batch):
+    energy, forces = energy_and_forces(schnet64, batch)
+    return energy.detach(), forces.detach()
+
+
+checks = S.standard_transforms(probe, generator=0)
+print(list(checks))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for tname, T in checks.items():
+    print(S.assert_equivariant(schnet64, probe, T, tol=1e-9, name=f"SchNet energy, {tname}"))
+    print(S.assert_equivariant(with_forces, probe, T, output=("invariant", "vector"), tol=1e-9,
+                               name=f"SchNet forces, {tname}"))
+
+# %% [markdown]
+# The error values behind those lines (relative to the size of the outputs):
+
+# %%
+for tname, T in checks.items():
+    print(f"{tname:12s} energy+forces error {S.equivariance_error(with_forces, probe, T, ('invariant', 'vector')):.1e}")
+
+# %% [markdown]
+# ## 7. Energy conservation: molecular dynamics with the learned forces
+#
+# Forces computed as $-\partial \hat E/\partial R$ are **conservative**: in Newtonian (NVE) dynamics the
+# total energy $\hat E + K$ is a constant of motion, and a symplectic integrator (velocity Verlet) keeps
+# it within a bounded error that shrinks as $\Delta t^2$. A model that predicted forces directly, with
+# no energy behind them, would have no such guarantee. We run NVE dynamics of ethanol with the trained
+# SchNet through an ASE calculator (`course_lib.ase_calculator.ModelCalculator`; notebook 08 is all
+# about it), starting from a test frame with velocities drawn at 500 K.
+
+# %%
+def nve_run(dt_fs, steps, seed=0):
+    g = test_set[0]
+    atoms = Atoms(numbers=g.z.numpy(), positions=g.pos.double().numpy())
+    atoms.calc = ModelCalculator(schnet64)  # float64 evaluation
+    MaxwellBoltzmannDistribution(atoms, temperature_K=500, rng=np.random.default_rng(seed))
+    Stationary(atoms)  # no centre-of-mass drift
+    ZeroRotation(atoms)
+    return run_md(VelocityVerlet(atoms, timestep=dt_fs * units.fs), steps=steps, stride=50)
+
+
+total_fs = 100 if FAST else 1000
+records = {dt: nve_run(dt, int(total_fs / dt)) for dt in (0.25, 0.5)}
+fig, ax = plt.subplots(figsize=(7, 3.4))
+for dt, rec in records.items():
+    ax.plot(rec.times, (rec.total - rec.total[0]) * 1000 / rec.n_atoms, label=f"total, dt = {dt} fs")
+rec = records[0.5]
+ax.plot(rec.times, (rec.potential - rec.potential[0]) * 1000 / rec.n_atoms, color="0.7", lw=0.8,
+        label="potential (dt = 0.5 fs)")
+ax.set_xlabel("time (fs)")
+ax.set_ylabel("energy change (meV/atom)")
+ax.legend(fontsize=8)
+plt.show()
+for dt, rec in records.items():
+    print(f"dt = {dt} fs: max |E_tot - E_tot(0)| = {1000 * rec.max_energy_error():.3f} meV/atom, "
+          f"drift {1000 * rec.drift() * 1000:.3f} meV/atom/ps (potential energy swings by "
+          f"{1000 * np.ptp(rec.potential) / rec.n_atoms:.0f} meV/atom)")
+ratio = records[0.5].max_energy_error() / records[0.25].max_energy_error()
+print(f"halving dt divides the energy error by {ratio:.1f} (velocity Verlet: about 4)")
+
+# %% [markdown]
+# The potential energy swings by hundreds of meV per atom as the bonds vibrate, while the total energy
+# stays constant to a small fraction of that, and its error falls with $\Delta t^2$: the learned forces
+# are the exact gradient of the learned energy. (Whether the *learned* dynamics is the *right* dynamics
+# is a different question, that of notebook 08.)
+
+# %% [markdown]
+# ## 8. What did the network learn about the elements?
+#
+# SchNet starts every atom from a learned vector $x_i^0 = \mathrm{Embedding}(z_i)$. Nothing tells it
+# that fluorine and chlorine are alike; it can only find out from data. The SchNet paper (Fig. 4 of the
+# lecture notes) projected the embeddings learned on the Materials Project onto their two leading
+# principal components and found the **groups of the periodic table**. We repeat this on the course's
+# multi-molecule set: conformers of the small molecules of `ase.collections.g2` (13 elements from H to
+# Cl) with GFN2-xTB energies and forces, on which `benchmarks/schnet_molecules.py g2` trained one SchNet.
+
+# %%
+g2_train = load_g2_conformers("train")
+present = sorted({int(z) for g in g2_train for z in g.z})
+n_atoms_of = {z: sum(int((g.z == z).sum()) for g in g2_train) for z in present}
+print(f"{len(g2_train)} training conformers; atoms per element in them:",
+      {chemical_symbols[z]: n for z, n in n_atoms_of.items()})
+g2_info = json.loads(repo_file("benchmarks/results/schnet_g2.json").read_text())
+g2_model = SchNet(**{k: g2_info["model"][k] for k in ("hidden", "filters", "interactions", "num_gaussians",
+                                                      "cutoff", "max_z")})
+load_checkpoint(repo_file("benchmarks/results/schnet_g2.pt"), g2_model)
+print(f"g2 model: test energy MAE {g2_info['energy_mae_meV']:.0f} meV, force MAE {g2_info['force_mae_meV_A']:.0f} "
+      f"meV/Å on molecules it never saw (split by molecule)")
+
+# %%
+GROUP = {1: 1, 3: 1, 11: 1, 4: 2, 5: 13, 13: 13, 6: 14, 14: 14, 7: 15, 15: 15, 8: 16, 16: 16, 9: 17, 17: 17}
+X = g2_model.embedding.weight.detach()[torch.tensor(present) - 1].double()   # [species, H]
+Xc = X - X.mean(0)
+U, Sv, V = torch.linalg.svd(Xc, full_matrices=False)
+pc = (Xc @ V[:2].T).numpy()                                                   # [species, 2]
+explained = (Sv[:2] ** 2 / (Sv ** 2).sum()).numpy()
+fig, ax = plt.subplots(figsize=(6, 4.5))
+groups = sorted({GROUP[z] for z in present})
+cmap = plt.get_cmap("tab10")
+for k, grp in enumerate(groups):
+    idx = [i for i, z in enumerate(present) if GROUP[z] == grp]
+    ax.scatter(pc[idx, 0], pc[idx, 1], s=90, color=cmap(k), label=f"group {grp}", edgecolors="k")
+for i, z in enumerate(present):
+    ax.annotate(chemical_symbols[z], pc[i], textcoords="offset points", xytext=(6, 4))
+ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of the variance)")
+ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}%)")
+ax.legend(fontsize=7, ncol=2)
+ax.set_title("learned SchNet embeddings of the elements")
+plt.show()
+
+# %%
+# a number to go with the picture: are same-group elements closer than different-group ones?
+D = torch.cdist(X, X)
+same = [float(D[i, j]) for i in range(len(present)) for j in range(i) if GROUP[present[i]] == GROUP[present[j]]]
+diff = [float(D[i, j]) for i in range(len(present)) for j in range(i) if GROUP[present[i]] != GROUP[present[j]]]
+print(f"mean embedding distance: same group {np.mean(same):.2f}, different groups {np.mean(diff):.2f}")
+
+# %% [markdown]
+# Read the picture with the atom counts in mind: an element seen in a handful of molecules (Li, Be,
+# Na, ...) keeps an embedding close to its random initialisation, so only the well-sampled elements can
+# show structure. The Materials Project model of the paper saw tens of thousands of crystals per element.
+#
+# ## 9. Summary
+#
+# * Molecules keep the principles of the particle models (invariant energy from distances, locality, sum
+#   pooling) and add species embeddings and per-species reference energies.
+# * SchNet = Gaussian distance expansion → continuous filters → convolution that sums neighbours.
+# * Training on forces is the single most effective thing you can do for a force field: 3N labels per
+#   frame, and they are exactly the derivatives the dynamics needs.
+# * Forces as $-\nabla \hat E$ are equivariant and conservative by construction, which we checked to
+#   rounding error and in an NVE run.
+#
+# Next: SchNet only sees distances. Notebooks 06 and 07 give the network *directions* (vectors and
+# higher-order tensors) without losing exact equivariance, which makes it far more data efficient.
