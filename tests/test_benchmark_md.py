@@ -89,7 +89,9 @@ def test_md_ethanol_quick(part, tmp_path, tiny_checkpoint, one_thread):
         assert row["min_replica_distance_A"] > 40.0  # the replicas stay far apart
         assert 0 <= row["vs_reference"]["co_bond"]["js"] <= 1
     else:
-        row = res["stability"]["models"]["schnet"]
+        (block,) = res["stability"]["runs"]
+        assert block["temperature_K"] == 500.0 and len(block["models"]["xtb"]["failure_time_fs"]) == 1
+        row = block["models"]["schnet"]
         assert len(row["failure_time_fs"]) == 2 and row["metrics"]["force_mae_meV_A"] == 1.0
 
 
