@@ -59,7 +59,7 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # Exercises: `08.velocity_verlet_step` (3 points), `08.distance_histogram` (2).
 #
-# Long runs (nanoseconds of replica time, the timing table) are made by `benchmarks/md_ethanol.py` and
+# Long runs (tens of picoseconds of MD per model) and the timing table are made by `benchmarks/md_ethanol.py` and
 # `benchmarks/md_speed.py`; this notebook loads their results and repeats short versions live.
 
 # %%
@@ -108,11 +108,11 @@ print(f"fast mode: {FAST}; device for training-size work: {device}; MD runs on t
 # Three models trained on the same 800 ethanol frames of GFN2-xTB MD at 500 K (the course's data,
 # `data/README.md`), all with energy+force losses:
 #
-# | model | what it sees | trained by |
+# | model | what it sees | trained by (`benchmarks/`) |
 # |---|---|---|
-# | SchNet (notebook 05) | distances only (invariant filters) | `benchmarks/schnet_molecules.py final` |
-# | NequIP, l_max = 0 (notebook 07) | distances only: scalar features, the same network with l = 0 | `benchmarks/nequip_learning_curve.py --lmax 0` |
-# | NequIP, l_max = 1 (notebook 07) | distances and directions: vector features, equivariant tensor products | `benchmarks/nequip_learning_curve.py --lmax 1` |
+# | SchNet (notebook 05) | distances only (invariant filters) | `schnet_molecules.py final` |
+# | NequIP, l_max = 0 (notebook 07) | distances only: scalar features (l = 0) | `nequip_learning_curve.py` |
+# | NequIP, l_max = 1 (notebook 07) | distances and directions: vector features | `nequip_learning_curve.py` |
 #
 # `load_shipped_model` rebuilds each model from its checkpoint (class and configuration are stored in it) and
 # returns the test errors recorded when it was trained.
@@ -234,7 +234,8 @@ for name in ("SchNet", "NequIP l=1"):
 #
 # $$\mathbf r(t+\Delta t) = \mathbf r + \Delta t\,\mathbf v + \frac{\Delta t^2}{2}\frac{\mathbf F(\mathbf r)}{m},
 # \qquad
-# \mathbf v(t+\Delta t) = \mathbf v + \frac{\Delta t}{2}\,\frac{\mathbf F(\mathbf r) + \mathbf F(\mathbf r(t+\Delta t))}{m}.$$
+# \mathbf v(t+\Delta t) = \mathbf v
+#   + \frac{\Delta t}{2}\,\frac{\mathbf F(\mathbf r) + \mathbf F(\mathbf r(t+\Delta t))}{m}.$$
 #
 # It needs **one** force call per step (the new forces are the next step's old ones), it is time-reversible
 # (run it backwards with $-\mathbf v$ and you return to the start), and it is *symplectic*: it exactly conserves
@@ -251,6 +252,7 @@ for name in ("SchNet", "NequIP l=1"):
 def velocity_verlet_step(pos, vel, forces, masses, dt, force_fn):
     """pos, vel, forces [N, d]; masses [N]; dt; force_fn(pos) -> [N, d]. Returns (new_pos, new_vel, new_forces)."""
     ### BEGIN SOLUTION
+    ### HINT: acc = forces / masses[:, None]; new positions first, then the new forces there, then the velocities
     acc = forces / masses[:, None]
     new_pos = pos + dt * vel + 0.5 * dt**2 * acc
     new_forces = force_fn(new_pos)
@@ -449,6 +451,7 @@ print(f"xTB reference: {len(reference)} frames")
 def distance_histogram(positions, edges):
     """positions [F, N, d], edges [B + 1] -> h [B]: pairs (i < j) per frame and per unit length."""
     ### BEGIN SOLUTION
+    ### HINT: i, j = np.triu_indices(N, k=1); the distances of every frame in one np.histogram; then divide
     positions = np.asarray(positions, dtype=np.float64)
     i, j = np.triu_indices(positions.shape[1], k=1)
     d = np.linalg.norm(positions[:, j] - positions[:, i], axis=-1)
@@ -677,7 +680,7 @@ for name, make in methods.items():
     a.calc = make()
     rng = np.random.default_rng(0)
     cpu = []
-    for k in range(3 if FAST else 20):
+    for _ in range(3 if FAST else 20):
         a.positions = a.positions + 1e-4 * rng.standard_normal(a.positions.shape)
         c0 = time.process_time()
         a.get_forces()
