@@ -11,7 +11,7 @@ command, the thread count and the load average, so the parts can run in separate
 Models: GFN2-xTB (``course_lib.simulate.molecules.xtb_calculator``, the reference) and the shipped
 checkpoints ``results/schnet_ethanol.pt`` (``schnet_molecules.py final``; default ``SchNet()``),
 ``results/nequip_curve_l0.pt`` and ``nequip_curve_l1.pt`` (``nequip_learning_curve.py``: 16 features, 3
-layers, 800 training frames), through :class:`course_lib.ase_calculator.ModelCalculator` in float64.
+layers, its largest training set), through :class:`course_lib.ase_calculator.ModelCalculator` in float64.
 ``--schnet`` / ``--nequip-l0`` / ``--nequip-l1`` point to other checkpoints.
 
 Protocol (the data's own, ``course_lib.simulate.molecules``): start from the first test frame of the xTB
@@ -334,11 +334,11 @@ def part_stability(args) -> dict:
 
 
 def _rel(path) -> str:
-    """A checkpoint path relative to the repository when it lies inside it (no absolute paths in results)."""
+    """A checkpoint path relative to the repository when it lies inside it, else its file name."""
     try:
         return str(Path(path).resolve().relative_to(HERE.parent))
     except ValueError:
-        return str(path)
+        return Path(path).name
 
 
 def main(argv=None) -> dict:

@@ -5,10 +5,12 @@
 
 What is timed: one call of ``atoms.get_forces()`` through the calculator that MD uses
 (:class:`course_lib.ase_calculator.ModelCalculator` for the learned models, ``xtb_calculator()`` of
-:mod:`course_lib.simulate.molecules` for GFN2-xTB), with the positions jittered by 1e-4 A before each call
-(nothing cached), median over ``--repeats`` calls after warm-up. Reported per system and method: wall-clock
-ms and CPU ms of this process (``time.process_time``; on the shared 2-core development machine the CPU
-time is the less load-dependent number, the wall time includes waiting for the other jobs).
+:mod:`course_lib.simulate.molecules` for GFN2-xTB), with the positions displaced randomly by 0.01 A (per
+component, around the starting structure) before each call, about one MD step of motion (nothing cached; xTB
+restarts its self-consistent iterations from the previous density, as in MD), median over ``--repeats`` calls
+after warm-up. Reported per system and method: wall-clock ms and CPU ms of this process
+(``time.process_time``; on the shared 2-core development machine the CPU time is the less load-dependent
+number, the wall time includes waiting for the other jobs).
 
 Systems:
 
@@ -69,6 +71,12 @@ TABLE_VI = [{"system": "toluene", "atoms": 15, "nequip_ms": 16, "reference": "CC
              "speed_up": 18028}]
 
 
+#: Random displacement (A, per component, around the starting structure) before every timed call: consecutive
+#: structures differ by ~0.014 A, about the motion of an H atom in one 0.5 fs step at 500 K. xTB starts its
+#: self-consistent iterations from the previous call's density, so much smaller changes would flatter it.
+JITTER = 0.01
+
+
 def water_cluster(n_molecules: int, seed: int = 0, spacing: float = 3.1) -> Atoms:
     """``n_molecules`` water molecules with random orientations on the grid sites nearest to the centre."""
     if n_molecules < 1:
@@ -106,13 +114,14 @@ def _median_ms(fn, repeats: int, warmup: int, sync=None) -> tuple[float, float]:
 
 
 def time_calculator(atoms: Atoms, calc, repeats: int, warmup: int = 3, sync=None) -> dict:
-    """Median time of ``atoms.get_forces()`` with ``calc``, positions jittered before each call."""
+    """Median time of ``atoms.get_forces()`` with ``calc``, positions displaced (``JITTER``) before each call."""
     atoms = atoms.copy()
     atoms.calc = calc
+    start = atoms.positions.copy()
     rng = np.random.default_rng(0)
 
     def call():
-        atoms.positions = atoms.positions + 1e-4 * rng.standard_normal(atoms.positions.shape)
+        atoms.positions = start + JITTER * rng.standard_normal(start.shape)
         atoms.get_forces()
 
     wall, cpu = _median_ms(call, repeats, warmup, sync)
@@ -141,11 +150,11 @@ def systems(quick: bool) -> dict[str, Atoms]:
 
 
 def _rel(path) -> str:
-    """A checkpoint path relative to the repository when it lies inside it (no absolute paths in results)."""
+    """A checkpoint path relative to the repository when it lies inside it, else its file name."""
     try:
         return str(Path(path).resolve().relative_to(HERE.parent))
     except ValueError:
-        return str(path)
+        return Path(path).name
 
 
 def load_models(args) -> dict:
@@ -153,8 +162,7 @@ def load_models(args) -> dict:
     models = {}
     for name, path in paths.items():
         model, payload = load_model(path, how_to_make=HOW_TO_MAKE[name])
-        models[name] = {"model": model, "path": _rel(path), "config": payload["config"],
-                        "metrics": payload.get("metrics", {})}
+        models[name] = {"model": model, "path": _rel(path), "config": payload["config"]}
     return models
 
 
@@ -183,7 +191,8 @@ def main(argv=None) -> dict:
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "load_average_start": os.getloadavg()},
         "dtype": args.dtype, "repeats": repeats,
-        "models": {k: {"path": v["path"], "config": v["config"], "metrics": v["metrics"]} for k, v in models.items()},
+        "models": {k: {"path": v["path"], "config": v["config"]} for k, v in models.items()},
+        "note": "the time of a call depends on the architecture (config) and the system, not on the weights",
         "table_vi": TABLE_VI, "systems": {},
     }
     for name, atoms in systems(args.quick).items():

@@ -105,8 +105,10 @@ print(f"fast mode: {FAST}; device for training-size work: {device}; MD runs on t
 #
 # ## 1. The trained models
 #
-# Three models trained on the same 800 ethanol frames of GFN2-xTB MD at 500 K (the course's data,
-# `data/README.md`), all with energy+force losses:
+# Three models trained on ethanol frames of GFN2-xTB MD at 500 K (the course's data, `data/README.md`), all with
+# energy+force losses: SchNet on the 800 frames of the training split, the two NequIP models (16 features per
+# irrep, 3 layers) on the largest training set of their learning curve in notebook 07, which differ only in
+# l_max:
 #
 # | model | what it sees | trained by (`benchmarks/`) |
 # |---|---|---|
