@@ -333,6 +333,12 @@ def part_stability(args) -> dict:
     return out
 
 
+def _sha256(path) -> str:
+    from course_lib.data import sha256_file
+
+    return sha256_file(Path(path))
+
+
 def _rel(path) -> str:
     """A checkpoint path relative to the repository when it lies inside it, else its file name."""
     try:
@@ -369,7 +375,8 @@ def main(argv=None) -> dict:
     args.stab_runs = [(float(t), float(ps)) for t, ps in (r.split(":") for r in runs.split(","))]
     res = {"command": " ".join(["python", "benchmarks/md_ethanol.py", *(argv if argv is not None else sys.argv[1:])]),
            "machine": machine(), "seed": args.seed,
-           "checkpoints": {k: _rel(getattr(args, k)) for k in ("schnet", "nequip_l0", "nequip_l1")}}
+           "checkpoints": {k: {"path": _rel(getattr(args, k)), "sha256": _sha256(getattr(args, k))}
+                           for k in ("schnet", "nequip_l0", "nequip_l1")}}
     t0 = time.perf_counter()
     res[args.part] = {"nve": part_nve, "nvt": part_nvt, "stability": part_stability}[args.part](args)
     res["total_wall_s"] = time.perf_counter() - t0

@@ -149,6 +149,12 @@ def systems(quick: bool) -> dict[str, Atoms]:
     return out
 
 
+def _sha256(path) -> str:
+    from course_lib.data import sha256_file
+
+    return sha256_file(Path(path))
+
+
 def _rel(path) -> str:
     """A checkpoint path relative to the repository when it lies inside it, else its file name."""
     try:
@@ -162,7 +168,7 @@ def load_models(args) -> dict:
     models = {}
     for name, path in paths.items():
         model, payload = load_model(path, how_to_make=HOW_TO_MAKE[name])
-        models[name] = {"model": model, "path": _rel(path), "config": payload["config"]}
+        models[name] = {"model": model, "path": _rel(path), "sha256": _sha256(path), "config": payload["config"]}
     return models
 
 
@@ -191,7 +197,7 @@ def main(argv=None) -> dict:
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "load_average_start": os.getloadavg()},
         "dtype": args.dtype, "repeats": repeats,
-        "models": {k: {"path": v["path"], "config": v["config"]} for k, v in models.items()},
+        "models": {k: {"path": v["path"], "sha256": v["sha256"], "config": v["config"]} for k, v in models.items()},
         "note": "the time of a call depends on the architecture (config) and the system, not on the weights",
         "table_vi": TABLE_VI, "systems": {},
     }
