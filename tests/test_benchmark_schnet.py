@@ -37,7 +37,6 @@ def test_quick_nequip_curve(tmp_path, one_thread):
     assert (tmp_path / "nequip_curve_l0.pt").exists()
 
 
-@pytest.mark.skipif(not (RESULTS / "schnet_final.json").exists(), reason="benchmark results not shipped")
 def test_shipped_schnet_results_match_the_checkpoint():
     from torch_geometric.loader import DataLoader
 

@@ -22,7 +22,12 @@ ones, rotations and reflections):
   :meth:`InvariantMPNN.fit_energy_scale`, so the network only learns an O(1) correction.
 
 The solution sketch uses ReLU; we use SiLU so the energy is smooth and its forces (-dE/dx, used
-for molecular dynamics in notebook 08) are continuous.
+for molecular dynamics in notebook 08) are continuous *while the neighbour list does not change*.
+Known limitation, kept because the shipped checkpoints were trained with it: the message
+phi_e(h_i, h_j, e_ij) is not multiplied by the cutoff function, so at r_ij = r_c it is
+phi_e(h_i, h_j, 0) != 0 and the energy jumps (by ~3e-3 for a lone +- pair with the shipped model) when
+a pair crosses the cutoff. Notebook 08 measures what this does to energy conservation; SchNet and
+NequIP multiply their filters / radial weights by the cutoff and have no such jump.
 """
 
 from __future__ import annotations

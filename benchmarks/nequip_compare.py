@@ -1,0 +1,190 @@
+"""The course's NequIP vs the official ``nequip`` package, on the same data, split and training budget.
+
+    python benchmarks/nequip_compare.py                # trains the course model (~10 min on 1 quiet core)
+    python benchmarks/nequip_compare.py --quick --out /tmp/cmp   # pipeline check (CI)
+
+The official side is ``benchmarks/nequip_official.py`` (run in its own environment, see
+``benchmarks/nequip_official.md``), whose results ``benchmarks/results/nequip_official.json`` this script
+reads. Here the course model (``course_lib.models.NequIP``) is trained with the protocol of that run:
+
+- data: the course's GFN2-xTB ethanol, train 800 / val 100 / test 100 frames (the same index files);
+- model: l_max = 1 with parity, 32 features, 3 interaction blocks, r_max = 4 Å, 8 Bessel functions with
+  fixed frequencies, polynomial envelope p = 6, radial MLP 2 x 64, SiLU gates, float32; hidden irreps
+  ``32x0e+32x1e+32x1o`` like the official ``parity=True`` model (it keeps the ``1e`` features that the
+  cross product of two ``1o`` vectors makes);
+- training: batch 5, Adam (lr 0.01), ReduceLROnPlateau(factor 0.8, patience 5) on the validation loss
+  after every epoch, loss = per-atom energy MSE + force-component MSE (weights 1 and 1; the official
+  package normalises them to 0.5 / 0.5, which Adam does not see), no EMA, no gradient clipping, 30 epochs
+  (4800 steps), the best-validation weights are tested; 1 training thread.
+
+It measures the test energy MAE (meV) and force MAE (meV/Å), the training throughput (frames/s, median
+step after a one-epoch warm-up) and the inference time of one ethanol (energy + forces, eager, 1 thread),
+and writes ``nequip_compare.json`` (both sides, the ratios, and every known difference) and
+``nequip_ethanol.pt`` (the trained course model, loaded by notebooks 07 and 08) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.loader import DataLoader
+
+from course_lib.datasets import load_molecules
+from course_lib.losses import molecule_errors, per_atom_energy_force_loss
+from course_lib.models import energy_and_forces
+from course_lib.models.nequip import NequIP
+from course_lib.train import evaluate, save_checkpoint
+from course_lib.utils import seed_everything
+
+HERE = Path(__file__).resolve().parent
+CONFIG = {"l_max": 1, "parity": True, "num_features": 32, "num_layers": 3, "r_max": 4.0, "num_bessel": 8, "p": 6,
+          "radial_hidden": (64, 64), "hidden_irreps": "32x0e+32x1e+32x1o", "bessel_trainable": False,
+          "gate": "silu"}
+DIFFERENCES = [
+    "loss weights 1.0 / 1.0 here, normalised to 0.5 / 0.5 by the official package (a constant factor)",
+    "energy shift: per-species least squares here; one per-atom mean in the official run (same total for one "
+    "composition such as ethanol)",
+    "scale: one force RMS for every species here; per-type force RMS in the official run",
+    "the official last block outputs scalars only and has no self-connection in its first block and no residual; "
+    "the course model keeps all hidden irreps in every block, with residuals where irreps allow",
+    "readout: 32 -> 16 -> 1 here, 32 -> 1 without bias in the official model",
+    "the official radial MLP has no biases and scales the Bessel features by 2 pi / r_max^2",
+    "validation batch 50 here, 10 in the official run (no effect on the numbers)",
+]
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+
+
+def inference_ms(model, graph, repeats: int = 200, warmup: int = 20) -> dict:
+    """Median time of energy + forces for one molecule (eager, batch of 1)."""
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list([graph])
+    model.eval()
+    times = []
+    for k in range(warmup + repeats):
+        t0 = time.perf_counter()
+        energy_and_forces(model, batch)
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    t = np.array(times) * 1000
+    return {"median_ms": float(np.median(t)), "p10_ms": float(np.percentile(t, 10)),
+            "p90_ms": float(np.percentile(t, 90)), "repeats": repeats, "warmup": warmup}
+
+
+def train(model, tr, va, epochs: int, seed: int, lr: float = 0.01, progress: bool = True):
+    """The official protocol: Adam, plateau scheduler on the validation loss, best-validation weights."""
+    from tqdm.auto import tqdm
+
+    tl = DataLoader(tr, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    vl = DataLoader(va, batch_size=50)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.8, patience=5)
+    best, best_state, curve, step_times = float("inf"), None, [], []
+    for epoch in tqdm(range(epochs), desc="course NequIP", disable=not progress):
+        model.train()
+        for batch in tl:
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = per_atom_energy_force_loss(model, batch)
+            loss.backward()
+            opt.step()
+            if epoch > 0:  # the first epoch is the warm-up
+                step_times.append(time.perf_counter() - t0)
+        val = evaluate(model, vl, per_atom_energy_force_loss, needs_grad=True)
+        sched.step(val)
+        curve.append({"epoch": epoch, "val_loss": val, "lr_after_epoch": opt.param_groups[0]["lr"]})
+        if val < best:
+            best, best_state, best_epoch = val, copy.deepcopy(model.state_dict()), epoch
+    model.load_state_dict(best_state)
+    return {"best_epoch": best_epoch, "val_curve": curve, "step_times": step_times, "steps": epochs * len(tl)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--quick", action="store_true", help="tiny data and 2 epochs (pipeline check)")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--official", default=str(HERE / "results" / "nequip_official.json"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    tr, va, te = (load_molecules("ethanol", s) for s in ("train", "val", "test"))
+    epochs = args.epochs
+    if args.quick:
+        tr, va, te, epochs = tr[:20], va[:10], te[:10], 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    at_start = machine()
+    seed_everything(args.seed)
+    model = NequIP(**CONFIG)
+    stats = model.fit_energy_scale(tr)
+    t0 = time.perf_counter()
+    log = train(model, tr, va, epochs, args.seed, progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    err = molecule_errors(model, DataLoader(te, batch_size=50))
+    with torch.no_grad():
+        pred = torch.cat([model(b) for b in DataLoader(te, batch_size=50)])
+    mean_err = 1000 * float((pred.double() - torch.cat([g.energy for g in te]).double()).mean())
+    step = np.array(log["step_times"]) if log["step_times"] else np.array([float("nan")])
+    ours = {
+        "test": {**err, "energy_mean_error_meV": mean_err},
+        "training": {"wall_s": wall, "steps": log["steps"], "epochs": epochs, "best_epoch": log["best_epoch"],
+                     "step_s_median": float(np.median(step)), "train_frames_per_s": 5.0 / float(np.median(step)),
+                     "val_curve": log["val_curve"]},
+        "inference_eager": inference_ms(model, te[0], repeats=20 if args.quick else 200),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": {**CONFIG, "radial_hidden": list(CONFIG["radial_hidden"])},
+        "avg_num_neighbors": float(stats["avg_num_neighbors"]),
+    }
+    res = {"command": "python benchmarks/nequip_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": at_start, "course": ours, "differences": DIFFERENCES}
+    official_path = Path(args.official)
+    if official_path.exists():
+        off = json.loads(official_path.read_text())
+        o_test = off["test"]["eager_recomputed"]
+        res["official"] = {
+            "version": off["versions"].get("nequip"), "parameters": off["model"]["parameters"],
+            "energy_mae_meV": o_test["energy_mae_meV"], "energy_mean_error_meV": o_test["energy_mean_error_meV"],
+            "force_mae_meV_A": o_test["forces_mae_meV_per_A"],
+            "train_frames_per_s": off["training"]["train_frames_per_s"],
+            "step_s_median": off["training"]["step_s_median"],
+            "inference_eager_ms": off["inference"]["eager"]["model"]["median_ms"],
+            "inference_compiled_ms": (off["inference"].get("aotinductor") or {}).get("model", {}).get("median_ms"),
+            "load_average": {"start": off.get("load_start"), "end": off.get("load_end")},
+        }
+        o = res["official"]
+        res["ratios_course_over_official"] = {
+            "force_mae": err["force_mae_meV_A"] / o["force_mae_meV_A"],
+            "energy_mae": err["energy_mae_meV"] / o["energy_mae_meV"],
+            "train_frames_per_s": ours["training"]["train_frames_per_s"] / o["train_frames_per_s"],
+            "inference_eager_ms": ours["inference_eager"]["median_ms"] / o["inference_eager_ms"],
+        }
+    res["machine"]["load_average_end"] = os.getloadavg()
+    save_checkpoint(out / "nequip_ethanol.pt", model, config=model.config,
+                    metrics={k: v for k, v in err.items() if isinstance(v, (int, float))})
+    (out / "nequip_compare.json").write_text(json.dumps(res, indent=2) + "\n")
+    print(f"course NequIP: energy MAE {err['energy_mae_meV']:.1f} meV, force MAE {err['force_mae_meV_A']:.1f} meV/A, "
+          f"{ours['training']['train_frames_per_s']:.1f} frames/s, "
+          f"inference {ours['inference_eager']['median_ms']:.1f} ms ({wall:.0f} s)")
+    if "official" in res:
+        print(f"official nequip: energy MAE {o['energy_mae_meV']:.1f} meV, force MAE {o['force_mae_meV_A']:.1f} meV/A, "
+              f"{o['train_frames_per_s']:.1f} frames/s, inference {o['inference_eager_ms']:.1f} ms")
+    return res
+
+
+if __name__ == "__main__":
+    main()
