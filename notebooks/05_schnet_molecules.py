@@ -92,7 +92,7 @@ print(f"fast mode: {FAST}; device: {device}")
 # | | notebook 01 (particles) | this notebook (molecules) |
 # |---|---|---|
 # | space | 2D periodic box | 3D open space |
-# | symmetries | permutations, periodic translations, square | E(3): translations, rotations, reflections; permutations |
+# | symmetries | permutations, periodic translations, square symmetries | E(3) (incl. reflections), permutations |
 # | node types | charge ±1 (a number) | element (H, C, O, ...): a learned **embedding** per atomic number $z$ |
 # | labels | energy | energy **and** forces $F_i = -\partial E/\partial R_i$ (3N numbers per frame) |
 # | units | reduced | eV, Å, eV/Å |
