@@ -137,7 +137,8 @@ class ModelCalculator(Calculator):
         for p in self.model.parameters():  # forces only need d/dpos
             p.requires_grad_(False)
         self._all_modules = list(self.model.modules())  # for a cheap training-mode check at every call
-        species = getattr(model, "species", None)
+        # the elements the model was trained on if it records them (NequIP), else its species table
+        species = getattr(model, "trained_species", None) or getattr(model, "species", None)
         self.species = None if species is None else tuple(sorted(int(z) for z in species))
         self.charges = None if charges is None else np.asarray(charges, dtype=np.float64).reshape(-1)
 

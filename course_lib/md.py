@@ -12,7 +12,8 @@ wrong:
   total energy is conserved, so this is an integration failure; in a thermostat run the thermostat
   changes it by ~k_B T per atom at most);
 - a bond stretched beyond ``max_bond_factor`` times the sum of the covalent radii of its two atoms
-  (bonds = pairs closer than 1.2 times that sum at the start; atoms with Z = 0, like the dummy "X"
+  (bonds = pairs closer than 1.2 times that sum at the start, or the pairs given as ``bonds=``; atoms with
+  Z = 0, like the dummy "X"
   particles of :func:`course_lib.ase_calculator.particles_to_atoms`, have no bonds).
 
 It returns an :class:`MDRecord`: times, potential / kinetic / total energy and temperature at every
@@ -37,15 +38,18 @@ from ase import Atoms, units
 from ase.data import covalent_radii
 from ase.geometry import find_mic
 
-__all__ = ["MDInstability", "MDRecord", "MDGuard", "run_md", "energy_drift", "energy_drift_per_ps", "time_unit_of"]
+__all__ = ["MDInstability", "MDRecord", "MDGuard", "run_md", "energy_drift", "energy_drift_per_ps", "time_unit_of",
+           "thermalize", "StabilityResult", "run_until_unstable"]
 
 
 class MDInstability(RuntimeError):
     """An MD run became unstable. Attributes: ``step`` (number of steps done when it was detected),
-    ``time`` (in ``time_unit``), ``time_unit`` and ``reason`` (what was detected)."""
+    ``time`` (in ``time_unit``), ``time_unit``, ``reason`` (what was detected) and ``record`` (the
+    :class:`MDRecord` of the steps before the failure when raised by :func:`run_md`, else ``None``)."""
 
     def __init__(self, step: int, time: float, time_unit: str, reason: str):
         self.step, self.time, self.time_unit, self.reason = int(step), float(time), time_unit, reason
+        self.record: MDRecord | None = None
         super().__init__(f"MD unstable at step {self.step} (t = {self.time:.6g} {time_unit}): {reason}. "
                          "Use a smaller timestep, start from a configuration like the training data, or check "
                          "that the model was trained on this kind of system")
@@ -131,10 +135,13 @@ class MDGuard:
         max_energy_change: largest allowed ``|E_tot - E_tot(start)|`` per atom (energy units of the
             calculator: eV or eps); ``None`` = no check.
         max_bond_factor: largest allowed bond length over the sum of covalent radii; ``None`` = no check.
+        bonds: the bonded pairs ``[(i, j), ...]`` to check (default: pairs closer than 1.2 x the sum of the
+            covalent radii at the start). Pass the bonds of the intact molecule when a run is continued
+            from a distorted structure, so that the same bonds are checked throughout.
     """
 
     def __init__(self, dyn, stride: int = 10, max_energy_change: float | None = 1.0,
-                 max_bond_factor: float | None = 2.0):
+                 max_bond_factor: float | None = 2.0, bonds=None):
         if stride < 1:
             raise ValueError("stride must be >= 1")
         self.dyn, self.atoms, self.stride = dyn, dyn.atoms, int(stride)
@@ -144,7 +151,9 @@ class MDGuard:
         self.record = MDRecord(self.time_unit, len(self.atoms))
         self.start_step = dyn.nsteps
         self.e0: float | None = None
-        self.bonds = self._find_bonds() if max_bond_factor is not None else None
+        self.bonds = None
+        if max_bond_factor is not None:
+            self.bonds = self._find_bonds() if bonds is None else self._given_bonds(bonds)
 
     def _find_bonds(self):
         z = self.atoms.numbers
@@ -153,6 +162,18 @@ class MDGuard:
         i, j = np.triu_indices(len(z), 1)
         ref = r[i] + r[j]
         keep = (ref > 0) & (d < 1.2 * ref)
+        return i[keep], j[keep], ref[keep]
+
+    def _given_bonds(self, bonds):
+        pairs = np.asarray(list(bonds), dtype=np.int64).reshape(-1, 2)
+        n = len(self.atoms)
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= n or np.any(pairs[:, 0] == pairs[:, 1])):
+            raise ValueError(f"bonds must be pairs (i, j) of different atom indices in 0..{n - 1}")
+        z = self.atoms.numbers
+        r = np.where(z > 0, covalent_radii[z], 0.0)
+        i, j = pairs[:, 0], pairs[:, 1]
+        ref = r[i] + r[j]
+        keep = ref > 0
         return i[keep], j[keep], ref[keep]
 
     def _distances(self, i, j):
@@ -208,7 +229,7 @@ class MDGuard:
 
 
 def run_md(dyn, steps: int, stride: int = 10, max_energy_change: float | None = 1.0,
-           max_bond_factor: float | None = 2.0) -> MDRecord:
+           max_bond_factor: float | None = 2.0, bonds=None) -> MDRecord:
     """Run ``steps`` steps of the ASE dynamics ``dyn`` under an :class:`MDGuard`; return the :class:`MDRecord`.
 
     Example (molecules, eV/Angstrom)::
@@ -223,23 +244,82 @@ def run_md(dyn, steps: int, stride: int = 10, max_energy_change: float | None = 
     units.kB, friction=1.0, fixcm=False)``; times in tau.
 
     Raises :class:`MDInstability` (with step and time) on NaN/inf, an energy change beyond
-    ``max_energy_change`` per atom, or a bond beyond ``max_bond_factor`` (see :class:`MDGuard`).
+    ``max_energy_change`` per atom, or a bond beyond ``max_bond_factor`` (see :class:`MDGuard`; ``bonds``:
+    the pairs to check, default the bonds of the starting structure).
     """
     if steps < 0:
         raise ValueError("steps must be >= 0")
-    guard = MDGuard(dyn, stride, max_energy_change, max_bond_factor)
+    guard = MDGuard(dyn, stride, max_energy_change, max_bond_factor, bonds)
     guard()  # the starting state
     dyn.attach(guard, interval=1)
     try:
         dyn.run(steps)
-    except MDInstability:
+    except MDInstability as err:
+        err.record = guard.record.finalize()
         raise
     except Exception as err:  # e.g. the model refusing NaN positions inside the integrator step
         if not np.all(np.isfinite(dyn.atoms.positions)):
             # the failing step had not been counted yet
             t = (float(dyn.get_time()) + float(dyn.dt)) / guard._t_per_unit
-            raise MDInstability(dyn.nsteps + 1, t, guard.time_unit, f"NaN/inf positions ({err})") from err
+            failure = MDInstability(dyn.nsteps + 1, t, guard.time_unit, f"NaN/inf positions ({err})")
+            failure.record = guard.record.finalize()
+            raise failure from err
         raise
     finally:
         dyn.observers[:] = [o for o in dyn.observers if o[0] is not guard]
     return guard.record.finalize()
+
+
+def thermalize(atoms: Atoms, temperature_K: float, seed: int = 0, zero_rotation: bool = True) -> Atoms:
+    """Maxwell-Boltzmann velocities at ``temperature_K`` (seeded), then zero total momentum and (for a
+    free molecule, ``zero_rotation=True``) zero angular momentum; returns ``atoms`` (changed in place).
+
+    Removing the drift and the rotation lowers the kinetic temperature slightly (6 fewer degrees of
+    freedom are excited); the Langevin thermostat restores it within ~1/friction.
+    """
+    import warnings
+
+    from ase.md import velocitydistribution as vd
+
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.28
+            vd.thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
+        else:
+            vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    vd.Stationary(atoms)
+    if zero_rotation:
+        vd.ZeroRotation(atoms)
+    return atoms
+
+
+@dataclass
+class StabilityResult:
+    """Outcome of :func:`run_until_unstable`: ``stable`` (True if the time limit was reached), ``time``
+    (time of the failure, or the full length, in ``time_unit``), ``steps`` (steps done), ``reason``
+    (the :class:`MDInstability` message's reason, ``None`` when stable) and ``record`` (the
+    :class:`MDRecord` up to the failure)."""
+
+    stable: bool
+    time: float
+    steps: int
+    time_unit: str
+    reason: str | None
+    record: MDRecord
+
+
+def run_until_unstable(dyn, max_steps: int, stride: int = 10, max_energy_change: float | None = None,
+                       max_bond_factor: float | None = 2.0, bonds=None) -> StabilityResult:
+    """Run ``dyn`` for ``max_steps`` steps or until the :class:`MDGuard` detects an unphysical structure.
+
+    The *stability time* of a potential (how long MD stays physical) is the time of the first bond
+    beyond ``max_bond_factor`` x the sum of the covalent radii, or of NaN/inf. The energy check is off by
+    default (``max_energy_change=None``): with a thermostat the total energy is not conserved anyway.
+    """
+    try:
+        rec = run_md(dyn, max_steps, stride=stride, max_energy_change=max_energy_change,
+                     max_bond_factor=max_bond_factor, bonds=bonds)
+    except MDInstability as err:
+        return StabilityResult(False, err.time, err.step, err.time_unit, err.reason, err.record)
+    return StabilityResult(True, float(rec.times[-1]), int(rec.steps[-1] - rec.steps[0]), rec.time_unit, None, rec)

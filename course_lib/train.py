@@ -5,7 +5,8 @@
 - :func:`save_checkpoint` / :func:`load_checkpoint` store only tensors and plain Python values, so a
   checkpoint loads with ``torch.load(weights_only=True)`` (no pickled code), and are stamped with
   the course_lib version and the model's configuration.
-- :func:`train_or_load` lets a CPU student load a shipped checkpoint instead of training for minutes.
+- :func:`train_or_load` lets a CPU student load a shipped checkpoint instead of training for minutes;
+  :func:`load_model` rebuilds a shipped model (class + config) from its checkpoint alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 
 from course_lib.utils import is_fast
 
-__all__ = ["History", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "train_or_load"]
+__all__ = ["History", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "train_or_load", "load_model",
+           "load_shipped_model", "MODEL_CLASSES"]
 
 
 @dataclass
@@ -221,3 +223,54 @@ def train_or_load(
         return {"config": dict(config or {}), "metrics": metrics, "loaded": False, "saved": False}
     save_checkpoint(path, model, config, metrics)
     return {"config": dict(config or {}), "metrics": metrics, "loaded": False, "saved": True}
+
+
+#: Energy-model classes that :func:`load_model` can rebuild from a checkpoint: class name -> "module:Class".
+MODEL_CLASSES = {
+    "SchNet": "course_lib.models.schnet:SchNet",
+    "NequIP": "course_lib.models.nequip:NequIP",
+    "InvariantMPNN": "course_lib.models.mpnn:InvariantMPNN",
+}
+
+
+def load_model(path: str | Path, how_to_make: str | None = None, map_location="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model saved in a checkpoint (its class and ``config``), load the weights, return
+    ``(model.eval(), payload)`` (``payload["metrics"]`` holds the test errors recorded at training).
+
+    A missing file raises ``FileNotFoundError`` that says how to make it (``how_to_make``, e.g. the
+    benchmark command that trains it); an unknown model class raises ``ValueError``.
+    """
+    import importlib
+
+    path = Path(path)
+    if not path.exists():
+        hint = f": {how_to_make}" if how_to_make else ""
+        raise FileNotFoundError(f"checkpoint {path} not found (is the repository checkout complete?); it is made "
+                                f"by a benchmark script{hint}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    name = payload.get("model_class")
+    if name not in MODEL_CLASSES:
+        raise ValueError(f"checkpoint {path} holds a {name!r}; load_model knows {sorted(MODEL_CLASSES)}")
+    module, cls_name = MODEL_CLASSES[name].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    model = cls(**payload["config"])
+    payload = load_checkpoint(path, model, map_location=map_location)
+    return model.eval(), payload
+
+
+def load_shipped_model(relpath: str, how_to_make: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """:func:`load_model` for a checkpoint shipped with the repository, e.g.
+    ``"benchmarks/results/schnet_ethanol.pt"`` (from the checkout, else the download cache).
+
+    When the file is neither in the checkout nor downloadable, raises ``FileNotFoundError`` naming the
+    command that makes it (``how_to_make``).
+    """
+    from course_lib.files import repo_file
+
+    try:
+        path = repo_file(relpath)
+    except RuntimeError as err:
+        make = f"; make it with `{how_to_make}`" if how_to_make else ""
+        raise FileNotFoundError(f"the shipped checkpoint {relpath} is not in this checkout and could not be "
+                                f"downloaded ({err}){make}") from err
+    return load_model(path, how_to_make=how_to_make)

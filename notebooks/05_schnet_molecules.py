@@ -39,7 +39,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 1. say what changes from particles in a box to molecules (species, open space, 3D) and what stays
 #    (invariance, locality, extensivity), and why per-species reference energies matter;
 # 2. write SchNet's Gaussian distance expansion and its continuous-filter convolution;
-# 3. train on energies **and** forces with the loss $\rho\,(E-\hat E)^2 + \frac1N\sum_i \lVert F_i + \partial \hat E/\partial R_i\rVert^2$,
+# 3. train on energies **and** forces with the loss
+#    $\rho\,(E-\hat E)^2 + \frac1N\sum_i \lVert F_i + \partial \hat E/\partial R_i\rVert^2$,
 #    and explain why forces are cheap extra labels (force error vs number of training frames);
 # 4. check that learned forces are O(3)- and permutation-equivariant and conserve energy in molecular dynamics;
 # 5. read learned species embeddings: do they rediscover the periodic table?
@@ -91,7 +92,7 @@ print(f"fast mode: {FAST}; device: {device}")
 # | | notebook 01 (particles) | this notebook (molecules) |
 # |---|---|---|
 # | space | 2D periodic box | 3D open space |
-# | symmetries | permutations, periodic translations, the 8 symmetries of the square | permutations of equal atoms, all translations, all rotations **and** reflections: E(3) |
+# | symmetries | permutations, periodic translations, square symmetries | E(3) (incl. reflections), permutations |
 # | node types | charge ±1 (a number) | element (H, C, O, ...): a learned **embedding** per atomic number $z$ |
 # | labels | energy | energy **and** forces $F_i = -\partial E/\partial R_i$ (3N numbers per frame) |
 # | units | reduced | eV, Å, eV/Å |
@@ -277,7 +278,8 @@ assert n_ours == n_pyg
 # the model's forces are $-\partial \hat E/\partial R_i$ by automatic differentiation, so they are
 # conservative by construction. SchNet's loss for one molecule is
 #
-# $$\ell = \rho\,(E - \hat E)^2 + \frac{1}{N}\sum_{i=1}^N \Big\lVert F_i + \frac{\partial \hat E}{\partial R_i}\Big\rVert^2 ,$$
+# $$\ell = \rho\,(E - \hat E)^2
+#   + \frac{1}{N}\sum_{i=1}^N \Big\lVert F_i + \frac{\partial \hat E}{\partial R_i}\Big\rVert^2 ,$$
 #
 # averaged over the molecules of a batch. $\rho$ trades energy against force accuracy (the paper
 # uses $\rho = 0.01$). Back-propagating the force term needs the derivative of a derivative:

@@ -426,3 +426,34 @@ def test_a_few_training_steps_on_ethanol_reduce_the_loss():
         losses.append(loss.item())
     print(f"energy + force loss: {losses[0]:.3f} -> {losses[-1]:.3f}")
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_untrained_species_are_refused_and_old_checkpoints_load(tmp_path):
+    from torch_geometric.data import Batch
+
+    from course_lib.data import make_graph
+    from course_lib.train import load_checkpoint, save_checkpoint
+
+    g = torch.Generator().manual_seed(0)
+    pos = torch.tensor([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [0.0, 1.2, 0.1]], dtype=torch.float64)
+    water_like = [make_graph(pos + 0.05 * torch.randn(3, 3, generator=g, dtype=torch.float64), dtype=torch.float64,
+                             z=torch.tensor([8, 1, 1]), energy=torch.randn(1, dtype=torch.float64),
+                             forces=torch.randn(3, 3, dtype=torch.float64)) for _ in range(3)]
+    model = NequIP(num_features=4, num_layers=1).double()
+    assert model.trained_species is None
+    model.fit_energy_scale(water_like)
+    assert model.trained_species == (1, 8)
+    model(Batch.from_data_list(water_like))  # trained species: fine
+    nitrogen = make_graph(pos, dtype=torch.float64, z=torch.tensor([7, 1, 1]))
+    with pytest.raises(ValueError, match=r"\[7\].*not in its training data"):
+        model(Batch.from_data_list([nitrogen]))
+    # a checkpoint without the record (written before it existed) loads as "unknown": no check
+    state = {k: v for k, v in model.state_dict().items() if k != "trained_mask"}
+    fresh = NequIP(num_features=4, num_layers=1).double()
+    fresh.load_state_dict(state)
+    assert fresh.trained_species is None
+    fresh(Batch.from_data_list([nitrogen]))
+    save_checkpoint(tmp_path / "m.pt", model, config=model.config)
+    again = NequIP(num_features=4, num_layers=1).double()
+    load_checkpoint(tmp_path / "m.pt", again)
+    assert again.trained_species == (1, 8)

@@ -486,6 +486,8 @@ class NequIP(nn.Module):
         S = len(self.species)
         self.register_buffer("shift", torch.zeros(S))  # per-species energy per atom (eV), index = species position
         self.register_buffer("scale", torch.ones(S))   # per-species scale of the network output (eV)
+        # species seen by fit_energy_scale (all False: not recorded, e.g. a fresh model or an old checkpoint)
+        self.register_buffer("trained_mask", torch.zeros(S, dtype=torch.bool))
 
     # -- inputs -----------------------------------------------------------------------------------
     def check_inputs(self, batch) -> None:
@@ -501,11 +503,28 @@ class NequIP(nn.Module):
         if z.dtype not in (torch.int64, torch.int32) or z.shape != (pos.shape[0],):
             raise ValueError(f"'z' must be an integer tensor of shape [{pos.shape[0]}], got dtype {z.dtype} "
                              f"and shape {tuple(z.shape)}")
-        self.embedding.index(z)  # raises for atomic numbers outside ``species``
+        idx = self.embedding.index(z)  # raises for atomic numbers outside ``species``
+        trained = self.trained_mask.to(idx.device)
+        if bool(trained.any()) and not bool(trained[idx].all()):
+            bad = sorted({int(zz) for zz, ok in zip(z.tolist(), trained[idx].tolist()) if not ok})
+            raise ValueError(f"atomic numbers {bad} are in this model's species table {self.species} but were not in "
+                             f"its training data (trained on {self.trained_species}): their embeddings are untrained, "
+                             "so the energies would be meaningless; train on data that contains them")
 
     def edges(self, batch):
         """(edge_index [2, E], edge_vec [E, 3] = r_j - r_i): all pairs closer than r_max, within each molecule."""
         return radius_graph(batch.pos, self.r_max, box=getattr(batch, "box", None), batch=_batch_of(batch))
+
+    @property
+    def trained_species(self) -> tuple[int, ...] | None:
+        """Atomic numbers present in the data of :meth:`fit_energy_scale` (``None``: not recorded)."""
+        z = [s for s, ok in zip(self.species, self.trained_mask.tolist()) if ok]
+        return tuple(z) if z else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the record existed load with trained_species = None (unknown)
+        state_dict.setdefault(prefix + "trained_mask", torch.zeros_like(self.trained_mask))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def avg_num_neighbors(self) -> float:
@@ -574,5 +593,6 @@ class NequIP(nn.Module):
         avg = max(n_edges / float(N.sum()), 1.0)
         self.shift.copy_(shift.to(self.shift))
         self.scale.fill_(scale)
+        self.trained_mask.copy_(present)
         self.avg_num_neighbors = avg
         return {"shift": self.shift.clone(), "scale": self.scale.clone(), "avg_num_neighbors": avg}

@@ -1,0 +1,115 @@
+"""The notebook-08 benchmarks (md_speed.py, md_ethanol.py) run end to end in quick mode and write their JSON.
+
+A tiny random SchNet checkpoint stands in for all three shipped models (the pipeline, not the numbers, is
+tested here), so the tests do not depend on the trained checkpoints.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib.datasets import load_molecules
+from course_lib.models.schnet import SchNet
+from course_lib.train import load_model, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = SchNet(hidden=16, filters=16, interactions=1, num_gaussians=10, cutoff=4.0)
+    model.fit_energy_scale(load_molecules("ethanol", "train")[:20])
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, config=model.config, metrics={"force_mae_meV_A": 1.0})
+    return str(path)
+
+
+def _models(path):
+    return ["--schnet", path, "--nequip-l0", path, "--nequip-l1", path]
+
+
+def test_load_model_rebuilds_the_checkpoint_and_a_missing_file_says_how_to_make_it(tiny_checkpoint, tmp_path):
+    model, payload = load_model(tiny_checkpoint)
+    assert isinstance(model, SchNet) and not model.training and payload["metrics"]["force_mae_meV_A"] == 1.0
+    assert model.species == (1, 6, 8)
+    with pytest.raises(FileNotFoundError, match="python make_it.py"):
+        load_model(tmp_path / "nope.pt", how_to_make="python make_it.py")
+    torch.save({"model_class": "Mystery", "config": {}}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match="Mystery"):
+        load_model(tmp_path / "odd.pt")
+
+
+def test_md_speed_quick(tmp_path, tiny_checkpoint, one_thread):
+    bench = _bench("md_speed")
+    res = bench.main(["--quick", "--repeats", "2", "--batch", "4", "--out", str(tmp_path), *_models(tiny_checkpoint)])
+    on_disk = json.loads((tmp_path / "md_speed.json").read_text())
+    assert set(on_disk["systems"]) == {"ethanol", "aspirin", "water_1", "water_3", "ethanol_batch"}
+    assert on_disk["systems"]["water_3"]["atoms"] == 9
+    assert res["systems"]["ethanol"]["schnet"]["cpu"]["cpu_ms"] > 0
+    assert res["systems"]["ethanol"]["xtb"]["cpu"]["wall_ms"] > 0
+    assert res["systems"]["ethanol_batch"]["schnet"]["cpu"]["molecules"] == 4
+
+
+def test_water_cluster_geometry():
+    bench = _bench("md_speed")
+    a = bench.water_cluster(10)
+    assert len(a) == 30 and a.get_chemical_symbols()[:3] == ["O", "H", "H"]
+    oh = np.linalg.norm(a.positions[1::3] - a.positions[0::3], axis=1)
+    assert np.allclose(oh, 0.96)
+    d = np.linalg.norm(a.positions[0::3][:, None] - a.positions[0::3][None], axis=-1)
+    assert np.min(d[np.triu_indices(10, 1)]) == pytest.approx(3.1)
+
+
+@pytest.mark.parametrize("part", ["nve", "nvt", "stability"])
+def test_md_ethanol_quick(part, tmp_path, tiny_checkpoint, one_thread):
+    bench = _bench("md_ethanol")
+    extra = ["--nve-ps", "0.004"] if part == "nve" else []
+    res = bench.main([part, "--quick", "--out", str(tmp_path), *_models(tiny_checkpoint), *extra])
+    on_disk = json.loads((tmp_path / f"md_ethanol_{part}.json").read_text())
+    assert on_disk["command"].startswith(f"python benchmarks/md_ethanol.py {part}")
+    if part == "nve":
+        assert {r["method"] for r in res["nve"]["rows"]} == {"xtb", "schnet", "nequip_l0", "nequip_l1"}
+        assert all("drift_eV_per_ps" in r or "failed" in r for r in res["nve"]["rows"])
+    elif part == "nvt":
+        floor = res["nvt"]["reference"]["noise_floor"]
+        assert set(floor) == {"distances", "co_bond", "dihedral"} and floor["dihedral"]["w1"] > 0
+        row = res["nvt"]["models"]["schnet"]
+        assert row["min_replica_distance_A"] > 40.0  # the replicas stay far apart
+        assert 0 <= row["vs_reference"]["co_bond"]["js"] <= 1
+    else:
+        (block,) = res["stability"]["runs"]
+        assert block["temperature_K"] == 500.0 and len(block["models"]["xtb"]["failure_time_fs"]) == 1
+        row = block["models"]["schnet"]
+        assert len(row["failure_time_fs"]) == 2 and row["metrics"]["force_mae_meV_A"] == 1.0
+
+
+def test_stability_removes_failed_replicas_and_continues(tmp_path):
+    """A potential that tears one replica apart: that replica fails, the other reaches the limit."""
+    bench = _bench("md_ethanol")
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class PullReplicaZero(Calculator):  # pulls atom 3 (the hydroxyl H) of replica 0 away; no forces elsewhere
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            f = np.zeros((len(self.atoms), 3))
+            if self.atoms.positions[:, 0].min() < 25.0:  # replica 0 is still in the system
+                f[3] = [0.0, 0.0, 20.0]
+            self.results = {"energy": 0.0, "forces": f}
+
+    res = bench.stability_run(PullReplicaZero, k=2, temperature=10.0, limit_ps=0.1, seed=0)
+    assert res["failure_time_fs"][0] is not None and res["failure_time_fs"][1] is None
+    assert res["stable_replicas"] == 1 and "stretched" in res["reasons"]["0"]
