@@ -221,7 +221,8 @@ def main(argv=None) -> dict:
             "train_frames_per_s": off["training"]["train_frames_per_s"],
             "step_s_median": off["training"]["step_s_median"],
             "inference_eager_ms": off["inference"]["eager"]["model"]["median_ms"],
-            "inference_compiled_ms": (off["inference"].get("aotinductor") or {}).get("model", {}).get("median_ms"),
+            "inference_compiled_ms": ((off["inference"].get("aotinductor") or {}).get("timing") or {})
+            .get("model", {}).get("median_ms"),
             "load_average": {"start": off.get("load_start"), "end": off.get("load_end")},
         }
         o = res["official"]
