@@ -29,8 +29,8 @@ import argparse
 import copy
 import json
 import os
-import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models import energy_and_forces
 from course_lib.models.nequip import NequIP
 from course_lib.train import evaluate, save_checkpoint
-from course_lib.utils import seed_everything
+from course_lib.utils import machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 CONFIG = {"l_max": 1, "parity": True, "num_features": 32, "num_layers": 3, "r_max": 4.0, "num_bessel": 8, "p": 6,
@@ -60,11 +60,6 @@ DIFFERENCES = [
     "the official radial MLP has no biases and scales the Bessel features by 2 pi / r_max^2",
     "validation batch 50 here, 10 in the official run (no effect on the numbers)",
 ]
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def inference_ms(model, graph, repeats: int = 200, warmup: int = 20) -> dict:
@@ -114,7 +109,8 @@ def train(model, tr, va, epochs: int, seed: int, lr: float = 0.01, progress: boo
 
 def retime(args) -> dict:
     """Training throughput (100 steps after 10 warm-up steps) and inference of the shipped course model."""
-    out = Path(args.out)
+    out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_nequip_compare_quick" if args.quick
+                                           else HERE / "results")
     path = out / "nequip_compare.json"
     res = json.loads(path.read_text())
     load_start = os.getloadavg()
@@ -137,17 +133,20 @@ def retime(args) -> dict:
         if k >= 10:
             times.append(time.perf_counter() - t0)
     step = float(np.median(times))
-    rerun = {"command": "python benchmarks/nequip_compare.py --timing-only", "threads": torch.get_num_threads(),
+    rerun = {"command": "python benchmarks/nequip_compare.py " + " ".join(args.argv),
+             "threads": torch.get_num_threads(),
              "load_average_start": load_start, "step_s_median": step, "train_frames_per_s": 5.0 / step,
              "inference_eager": inference_ms(model, te[0]), "load_average_end": os.getloadavg()}
     res["course"]["timing_rerun"] = rerun
-    official_timing = out / "nequip_official_timing.json"  # a short official run for timing on a quiet machine:
+    official_timing = Path(args.official).with_name("nequip_official_timing.json")  # a short official run:
     if official_timing.exists():  # nequip_official.py --epochs 3 --limit-train-batches 60 --no-compile
         off = json.loads(official_timing.read_text())
         res["timing_rerun_side_by_side"] = {
-            "note": "both measured minutes apart on a quiet machine (load ~1.3-1.5), 1 thread; the training-run "
-                    "numbers above were taken at loads 6-8 and are not comparable with each other",
-            "official": {"train_frames_per_s": off["training"]["train_frames_per_s"],
+            "note": "both measured minutes apart, 1 thread (load averages below); frames/s = 5 frames / median "
+                    "training step on both sides (the official JSON's own frames/s divides by wall time); the "
+                    "training-run numbers above were taken at loads 6-8 and are not comparable with each other",
+            "official": {"train_frames_per_s": 5.0 / off["training"]["step_s_median"],
+                         "train_frames_per_s_wall": off["training"]["train_frames_per_s"],
                          "step_s_median": off["training"]["step_s_median"],
                          "inference_eager_ms": off["inference"]["eager"]["model"]["median_ms"],
                          "load_average": [off["load_start"], off["load_end"]], "command": off["command"]},
@@ -169,7 +168,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="tiny data and 2 epochs (pipeline check)")
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/ (--quick: a temporary folder)")
     p.add_argument("--official", default=str(HERE / "results" / "nequip_official.json"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -177,6 +176,7 @@ def main(argv=None) -> dict:
                    help="re-time the trained course model (training steps and inference) without training, and "
                         "add the numbers with the load average to the existing nequip_compare.json")
     args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.timing_only:
         return retime(args)
@@ -184,9 +184,10 @@ def main(argv=None) -> dict:
     epochs = args.epochs
     if args.quick:
         tr, va, te, epochs = tr[:20], va[:10], te[:10], 2
-    out = Path(args.out)
+    out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_nequip_compare_quick" if args.quick
+                                           else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
-    at_start = machine()
+    at_start = machine_info()
     seed_everything(args.seed)
     model = NequIP(**CONFIG)
     stats = model.fit_energy_scale(tr)

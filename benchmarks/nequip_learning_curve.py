@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,17 +37,12 @@ from course_lib.datasets import load_molecules
 from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models.nequip import NequIP
 from course_lib.train import fit, save_checkpoint
-from course_lib.utils import seed_everything
+from course_lib.utils import machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 BATCH = 5
 LR = 0.01
 MIN_EPOCHS = 30
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def train_nequip(train, val, test, l_max: int, steps: int, seed: int, features: int, layers: int,
@@ -81,7 +76,7 @@ def main(argv=None) -> dict:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--molecule", default="ethanol")
     p.add_argument("--quick", action="store_true", help="tiny data and steps (pipeline check)")
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/ (--quick: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -91,11 +86,12 @@ def main(argv=None) -> dict:
         va, te = va[:10], te[:10]
     sizes = [int(s) for s in (args.sizes or ("10,20" if args.quick else "25,100,400")).split(",")]
     steps = args.steps or (10 if args.quick else 2000)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_nequip_curve_quick" if args.quick
+                                           else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
     res = {"command": cmd,
-           "machine": machine(), "molecule": args.molecule, "l_max": args.lmax, "features": args.features,
+           "machine": machine_info(), "molecule": args.molecule, "l_max": args.lmax, "features": args.features,
            "layers": args.layers, "batch_size": BATCH, "lr": LR, "steps_per_run": steps, "sizes": sizes,
            "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)", "runs": []}
     path = out / f"nequip_curve_l{args.lmax}.json"

@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -37,17 +37,12 @@ from course_lib.datasets import MOLECULES, load_molecules
 from course_lib.losses import energy_force_loss, molecule_errors
 from course_lib.models.schnet import SchNet
 from course_lib.train import fit, save_checkpoint
-from course_lib.utils import seed_everything
+from course_lib.utils import machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 RHO = 0.01  # the SchNet paper's trade-off between energies (eV^2) and forces ((eV/Å)^2)
 BATCH = 10
 EMBEDDING_STD = 0.1  # start of the species embeddings of the g2 model (see part_g2)
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def train_schnet(train, val, test, steps: int, seed: int, forces: bool = True, rho: float = RHO,
@@ -92,7 +87,7 @@ def _split(name: str, quick: bool):
 
 
 def part_final(args, out: Path) -> dict:
-    res = {"command": _command(args), "machine": machine(), "rho": RHO, "batch_size": BATCH,
+    res = {"command": _command(args), "machine": machine_info(), "rho": RHO, "batch_size": BATCH,
            "steps": args.steps, "model": SchNet().config, "molecules": {}}
     for name in args.molecules.split(","):
         tr, va, te = _split(name, args.quick)
@@ -113,7 +108,7 @@ def part_final(args, out: Path) -> dict:
 def part_curve(args, out: Path) -> dict:
     tr, va, te = _split("ethanol", args.quick)
     sizes = [int(s) for s in args.sizes.split(",")]
-    res = {"command": _command(args), "machine": machine(), "molecule": "ethanol", "rho": RHO,
+    res = {"command": _command(args), "machine": machine_info(), "molecule": "ethanol", "rho": RHO,
            "batch_size": BATCH, "steps_per_run": args.steps, "epoch_steps": 100, "sizes": sizes,
            "runs": {m: [] for m in args.modes.split(",")}}
     for mode in args.modes.split(","):
@@ -147,7 +142,7 @@ def part_g2(args, out: Path) -> dict:
                                     embedding_std=EMBEDDING_STD)
     train_err = molecule_errors(model, DataLoader(tr, batch_size=50))
     species = sorted({int(z) for g in tr for z in g.z})
-    res = {"command": _command(args), "machine": machine(), "rho": RHO, "batch_size": BATCH, "steps": args.steps,
+    res = {"command": _command(args), "machine": machine_info(), "rho": RHO, "batch_size": BATCH, "steps": args.steps,
            "model": model.config, "species": species, **err, "train_errors": train_err, "n_train": len(tr),
            "split": "by molecule: test molecules are unseen", "embedding_init_std": EMBEDDING_STD,
            "epochs_run": len(hist.train),
@@ -173,7 +168,7 @@ def main(argv=None) -> dict:
     p.add_argument("--sizes", default=None, help="training-set sizes of the curve (comma-separated)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     p.add_argument("--quick", action="store_true", help="tiny data and steps (pipeline check)")
-    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/ (--quick: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -183,7 +178,8 @@ def main(argv=None) -> dict:
         args.steps = 20 if args.quick else {"final": 20000, "curve": 3000, "g2": 15000}[args.part]
     if args.sizes is None:
         args.sizes = "10,20" if args.quick else "25,50,100,200,400,800"
-    out = Path(args.out)
+    out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_schnet_quick" if args.quick
+                                           else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
     return {"final": part_final, "curve": part_curve, "g2": part_g2}[args.part](args, out)
 

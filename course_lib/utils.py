@@ -73,3 +73,13 @@ def doctor(print_it: bool = True) -> str:
     if print_it:
         print(line)
     return line
+
+
+def machine_info(**extra) -> dict:
+    """Where a benchmark ran: platform, processor, torch version, torch threads, CPU count and the load
+    average (timings on a shared machine swing with load, so every results file records it)."""
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg()}
+    info.update(extra)
+    return info

@@ -156,7 +156,7 @@ plt.show()
 # * subtract **isolated-atom energies** (computed with the same method): what is left is the
 #   atomisation energy, still several eV but physically meaningful;
 # * fit **per-species shifts** $\mu_z$ by least squares on the element counts of the training set and
-#   let the network predict $E = \sum_i ig(s\,\epsilon_i + \mu_{z_i}ig)$ (`SchNet.fit_energy_scale`).
+#   let the network predict $E = \sum_i \big(s\,\epsilon_i + \mu_{z_i}\big)$ (`SchNet.fit_energy_scale`).
 #   For a single molecule all frames have the same element counts, so this only removes the mean
 #   energy (how it splits between H, C and O is arbitrary); on the multi-molecule set of section 8 it
 #   separates the elements.
@@ -207,7 +207,7 @@ e = nb05.gaussian_expansion(r, mu, model.rbf.gamma)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 axes[0].plot(r, e[:, ::5])
 axes[0].set_xlabel("r (Å)")
-axes[0].set_title("every 5th Gaussian $e_k(r)$")
+axes[0].set_title(f"every 5th Gaussian $e_k(r)$, gamma = {model.rbf.gamma:.0f} / Å²")
 axes[1].imshow(nb05.gaussian_expansion(torch.tensor([0.96, 1.09, 1.43, 2.1, 3.5]), mu, model.rbf.gamma),
                aspect="auto", cmap="viridis")
 axes[1].set_yticks(range(5), ["O-H 0.96", "C-H 1.09", "C-O 1.43", "C...H 2.1", "3.5"])
@@ -308,7 +308,7 @@ check("05.force_loss", force_loss)
 
 # %% [markdown]
 # A short training run with the reference loss (`course_lib.losses.energy_force_loss`, identical to
-# the exercise). On two CPU cores SchNet takes about 15 ms per batch of 10 ethanol frames, so a good
+# the exercise). On one quiet CPU thread SchNet takes about 15 ms per batch of 10 ethanol frames, so a good
 # model needs minutes; the shipped model (`benchmarks/schnet_molecules.py final`, 20 000 steps on
 # the 800 training frames) is loaded right after.
 
@@ -375,7 +375,8 @@ print("made by:", final["command"], f"({final['machine']['threads']} thread)")
 #
 # With $N$ atoms a frame carries $3N$ force components but one energy. Does it pay to train on them?
 # The benchmark trained SchNet on ethanol with 25 to 800 frames, once on energies only and once on
-# energies and forces ($\rho = 0.01$), for the same number of optimizer steps, and measured the
+# energies and forces ($\rho = 0.01$), with the same budget of optimizer steps (early stopping on the
+# validation loss ended a few small energy-only runs sooner), and measured the
 # **force** error on the test set.
 
 # %%
@@ -485,6 +486,8 @@ for dt, rec in records.items():
           f"{1000 * np.ptp(rec.potential) / rec.n_atoms:.0f} meV/atom)")
 ratio = records[0.5].max_energy_error() / records[0.25].max_energy_error()
 print(f"halving dt divides the energy error by {ratio:.1f} (velocity Verlet: about 4)")
+assert 3.0 < ratio < 5.0, "the NVE energy error should scale as dt^2"
+assert all(rec.max_energy_error() < 0.1 * np.ptp(rec.potential) / rec.n_atoms for rec in records.values())
 
 # %% [markdown]
 # The potential energy swings by tens of meV per atom as the bonds vibrate, while the total energy
@@ -549,15 +552,16 @@ print(f"mean embedding distance: same group {np.mean(same):.2f}, different group
 # numbers above). Three reasons, each a lesson about what embeddings can learn:
 #
 # * **Data.** The paper's model saw tens of thousands of crystals; ours saw ~750 conformers of 94
-#   small molecules, and elements such as Li, B, Na, Al or P appear in 2-3 of them (the atom counts
-#   printed above). An element seen in two molecules can only be placed by those two molecules.
+#   small molecules, and elements such as Li, B, Na, Al or P appear in 2-3 of them (`data/README.md`
+#   lists the molecules per element; the atom counts are printed above). An element seen in two
+#   molecules can only be placed by those two molecules.
 # * **The shifts absorb the chemistry that is easiest to learn.** The per-species reference energies
 #   $\mu_z$ already carry each element's largest energy contribution, so the embedding only needs to
 #   encode how an element modifies its neighbours' energies.
 # * **Initialisation.** PyG and the paper start the embeddings from $\mathcal N(0, 1)$ in 64
-#   dimensions (norm ≈ 8). Trained from there (an earlier run of the benchmark) the embeddings moved
-#   by only 0.3-1.8 and the picture showed the random start; the shipped model therefore starts them at
-#   standard deviation 0.1, so that what is plotted is what was learned.
+#   dimensions (norm ≈ 8). Trained from there (an earlier run of the benchmark, whose checkpoint is not
+#   shipped) the embeddings moved by only 0.3-1.8 and the picture showed the random start; the shipped
+#   model therefore starts them at standard deviation 0.1, so that what is plotted is what was learned.
 #
 # Try it: train the g2 model longer (`python benchmarks/schnet_molecules.py g2 --steps 60000 --out /tmp/g2`)
 # and load that checkpoint instead; do the groups appear?

@@ -780,7 +780,7 @@ with torch.no_grad():
 #   sigmoid, multiply the copies with $l > 0$ (the gates); the scalars get an ordinary activation (odd for
 #   `0o`). e3nn's `Gate` refuses an activation that is neither odd nor even on `0o` inputs.
 #
-# We compare them on features of type `4x0e + 2x0o + 2x1o + 2x1e + 1x2e` (21 numbers per node).
+# We compare them on features of type `4x0e + 2x0o + 2x1o + 2x1e + 1x2e` (23 numbers per node).
 
 # %% [markdown]
 # ### Exercise `06.norm_activation` (2 points)

@@ -220,6 +220,10 @@ for name, f in {"polynomial envelope p=6": lambda x: polynomial_envelope(x, R_MA
                 "cosine cutoff": lambda x: cosine_cutoff(x, R_MAX)}.items():
     v, d1, d2 = derivatives_at_cutoff(f)
     print(f"{name:24s} at r_c: u = {v:+.1e}, u' = {d1:+.1e}, u'' = {d2:+.1e}")
+# the envelope's u, u', u'' -> 0 as r -> r_c (u'' linearly in the distance to r_c); the cosine's u'' does not
+env = [derivatives_at_cutoff(lambda x: polynomial_envelope(x, R_MAX, 6), eps) for eps in (1e-4, 1e-5)]
+assert abs(env[1][0]) < 1e-12 and abs(env[1][1]) < 1e-7 and abs(env[1][2]) < 0.2 * abs(env[0][2])
+assert abs(derivatives_at_cutoff(lambda x: cosine_cutoff(x, R_MAX), 1e-5)[2]) > 0.1
 
 # %% [markdown]
 # The library's `BesselRBF` is this basis (with trainable frequencies that start at $n\pi/r_c$). It refuses
@@ -251,7 +255,8 @@ except ValueError as err:
 # With `parity=True` they are labelled `1x0e+1x1o+1x2e`: $Y^l(-\mathbf x) = (-1)^l\,Y^l(\mathbf x)$. The
 # property NequIP relies on is $Y(R\mathbf x) = D(R)\,Y(\mathbf x)$ for every rotation **and reflection**
 # $R$, where $D(R)$ is the Wigner-D matrix of the irreps (block-diagonal, one block per $l$).
-# `nb07.wigner_D(irreps, R)` builds it with e3nn, and `nb07.irreps_equivariance_error(fn, inputs,
+# `course_lib.irreps.wigner_D(irreps, R)` builds it with e3nn (notebook 06), and
+# `nb07.irreps_equivariance_error(fn, inputs,
 # irreps_in, irreps_out, R)` measures $\max |f(D_{in} x) - D_{out} f(x)|$; Cartesian inputs such as bond
 # vectors are marked `"xyz"` (they are rotated by $R$ itself).
 

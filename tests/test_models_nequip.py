@@ -14,6 +14,7 @@ from torch_geometric.data import Batch
 from course_lib import symmetry as S
 from course_lib.data import make_graph
 from course_lib.datasets import load_molecules
+from course_lib.irreps import wigner_D
 from course_lib.models import NequIP, energy_and_forces
 from course_lib.models.nequip import (
     ConvolutionBlock,
@@ -61,14 +62,8 @@ def _rand_rotation(det, seed):
 
 
 def _D(irreps, R):
-    """Wigner-D matrix of ``irreps`` for the float64 matrix ``R``, computed in float64 (e3nn builds its
-    generators in the default dtype)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        return o3.Irreps(irreps).D_from_matrix(R)
-    finally:
-        torch.set_default_dtype(old)
+    """Wigner-D matrix of ``irreps`` for ``R``, float64 (course_lib.irreps; e3nn alone works in the default dtype)."""
+    return wigner_D(irreps, R)
 
 
 # -- radial basis and envelope -----------------------------------------------------------------------------

@@ -26,12 +26,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from course_lib import irreps as _irreps
 from course_lib import symmetry as S
 from course_lib.checks import exercise
 from course_lib.models.mpnn import scatter_sum
 from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
 
-__all__ = ["radial_basis", "convolution", "gate", "wigner_D", "irreps_equivariance_error"]
+__all__ = ["radial_basis", "convolution", "gate", "irreps_equivariance_error"]
 
 
 # ------------------------------------------------------------------------- reference solutions
@@ -96,38 +97,13 @@ def _default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def wigner_D(irreps, R: torch.Tensor) -> torch.Tensor:
-    """The block-diagonal Wigner-D matrix [dim, dim] of ``irreps`` for a 3x3 orthogonal matrix ``R``
-    (rotation or improper), in float64: ``x -> x @ wigner_D(irreps, R).T`` rotates features laid out as
-    ``irreps``. For ``irreps = "1x1o"`` it is ``R`` itself in e3nn's (y, z, x) basis."""
-    from e3nn import o3
-
-    with _default_dtype(torch.float64):
-        return o3.Irreps(irreps).D_from_matrix(torch.as_tensor(R, dtype=torch.float64))
-
-
 def irreps_equivariance_error(fn, inputs, irreps_in, irreps_out, R) -> float:
-    """max |fn(D_in x) - D_out fn(x)| / max(1, max |D_out fn(x)|) for a function of several tensors.
-
-    ``inputs``: a tuple of tensors; ``irreps_in``: one per input: irreps (features in e3nn's layout),
-    ``"xyz"`` for Cartesian positions or vectors (rotated by ``R`` itself: e3nn's ``1o`` basis is ordered
-    (y, z, x)), or ``None`` for an input that does not transform (edge indices); ``irreps_out``: of the output.
-    """
-    R = torch.as_tensor(R, dtype=torch.float64)
-    moved = []
-    for x, irreps in zip(inputs, irreps_in):
-        if irreps is None:
-            moved.append(x)
-        elif isinstance(irreps, str) and irreps == "xyz":
-            moved.append(x @ R.to(x.dtype).T)
-        else:
-            D = wigner_D(irreps, R).to(x.dtype)
-            moved.append(x @ D.T)
+    """:func:`course_lib.irreps.irreps_equivariance_error`, with ``"xyz"`` accepted for Cartesian positions
+    and vectors (the irreps ``1o``: e3nn orders its components as (x, y, z), so ``D(R) = R``) and ``None``
+    for inputs that do not transform (edge indices)."""
+    irreps_in = tuple("1o" if isinstance(ir, str) and ir == "xyz" else ir for ir in irreps_in)
     with torch.no_grad():
-        out, out_g = fn(*inputs), fn(*moved)
-    expected = out.double() @ wigner_D(irreps_out, R).T
-    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
-    return float((out_g.double() - expected).abs().max()) / scale if expected.numel() else 0.0
+        return _irreps.irreps_equivariance_error(fn, tuple(inputs), irreps_in, irreps_out, R)
 
 
 def _close(a, b, atol=1e-9, rtol=1e-7) -> bool:

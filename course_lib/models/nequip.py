@@ -41,9 +41,9 @@ radial basis, the convolution and the gate and compares them with these):
   choice and the default here; set it to False to keep the textbook formula).
 - :class:`SphericalHarmonicEdgeAttrs`: real spherical harmonics of the *unit* bond vector, in e3nn's
   ``"component"`` normalisation: ``sum_m Y^l_m(x)^2 = 2l + 1`` for a unit ``x`` (each component
-  has mean square 1 over the sphere; ``Y^0 = 1``). e3nn orders the components of ``l = 1`` as
-  ``(y, z, x)`` times sqrt(3), but its Wigner-D matrices (``Irreps.D_from_matrix``) use the same basis,
-  and that is all equivariance needs.
+  has mean square 1 over the sphere; ``Y^0 = 1``). e3nn (0.6) orders the components of ``l = 1`` as
+  ``(x, y, z)`` times sqrt(3), so ``D^{1o}(R) = R`` (checked in ``tests/test_irreps.py``); equivariance only
+  needs the harmonics and ``Irreps.D_from_matrix`` to use the same basis, which they do.
 - :class:`ConvolutionBlock`: the equivariant convolution. For each pair of an input irrep ``l_1``
   (channel u) and a spherical harmonic ``l_2`` and each ``l_3`` in ``|l_1 - l_2| .. l_1 + l_2`` that is
   kept in the output ("uvu": channel u stays channel u, one path per input channel)::
@@ -485,7 +485,8 @@ class NequIP(nn.Module):
         self.readout = nn.Sequential(o3.Linear(irreps, hidden_scalars), o3.Linear(hidden_scalars, "1x0e"))
         S = len(self.species)
         self.register_buffer("shift", torch.zeros(S))  # per-species energy per atom (eV), index = species position
-        self.register_buffer("scale", torch.ones(S))   # per-species scale of the network output (eV)
+        # scale of the network output (eV): one value (the force RMS), stored per species like ``shift``
+        self.register_buffer("scale", torch.ones(S))
         # species seen by fit_energy_scale (all False: not recorded, e.g. a fresh model or an old checkpoint)
         self.register_buffer("trained_mask", torch.zeros(S, dtype=torch.bool))
 
