@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import torch
 
+from course_lib.graph import batch_of, num_graphs, scatter_sum
 from course_lib.models import energy_and_forces
-from course_lib.models.mpnn import _batch_of, _num_graphs, scatter_sum
 
 __all__ = ["energy_force_loss", "per_atom_energy_force_loss", "molecule_errors"]
 
 
 def _per_graph_force_sq(force_err: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum_i ||dF_i||^2 per graph [G], atoms per graph [G])."""
-    b = _batch_of(batch)
-    G = _num_graphs(batch)
+    b = batch_of(batch)
+    G = num_graphs(batch)
     sq = scatter_sum((force_err ** 2).sum(-1), b, G)
     n = scatter_sum(torch.ones_like(b, dtype=force_err.dtype), b, G)
     return sq, n

@@ -67,8 +67,8 @@ Any other mismatch raises ``ValueError`` naming the expected and the actual hash
 
 Fixtures
 --------
-:mod:`course_lib.public_datasets_fixtures` writes tiny archives in exactly these layouts from the course's own
-GFN2-xTB data; the tests load them offline. They are course-made and not rMD17 or QM9 data.
+The test helper ``tests/public_datasets_fixtures.py`` writes tiny archives in exactly these layouts from
+the course's own GFN2-xTB data; the tests load them offline. They are course-made and not rMD17 or QM9 data.
 """
 
 from __future__ import annotations

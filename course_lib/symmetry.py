@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from course_lib.graph import batch_of, num_graphs
 from course_lib.neighbors import minimum_image
 
 __all__ = [
@@ -240,18 +241,6 @@ def check_group_axioms(elements: Sequence[torch.Tensor], atol: float = 1e-9) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def _batch_vector(data) -> torch.Tensor:
-    b = getattr(data, "batch", None)
-    if b is None:
-        return torch.zeros(data.num_nodes, dtype=torch.long, device=data.pos.device)
-    return b
-
-
-def _num_graphs(data) -> int:
-    n = getattr(data, "num_graphs", None)
-    return int(n) if n is not None else 1
-
-
 def _per_node(values: torch.Tensor, batch: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast per-graph rows ``values [G, d]`` to a node field ``like [N, ..., d]``."""
     v = values[batch]
@@ -329,11 +318,11 @@ class Transform:
         if kind == "pseudoscalar" and self.R is not None:
             out = out * self.det
         if kind == "position":
-            batch = _batch_vector(data) if data is not None else torch.zeros(len(out), dtype=torch.long)
+            batch = batch_of(data) if data is not None else torch.zeros(len(out), dtype=torch.long)
             if self.t is not None:
                 t = self.t.to(out.device).reshape(-1, out.shape[-1])
                 if t.shape[0] == 1:
-                    t = t.expand(_num_graphs(data) if data is not None else 1, -1)
+                    t = t.expand(num_graphs(data) if data is not None else 1, -1)
                 out = out + _per_node(t, batch, out)
             box = getattr(data, "box", None) if data is not None else None
             if self.wrap and box is not None:
@@ -347,7 +336,7 @@ class Transform:
     def kinds_for(self, data, field_kinds: dict[str, str] | None = None) -> dict[str, str]:
         """The kind of every tensor field of ``data``; raises for a node field of unknown kind."""
         kinds = {**FIELD_KINDS, **self.field_kinds, **(field_kinds or {})}
-        n, G = data.num_nodes, _num_graphs(data)
+        n, G = data.num_nodes, num_graphs(data)
         out = {}
         for key in data.keys():
             val = data[key]
@@ -435,7 +424,7 @@ def periodic_translation(box: torch.Tensor, generator=None) -> Transform:
 def permutation(data, generator=None) -> Transform:
     """A random permutation of the nodes within each graph of ``data`` (a Data or a Batch)."""
     g = _gen(generator)
-    batch = _batch_vector(data).cpu()
+    batch = batch_of(data).cpu()
     perm = torch.empty(data.num_nodes, dtype=torch.long)
     for b in torch.unique(batch):
         idx = torch.nonzero(batch == b).flatten()
@@ -583,7 +572,7 @@ def equivariance_error(
     f_x = fn(x)  # gradients stay enabled: fn may compute forces by autograd
     f_gx = fn(gx)
     if output is None and isinstance(f_x, torch.Tensor):
-        if f_x.dim() == 1 and f_x.shape[0] == _num_graphs(x):
+        if f_x.dim() == 1 and f_x.shape[0] == num_graphs(x):
             output = "invariant"
         else:
             raise ValueError(
@@ -613,7 +602,7 @@ def equivariance_error(
         diff = got.detach().to(torch.float64) - expected
         box = getattr(x, "box", None)
         if kind == "position" and box is not None:
-            batch = _batch_vector(x)
+            batch = batch_of(x)
             if transform.perm is not None:
                 batch = batch[transform.perm]
             diff = minimum_image(diff, _per_node(box.to(torch.float64).reshape(-1, diff.shape[-1]), batch, diff))
@@ -758,7 +747,7 @@ def find_symmetry_breaking(
         node = a.dim() >= 1 and a.shape[0] == n
         perm = transform.perm if (node and transform.perm is not None) else None
         ap = a[perm] if perm is not None else a
-        if transform.perm is None or node or a.shape[0] == _num_graphs(data):
+        if transform.perm is None or node or a.shape[0] == num_graphs(data):
             hyps["invariant"] = float((b - ap).abs().max()) / scale
         if a.shape[-1] == d and transform.R is not None:
             hyps["vector"] = float((b - ap @ transform.R.T).abs().max()) / scale

@@ -2,8 +2,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/00_symmetry_primer.ipynb)
 
 # %% tags=["course-setup"]
-# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
-# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+# Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
 import subprocess
 import sys
 
@@ -63,9 +63,7 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
-from course_lib.checks import check
 from course_lib.data import make_graph
-from course_lib.exercises import nb00
 from course_lib.models import energy_and_forces
 from course_lib.symmetry import (
     assert_equivariant,
@@ -88,6 +86,8 @@ from course_lib.symmetry import (
     standard_transforms,
     translation,
 )
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb00
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%

@@ -2,8 +2,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/01_invariant_mpnn_energy.ipynb)
 
 # %% tags=["course-setup"]
-# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
-# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+# Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
 import subprocess
 import sys
 
@@ -63,14 +63,15 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from course_lib import symmetry as S
-from course_lib.checks import check
 from course_lib.datasets import load_particles, repo_file
-from course_lib.exercises import nb01
+from course_lib.graph import scatter_sum
 from course_lib.models import energy_and_forces
 from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP
-from course_lib.models.mpnn import InvariantMPNN, scatter_sum
+from course_lib.models.mpnn import InvariantMPNN
 from course_lib.neighbors import radius_graph
 from course_lib.simulate import particles2d as sim
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb01
 from course_lib.train import evaluate, fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

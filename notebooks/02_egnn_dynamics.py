@@ -2,8 +2,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/02_egnn_dynamics.ipynb)
 
 # %% tags=["course-setup"]
-# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
-# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+# Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
 import subprocess
 import sys
 
@@ -70,14 +70,15 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from course_lib import symmetry as S
-from course_lib.checks import check
 from course_lib.crystal import rollout_position_errors, total_momentum
 from course_lib.datasets import load_particles, repo_file, trajectory_pairs
-from course_lib.exercises import nb02
+from course_lib.graph import scatter_sum
 from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
 from course_lib.models.egnn import EGNN, RolloutError, fully_connected_edges, next_step_loss, rollout, step_as_data
-from course_lib.models.mpnn import mlp, scatter_sum
+from course_lib.models.mpnn import mlp
 from course_lib.neighbors import minimum_image
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb02
 from course_lib.train import fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

@@ -2,8 +2,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/06_irreps_tensor_products.ipynb)
 
 # %% tags=["course-setup"]
-# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
-# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+# Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
 import subprocess
 import sys
 
@@ -75,9 +75,7 @@ from e3nn.nn import FullyConnectedNet, Gate, NormActivation
 from torch import nn
 from torch_geometric.data import Data
 
-from course_lib.checks import check
 from course_lib.data import make_graph
-from course_lib.exercises import nb06
 from course_lib.irreps import (
     assert_irreps_equivariant,
     assert_irreps_not_equivariant,
@@ -95,6 +93,8 @@ from course_lib.symmetry import (
     reflection_matrix,
     standard_transforms,
 )
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb06
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%

@@ -2,8 +2,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/07_nequip.ipynb)
 
 # %% tags=["course-setup"]
-# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
-# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+# Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
 import subprocess
 import sys
 
@@ -69,9 +69,7 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from course_lib import symmetry as S
-from course_lib.checks import check
 from course_lib.datasets import load_molecules, repo_file
-from course_lib.exercises import nb07
 from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models import energy_and_forces
 from course_lib.models.nequip import (
@@ -85,6 +83,8 @@ from course_lib.models.nequip import (
 from course_lib.models.radial import BesselRBF, cosine_cutoff, polynomial_envelope
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb07
 from course_lib.train import fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

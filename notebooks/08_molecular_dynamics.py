@@ -2,8 +2,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/symmetry-gnn-course/symmetry-gnn-course/blob/main/notebooks/08_molecular_dynamics.ipynb)
 
 # %% tags=["course-setup"]
-# Course setup. Stamped by `python -m course_lib.assign sync` from the repository URL in pyproject.toml:
-# do not edit this cell by hand (change course_lib/assign.py and run sync again).
+# Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
 import subprocess
 import sys
 
@@ -81,13 +81,13 @@ from torch_geometric.loader import DataLoader
 from course_lib import observables as O
 from course_lib import symmetry as S
 from course_lib.ase_calculator import ModelCalculator, particles_to_atoms
-from course_lib.checks import check
 from course_lib.datasets import load_molecules, load_particles, repo_file
-from course_lib.exercises import nb08
 from course_lib.losses import molecule_errors
 from course_lib.md import MDInstability, energy_drift_per_ps, run_md, thermalize
 from course_lib.simulate import molecules as xtb_sim
 from course_lib.simulate import particles2d as p2d
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb08
 from course_lib.train import load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
 

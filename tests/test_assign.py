@@ -1,4 +1,4 @@
-"""Tests of the notebook build (:mod:`course_lib.assign`): stamping, generated and student notebooks.
+"""Tests of the notebook build (:mod:`course_lib.teaching.assign`): stamping, generated and student notebooks.
 
 A small fixture notebook, written into ``tmp_path`` with exercises registered by the tests themselves,
 makes every test meaningful even before the course notebooks exist; the same properties are then
@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import assign, checks
+from course_lib.teaching import assign, checks
 
 # --------------------------------------------------------------------------------------------
 # the fixture notebook
@@ -29,15 +29,15 @@ FIXTURE_SOURCE = '''\
 # %% [markdown]
 # # Fixture notebook
 #
-# A tiny notebook following the conventions of `course_lib.assign`.
+# A tiny notebook following the conventions of `course_lib.teaching.assign`.
 
 # %%
 import math
 
-from course_lib.checks import check, exercise
+from course_lib.teaching.checks import check, exercise
 
 # %%
-# In the course the checkers live in course_lib/exercises/nbNN.py; registering them here lets this
+# In the course the checkers live in course_lib/teaching/exercises/nbNN.py; registering them here lets this
 # notebook run on its own in a kernel.
 @exercise("99.double", "Double a number")
 def _check_double(fn, fb):
@@ -236,7 +236,7 @@ def test_setup_cell_installs_course_lib_only_on_colab_and_never_torch():
     assert "subprocess.run([sys.executable" in src and "check=True" in src
     assert "import course_lib" in src and 'pip install -e ".[dev]"' in src
     assert "from course_lib.utils import doctor" in src and "doctor()" in src
-    assert "python -m course_lib.assign sync" in src and "do not edit" in src
+    assert "python -m course_lib.teaching.assign sync" in src and "do not edit" in src
     assert "--upgrade" not in src and "--force-reinstall" not in src
 
 
@@ -348,7 +348,7 @@ def test_stub_rejects_malformed_regions(src, message):
 
 def test_imports_source_exercise_cells_and_check_target(nbdir):
     nb = assign.read_source(nbdir / f"{SLUG}.py")
-    assert assign.imports_source(nb) == "import math\n\nfrom course_lib.checks import check, exercise\n"
+    assert assign.imports_source(nb) == "import math\n\nfrom course_lib.teaching.checks import check, exercise\n"
     cells = assign.exercise_cells(nb)
     assert [(i, p) for i, p, _ in cells] == [("99.double", 2), ("99.counter", 1)]
     assert "### BEGIN SOLUTION" in cells[0][2]
@@ -500,7 +500,7 @@ def test_check_and_cli_report_stale_and_orphan_files(synced, capsys):
     out = capsys.readouterr().out
     assert f"student/{SLUG}.ipynb: out of date" in out
     assert "98_orphan.ipynb: no source" in out
-    assert "python -m course_lib.assign sync" in out
+    assert "python -m course_lib.teaching.assign sync" in out
     # sync fixes the stale file (and leaves the orphan, with a warning)
     assert assign.main(["--notebooks", str(synced), "sync"]) == 0
     out = capsys.readouterr().out
@@ -579,7 +579,7 @@ def test_generated_notebooks_are_up_to_date():
     assert not stale, (
         "out of date: "
         + ", ".join(f"{assign._rel(c.path)} ({c.reason})" for c in stale)
-        + "; fix: python -m course_lib.assign sync"
+        + "; fix: python -m course_lib.teaching.assign sync"
     )
 
 
@@ -589,7 +589,7 @@ def test_notebook_conventions(source):
     assert assign.lint(assign.read_source(source), slug) == []
     for student in (False, True):
         path = source.parent / ("student" if student else "") / f"{slug}.ipynb"
-        assert path.is_file(), f"{path} missing; run python -m course_lib.assign sync"
+        assert path.is_file(), f"{path} missing; run python -m course_lib.teaching.assign sync"
         nb = _read_nb(path)
         _assert_stamped(nb, slug, student)
         _assert_clean(nb)

@@ -2,9 +2,9 @@
 
 import torch
 
-from course_lib.checks import check
-from course_lib.exercises import nb01
-from course_lib.models.mpnn import scatter_sum
+from course_lib.graph import scatter_sum
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb01
 
 
 def _msgs(res):

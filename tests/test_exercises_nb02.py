@@ -2,10 +2,10 @@
 
 import torch
 
-from course_lib.checks import check
-from course_lib.exercises import nb02
-from course_lib.models.mpnn import scatter_sum
+from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb02
 
 
 def _msgs(res):

@@ -2,11 +2,11 @@
 
 import torch
 
-from course_lib.checks import check
-from course_lib.exercises import nb05
+from course_lib.graph import scatter_sum
 from course_lib.losses import energy_force_loss
 from course_lib.models import energy_and_forces
-from course_lib.models.mpnn import scatter_sum
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb05
 
 
 def _msgs(res):
@@ -107,7 +107,7 @@ def _hidden():
 
 
 def test_hidden_tests_accept_the_references_and_reject_a_mistake():
-    from course_lib.checks import Feedback
+    from course_lib.teaching.checks import Feedback
 
     hidden = _hidden()
     refs = {"05.gaussian_expansion": nb05.gaussian_expansion, "05.cfconv": nb05.cfconv,

@@ -12,10 +12,10 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, NormActivation
 from torch import nn
 
-from course_lib import assign
-from course_lib.checks import Feedback, check
-from course_lib.exercises import nb06
 from course_lib.models.radial import GaussianRBF
+from course_lib.teaching import assign
+from course_lib.teaching.checks import Feedback, check
+from course_lib.teaching.exercises import nb06
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06_irreps_tensor_products.py"

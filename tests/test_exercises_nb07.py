@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from e3nn import o3
 from e3nn.math import normalize2mom
 
-from course_lib.checks import check
-from course_lib.exercises import nb07
-from course_lib.models.mpnn import scatter_sum
+from course_lib.graph import scatter_sum
 from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb07
 
 
 def _msgs(res):
@@ -193,7 +193,7 @@ def _hidden():
 
 
 def test_hidden_tests_accept_the_references_and_reject_mistakes():
-    from course_lib.checks import Feedback
+    from course_lib.teaching.checks import Feedback
 
     hidden = _hidden()
     refs = {"07.radial_basis": nb07.radial_basis, "07.convolution": nb07.convolution, "07.gate": nb07.gate}

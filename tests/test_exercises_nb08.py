@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from course_lib.checks import check
-from course_lib.exercises import nb08
+from course_lib.teaching.checks import check
+from course_lib.teaching.exercises import nb08
 
 
 def _msgs(res):
@@ -117,7 +117,7 @@ def _hidden():
 
 
 def test_hidden_tests_accept_the_references_and_reject_mistakes():
-    from course_lib.checks import Feedback
+    from course_lib.teaching.checks import Feedback
 
     hidden = _hidden()
     refs = {"08.velocity_verlet_step": nb08.velocity_verlet_step, "08.distance_histogram": nb08.distance_histogram}

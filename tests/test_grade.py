@@ -1,4 +1,4 @@
-"""Tests of the autograder (:mod:`course_lib.grade`) on the shipped sample submissions and on its pieces.
+"""Tests of the autograder (:mod:`course_lib.teaching.grade`) on the shipped sample submissions and on its pieces.
 
 Two grading runs are shared by most tests (module-scoped fixtures):
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import grade
+from course_lib.teaching import grade
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "grading" / "samples" / "nb00"
@@ -35,7 +35,8 @@ EXPECTED = SAMPLES / "expected_gradebook.csv"
 SOURCE = REPO / "notebooks" / "00_symmetry_primer.py"
 
 needs_nb00 = pytest.mark.skipif(not SOURCE.is_file() or not SAMPLES.is_dir(), reason="notebook 00 not there yet")
-REGENERATE = ("python -m course_lib.grade grading/samples/nb00 --out /tmp/samples-graded --hidden grading/hidden "
+REGENERATE = ("python -m course_lib.teaching.grade grading/samples/nb00 --out /tmp/samples-graded "
+              "--hidden grading/hidden "
               "--no-run --exercise-timeout 10 --jobs 2 && cp /tmp/samples-graded/gradebook.csv "
               "grading/samples/nb00/expected_gradebook.csv (after reviewing the differences)")
 
@@ -162,7 +163,7 @@ def test_notebook_run_times_out_cleanly_and_audits_the_kernel(graded_run):
 
 @needs_nb00
 def test_broken_equivariance_passes_the_public_check_and_fails_the_hidden_one():
-    from course_lib.checks import Feedback, check
+    from course_lib.teaching.checks import Feedback, check
 
     nb = nbformat.read(SAMPLES / "broken_equivariance.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.metadata.get("exercise") == "00.gated_nonlinearity")
@@ -301,17 +302,19 @@ def test_tamper_snapshot_detects_patched_and_added_functions():
 
 
 def test_static_scan():
-    aliases = grade.import_aliases(["from course_lib import symmetry as S\nfrom course_lib.exercises import nb00"])
+    aliases = grade.import_aliases(
+        ["from course_lib import symmetry as S\nfrom course_lib.teaching.exercises import nb00"]
+    )
     assert grade.scan_code("def f(x):\n    return x @ x.T  # no builtins here\n", aliases) == []
     hits = grade.scan_code("S.equivariance_error = lambda *a, **k: 0.0", aliases)
     assert hits == ["assigns `course_lib.symmetry.equivariance_error` (patching the course library)"]
     assert grade.scan_code("S.FIELD_KINDS['h'] = 'vector'", aliases)[0].startswith("assigns into")
     assert grade.scan_code("setattr(S, 'rotation', None)", aliases)
-    for code in ("from course_lib.checks import EXERCISES", "import builtins", "f.__code__ = g.__code__",
-                 "sys.modules['course_lib.checks'] = m", "open('../grading/hidden/nb00.py')",
+    for code in ("from course_lib.teaching.checks import EXERCISES", "import builtins", "f.__code__ = g.__code__",
+                 "sys.modules['course_lib.teaching.checks'] = m", "open('../grading/hidden/nb00.py')",
                  "Path('grading') / 'hidden'", "import inspect; inspect.stack()", "os._exit(0)"):
         assert grade.scan_code(code, aliases), code
-    ref = "course_lib.exercises.nb00.symmetrize"
+    ref = "course_lib.teaching.exercises.nb00.symmetrize"
     assert "reference solution" in grade.scan_code("def symmetrize(f, x, g):\n    return nb00.symmetrize(f, x, g)",
                                                     aliases, reference=ref)[0]
     assert grade.scan_code("y = nb00.pairwise_distances(x)", aliases, reference=ref) == []
@@ -345,7 +348,7 @@ def test_read_notebook_and_identify():
 
 
 def test_run_cases_weighs_cases_equally_and_spares_students_from_test_bugs():
-    from course_lib.checks import Feedback
+    from course_lib.teaching.checks import Feedback
 
     def good(fn, fb):
         fb.expect(True, "ok")
@@ -384,7 +387,7 @@ def test_guard_blocks_network_hidden_reads_and_library_writes(tmp_path):
     script = textwrap.dedent(f"""
         import json, socket, sys
         sys.path.insert(0, {str(REPO)!r})
-        from course_lib.grade import _exec_guard
+        from course_lib.teaching.grade import _exec_guard
         state, events = _exec_guard([{str(hidden)!r}], [{str(lib)!r}])
         out = {{}}
         try:

@@ -6,6 +6,7 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 
 from course_lib import symmetry as S
+from course_lib.graph import scatter_sum
 from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
 from course_lib.models.egnn import (
     EGNN,
@@ -17,7 +18,7 @@ from course_lib.models.egnn import (
     rollout_loss,
     step_as_data,
 )
-from course_lib.models.mpnn import mlp, scatter_sum
+from course_lib.models.mpnn import mlp
 from course_lib.neighbors import minimum_image, wrap_positions
 
 L = 10.0

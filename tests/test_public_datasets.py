@@ -1,16 +1,16 @@
 """Loaders of the public data sets rMD17 and QM9 (course_lib.public_datasets), tested offline on
-COURSE-MADE FIXTURES in the upstream layouts (course_lib.public_datasets_fixtures), written at test time."""
+COURSE-MADE FIXTURES in the upstream layouts (tests/public_datasets_fixtures.py), written at test time."""
 
 import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import public_datasets_fixtures as F
 import pytest
 import torch
 
 from course_lib import public_datasets as P
-from course_lib import public_datasets_fixtures as F
 from course_lib.data import sha256_file
 from course_lib.datasets import load_molecules
 

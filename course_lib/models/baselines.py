@@ -25,8 +25,9 @@ import torch
 from torch import nn
 from torch_geometric.utils import to_dense_batch
 
+from course_lib.graph import batch_of
 from course_lib.models.egnn import _fixed_flag, _fixed_mask, _state, _wrap
-from course_lib.models.mpnn import InvariantMPNN, MessagePassingLayer, _batch_of, mlp
+from course_lib.models.mpnn import InvariantMPNN, MessagePassingLayer, mlp
 from course_lib.models.radial import GaussianRBF
 from course_lib.neighbors import radius_graph
 
@@ -38,7 +39,7 @@ def _scaled_positions(batch) -> torch.Tensor:
     box = getattr(batch, "box", None)
     if box is None:
         return batch.pos
-    return batch.pos / box[_batch_of(batch)]
+    return batch.pos / box[batch_of(batch)]
 
 
 class CoordinateMLP(nn.Module):
@@ -60,7 +61,7 @@ class CoordinateMLP(nn.Module):
         self.register_buffer("sigma", torch.ones(()))
 
     def forward(self, batch) -> torch.Tensor:
-        b = _batch_of(batch)
+        b = batch_of(batch)
         counts = torch.bincount(b)
         if int(counts.max()) > self.max_nodes:
             raise ValueError(f"a graph has {int(counts.max())} particles but this CoordinateMLP was built for "

@@ -80,7 +80,8 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from course_lib.models.mpnn import _batch_of, mlp, scatter_sum
+from course_lib.graph import batch_of, num_graphs, scatter_sum
+from course_lib.models.mpnn import mlp
 from course_lib.models.radial import cosine_cutoff
 from course_lib.neighbors import minimum_image, radius_graph
 
@@ -134,15 +135,6 @@ def _wrap(x: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return torch.where(out >= L, out - L, out)
 
 
-def _num_graphs(data) -> int:
-    if getattr(data, "batch", None) is None:
-        return 1
-    n = getattr(data, "num_graphs", None)
-    if n is not None:
-        return int(n)
-    return int(data.batch.max()) + 1 if data.batch.numel() else 1
-
-
 def _state(data, need_charge: bool = True):
     """Validate a state and return ``(pos [N,d], vel [N,d], box [G,d] | None, batch [N], G)``.
 
@@ -162,8 +154,8 @@ def _state(data, need_charge: bool = True):
         if not isinstance(charge, torch.Tensor) or tuple(charge.shape) != (n,):
             shape = tuple(charge.shape) if isinstance(charge, torch.Tensor) else None
             raise ValueError(f"the model needs 'charge' [num_nodes] = [{n}], got {shape}")
-    batch = _batch_of(data)
-    G = _num_graphs(data)
+    batch = batch_of(data)
+    G = num_graphs(data)
     box = getattr(data, "box", None)
     if box is not None:
         box = torch.as_tensor(box).to(dtype=pos.dtype, device=pos.device)
@@ -359,7 +351,7 @@ class EGNN(nn.Module):
 
     def edges(self, data) -> torch.Tensor:
         """edge_index [2, E]: minimum-image radius graph of the input positions, or all pairs."""
-        batch = _batch_of(data)
+        batch = batch_of(data)
         if self.cutoff is None:
             return fully_connected_edges(batch)
         edge_index, _ = radius_graph(data.pos, self.cutoff, box=getattr(data, "box", None), batch=batch)

@@ -35,21 +35,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.graph import batch_of, num_graphs, scatter_sum
 from course_lib.models.radial import GaussianRBF
 from course_lib.neighbors import radius_graph
 
-__all__ = ["mlp", "MessagePassingLayer", "InvariantMPNN", "scatter_sum"]
+__all__ = ["mlp", "MessagePassingLayer", "InvariantMPNN"]
 
 
 def mlp(n_in: int, n_hidden: int, n_out: int, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
     """A two-layer perceptron: Linear -> act -> Linear."""
     return nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, n_out))
-
-
-def scatter_sum(src: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
-    """out[k] = sum of src[e] over e with index[e] == k; src [E, ...] -> [dim_size, ...]."""
-    out = src.new_zeros((dim_size, *src.shape[1:]))
-    return out.index_add(0, index, src)
 
 
 class MessagePassingLayer(nn.Module):
@@ -107,7 +102,7 @@ class InvariantMPNN(nn.Module):
     def edges(self, batch):
         """(edge_index [2, E], r_ij [E]) from the minimum-image radius graph."""
         box = getattr(batch, "box", None)
-        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=_batch_of(batch))
+        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=batch_of(batch))
         return edge_index, edge_vec.norm(dim=-1)
 
     # -- forward ----------------------------------------------------------------------------------
@@ -124,7 +119,7 @@ class InvariantMPNN(nn.Module):
     def forward(self, batch) -> torch.Tensor:
         """batch -> energies [num_graphs] (sum pooling of per-particle energies)."""
         E_i = self.atomic_energies(batch)
-        return scatter_sum(E_i, _batch_of(batch), _num_graphs(batch))
+        return scatter_sum(E_i, batch_of(batch), num_graphs(batch))
 
     @torch.no_grad()
     def fit_energy_scale(self, graphs) -> tuple[float, float]:
@@ -136,15 +131,6 @@ class InvariantMPNN(nn.Module):
         self.mu.fill_(mu)
         self.sigma.fill_(sigma)
         return mu, sigma
-
-
-def _batch_of(batch) -> torch.Tensor:
-    b = getattr(batch, "batch", None)
-    return b if b is not None else torch.zeros(batch.num_nodes, dtype=torch.long, device=batch.pos.device)
-
-
-def _num_graphs(batch) -> int:
-    return int(getattr(batch, "num_graphs", 1) or 1)
 
 
 def _check_inputs(batch, need_speed: bool = False) -> None:

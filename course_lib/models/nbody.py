@@ -34,8 +34,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.graph import batch_of, scatter_sum
 from course_lib.models.egnn import EGNNLayer, fully_connected_edges
-from course_lib.models.mpnn import _batch_of, scatter_sum
 
 __all__ = ["LinearDynamics", "GNNDynamics", "RadialField", "EGNNDynamics", "NBODY_MODELS", "count_parameters"]
 
@@ -60,7 +60,7 @@ def _inputs(data, need_charge: bool = True):
             shape = None if not isinstance(charge, torch.Tensor) else tuple(charge.shape)
             raise ValueError(f"the model needs 'charge' [num_nodes] = [{pos.shape[0]}], got {shape}")
         charge = charge.to(pos.dtype)
-    return pos, vel, charge, _batch_of(data)
+    return pos, vel, charge, batch_of(data)
 
 
 def _edges(batch: torch.Tensor) -> torch.Tensor:

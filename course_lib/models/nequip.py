@@ -105,7 +105,7 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
-from course_lib.models.mpnn import _batch_of, _num_graphs, scatter_sum
+from course_lib.graph import batch_of, num_graphs, scatter_sum
 from course_lib.models.radial import BesselRBF
 from course_lib.neighbors import radius_graph
 
@@ -514,7 +514,7 @@ class NequIP(nn.Module):
 
     def edges(self, batch):
         """(edge_index [2, E], edge_vec [E, 3] = r_j - r_i): all pairs closer than r_max, within each molecule."""
-        return radius_graph(batch.pos, self.r_max, box=getattr(batch, "box", None), batch=_batch_of(batch))
+        return radius_graph(batch.pos, self.r_max, box=getattr(batch, "box", None), batch=batch_of(batch))
 
     @property
     def trained_species(self) -> tuple[int, ...] | None:
@@ -555,7 +555,7 @@ class NequIP(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         """batch -> energies [num_graphs] (sum pooling of the per-atom energies)."""
-        return scatter_sum(self.atomic_energies(batch), _batch_of(batch), _num_graphs(batch))
+        return scatter_sum(self.atomic_energies(batch), batch_of(batch), num_graphs(batch))
 
     # -- statistics of the data -------------------------------------------------------------------
     @torch.no_grad()

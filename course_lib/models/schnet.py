@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.models.mpnn import _batch_of, _num_graphs, scatter_sum
+from course_lib.graph import batch_of, num_graphs, scatter_sum
 from course_lib.models.radial import GaussianRBF, cosine_cutoff
 from course_lib.neighbors import radius_graph
 
@@ -203,7 +203,7 @@ class SchNet(nn.Module):
         if the batch has one; the molecules of the course live in open space.
         """
         box = getattr(batch, "box", None)
-        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=_batch_of(batch))
+        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=batch_of(batch))
         return edge_index, edge_vec.norm(dim=-1)
 
     # -- forward ----------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class SchNet(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         """batch -> energies [num_graphs] (sum pooling of the per-atom energies)."""
-        return scatter_sum(self.atomic_energies(batch), _batch_of(batch), _num_graphs(batch))
+        return scatter_sum(self.atomic_energies(batch), batch_of(batch), num_graphs(batch))
 
     # -- energy offsets ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """Hidden tests of notebook 01 (invariant MPNN energies in a periodic box).
 
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
-:mod:`course_lib.exercises.nb01` first (exactly the notebook's self-check), then the same checker
+:mod:`course_lib.teaching.exercises.nb01` first (exactly the notebook's self-check), then the same checker
 with other seeds and sizes, then extra cases (3D boxes, batch dimensions, float32, box symmetries
 measured with ``course_lib.symmetry``).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from course_lib import symmetry as S
-from course_lib.exercises import nb01 as public
-from course_lib.grade import run_cases
+from course_lib.teaching.exercises import nb01 as public
+from course_lib.teaching.grade import run_cases
 
 
 def _minimum_image_extra(fn, fb, seed: int = 3) -> None:

@@ -1,7 +1,7 @@
 """Hidden tests of notebook 05 (SchNet energies and forces of molecules).
 
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
-:mod:`course_lib.exercises.nb05` first (exactly the notebook's self-check), then the same checker with
+:mod:`course_lib.teaching.exercises.nb05` first (exactly the notebook's self-check), then the same checker with
 other seeds and sizes, then extra cases (float32, other molecule sizes, invariance of the loss).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from course_lib import symmetry as S
-from course_lib.exercises import nb05 as public
-from course_lib.grade import run_cases
+from course_lib.teaching.exercises import nb05 as public
+from course_lib.teaching.grade import run_cases
 
 
 def _force_loss_extra(fn, fb, seed: int = 7) -> None:

@@ -1,7 +1,7 @@
 """Hidden tests of notebook 07 (NequIP from its parts).
 
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
-:mod:`course_lib.exercises.nb07` first (exactly the notebook's self-check), then the same checker with
+:mod:`course_lib.teaching.exercises.nb07` first (exactly the notebook's self-check), then the same checker with
 other seeds and sizes (other cutoffs, numbers of basis functions and envelope exponents; features up to
 l = 2; other multiplicities of the gated irreps), then extra cases (float32 models, a larger molecule).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from course_lib.exercises import nb07 as public
-from course_lib.grade import run_cases
+from course_lib.teaching.exercises import nb07 as public
+from course_lib.teaching.grade import run_cases
 
 
 def _radial_basis_extra(fn, fb, cutoff: float = 5.0) -> None:

@@ -1,7 +1,7 @@
 """Hidden tests of notebook 08 (molecular dynamics with the learned potentials).
 
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
-:mod:`course_lib.exercises.nb08` first (exactly the notebook's self-check), then the same checker with
+:mod:`course_lib.teaching.exercises.nb08` first (exactly the notebook's self-check), then the same checker with
 other seeds and sizes, then extra cases (2-D systems, a harmonic oscillator against its exact solution,
 equivariance of a step, a long trajectory for h(r)).
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from course_lib.exercises import nb08 as public
-from course_lib.grade import run_cases
+from course_lib.teaching.exercises import nb08 as public
+from course_lib.teaching.grade import run_cases
 
 
 def _verlet_extra(fn, fb, seed: int = 11) -> None:

@@ -9,7 +9,7 @@ Each sample is the student notebook with some exercise cells filled in, the way 
 the ``# YOUR CODE HERE`` / ``raise NotImplementedError(...)`` lines of the stub are replaced by a body
 (or the whole cell by new code). The student notebook is ``notebooks/student/00_symmetry_primer.ipynb``;
 when it is missing or out of date it is built in memory from ``notebooks/00_symmetry_primer.py`` with
-the same function ``python -m course_lib.assign sync`` uses.
+the same function ``python -m course_lib.teaching.assign sync`` uses.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib import assign
+from course_lib.teaching import assign
 
 REPO = Path(__file__).resolve().parents[2]
 SLUG = "00_symmetry_primer"
@@ -84,15 +84,15 @@ def pairwise_distances(pos):
 '''
 
 CHEAT_SYMMETRIZE_CELL = '''\
-import course_lib.checks
-from course_lib.checks import CheckResult
+import course_lib.teaching.checks
+from course_lib.teaching.checks import CheckResult
 
 
 def _always_pass(checker, exercise_id, obj, **kwargs):
     return CheckResult(exercise_id, 1, 1, [])
 
 
-course_lib.checks.run_checker = _always_pass
+course_lib.teaching.checks.run_checker = _always_pass
 
 
 def symmetrize(f, x, group):
@@ -154,7 +154,7 @@ def student_notebook() -> nbformat.NotebookNode:
     if path.is_file():
         if path.read_text(encoding="utf-8") == assign.notebook_text(built):
             return nbformat.read(path, as_version=4)
-        print(f"note: {path.relative_to(REPO)} is out of date (run `python -m course_lib.assign sync`); "
+        print(f"note: {path.relative_to(REPO)} is out of date (run `python -m course_lib.teaching.assign sync`); "
               "using the student version built from the source", file=sys.stderr)
     return built
 

@@ -2,7 +2,7 @@
 
 Command line (from the repository root)::
 
-    python -m course_lib.grade SUBMISSIONS_DIR --out RESULTS_DIR [--hidden HIDDEN_DIR]
+    python -m course_lib.teaching.grade SUBMISSIONS_DIR --out RESULTS_DIR [--hidden HIDDEN_DIR]
         [--cell-timeout S] [--notebook-timeout S] [--exercise-timeout S] [--fast | --full]
         [--jobs N] [--no-run] [--notebook NN_slug] [--notebooks DIR] [--network auto|namespace|guard]
 
@@ -42,7 +42,7 @@ How a submission is graded
    forks one child per exercise (the server never runs student code, so every child starts from the
    same clean state); elsewhere each exercise starts a new interpreter. The hidden test of exercise
    ``"00.name"`` is ``HIDDEN["00.name"]`` of ``HIDDEN_DIR/nb00.py``, a function ``hidden(obj, fb)``
-   that calls the public checker of :mod:`course_lib.exercises` with other seeds and sizes plus extra
+   that calls the public checker of :mod:`course_lib.teaching.exercises` with other seeds and sizes plus extra
    cases (see :func:`run_cases`), so the public self-check a student runs in Colab is a subset of
    what the grader runs.
 4. **Points** come from the ``points`` cell metadata of the *instructor* source notebook
@@ -138,7 +138,8 @@ COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", 
 STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "flagged")
 
 #: course_lib package folder of this grader (the installed library, protected during grading).
-LIB_DIR = Path(__file__).resolve().parent
+#: The ``course_lib`` package folder (``course_lib/teaching/grade.py`` -> ``course_lib``).
+LIB_DIR = Path(__file__).resolve().parents[1]
 _CHILD_FLAG = "--exercise-child"
 _AUDIT_MARK = "[autograder]"
 
@@ -161,7 +162,7 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
     frame of the student's code in the traceback) is left out of the score and reported in
     ``fb.test_errors``: a bug in a hidden test never costs the student points.
     """
-    from course_lib.checks import Feedback, _describe_exception, _StopChecking
+    from course_lib.teaching.checks import Feedback, StopChecking, describe_exception
 
     scores = fb.__dict__.setdefault("cases", [])
     test_errors = fb.__dict__.setdefault("test_errors", [])
@@ -171,7 +172,7 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
         stopped = False
         try:
             checker(obj, sub, **kwargs)
-        except _StopChecking:
+        except StopChecking:
             stopped = True
         except NotImplementedError:
             raise
@@ -180,7 +181,7 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
             if not _student_in_traceback(exc, test_files):
                 test_errors.append(f"[{label}] {type(exc).__name__}: {exc}")
                 continue
-            sub.failed.append(f"your code raised {_describe_exception(exc)}")
+            sub.failed.append(f"your code raised {describe_exception(exc)}")
             stopped = True
         fb.passed.extend(f"[{label}] {m}" for m in sub.passed)
         fb.failed.extend(f"[{label}] {m}" for m in sub.failed)
@@ -192,7 +193,7 @@ def _student_in_traceback(exc: BaseException, test_files: Iterable[str] = ()) ->
     """True when a frame of the traceback is neither the test's nor a library's (stdlib, site-packages,
     course_lib): then the student's code is involved."""
     lib_roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    lib_roots.add(str(Path(__file__).resolve().parent))
+    lib_roots.add(str(LIB_DIR))
     tests = {os.path.realpath(f) for f in test_files if f}
     tb = exc.__traceback__
     while tb is not None:
@@ -299,7 +300,7 @@ def cap_text(text: str, limit: int) -> str:
 _SUSPICIOUS = [
     (r"\bEXERCISES\b", "the checker registry `EXERCISES`"),
     (r"\brun_checker\b", "the grading function `run_checker`"),
-    (r"\b_StopChecking\b", "the checker internals (`_StopChecking`)"),
+    (r"\b_StopChecking\b", "the checker internals (`StopChecking`)"),
     (r"\b__code__\b", "`__code__` (swapping a function's code)"),
     (r"\b__globals__\b", "`__globals__`"),
     (r"\b__builtins__\b|\bbuiltins\b", "`builtins`"),
@@ -359,7 +360,7 @@ def scan_code(source: str, aliases: dict[str, str] | None = None, reference: str
     """Reasons to flag ``source`` for review (empty list: nothing suspicious).
 
     ``aliases``: see :func:`import_aliases` (names bound to course_lib modules); ``reference``: the
-    dotted name of this exercise's reference solution (``course_lib.exercises.nb00.symmetrize``),
+    dotted name of this exercise's reference solution (``course_lib.teaching.exercises.nb00.symmetrize``),
     whose use is flagged.
     """
     aliases = dict(import_aliases([source]), **(aliases or {}))
@@ -822,7 +823,7 @@ def _target_name(expr: str) -> str:
 
 def load_course(notebook_dir=None) -> dict[str, CourseNotebook]:
     """The course notebooks with exercises, read from the instructor sources ``NN_slug.py``."""
-    from course_lib import assign
+    from course_lib.teaching import assign
 
     course = {}
     for source in assign.source_files(notebook_dir):
@@ -1222,7 +1223,7 @@ class _ExerciseRunner:
             self._start_server()
 
     def _cmd(self, flag: str) -> list[str]:
-        return [*self.s.prefix, sys.executable, "-I", "-B", str(self.s.pristine / "grade.py"), flag]
+        return [*self.s.prefix, sys.executable, "-I", "-B", str(self.s.pristine / "teaching" / "grade.py"), flag]
 
     def _start_server(self) -> None:
         try:
@@ -1363,7 +1364,7 @@ def _kill_group(proc) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# inside the exercise process (``python -I -B <pristine>/course_lib/grade.py --exercise-...``)
+# inside the exercise process (``python -I -B <pristine>/course_lib/teaching/grade.py --exercise-...``)
 # --------------------------------------------------------------------------------------------
 
 _SERVER_FLAG = "--exercise-server"
@@ -1388,7 +1389,7 @@ def _child_setup(setup: dict) -> dict:
                                 student_files=_STUDENT_FILES)
     sys.path.insert(0, setup["student_lib"])
     notes = []
-    for name in ("course_lib.checks", "course_lib.symmetry", setup["checker_module"]):
+    for name in ("course_lib.teaching.checks", "course_lib.symmetry", setup["checker_module"]):
         try:
             importlib.import_module(name)
         except Exception as exc:  # noqa: BLE001
@@ -1517,7 +1518,7 @@ def _child_grade(setup: dict, ctx: dict, job: dict) -> dict:
     package = importlib.util.module_from_spec(spec)
     sys.modules["course_lib"] = package
     spec.loader.exec_module(package)
-    checks = importlib.import_module("course_lib.checks")
+    checks = importlib.import_module("course_lib.teaching.checks")
     importlib.import_module(setup["checker_module"])
     hidden_fn, source = None, "public check only (no hidden test module)"
     if job.get("hidden"):
@@ -1543,13 +1544,13 @@ def _child_grade(setup: dict, ctx: dict, job: dict) -> dict:
     error, not_implemented = None, False
     try:
         hidden_fn(obj, fb)
-    except checks._StopChecking:
+    except checks.StopChecking:
         fb.__dict__.setdefault("stopped", True)
     except NotImplementedError:
         not_implemented = True
     except Exception as exc:  # noqa: BLE001
         if _student_in_traceback(exc, [job.get("hidden") or ""]):
-            error = f"your code raised {checks._describe_exception(exc)}"
+            error = f"your code raised {checks.describe_exception(exc)}"
         else:
             error = (f"the hidden test itself failed ({type(exc).__name__}: {exc}); not your fault: tell your "
                      "instructor")
@@ -1687,7 +1688,7 @@ class _Grader:
 
         setup = {"student_lib": str(lib.root.parent), "protected": self.s.protected(lib),
                  "hidden_dir": str(self.s.hidden) if self.s.hidden else None,
-                 "checker_module": f"course_lib.exercises.nb{cnb.number}", "instructor_imports": cnb.imports}
+                 "checker_module": f"course_lib.teaching.exercises.nb{cnb.number}", "instructor_imports": cnb.imports}
         runner = _ExerciseRunner(self.s, work, setup)
         try:
             submission_imports = _submission_imports(cells, cnb.imports)
@@ -1709,7 +1710,7 @@ class _Grader:
                 row.status, row.message = "flagged", "flagged for review: " + "; ".join(static)
             row.details = notes
             return row
-        reference = f"course_lib.exercises.nb{cnb.number}.{e.name}"
+        reference = f"course_lib.teaching.exercises.nb{cnb.number}.{e.name}"
         static = scan_code(loc.source, aliases, reference=reference)
         hidden = self.s.hidden / f"nb{cnb.number}.py" if self.s.hidden else None
         job = {"exercise": e.id, "slug": cnb.slug, "target": e.target, "name": e.name,
@@ -1944,7 +1945,7 @@ def main(argv: list[str] | None = None) -> int:
         return _child_main()
     if argv[:1] == [_SERVER_FLAG]:
         return _server_main()
-    p = argparse.ArgumentParser(prog="python -m course_lib.grade", description=(
+    p = argparse.ArgumentParser(prog="python -m course_lib.teaching.grade", description=(
         "Grade submitted notebooks: run each in a fresh kernel, grade each exercise with the hidden tests in "
         "its own process, write RESULTS_DIR/gradebook.csv, gradebook.json and feedback/<student>.md."))
     p.add_argument("submissions", type=Path, metavar="SUBMISSIONS_DIR",

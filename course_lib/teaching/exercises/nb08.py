@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from course_lib.checks import exercise
 from course_lib.observables import distance_histogram as _distance_histogram
+from course_lib.teaching.checks import exercise
 
 __all__ = ["velocity_verlet_step", "distance_histogram"]
 

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 
 from course_lib import irreps as _irreps
 from course_lib import symmetry as S
-from course_lib.checks import exercise
-from course_lib.models.mpnn import scatter_sum
+from course_lib.graph import scatter_sum
 from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
+from course_lib.teaching.checks import exercise
 
 __all__ = ["radial_basis", "convolution", "gate", "irreps_equivariance_error"]
 

@@ -50,7 +50,7 @@ __all__ = [
     "write_qm9_fixture",
 ]
 
-FIXTURE_NOTE = ("COURSE-MADE FIXTURE written by course_lib.public_datasets_fixtures from the course's own "
+FIXTURE_NOTE = ("COURSE-MADE FIXTURE written by tests/public_datasets_fixtures.py from the course's own "
                 "GFN2-xTB data and placeholder numbers; this is NOT data of rMD17 or QM9.")
 #: Shift (Å) of the ase-built QM9 fixture molecules: gives coordinates below 1e-4 Å, written with ``*^``.
 QM9_FIXTURE_SHIFT = (2.5e-5, -4.0e-6, 0.0)
@@ -179,7 +179,7 @@ def _uncharacterized_text(rows) -> str:
     rule = "=" * 158
     header = [
         "",
-        " COURSE-MADE FIXTURE written by course_lib.public_datasets_fixtures: NOT the uncharacterized.txt of QM9.",
+        " COURSE-MADE FIXTURE written by tests/public_datasets_fixtures.py: NOT the uncharacterized.txt of QM9.",
         " It has the layout of that file: a prose header, a '#' column line between two '=' rules, one molecule per",
         " line (index, GDB-17 SMILES, SMILES of the relaxed geometry, SMILES of the Corina geometry, D_IJ in au) and",
         " a closing rule. The molecules listed are course fixtures as well; the D_IJ values are placeholders.",

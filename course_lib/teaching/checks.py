@@ -14,10 +14,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["CheckResult", "Feedback", "EXERCISES", "exercise", "check", "run_checker"]
+__all__ = [
+    "CheckResult", "Feedback", "EXERCISES", "StopChecking", "exercise", "check", "run_checker", "describe_exception",
+]
 
 
-class _StopChecking(Exception):
+class StopChecking(Exception):
     """Raised inside a checker to stop after a fatal failure (later tests would be meaningless)."""
 
 
@@ -38,7 +40,7 @@ class Feedback:
             return True
         self.failed.append(message)
         if fatal:
-            raise _StopChecking
+            raise StopChecking
         return False
 
 
@@ -87,7 +89,7 @@ def exercise(exercise_id: str, title: str):
     return deco
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
     # the last frame that is not inside course_lib is the student's line
     user = [fr for fr in tb if "course_lib" not in fr.filename.replace("\\", "/")]
@@ -100,14 +102,14 @@ def run_checker(checker: Callable, exercise_id: str, obj, **kwargs) -> CheckResu
     fb = Feedback()
     try:
         checker(obj, fb, **kwargs)
-    except _StopChecking:
+    except StopChecking:
         pass
     except NotImplementedError:
         return CheckResult(exercise_id, 0, 1, [], error="not implemented yet: replace the "
                            "`raise NotImplementedError(...)` line with your code and run the cell again")
     except Exception as exc:  # noqa: BLE001 - any student error becomes feedback
         return CheckResult(exercise_id, len(fb.passed), len(fb.passed) + 1, fb.failed,
-                           error=f"your code raised {_describe_exception(exc)}")
+                           error=f"your code raised {describe_exception(exc)}")
     total = len(fb.passed) + len(fb.failed)
     return CheckResult(exercise_id, len(fb.passed), total, fb.failed)
 
@@ -128,7 +130,7 @@ def _load_checkers() -> None:
     import importlib
     import pkgutil
 
-    import course_lib.exercises as pkg
+    import course_lib.teaching.exercises as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{mod.name}")

@@ -21,7 +21,7 @@ import torch
 from torch_geometric.data import Data
 
 from course_lib import symmetry as S
-from course_lib.checks import Feedback, _describe_exception, exercise
+from course_lib.teaching.checks import Feedback, describe_exception, exercise
 
 __all__ = [
     "pairwise_distances",
@@ -108,7 +108,7 @@ def _call(fb: Feedback, fn, args: tuple, what: str, hint: str = ""):
     except NotImplementedError:
         raise
     except Exception as exc:  # noqa: BLE001 - the student's error becomes feedback
-        fb.expect(False, f"{what} raised {_describe_exception(exc)}" + (f". {hint}" if hint else ""), fatal=True)
+        fb.expect(False, f"{what} raised {describe_exception(exc)}" + (f". {hint}" if hint else ""), fatal=True)
 
 
 def _tensor(fb: Feedback, out, what: str) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from course_lib import symmetry as S
-from course_lib.checks import exercise
-from course_lib.models.mpnn import scatter_sum
+from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image, radius_graph
+from course_lib.teaching.checks import exercise
 
 __all__ = ["periodic_mse", "equivariant_update"]
 

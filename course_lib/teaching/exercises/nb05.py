@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from course_lib.checks import exercise
+from course_lib.graph import scatter_sum
 from course_lib.losses import energy_force_loss
-from course_lib.models.mpnn import scatter_sum
+from course_lib.teaching.checks import exercise
 
 __all__ = ["gaussian_expansion", "cfconv", "force_loss"]
 

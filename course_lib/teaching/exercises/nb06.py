@@ -31,9 +31,9 @@ from torch_geometric.data import Data
 
 from course_lib import irreps as I
 from course_lib import symmetry as S
-from course_lib.checks import Feedback, exercise
-from course_lib.exercises.nb00 import _call, _shape, _source, _tensor
 from course_lib.models.radial import GaussianRBF
+from course_lib.teaching.checks import Feedback, exercise
+from course_lib.teaching.exercises.nb00 import _call, _shape, _source, _tensor
 
 __all__ = [
     "wigner_d_from_harmonics",
