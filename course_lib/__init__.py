@@ -26,7 +26,8 @@ Course toolkit (:mod:`course_lib.teaching`):
 - :mod:`course_lib.teaching.checks`     exercise self-check framework
 - :mod:`course_lib.teaching.exercises`  the checkers of each notebook's exercises
 - :mod:`course_lib.teaching.assign`     notebook build: stamping, student versions
-- :mod:`course_lib.teaching.grade`      the autograder
+- :mod:`course_lib.teaching.notebook`   cell and exercise-metadata parsing shared by the build and the grader
+- :mod:`course_lib.teaching.grading`    the autograder
 """
 
 __version__ = "0.1.0"
@@ -34,5 +35,5 @@ __version__ = "0.1.0"
 #: The layers of the package, lowest first: a module may import only from its own layer or below.
 LAYERS = {
     "science": "course_lib (every module outside course_lib.teaching)",
-    "teaching": "course_lib.teaching (checks, exercises, notebook build, grader)",
+    "teaching": "course_lib.teaching (checks, exercises, notebook parsing and build, grader)",
 }

@@ -55,7 +55,6 @@ Conventions (instructors write them, students meet them)
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import re
 import sys
@@ -66,6 +65,18 @@ from pathlib import Path
 import nbformat
 
 from course_lib.files import REPO_ROOT
+from course_lib.teaching.notebook import (
+    BADGE_TAG,
+    HIDDEN_TAG,
+    SETUP_TAG,
+    cell_source,
+    cell_tags,
+    check_target,
+    exercise_cells,
+    exercise_registry,
+    exercise_title,
+    import_cells,
+)
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -101,9 +112,6 @@ STUDENT_DIR_NAME = "student"
 SOURCE_GLOB = "[0-9][0-9]_*.py"
 GENERATED_GLOB = "[0-9][0-9]_*.ipynb"
 
-BADGE_TAG = "course-badge"
-SETUP_TAG = "course-setup"
-HIDDEN_TAG = "hidden"
 SYNC_COMMAND = "python -m course_lib.teaching.assign sync"
 
 _BEGIN_RE = re.compile(r"^([ \t]*)###[ \t]*BEGIN SOLUTION[ \t]*$")
@@ -250,17 +258,8 @@ def _reads_source(text: str) -> nbformat.NotebookNode:
     return _jupytext().reads(text, fmt="py:percent")
 
 
-def _source(cell) -> str:
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
-
-
-def _tags(cell) -> list[str]:
-    return list(cell.get("metadata", {}).get("tags", []))
-
-
 def _is_stamped(cell) -> bool:
-    tags = _tags(cell)
+    tags = cell_tags(cell)
     return BADGE_TAG in tags or SETUP_TAG in tags
 
 
@@ -277,7 +276,7 @@ def _clean_metadata(cell) -> dict:
 
 
 def _copy_cell(cell, source: str | None = None) -> nbformat.NotebookNode:
-    src = _source(cell) if source is None else source
+    src = cell_source(cell) if source is None else source
     md = _clean_metadata(cell)
     kind = cell.get("cell_type")
     if kind == "code":
@@ -327,9 +326,9 @@ def build_student_notebook(nb, slug: str) -> nbformat.NotebookNode:
     """
     cells = _stamped_cells(slug, student=True)
     for i, cell in enumerate(nb.cells):
-        if _is_stamped(cell) or HIDDEN_TAG in _tags(cell):
+        if _is_stamped(cell) or HIDDEN_TAG in cell_tags(cell):
             continue
-        source = _source(cell)
+        source = cell_source(cell)
         if cell.get("cell_type") == "code":
             exercise_id = cell.get("metadata", {}).get("exercise")
             if exercise_id:
@@ -354,55 +353,6 @@ def notebook_text(nb) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def exercise_cells(nb) -> list[tuple[str, int, str]]:
-    """``(exercise_id, points, source)`` of every exercise (solution) cell, in notebook order."""
-    out = []
-    for cell in nb.cells:
-        md = cell.get("metadata", {})
-        if cell.get("cell_type") == "code" and md.get("exercise"):
-            out.append((str(md["exercise"]), int(md.get("points", 0)), _source(cell)))
-    return out
-
-
-def _check_calls(source: str) -> dict[str, str]:
-    """``{exercise_id: expression}`` of the ``check("id", expr)`` calls in a code cell."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
-    out = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or len(node.args) < 2:
-            continue
-        func = node.func
-        name = getattr(func, "id", None) if isinstance(func, ast.Name) else getattr(func, "attr", None)
-        first = node.args[0]
-        if name == "check" and isinstance(first, ast.Constant) and isinstance(first.value, str):
-            out.setdefault(first.value, ast.unparse(node.args[1]))
-    return out
-
-
-def check_target(nb, exercise_id: str) -> str | None:
-    """The expression checked by ``check("<exercise_id>", expr)`` in the code cell after the exercise.
-
-    Returns ``None`` when the next code cell has no such call.
-    """
-    cells = nb.cells
-    for i, cell in enumerate(cells):
-        if cell.get("cell_type") == "code" and cell.get("metadata", {}).get("exercise") == exercise_id:
-            nxt = next((c for c in cells[i + 1 :] if c.get("cell_type") == "code"), None)
-            return None if nxt is None else _check_calls(_source(nxt)).get(exercise_id)
-    return None
-
-
-def _exercise_title(exercise_id: str) -> str | None:
-    from course_lib.teaching import checks
-
-    checks._load_checkers()
-    ex = checks.EXERCISES.get(exercise_id)
-    return ex.title if ex is not None else None
-
-
 def _py_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -418,7 +368,7 @@ def stub_source(source: str, exercise_id: str) -> str:
     Code outside the regions is kept unchanged. Raises ``ValueError`` for a source without a region
     or with unbalanced or nested markers.
     """
-    title = _exercise_title(exercise_id)
+    title = exercise_title(exercise_id)
     label = f"Exercise {exercise_id} ({title})" if title else f"Exercise {exercise_id}"
     lines = source.split("\n")
     out: list[str] = []
@@ -462,27 +412,13 @@ def imports_source(nb) -> str:
     The setup cell, hidden cells and exercise cells are left out. Used to run a solution cell on its
     own: ``exec(imports_source(nb))`` then ``exec(solution)`` in the same namespace.
     """
-    chunks = []
-    for cell in nb.cells:
-        md = cell.get("metadata", {})
-        tags = _tags(cell)
-        if cell.get("cell_type") != "code" or SETUP_TAG in tags or HIDDEN_TAG in tags or md.get("exercise"):
-            continue
-        source = _source(cell)
-        try:
-            body = ast.parse(source).body
-        except SyntaxError:
-            continue
-        if body and all(isinstance(stmt, (ast.Import, ast.ImportFrom)) for stmt in body):
-            chunks.append(source.strip("\n"))
+    chunks = [source.strip("\n") for source in import_cells(nb.cells, skip_tags=(SETUP_TAG, HIDDEN_TAG))]
     return "\n".join(chunks) + "\n" if chunks else ""
 
 
 def lint(nb, slug: str) -> list[str]:
     """Convention problems of a source notebook (empty list when it follows the conventions)."""
-    from course_lib.teaching import checks
-
-    checks._load_checkers()
+    registry = exercise_registry()
     problems = []
     prefix = slug[:2] + "."
     seen: set[str] = set()
@@ -491,7 +427,7 @@ def lint(nb, slug: str) -> list[str]:
             continue
         md = cell.get("metadata", {})
         exercise_id = md.get("exercise")
-        source = _source(cell)
+        source = cell_source(cell)
         if not exercise_id:
             if _has_marker(source):
                 problems.append(f"{slug}: cell {i} has solution markers but no `exercise=` metadata")
@@ -506,7 +442,7 @@ def lint(nb, slug: str) -> list[str]:
         points = md.get("points")
         if not isinstance(points, int) or isinstance(points, bool) or points <= 0:
             problems.append(f"{where}: needs a positive integer `points=N` in its cell header")
-        if exercise_id not in checks.EXERCISES:
+        if exercise_id not in registry:
             problems.append(f"{where}: no checker registered (course_lib/teaching/exercises/nb{slug[:2]}.py)")
         try:
             stub_source(source, exercise_id)
@@ -542,11 +478,11 @@ def _verify_stamped(nb, slug: str) -> None:
     ok = (
         len(cells) >= 2
         and cells[0].cell_type == "markdown"
-        and _tags(cells[0]) == [BADGE_TAG]
-        and _source(cells[0]) == badge_source(slug)
+        and cell_tags(cells[0]) == [BADGE_TAG]
+        and cell_source(cells[0]) == badge_source(slug)
         and cells[1].cell_type == "code"
-        and _tags(cells[1]) == [SETUP_TAG]
-        and _source(cells[1]) == setup_source()
+        and cell_tags(cells[1]) == [SETUP_TAG]
+        and cell_source(cells[1]) == setup_source()
     )
     if not ok:  # pragma: no cover - guards against jupytext parsing the stamped text differently
         raise RuntimeError(f"{slug}.py: stamping failed (jupytext reads the stamped cells differently)")
@@ -727,7 +663,7 @@ def _cmd_list(notebook_dir) -> int:
     rows = []
     for source in source_files(notebook_dir):
         for exercise_id, points, _ in exercise_cells(read_source(source)):
-            rows.append((source.stem, exercise_id, str(points), _exercise_title(exercise_id) or "?"))
+            rows.append((source.stem, exercise_id, str(points), exercise_title(exercise_id) or "?"))
     if not rows:
         print("no exercises")
         return 0

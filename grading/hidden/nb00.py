@@ -1,4 +1,4 @@
-"""Hidden tests of notebook 00 (symmetry primer), loaded by ``python -m course_lib.teaching.grade --hidden DIR``.
+"""Hidden tests of notebook 00 (symmetry primer), loaded by ``python -m course_lib.teaching.grading --hidden DIR``.
 
 ``HIDDEN[exercise_id](obj, fb)`` grades the student's function. Each test first runs the *public*
 checker exactly as the notebook's self-check cell does (so what a student sees in Colab is part of
@@ -7,7 +7,7 @@ check does not have: float32 inputs, explicit reflections (det -1) and inversion
 inputs far from the unit scale, other groups. Every symmetry test goes through
 ``course_lib.symmetry`` so the feedback carries the error values.
 
-:func:`course_lib.teaching.grade.run_cases` runs each case with its own Feedback: all cases weigh the same
+:func:`course_lib.teaching.grading.run_cases` runs each case with its own Feedback: all cases weigh the same
 in the score, and a case that stops at a fatal failure or raises scores 0 without hiding the others.
 """
 
@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb00 as public
-from course_lib.teaching.grade import run_cases
+from course_lib.teaching.grading import run_cases
 
 F32_TOL = S.default_tolerance(torch.float32)  # 1e-4 (scaled error, see course_lib.symmetry)
 F64_TOL = 1e-9

@@ -12,7 +12,7 @@ import torch
 
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb01 as public
-from course_lib.teaching.grade import run_cases
+from course_lib.teaching.grading import run_cases
 
 
 def _minimum_image_extra(fn, fb, seed: int = 3) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb05 as public
-from course_lib.teaching.grade import run_cases
+from course_lib.teaching.grading import run_cases
 
 
 def _force_loss_extra(fn, fb, seed: int = 7) -> None:

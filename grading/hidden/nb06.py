@@ -1,6 +1,6 @@
 """Hidden tests of notebook 06 (irreps and tensor products).
 
-Loaded by ``python -m course_lib.teaching.grade --hidden DIR``.
+Loaded by ``python -m course_lib.teaching.grading --hidden DIR``.
 
 ``HIDDEN[exercise_id](obj, fb)`` grades the student's object. Each test first runs the *public* checker
 exactly as the notebook's self-check cell does, then the same checker with other seeds and sizes, then
@@ -18,7 +18,7 @@ from torch_geometric.data import Data
 from course_lib import irreps as I
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb06 as public
-from course_lib.teaching.grade import run_cases
+from course_lib.teaching.grading import run_cases
 
 
 def _is_tensor(fb, out, what: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from course_lib.teaching.exercises import nb07 as public
-from course_lib.teaching.grade import run_cases
+from course_lib.teaching.grading import run_cases
 
 
 def _radial_basis_extra(fn, fb, cutoff: float = 5.0) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from course_lib.teaching.exercises import nb08 as public
-from course_lib.teaching.grade import run_cases
+from course_lib.teaching.grading import run_cases
 
 
 def _verlet_extra(fn, fb, seed: int = 11) -> None:

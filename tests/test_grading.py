@@ -1,4 +1,4 @@
-"""Tests of the autograder (:mod:`course_lib.teaching.grade`) on the shipped sample submissions and on its pieces.
+"""Tests of the autograder (:mod:`course_lib.teaching.grading`) on the shipped sample submissions and on its pieces.
 
 Two grading runs are shared by most tests (module-scoped fixtures):
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.teaching import grade
+from course_lib.teaching import grading
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "grading" / "samples" / "nb00"
@@ -35,7 +35,7 @@ EXPECTED = SAMPLES / "expected_gradebook.csv"
 SOURCE = REPO / "notebooks" / "00_symmetry_primer.py"
 
 needs_nb00 = pytest.mark.skipif(not SOURCE.is_file() or not SAMPLES.is_dir(), reason="notebook 00 not there yet")
-REGENERATE = ("python -m course_lib.teaching.grade grading/samples/nb00 --out /tmp/samples-graded "
+REGENERATE = ("python -m course_lib.teaching.grading grading/samples/nb00 --out /tmp/samples-graded "
               "--hidden grading/hidden "
               "--no-run --exercise-timeout 10 --jobs 2 && cp /tmp/samples-graded/gradebook.csv "
               "grading/samples/nb00/expected_gradebook.csv (after reviewing the differences)")
@@ -51,7 +51,7 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _grade(subs: Path, out: Path, *extra: str) -> int:
-    return grade.main([str(subs), "--out", str(out), "--hidden", str(HIDDEN), "--exercise-timeout", "10",
+    return grading.main([str(subs), "--out", str(out), "--hidden", str(HIDDEN), "--exercise-timeout", "10",
                        "--jobs", "2", *extra])
 
 
@@ -123,7 +123,7 @@ def test_samples_statuses_and_points(graded):
 def test_outputs_feedback_and_json(graded):
     out = graded["out"]
     records = json.loads((out / "gradebook.json").read_text())
-    assert [list(r) for r in records][0] == list(grade.COLUMNS)
+    assert [list(r) for r in records][0] == list(grading.COLUMNS)
     assert [(r["student"], r["exercise"], f"{r['points']:.2f}", r["status"]) for r in records] == [
         (r["student"], r["exercise"], r["points"], r["status"]) for r in graded["rows"]]
     students = {r["student"] for r in graded["rows"]}
@@ -209,7 +209,7 @@ def test_robust_to_broken_cells_and_folder_layout(tmp_path):
     (tmp_path / "subs" / "robin").mkdir(parents=True)
     nbformat.write(nb, tmp_path / "subs" / "robin" / "00_symmetry_primer.ipynb")
     (tmp_path / "subs" / "notes.txt").write_text("not a notebook")
-    rc = grade.main([str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--hidden", str(HIDDEN), "--no-run",
+    rc = grading.main([str(tmp_path / "subs"), "--out", str(tmp_path / "out"), "--hidden", str(HIDDEN), "--no-run",
                      "--exercise-timeout", "20"])
     assert rc == 0
     by = {r["exercise"]: r for r in _rows(tmp_path / "out" / "gradebook.csv")}
@@ -236,38 +236,39 @@ def _code(source: str, **metadata) -> nbformat.NotebookNode:
 def test_find_exercise_cell_by_metadata_name_and_missing():
     check_cell = _code('check("00.f", f)')
     tagged = _code("def f(x):\n    return x\n", exercise="00.f", points=1)
-    loc = grade.find_exercise_cell([_code("import torch"), tagged, check_cell], "00.f", "f")
+    loc = grading.find_exercise_cell([_code("import torch"), tagged, check_cell], "00.f", "f")
     assert (loc.index, loc.how, loc.notes) == (1, "metadata", [])
     # metadata lost (e.g. the cell was re-created): found by the name it defines, before its check cell
     lost = _code("def f(x):\n    return 2 * x\n")
     later = _code("def f(x):\n    return 3 * x\n")
-    loc = grade.find_exercise_cell([lost, check_cell, later], "00.f", "f")
+    loc = grading.find_exercise_cell([lost, check_cell, later], "00.f", "f")
     assert loc.index == 0 and loc.how == "name" and "metadata" in loc.notes[0]
     # an untouched stub is found by its message
     stub = _code('def g():\n    raise NotImplementedError("Exercise 00.f (title): hint")\n')
-    assert grade.find_exercise_cell([stub, check_cell], "00.f", "f").index == 0
+    assert grading.find_exercise_cell([stub, check_cell], "00.f", "f").index == 0
     # renamed
     renamed = _code("def ff(x):\n    return x\n", exercise="00.f", points=1)
-    loc = grade.find_exercise_cell([renamed, check_cell], "00.f", "f")
+    loc = grading.find_exercise_cell([renamed, check_cell], "00.f", "f")
     assert loc.how == "renamed" and "`ff`" in loc.problem
     # deleted
-    loc = grade.find_exercise_cell([_code("x = 1"), check_cell], "00.f", "f")
+    loc = grading.find_exercise_cell([_code("x = 1"), check_cell], "00.f", "f")
     assert loc.index is None and "no exercise cell" in loc.problem
     # reordered: the exercise cell after its check cell
-    loc = grade.find_exercise_cell([check_cell, tagged], "00.f", "f")
+    loc = grading.find_exercise_cell([check_cell, tagged], "00.f", "f")
     assert loc.index == 1 and any("after its check cell" in n for n in loc.notes)
 
 
 def test_capped_output():
-    out = grade.CappedText(limit=100)
+    out = grading.CappedText(limit=100)
     for _ in range(1000):
         print("x" * 50, file=out)
     out.buffer.write(b"bytes too")
     text = out.getvalue()
     assert text.startswith("x" * 50) and len(text) < 200
     assert "more characters of output dropped by the autograder" in text
-    assert grade.cap_text("abc", 10) == "abc"
-    assert grade.cap_text("a" * 50, 10).startswith("a" * 10) and "40 more characters" in grade.cap_text("a" * 50, 10)
+    assert grading.cap_text("abc", 10) == "abc"
+    capped = grading.cap_text("a" * 50, 10)
+    assert capped.startswith("a" * 10) and "40 more characters" in capped
 
 
 def test_tamper_snapshot_detects_patched_and_added_functions():
@@ -286,14 +287,15 @@ def test_tamper_snapshot_detects_patched_and_added_functions():
     extra.len = len
     sys.modules[mod.__name__], sys.modules[extra.__name__] = mod, extra
     try:
-        before = grade.snapshot(prefixes=("course_lib._tamper_demo",), extra=("_tamper_extra",))
-        assert grade.snapshot_diff(before, grade.snapshot(("course_lib._tamper_demo",), ("_tamper_extra",))) == []
+        before = grading.snapshot(prefixes=("course_lib._tamper_demo",), extra=("_tamper_extra",))
+        assert grading.snapshot_diff(before, grading.snapshot(("course_lib._tamper_demo",),
+                                                              ("_tamper_extra",))) == []
         honest.__code__ = (lambda x: 0).__code__  # same object, new code
         mod.Checker.run = lambda self: 0
         mod.REGISTRY["a"] = print
         mod.added = print
         extra.len = lambda x: 0
-        reasons = " ".join(grade.snapshot_diff(before, grade.snapshot(("course_lib._tamper_demo",),
+        reasons = " ".join(grading.snapshot_diff(before, grading.snapshot(("course_lib._tamper_demo",),
                                                                       ("_tamper_extra",))))
     finally:
         del sys.modules[mod.__name__], sys.modules[extra.__name__]
@@ -302,28 +304,28 @@ def test_tamper_snapshot_detects_patched_and_added_functions():
 
 
 def test_static_scan():
-    aliases = grade.import_aliases(
+    aliases = grading.import_aliases(
         ["from course_lib import symmetry as S\nfrom course_lib.teaching.exercises import nb00"]
     )
-    assert grade.scan_code("def f(x):\n    return x @ x.T  # no builtins here\n", aliases) == []
-    hits = grade.scan_code("S.equivariance_error = lambda *a, **k: 0.0", aliases)
+    assert grading.scan_code("def f(x):\n    return x @ x.T  # no builtins here\n", aliases) == []
+    hits = grading.scan_code("S.equivariance_error = lambda *a, **k: 0.0", aliases)
     assert hits == ["assigns `course_lib.symmetry.equivariance_error` (patching the course library)"]
-    assert grade.scan_code("S.FIELD_KINDS['h'] = 'vector'", aliases)[0].startswith("assigns into")
-    assert grade.scan_code("setattr(S, 'rotation', None)", aliases)
+    assert grading.scan_code("S.FIELD_KINDS['h'] = 'vector'", aliases)[0].startswith("assigns into")
+    assert grading.scan_code("setattr(S, 'rotation', None)", aliases)
     for code in ("from course_lib.teaching.checks import EXERCISES", "import builtins", "f.__code__ = g.__code__",
                  "sys.modules['course_lib.teaching.checks'] = m", "open('../grading/hidden/nb00.py')",
                  "Path('grading') / 'hidden'", "import inspect; inspect.stack()", "os._exit(0)"):
-        assert grade.scan_code(code, aliases), code
+        assert grading.scan_code(code, aliases), code
     ref = "course_lib.teaching.exercises.nb00.symmetrize"
-    assert "reference solution" in grade.scan_code("def symmetrize(f, x, g):\n    return nb00.symmetrize(f, x, g)",
+    assert "reference solution" in grading.scan_code("def symmetrize(f, x, g):\n    return nb00.symmetrize(f, x, g)",
                                                     aliases, reference=ref)[0]
-    assert grade.scan_code("y = nb00.pairwise_distances(x)", aliases, reference=ref) == []
+    assert grading.scan_code("y = nb00.pairwise_distances(x)", aliases, reference=ref) == []
 
 
 def test_library_guard_reports_and_restores(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("A = 1\n")
-    guard = grade.LibraryGuard(tmp_path / "pkg")
+    guard = grading.LibraryGuard(tmp_path / "pkg")
     assert guard.verify() == []
     (tmp_path / "pkg" / "a.py").write_text("A = 2\n")
     (tmp_path / "pkg" / "evil.py").write_text("")
@@ -335,16 +337,16 @@ def test_read_notebook_and_identify():
     nb = nbformat.v4.new_notebook()
     nb.cells = [_code("def f(x):\n    return x\n", exercise="00.symmetrize", points=2)]
     text = nbformat.writes(nb)
-    assert grade.read_notebook(text.encode())[0] is not None
-    got, problem = grade.read_notebook(text[: len(text) // 2].encode())
+    assert grading.read_notebook(text.encode())[0] is not None
+    got, problem = grading.read_notebook(text[: len(text) // 2].encode())
     assert got is None and "not valid notebook JSON" in problem and "line" in problem
-    assert "not a Jupyter notebook" in grade.read_notebook(b"[1, 2]")[1]
-    assert "UTF-8" in grade.read_notebook(b"\xff\xfe\x00")[1]
-    course = {"00_primer": grade.CourseNotebook("00_primer", [grade.ExerciseSpec("00.symmetrize", 2, "s", "s", "")],
-                                                "", set()),
-              "01_mpnn": grade.CourseNotebook("01_mpnn", [grade.ExerciseSpec("01.step", 1, "s", "s", "")], "", set())}
-    assert grade.identify(text[: len(text) // 2], course) == "00_primer"
-    assert grade.identify("nothing here", course) is None
+    assert "not a Jupyter notebook" in grading.read_notebook(b"[1, 2]")[1]
+    assert "UTF-8" in grading.read_notebook(b"\xff\xfe\x00")[1]
+    spec, notebook = grading.ExerciseSpec, grading.CourseNotebook
+    course = {"00_primer": notebook("00_primer", [spec("00.symmetrize", 2, "s", "s", "")], "", set()),
+              "01_mpnn": notebook("01_mpnn", [spec("01.step", 1, "s", "s", "")], "", set())}
+    assert grading.identify(text[: len(text) // 2], course) == "00_primer"
+    assert grading.identify("nothing here", course) is None
 
 
 def test_run_cases_weighs_cases_equally_and_spares_students_from_test_bugs():
@@ -369,14 +371,14 @@ def test_run_cases_weighs_cases_equally_and_spares_students_from_test_bugs():
     ns: dict = {}
     exec(compile("def student():\n    return 1 / 0\n", "<exercise cell 00.x>", "exec"), ns)  # noqa: S102
     fb = Feedback()
-    grade.run_cases(fb, ns["student"], [("a", good, {}), ("b", fatal, {}), ("c", calls, {}), ("d", buggy_test, {})])
+    grading.run_cases(fb, ns["student"], [("a", good, {}), ("b", fatal, {}), ("c", calls, {}), ("d", buggy_test, {})])
     assert fb.cases == [("a", 1.0), ("b", 0.0), ("c", 0.0)]  # d is left out: the test itself crashed
     assert fb.failed[0] == "[b] wrong shape" and fb.failed[1].startswith("[c] your code raised ZeroDivisionError")
     assert fb.test_errors == ["[d] KeyError: 'missing key'"]
 
     exec(compile("def stub():\n    raise NotImplementedError\n", "<exercise cell 00.y>", "exec"), ns)  # noqa: S102
     with pytest.raises(NotImplementedError):
-        grade.run_cases(Feedback(), ns["stub"], [("c", calls, {})])
+        grading.run_cases(Feedback(), ns["stub"], [("c", calls, {})])
 
 
 def test_guard_blocks_network_hidden_reads_and_library_writes(tmp_path):
@@ -387,8 +389,8 @@ def test_guard_blocks_network_hidden_reads_and_library_writes(tmp_path):
     script = textwrap.dedent(f"""
         import json, socket, sys
         sys.path.insert(0, {str(REPO)!r})
-        from course_lib.teaching.grade import _exec_guard
-        state, events = _exec_guard([{str(hidden)!r}], [{str(lib)!r}])
+        from course_lib.teaching.grading.guard import install_from_source
+        state, events = install_from_source([{str(hidden)!r}], [{str(lib)!r}])
         out = {{}}
         try:
             socket.create_connection(("192.0.2.1", 80), timeout=2)

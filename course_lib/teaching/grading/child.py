@@ -1,0 +1,421 @@
+"""The exercise process of the grader: grade one exercise of one submission, write the result file.
+
+Run by :class:`course_lib.teaching.grading.runner.ExerciseRunner` from the pristine, hash-checked copy
+of the package made when grading started::
+
+    python -I -B <pristine>/course_lib/teaching/grading/child.py --exercise-server   # Linux: fork per job
+    python -I -B <pristine>/course_lib/teaching/grading/child.py --exercise-child    # one job on stdin
+
+This file is a standalone program: standard library only, and it imports nothing of the installed
+package. Before the student's code runs it loads two files of its own copy by path (``guard.py``:
+the audit hook, ``../notebook.py``: the cell parsing); after the student's code ran, the
+``course_lib`` modules are dropped from ``sys.modules`` and the checking code (the checkers, the
+hidden tests, :func:`course_lib.teaching.grading.run_cases`) is imported fresh from the pristine copy.
+
+Also importable (the runtime snapshot and the capped output are used and tested in the parent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["CHILD_FLAG", "SERVER_FLAG", "CappedText", "cap_text", "snapshot", "snapshot_diff", "grade_exercise",
+           "main"]
+
+CHILD_FLAG = "--exercise-child"
+SERVER_FLAG = "--exercise-server"
+#: This file's folder in the pristine copy (``.../course_lib/teaching/grading``).
+HERE = Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------------------------
+# capped output
+# --------------------------------------------------------------------------------------------
+
+
+class CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``limit`` characters written and counts the rest."""
+
+    def __init__(self, limit: int = 20_000):
+        super().__init__()
+        self.limit = limit
+        self._parts: list[str] = []
+        self._kept = 0
+        self.dropped = 0
+        self.buffer = _CappedBytes(self)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s) -> int:
+        s = s if isinstance(s, str) else str(s)
+        room = self.limit - self._kept
+        if room > 0:
+            self._parts.append(s[:room])
+            self._kept += min(room, len(s))
+        self.dropped += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def getvalue(self) -> str:
+        text = "".join(self._parts)
+        if self.dropped:
+            text += f"\n[... {self.dropped} more characters of output dropped by the autograder]"
+        return text
+
+
+class _CappedBytes:
+    def __init__(self, text: CappedText):
+        self._text = text
+
+    def write(self, b) -> int:
+        self._text.write(bytes(b).decode("utf-8", "replace"))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a note saying how much was dropped."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters of output dropped by the autograder]"
+
+
+# --------------------------------------------------------------------------------------------
+# runtime snapshot
+# --------------------------------------------------------------------------------------------
+
+WATCHED_EXTRA = ("builtins", "math", "importlib", "importlib.util", "torch", "torch.linalg", "torch.nn.functional")
+
+
+def _ident(obj) -> tuple:
+    code = getattr(obj, "__code__", None)
+    return (id(obj), id(code) if code is not None else 0)
+
+
+def snapshot(prefixes: tuple[str, ...] = ("course_lib",), extra: Iterable[str] = WATCHED_EXTRA) -> dict:
+    """Identity of every attribute of the watched modules (and of their classes' attributes).
+
+    Modules whose name is or starts with one of ``prefixes`` are watched entirely (attributes added,
+    changed or removed); ``extra`` modules (builtins, torch, ...) for changed or removed attributes.
+    The object ids are only meaningful inside the same process.
+    """
+    snap: dict = {"modules": {}, "strict": set(), "sys": {}}
+    mods = {n: m for n, m in list(sys.modules.items()) if m is not None
+            and any(n == p or n.startswith(p + ".") for p in prefixes)}
+    for name in extra:
+        if name in sys.modules:
+            mods.setdefault(name, sys.modules[name])
+    for name, mod in mods.items():
+        entries = {}
+        strict = any(name == p or name.startswith(p + ".") for p in prefixes)
+        for attr, value in list(vars(mod).items()):
+            entries[attr] = _ident(value)
+            if strict and isinstance(value, type) and getattr(value, "__module__", None) == name:
+                for k, v in list(vars(value).items()):
+                    entries[f"{attr}.{k}"] = _ident(getattr(v, "__func__", v))
+            elif strict and isinstance(value, dict) and not attr.startswith("__"):
+                for k, v in list(value.items()):
+                    entries[f"{attr}[{k!r}]"] = _ident(v)
+        if name == "torch" and "Tensor" in vars(mod):
+            for k, v in list(vars(mod.Tensor).items()):
+                entries[f"Tensor.{k}"] = _ident(v)
+        snap["modules"][name] = (id(mod), entries)
+        if strict:
+            snap["strict"].add(name)
+    snap["sys"] = {"path": list(sys.path), "meta_path": [id(f) for f in sys.meta_path],
+                   "path_hooks": [id(h) for h in sys.path_hooks]}
+    return snap
+
+
+def snapshot_diff(before: dict, after: dict) -> list[str]:
+    """What changed between two :func:`snapshot` calls, as readable reasons (empty: nothing)."""
+    reasons = []
+    for name, (mod_id, entries) in sorted(before["modules"].items()):
+        if name not in after["modules"] or after["modules"][name][0] != mod_id:
+            reasons.append(f"replaced the module `{name}` in sys.modules")
+            continue
+        now = after["modules"][name][1]
+        changed = sorted(a for a, ident in entries.items() if a in now and now[a] != ident)
+        removed = sorted(a for a in entries if a not in now)
+        added = sorted(a for a in now if a not in entries and "[" not in a) if name in before["strict"] else []
+        mod = sys.modules.get(name)
+        added = [a for a in added if not (mod is not None and sys.modules.get(f"{name}.{a}") is getattr(mod, a, 0))]
+        for what, attrs in (("replaced", changed), ("deleted", removed), ("added", added)):
+            if attrs:
+                shown = ", ".join(f"`{name}.{a}`" for a in attrs[:4]) + (" ..." if len(attrs) > 4 else "")
+                reasons.append(f"{what} {shown}")
+    for key in ("meta_path", "path_hooks"):
+        if before["sys"][key] != after["sys"][key]:
+            reasons.append(f"changed `sys.{key}` (import machinery)")
+    return reasons
+
+
+
+# --------------------------------------------------------------------------------------------
+# the process: setup (no student code), then one job per process
+# --------------------------------------------------------------------------------------------
+
+
+def load_file(path: Path, name: str):
+    """The module of the Python file ``path``, executed by path (not put in ``sys.modules``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def setup_process(setup: dict) -> dict:
+    """Limits, guard, and the clean state every exercise starts from (no student code runs here)."""
+    import importlib
+
+    try:
+        import resource
+        import signal
+
+        cap = 8 * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    except (ImportError, ValueError, OSError, AttributeError):
+        pass
+    sys.dont_write_bytecode = True
+    guard = load_file(HERE / "guard.py", "_autograder_guard_file")
+    notebook = load_file(HERE.parent / "notebook.py", "_autograder_notebook_file")
+    state, events = guard.install_from_source([setup["hidden_dir"]] if setup.get("hidden_dir") else [],
+                                              setup["protected"], student_files=guard.STUDENT_FILES)
+    sys.path.insert(0, setup["student_lib"])
+    notes = []
+    for name in ("course_lib.teaching.checks", "course_lib.symmetry", setup["checker_module"]):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"{name} could not be imported: {type(exc).__name__}: {exc}")
+    try:
+        exec(compile(setup["instructor_imports"], "<instructor imports>", "exec"),  # noqa: S102
+             {"__name__": "__autograder_baseline__"})
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"the notebook's imports raised {type(exc).__name__}: {exc}")
+    return {"state": state, "events": events, "notes": notes, "strip_magics": notebook.strip_magics}
+
+
+def run_job(setup: dict, ctx: dict, job: dict) -> None:
+    """Grade one exercise and write the result file (the process exits right after)."""
+    out = CappedText(setup["output_limit"])
+    sys.stdout = sys.stderr = out
+    try:
+        res = grade_exercise(setup, ctx, job)
+    except BaseException as exc:  # noqa: BLE001 - report, never crash silently
+        res = {"status": "error", "message": f"internal grader error: {type(exc).__name__}: {exc}"}
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    res["output"] = out.getvalue()
+    res["token"] = job["token"]
+    with open(job["result"], "w", encoding="utf-8") as fh:
+        json.dump(res, fh)
+
+
+def child_main() -> int:
+    """``--exercise-child``: setup and one job, read as JSON from stdin."""
+    payload = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    ctx = setup_process(payload["setup"])
+    run_job(payload["setup"], ctx, payload["job"])
+    os._exit(0)  # skip interpreter shutdown: no student __del__ runs after the verdict
+
+
+def server_main() -> int:
+    """``--exercise-server``: setup once, then fork one exercise process per job line on stdin."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    setup = json.loads(stdin.readline().decode("utf-8"))
+    ctx = setup_process(setup)
+    stdout.write(b"ready\n")
+    stdout.flush()
+    while True:
+        line = stdin.readline()
+        if not line.strip():
+            return 0
+        job = json.loads(line.decode("utf-8"))
+        pid = os.fork()
+        if pid == 0:  # the exercise process
+            try:
+                os.setsid()
+                fd = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                run_job(setup, ctx, job)
+            finally:
+                os._exit(0)
+        stdout.write(f"started {pid}\n".encode())
+        stdout.flush()
+        _, status = os.waitpid(pid, 0)
+        stdout.write(f"exited {pid} {status}\n".encode())
+        stdout.flush()
+
+
+# --------------------------------------------------------------------------------------------
+# one exercise: the student's code, then the checking code from the pristine copy, then the test
+# --------------------------------------------------------------------------------------------
+
+
+class IntegrityError(Exception):
+    """The pristine copy of the checking code cannot be trusted (changed, or bypassed)."""
+
+
+def grade_exercise(setup: dict, ctx: dict, job: dict) -> dict:
+    """Run the student's imports and exercise cell, then the hidden test on the object they define."""
+    state, events = ctx["state"], ctx["events"]
+    saved = list(sys.path), list(sys.meta_path), list(sys.path_hooks)
+    before = snapshot()
+    notes = list(ctx["notes"])
+    state["phase"] = "student"
+    obj, failure = run_student_code(setup, ctx, job, notes)
+    flags = list(dict.fromkeys(snapshot_diff(before, snapshot()) + events))
+    if failure is not None:
+        return {"status": failure[0], "flags": flags, "notes": notes, "message": failure[1]}
+    if flags:
+        return {"status": "flagged", "flags": flags, "notes": notes,
+                "message": "the hidden tests were not run (the library was changed)"}
+    state["phase"] = "loading"
+    try:
+        checks, api, hidden_fn, source = load_checking_code(setup, job, saved)
+    except IntegrityError as exc:
+        return {"status": "error", "message": str(exc)}
+    return dict(run_hidden_test(checks, api, hidden_fn, obj, job, state, events), notes=notes, source=source)
+
+
+def run_student_code(setup: dict, ctx: dict, job: dict, notes: list[str]):
+    """``(obj, None)``, or ``(None, (status, message))`` when the student's cell or target fails."""
+    import builtins
+    import linecache
+
+    strip_magics = ctx["strip_magics"]
+    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+
+    def run_code(source: str, label: str):
+        source = strip_magics(source)
+        linecache.cache[label] = (len(source), None, source.splitlines(True), label)
+        exec(compile(source, label, "exec"), ns)  # noqa: S102 - running the student's code is the point
+
+    for k, chunk in enumerate([setup["instructor_imports"], *job["submission_imports"]]):
+        try:
+            run_code(chunk, f"<imports cell {k}>")
+        except BaseException as exc:  # noqa: BLE001
+            notes.append(f"an import cell raised {type(exc).__name__}: {exc}")
+    try:
+        run_code(job["cell"], f"<exercise cell {job['exercise']}>")
+    except BaseException as exc:  # noqa: BLE001
+        return None, ("error", (
+            f"your exercise cell raised {type(exc).__name__}: {str(exc)[:300]} when run on its own (the grader "
+            "runs each exercise cell with only the notebook's imports: define every helper inside the cell)"))
+    try:
+        return eval(job["target"], ns), None  # noqa: S307 - the expression comes from the instructor notebook
+    except NameError:
+        return None, ("missing", (
+            f"your exercise cell does not define `{job['name']}` (renamed?): keep the name of the distributed "
+            "notebook"))
+    except BaseException as exc:  # noqa: BLE001
+        return None, ("error", f"`{job['target']}` could not be evaluated: {type(exc).__name__}: {exc}")
+
+
+def load_checking_code(setup: dict, job: dict, saved: tuple[list, list, list]):
+    """``(checks, api, hidden_fn, source)`` loaded fresh from the pristine, hash-checked copy of course_lib."""
+    import importlib
+    import importlib.util
+
+    sys.path[:], sys.meta_path[:], sys.path_hooks[:] = saved
+    sys.path_importer_cache.clear()
+    for name in [n for n in sys.modules if n == "course_lib" or n.startswith("course_lib.")]:
+        del sys.modules[name]
+    pristine = Path(setup["pristine"])
+    for rel, digest in setup["pristine_hashes"].items():
+        if hashlib.sha256((pristine / rel).read_bytes()).hexdigest() != digest:
+            raise IntegrityError(f"grader integrity: the pristine copy of {rel} changed")
+    spec = importlib.util.spec_from_file_location("course_lib", pristine / "__init__.py",
+                                                  submodule_search_locations=[str(pristine)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["course_lib"] = package
+    spec.loader.exec_module(package)
+    checks = importlib.import_module("course_lib.teaching.checks")
+    importlib.import_module(setup["checker_module"])
+    api = importlib.import_module("course_lib.teaching.grading.api")
+    hidden_fn, source = None, "public check only (no hidden test module)"
+    if job.get("hidden"):
+        hspec = importlib.util.spec_from_file_location(f"_course_hidden_{job['slug']}", job["hidden"])
+        hidden_mod = importlib.util.module_from_spec(hspec)
+        hspec.loader.exec_module(hidden_mod)
+        hidden_fn = getattr(hidden_mod, "HIDDEN", {}).get(job["exercise"])
+        source = "hidden tests" if hidden_fn else "public check only (no hidden test for this exercise)"
+    if hidden_fn is None:
+        public = checks.EXERCISES[job["exercise"]].checker
+        hidden_fn = lambda o, f: api.run_cases(f, o, [("public check", public, {})])  # noqa: E731
+    for name, mod in list(sys.modules.items()):
+        if (name == "course_lib" or name.startswith("course_lib.")) and mod is not None:
+            origin = getattr(mod, "__file__", None) or ""
+            if origin and not Path(origin).resolve().is_relative_to(pristine.resolve()):
+                raise IntegrityError(f"grader integrity: {name} was loaded from outside the copy")
+    return checks, api, hidden_fn, source
+
+
+def run_hidden_test(checks, api, hidden_fn, obj, job: dict, state: dict, events: list) -> dict:
+    """The hidden test on ``obj`` (the student's function runs inside it) and its score."""
+    before_check = snapshot()
+    n_events = len(events)
+    state["phase"] = "check"
+    fb = checks.Feedback()
+    error, not_implemented = None, False
+    try:
+        hidden_fn(obj, fb)
+    except checks.StopChecking:
+        fb.__dict__.setdefault("stopped", True)
+    except NotImplementedError:
+        not_implemented = True
+    except Exception as exc:  # noqa: BLE001
+        if api.student_in_traceback(exc, [job.get("hidden") or ""]):
+            error = f"your code raised {checks.describe_exception(exc)}"
+        else:
+            error = (f"the hidden test itself failed ({type(exc).__name__}: {exc}); not your fault: tell your "
+                     "instructor")
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from student code
+        error = f"your code stopped the test with {type(exc).__name__}"
+    state["phase"] = "loading"
+    flags = list(dict.fromkeys(snapshot_diff(before_check, snapshot()) + events[n_events:]))
+    cases = fb.__dict__.get("cases")
+    total = len(fb.passed) + len(fb.failed)
+    if cases:
+        fraction = sum(score for _, score in cases) / len(cases)
+    else:
+        fraction = 0.0 if fb.__dict__.get("stopped") or not total else len(fb.passed) / total
+    return {"status": "checked", "flags": flags, "n_passed": len(fb.passed), "n_total": total,
+            "failed": list(fb.failed), "fraction": 0.0 if error or not_implemented else fraction, "error": error,
+            "not_implemented": not_implemented, "n_cases": len(cases or []),
+            "test_errors": list(fb.__dict__.get("test_errors", []))}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == [CHILD_FLAG]:
+        return child_main()
+    if argv[:1] == [SERVER_FLAG]:
+        return server_main()
+    print(f"usage: python -I -B child.py {CHILD_FLAG}|{SERVER_FLAG} (started by the grader)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

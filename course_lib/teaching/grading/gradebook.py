@@ -1,0 +1,136 @@
+"""The gradebook: rows, totals, per-student feedback in markdown, and the files of the results folder.
+
+``gradebook.csv`` / ``gradebook.json`` (one row per student, notebook and exercise, columns
+:data:`COLUMNS`, status one of :data:`STATUSES`), ``totals.csv``, ``runs.json`` and
+``feedback/<student>.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from course_lib.teaching.grading.child import cap_text
+from course_lib.teaching.grading.course import CourseNotebook, safe_name
+
+if TYPE_CHECKING:
+    from course_lib.teaching.grading.kernel import RunReport
+
+__all__ = ["COLUMNS", "STATUSES", "Row", "Graded", "fmt", "write_outputs", "STATUS_WORD", "feedback"]
+
+COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", "message")
+STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "flagged")
+
+
+@dataclass
+class Row:
+    student: str
+    notebook: str
+    exercise: str
+    points: float
+    max_points: int
+    status: str
+    message: str
+    details: list[str] = field(default_factory=list)  # feedback lines (not in the gradebook)
+    output: str = ""  # what the student's code printed while graded (capped)
+
+    def record(self) -> dict:
+        return {k: getattr(self, k) for k in COLUMNS}
+
+
+@dataclass
+class Graded:
+    student: str
+    notebook: str
+    rows: list[Row]
+    run: RunReport | None = None
+    path: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNotebook]) -> list[Row]:
+    def order(r: Row):
+        cnb = course.get(r.notebook)
+        ids = [e.id for e in cnb.exercises] if cnb else []
+        return (r.student, r.notebook, ids.index(r.exercise) if r.exercise in ids else len(ids), r.exercise)
+
+    rows = sorted((r for g in results for r in g.rows), key=order)
+    for r in rows:
+        r.message = " ".join(r.message.split())
+    with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r.student, r.notebook, r.exercise, fmt(r.points), r.max_points, r.status, r.message])
+    records = [dict(r.record(), points=round(r.points, 2)) for r in rows]
+    (out / "gradebook.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    totals: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        t = totals.setdefault((r.student, r.notebook), [0.0, 0])
+        t[0] += r.points
+        t[1] += r.max_points
+    with open(out / "totals.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(("student", "notebook", "points", "max_points"))
+        for (student, nb), (pts, mx) in sorted(totals.items()):
+            w.writerow([student, nb, fmt(pts), mx])
+    runs = [{"student": g.student, "notebook": g.notebook, "submission": Path(g.path).name,
+             **(g.run.record() if g.run else {"status": "not run", "message": "", "cells": [], "events": []})}
+            for g in sorted(results, key=lambda g: (g.student, g.notebook))]
+    (out / "runs.json").write_text(json.dumps(runs, indent=1) + "\n", encoding="utf-8")
+    fb_dir = out / "feedback"
+    fb_dir.mkdir(exist_ok=True)
+    by_student: dict[str, list[Graded]] = {}
+    for g in results:
+        by_student.setdefault(g.student, []).append(g)
+    for student, graded in sorted(by_student.items()):
+        (fb_dir / f"{safe_name(student)}.md").write_text(feedback(student, graded, rows), encoding="utf-8")
+    return rows
+
+
+STATUS_WORD = {"pass": "passed", "partial": "partly passed", "fail": "failed", "error": "error",
+                "timeout": "time limit", "missing": "missing", "flagged": "flagged for review"}
+
+
+def feedback(student: str, graded: list[Graded], rows: list[Row]) -> str:
+    lines = [f"# Feedback for {student}", ""]
+    grand, grand_max = 0.0, 0
+    for g in sorted(graded, key=lambda g: g.notebook):
+        mine = [r for r in rows if r.student == student and r.notebook == g.notebook]
+        pts, mx = sum(r.points for r in mine), sum(r.max_points for r in mine)
+        grand, grand_max = grand + pts, grand_max + mx
+        lines += [f"## {g.notebook}: {fmt(pts)} / {mx} points", ""]
+        if g.run is not None:
+            lines += [f"Notebook run: {g.run.message}.", ""]
+        lines += [f"- note: {n}" for n in g.notes]
+        lines += ["| exercise | points | result |", "|---|---|---|"]
+        lines += [f"| {r.exercise} | {fmt(r.points)} / {r.max_points} | {STATUS_WORD.get(r.status, r.status)} |"
+                  for r in mine]
+        lines.append("")
+        previous = None
+        for r in mine:
+            same = r.message == previous and not r.details
+            lines += [f"### {r.exercise}: {STATUS_WORD.get(r.status, r.status)} ({fmt(r.points)} / {r.max_points})",
+                      "", "Same as above." if same else r.message, ""]
+            previous = r.message
+            if r.details and r.status != "pass":
+                lines += ["What failed (messages of the checks; `[label]` names the test case):", ""]
+                lines += [f"- {d}" for d in r.details[:30]]
+                if len(r.details) > 30:
+                    lines.append(f"- ... and {len(r.details) - 30} more")
+                lines.append("")
+            if r.output.strip() and r.status != "pass":
+                lines += ["Output of your code while it was graded (capped):", "", "```",
+                          cap_text(r.output.strip(), 2000), "```", ""]
+    lines += [f"**Total: {fmt(grand)} / {grand_max} points**", "",
+              "The public self-checks in your notebook are a subset of the tests the grader runs (other seeds and "
+              "sizes, more symmetry transforms); each exercise cell is run on its own with the notebook's imports.",
+              ""]
+    return "\n".join(lines)

@@ -1,0 +1,286 @@
+"""Grading: each submission (copy, notebook run, static scan, one process per exercise) and the whole folder.
+
+:func:`grade` is the entry point (the command line is :mod:`course_lib.teaching.grading.cli`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from course_lib.teaching.grading.course import (
+    ExerciseSpec,
+    Located,
+    Submission,
+    check_call_pattern,
+    find_exercise_cell,
+    find_submissions,
+    identify,
+    load_course,
+    read_notebook,
+    safe_name,
+    submission_imports,
+)
+from course_lib.teaching.grading.gradebook import Graded, Row, fmt, write_outputs
+from course_lib.teaching.grading.kernel import run_notebook
+from course_lib.teaching.grading.library import LibraryGuard
+from course_lib.teaching.grading.runner import ExerciseRunner
+from course_lib.teaching.grading.scan import import_aliases, scan_code
+from course_lib.teaching.grading.session import Limits, Session
+from course_lib.teaching.notebook import cell_source
+
+__all__ = ["summarize", "Grader", "grade", "dedupe"]
+
+
+def summarize(res: dict) -> tuple[str, str, float, list[str]]:
+    """status, message, fraction, details of a child result of status "checked"."""
+    failed = res.get("failed", [])
+    unique = list(dict.fromkeys(failed))
+    counts = Counter(failed)
+    details = [m + (f" (x{counts[m]})" if counts[m] > 1 else "") for m in unique]
+    n_passed, n_total = res.get("n_passed", 0), res.get("n_total", 0)
+    cases = res.get("n_cases", 0)
+    in_cases = f" in {cases} test cases" if cases > 1 else ""
+    if res.get("not_implemented"):
+        return "fail", "not implemented yet (the stub still raises NotImplementedError)", 0.0, details
+    if res.get("error"):
+        msg = f"{res['error']} (after {n_passed} passed checks)" if n_passed else res["error"]
+        return "error", msg, 0.0, details
+    fraction = float(res.get("fraction", 0.0))
+    if fraction >= 1.0 and not failed:
+        return "pass", f"all {n_total} checks passed{in_cases}", 1.0, details
+    head = f"{n_passed}/{n_total} checks passed{in_cases}"
+    first = unique[0] if unique else "a test case stopped early"
+    return ("partial" if fraction > 0 else "fail"), f"{head}; first problem: {first}", fraction, details
+
+
+class Grader:
+    def __init__(self, session: Session, forced: str | None):
+        self.s = session
+        self.forced = forced
+
+    def grade(self, sub: Submission) -> Graded:
+        try:
+            return self._grade(sub)
+        except Exception as exc:  # noqa: BLE001 - one submission must never stop the others
+            slug = self.forced or "?"
+            return Graded(sub.student, slug, [Row(sub.student, slug, "?", 0.0, 0, "error",
+                                                  f"internal grader error: {type(exc).__name__}: {exc}")])
+
+    def _error_rows(self, student: str, slug: str | None, message: str) -> list[Row]:
+        if slug is None:
+            return [Row(student, "?", "?", 0.0, 0, "error", message + " (and the course notebook could not be "
+                        "recognised: pass --notebook NN_slug)")]
+        return [Row(student, slug, e.id, 0.0, e.points, "error", message) for e in self.s.course[slug].exercises]
+
+    def _grade(self, sub: Submission) -> Graded:
+        data = sub.path.read_bytes()
+        text = data.decode("utf-8", "replace")
+        nb, problem = read_notebook(data)
+        slug = self.forced or identify(text + " " + sub.path.name, self.s.course)
+        if nb is None:
+            return Graded(sub.student, slug or "?", self._error_rows(sub.student, slug, problem), path=str(sub.path))
+        if slug is None:
+            return Graded(sub.student, "?", self._error_rows(
+                sub.student, None, "no exercise of a course notebook found in this notebook"), path=str(sub.path))
+        cnb = self.s.course[slug]
+        work = Path(tempfile.mkdtemp(prefix="sub-", dir=self.s.tmp))
+        (work / "run").mkdir()
+        copy = work / "run" / sub.path.name
+        copy.write_bytes(data)
+
+        cells = nb.cells
+        located = {e.id: find_exercise_cell(cells, e.id, e.name) for e in cnb.exercises}
+        exercise_of_cell = self._exercise_of_cell(cells, cnb.exercises, located)
+        order = [located[e.id].index for e in cnb.exercises if located[e.id].index is not None]
+        notes = []
+        if order != sorted(order):
+            notes.append("the exercise cells are not in the order of the distributed notebook")
+
+        # static scan: exercise cells, and other code cells the student added or changed
+        aliases = import_aliases([cell_source(c) for c in cells if c.get("cell_type") == "code"])
+        global_flags = self._scan_other_cells(cells, cnb.student_sources, located, aliases)
+
+        lib = self.s.student_library(work)
+        run = None
+        if self.s.run_notebooks:
+            run = run_notebook(self.s, nb, work, lib)
+            self._save_executed(sub, slug, nb)
+        run_flags: dict[str, list[str]] = {}
+        for index, reason in (run.events if run else []):
+            target = exercise_of_cell.get(index)
+            if target is None:
+                global_flags.append(f"{reason} (notebook run, cell {index})" if index >= 0 else
+                                    f"{reason} (notebook run)")
+            else:
+                run_flags.setdefault(target, []).append(reason)
+
+        setup = {"student_lib": str(lib.root.parent), "protected": self.s.protected(lib),
+                 "hidden_dir": str(self.s.hidden) if self.s.hidden else None,
+                 "checker_module": f"course_lib.teaching.exercises.nb{cnb.number}", "instructor_imports": cnb.imports}
+        runner = ExerciseRunner(self.s, work, setup)
+        try:
+            imports = submission_imports(cells, cnb.imports)
+            rows = [self._grade_exercise(sub, cnb, e, located[e.id], aliases, imports, runner, lib,
+                                         global_flags, run_flags.get(e.id, [])) for e in cnb.exercises]
+        finally:
+            runner.close()
+        return Graded(sub.student, slug, rows, run, str(sub.path), notes)
+
+    @staticmethod
+    def _exercise_of_cell(cells, exercises: list[ExerciseSpec], located: dict[str, Located]) -> dict[int, str]:
+        """``{cell index: exercise id}`` of the exercise cells and of their check cells."""
+        exercise_of_cell = {}
+        for e in exercises:
+            loc = located[e.id]
+            if loc.index is not None:
+                exercise_of_cell[loc.index] = e.id
+            check_re = check_call_pattern(e.id)
+            for i, c in enumerate(cells):
+                if c.get("cell_type") == "code" and check_re.search(cell_source(c)):
+                    exercise_of_cell.setdefault(i, e.id)
+        return exercise_of_cell
+
+    @staticmethod
+    def _scan_other_cells(cells, student_sources: set[str], located: dict[str, Located], aliases) -> list[str]:
+        """Static-scan reasons of the code cells that are not exercise cells and that the student added or changed."""
+        exercise_cells = {loc.index for loc in located.values() if loc.index is not None}
+        global_flags = []
+        for i, c in enumerate(cells):
+            if c.get("cell_type") != "code" or i in exercise_cells:
+                continue
+            src = cell_source(c)
+            if src.strip() in student_sources or not src.strip():
+                continue
+            global_flags += [f"cell {i} (not an exercise cell) {r}" for r in scan_code(src, aliases)]
+        return global_flags
+
+    def _grade_exercise(self, sub, cnb, e: ExerciseSpec, loc: Located, aliases, submission_imports,
+                        runner: ExerciseRunner, lib: LibraryGuard, global_flags: list[str],
+                        run_flags: list[str]) -> Row:
+        row = Row(sub.student, cnb.slug, e.id, 0.0, e.points, "missing", "")
+        notes = list(loc.notes)
+        if loc.index is None or loc.how == "renamed":
+            row.message = loc.problem
+            static = global_flags + run_flags
+            if static:
+                row.status, row.message = "flagged", "flagged for review: " + "; ".join(static)
+            row.details = notes
+            return row
+        reference = f"course_lib.teaching.exercises.nb{cnb.number}.{e.name}"
+        static = scan_code(loc.source, aliases, reference=reference)
+        hidden = self.s.hidden / f"nb{cnb.number}.py" if self.s.hidden else None
+        job = {"exercise": e.id, "slug": cnb.slug, "target": e.target, "name": e.name,
+               "submission_imports": submission_imports, "cell": loc.source,
+               "hidden": str(hidden) if hidden is not None and hidden.is_file() else None}
+        res = runner.run(job, f"ex-{e.id}")
+        lib_changes = [f"changed the course_lib file {rel}" for rel in lib.verify()]
+        flags = list(dict.fromkeys(static + global_flags + run_flags + res.get("flags", []) + lib_changes))
+        notes += res.get("notes", [])
+        notes += [f"a hidden test case crashed and was left out of the score: {t}" for t in res.get("test_errors", [])]
+        row.output = res.get("output", "")
+        status = res.get("status")
+        if status == "checked":
+            status, message, fraction, details = summarize(res)
+            row.details = details
+            if res.get("source", "").startswith("public"):
+                notes.append(f"graded with the {res['source']}")
+            if status in ("pass", "partial"):
+                row.points = round(e.points * fraction, 2)
+        else:
+            message = res.get("message", "")
+        row.status, row.message = status, message
+        if flags:
+            tested = {"checked": f" (before the flag: {row.message})",
+                      "flagged": " (the hidden tests were not run)"}.get(res.get("status"), "")
+            row.status, row.points = "flagged", 0.0
+            row.message = "flagged for review: " + "; ".join(flags) + tested
+        if notes:
+            row.message += " [note: " + "; ".join(notes) + "]"
+        return row
+
+    def _save_executed(self, sub: Submission, slug: str, nb) -> None:
+        import nbformat
+
+        try:
+            dest = self.s.out / "executed" / safe_name(sub.student) / f"{slug}.ipynb"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(nbformat.writes(nb), encoding="utf-8")
+        except Exception:  # noqa: BLE001, S110 - the executed copy is a convenience
+            pass
+
+
+def grade(submissions, out, hidden=None, limits: Limits | None = None, jobs: int = 1, run_notebooks: bool = True,
+          notebook: str | None = None, notebook_dir=None, network: str = "auto",
+          log: Callable[[str], None] | None = None) -> list[Row]:
+    """Grade every submission of ``submissions`` into ``out``; return the gradebook rows (sorted)."""
+    limits = limits or Limits()
+    log = log or (lambda _msg: None)
+    submissions, out = Path(submissions), Path(out)
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no submissions folder {submissions}")
+    hidden = Path(hidden).resolve() if hidden else None
+    if hidden is not None and not hidden.is_dir():
+        raise FileNotFoundError(f"no hidden-tests folder {hidden}")
+    course = load_course(notebook_dir)
+    if not course:
+        raise RuntimeError("no notebook with exercises found (notebooks/NN_slug.py); pass --notebooks DIR")
+    forced = None
+    if notebook:
+        matches = [s for s in course if s == notebook or s[:2] == notebook[:2] and len(notebook) <= 2]
+        if len(matches) != 1:
+            raise ValueError(f"--notebook {notebook!r}: choose one of {sorted(course)}")
+        forced = matches[0]
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("feedback", "executed"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    subs = find_submissions(submissions, exclude=[out])
+    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
+        session = Session(course, hidden, limits, out, run_notebooks, network, Path(tmp))
+        session.submissions = submissions
+        log(f"{len(subs)} submission(s); network isolation: "
+            f"{'network namespace + socket guard' if session.namespace else 'socket guard only'}; "
+            f"{'fast' if limits.fast else 'full'} mode; hidden tests: {hidden or 'none (public checks only)'}")
+        grader = Grader(session, forced)
+
+        def one(sub: Submission) -> Graded:
+            t0 = time.monotonic()
+            g = grader.grade(sub)
+            pts = sum(r.points for r in g.rows)
+            mx = sum(r.max_points for r in g.rows)
+            log(f"  {sub.student} ({sub.path.name}): {g.notebook} {fmt(pts)}/{mx} "
+                f"[{', '.join(r.status for r in g.rows)}] in {time.monotonic() - t0:.0f} s")
+            return g
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(one, subs))
+        changed = session.library.changed()
+        if changed:
+            log(f"warning: the installed course_lib changed while grading ({', '.join(changed[:5])}); the grading "
+                "used the copy taken at the start")
+    results = dedupe(results)
+    return write_outputs(out, results, course)
+
+
+def dedupe(results: list[Graded]) -> list[Graded]:
+    """One graded submission per (student, notebook): the last by path; the others are noted."""
+    keep: dict[tuple[str, str], Graded] = {}
+    dropped: dict[tuple[str, str], list[str]] = {}
+    for g in sorted(results, key=lambda g: g.path):
+        key = (g.student, g.notebook)
+        if key in keep and g.notebook != "?":
+            dropped.setdefault(key, []).append(Path(keep[key].path).name)
+        if key not in keep or g.notebook != "?":
+            keep[key] = g
+    for key, names in dropped.items():
+        g = keep[key]
+        note = f"several submissions for this notebook: graded {Path(g.path).name}, ignored {', '.join(names)}"
+        g.notes.append(note)
+        for r in g.rows:
+            r.message += f" [note: {note}]"
+    return list(keep.values())
