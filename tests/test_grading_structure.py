@@ -1,0 +1,88 @@
+"""Structure of the grader package and of the notebook build: short functions, public seams, a standalone child."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEACHING = REPO / "course_lib" / "teaching"
+GRADING = TEACHING / "grading"
+MODULES = sorted(GRADING.glob("*.py")) + [TEACHING / "assign.py", TEACHING / "notebook.py"]
+MAX_FUNCTION_LINES = 80
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_functions_are_short(path):
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(_tree(path))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"functions longer than {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_no_private_names_of_other_modules(path):
+    """``from x import _y`` and ``x._y`` (x an imported module) are forbidden: shared names are public."""
+    tree = _tree(path)
+    modules: set[str] = set()
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            bad += [f"from {node.module} import {a.name}" for a in node.names if _private(a.name)]
+            modules.update(a.asname or a.name for a in node.names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            root = node.value
+            if isinstance(root, ast.Name) and root.id in modules and root.id not in ("sys", "os"):
+                bad.append(f"{root.id}.{node.attr} (line {node.lineno})")
+    assert not bad, bad
+
+
+def test_child_imports_only_the_standard_library():
+    """The exercise process starts from child.py alone: nothing of the package before the pristine copy."""
+    tree = _tree(GRADING / "child.py")
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import in child.py"
+            top.add(node.module.split(".")[0])
+    assert top - set(sys.stdlib_module_names) - {"__future__"} == set()
+    for path in (GRADING / "guard.py", TEACHING / "notebook.py"):  # loaded by path by the child
+        tree = _tree(path)
+        names = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom)}
+        assert names - set(sys.stdlib_module_names) - {"__future__"} == set(), path
+
+
+def test_child_runs_as_a_standalone_file(tmp_path):
+    res = subprocess.run([sys.executable, "-I", "-B", str(GRADING / "child.py")], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and "--exercise-child" in res.stderr, res.stderr
+
+
+def test_guard_source_is_a_complete_program():
+    from course_lib.teaching.grading.guard import GUARD_PROGRAM, guard_source, kernel_startup_source
+
+    source = guard_source()
+    namespace: dict = {}
+    exec(compile(source, "<guard>", "exec"), namespace)  # noqa: S102 - defines the functions, installs nothing
+    assert set(namespace) - {"__builtins__"} == set(GUARD_PROGRAM)
+    startup = kernel_startup_source(["/h"], ["/p"], "/log")
+    compile(startup, "<startup>", "exec")
+    assert startup.rstrip().endswith("del block_network, make_audit_hook, install_guard")
