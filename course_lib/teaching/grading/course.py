@@ -66,7 +66,8 @@ class CourseNotebook:
         return sum(e.points for e in self.exercises)
 
 
-def target_name(expr: str) -> str:
+def name_in_target(expr: str) -> str:
+    """The name the student defines, from the checked expression (``"symmetrize"``, ``"Model(3).forward"``)."""
     try:
         tree = ast.parse(expr, mode="eval")
     except SyntaxError:
@@ -86,7 +87,7 @@ def load_course(notebook_dir=None) -> dict[str, CourseNotebook]:
         exercises = []
         for exercise_id, points, _ in exercise_cells(nb):
             target = check_target(nb, exercise_id) or exercise_id.split(".", 1)[-1]
-            exercises.append(ExerciseSpec(exercise_id, points, target, target_name(target),
+            exercises.append(ExerciseSpec(exercise_id, points, target, name_in_target(target),
                                           exercise_title(exercise_id) or ""))
         if not exercises:
             continue
