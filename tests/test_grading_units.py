@@ -1,0 +1,260 @@
+"""Unit tests of the autograder's modules (:mod:`course_lib.teaching.grading`): cell lookup, capped output,
+tamper snapshot, static scan, library guard, notebook reading, run_cases, the guard, the notebook run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.teaching import grading
+
+REPO = Path(__file__).resolve().parents[1]
+HIDDEN = REPO / "grading" / "hidden"
+
+
+# --------------------------------------------------------------------------------------------
+# unit tests of the pieces
+# --------------------------------------------------------------------------------------------
+
+
+def _code(source: str, **metadata) -> nbformat.NotebookNode:
+    return nbformat.v4.new_code_cell(source=textwrap.dedent(source), metadata=metadata)
+
+
+def test_find_exercise_cell_by_metadata_name_and_missing():
+    check_cell = _code('check("00.f", f)')
+    tagged = _code("def f(x):\n    return x\n", exercise="00.f", points=1)
+    loc = grading.find_exercise_cell([_code("import torch"), tagged, check_cell], "00.f", "f")
+    assert (loc.index, loc.how, loc.notes) == (1, "metadata", [])
+    # metadata lost (e.g. the cell was re-created): found by the name it defines, before its check cell
+    lost = _code("def f(x):\n    return 2 * x\n")
+    later = _code("def f(x):\n    return 3 * x\n")
+    loc = grading.find_exercise_cell([lost, check_cell, later], "00.f", "f")
+    assert loc.index == 0 and loc.how == "name" and "metadata" in loc.notes[0]
+    # an untouched stub is found by its message
+    stub = _code('def g():\n    raise NotImplementedError("Exercise 00.f (title): hint")\n')
+    assert grading.find_exercise_cell([stub, check_cell], "00.f", "f").index == 0
+    # renamed
+    renamed = _code("def ff(x):\n    return x\n", exercise="00.f", points=1)
+    loc = grading.find_exercise_cell([renamed, check_cell], "00.f", "f")
+    assert loc.how == "renamed" and "`ff`" in loc.problem
+    # deleted
+    loc = grading.find_exercise_cell([_code("x = 1"), check_cell], "00.f", "f")
+    assert loc.index is None and "no exercise cell" in loc.problem
+    # reordered: the exercise cell after its check cell
+    loc = grading.find_exercise_cell([check_cell, tagged], "00.f", "f")
+    assert loc.index == 1 and any("after its check cell" in n for n in loc.notes)
+
+
+def test_capped_output():
+    out = grading.CappedText(limit=100)
+    for _ in range(1000):
+        print("x" * 50, file=out)
+    out.buffer.write(b"bytes too")
+    text = out.getvalue()
+    assert text.startswith("x" * 50) and len(text) < 200
+    assert "more characters of output dropped by the autograder" in text
+    assert grading.cap_text("abc", 10) == "abc"
+    capped = grading.cap_text("a" * 50, 10)
+    assert capped.startswith("a" * 10) and "40 more characters" in capped
+
+
+def test_tamper_snapshot_detects_patched_and_added_functions():
+    mod = types.ModuleType("course_lib._tamper_demo")
+
+    def honest(x):
+        return x
+
+    class Checker:
+        def run(self):
+            return 1
+
+    mod.honest, mod.Checker, mod.REGISTRY = honest, Checker, {"a": honest}
+    Checker.__module__ = mod.__name__
+    extra = types.ModuleType("_tamper_extra")
+    extra.len = len
+    sys.modules[mod.__name__], sys.modules[extra.__name__] = mod, extra
+    try:
+        before = grading.snapshot(prefixes=("course_lib._tamper_demo",), extra=("_tamper_extra",))
+        assert grading.snapshot_diff(before, grading.snapshot(("course_lib._tamper_demo",),
+                                                              ("_tamper_extra",))) == []
+        honest.__code__ = (lambda x: 0).__code__  # same object, new code
+        mod.Checker.run = lambda self: 0
+        mod.REGISTRY["a"] = print
+        mod.added = print
+        extra.len = lambda x: 0
+        reasons = " ".join(grading.snapshot_diff(before, grading.snapshot(("course_lib._tamper_demo",),
+                                                                      ("_tamper_extra",))))
+    finally:
+        del sys.modules[mod.__name__], sys.modules[extra.__name__]
+    for name in ("course_lib._tamper_demo.honest", "Checker.run", "REGISTRY['a']", "added", "_tamper_extra.len"):
+        assert name in reasons, (name, reasons)
+
+
+def test_static_scan():
+    aliases = grading.import_aliases(
+        ["from course_lib import symmetry as S\nfrom course_lib.teaching.exercises import nb00"]
+    )
+    assert grading.scan_code("def f(x):\n    return x @ x.T  # no builtins here\n", aliases) == []
+    hits = grading.scan_code("S.equivariance_error = lambda *a, **k: 0.0", aliases)
+    assert hits == ["assigns `course_lib.symmetry.equivariance_error` (patching the course library)"]
+    assert grading.scan_code("S.FIELD_KINDS['h'] = 'vector'", aliases)[0].startswith("assigns into")
+    assert grading.scan_code("setattr(S, 'rotation', None)", aliases)
+    for code in ("from course_lib.teaching.checks import EXERCISES", "import builtins", "f.__code__ = g.__code__",
+                 "sys.modules['course_lib.teaching.checks'] = m", "open('../grading/hidden/nb00.py')",
+                 "Path('grading') / 'hidden'", "import inspect; inspect.stack()", "os._exit(0)"):
+        assert grading.scan_code(code, aliases), code
+    ref = "course_lib.teaching.exercises.nb00.symmetrize"
+    assert "reference solution" in grading.scan_code("def symmetrize(f, x, g):\n    return nb00.symmetrize(f, x, g)",
+                                                    aliases, reference=ref)[0]
+    assert grading.scan_code("y = nb00.pairwise_distances(x)", aliases, reference=ref) == []
+
+
+def test_library_guard_reports_and_restores(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("A = 1\n")
+    guard = grading.LibraryGuard(tmp_path / "pkg")
+    assert guard.verify() == []
+    (tmp_path / "pkg" / "a.py").write_text("A = 2\n")
+    (tmp_path / "pkg" / "evil.py").write_text("")
+    assert guard.verify() == ["a.py", "evil.py"]
+    assert (tmp_path / "pkg" / "a.py").read_text() == "A = 1\n" and not (tmp_path / "pkg" / "evil.py").exists()
+
+
+def test_read_notebook_and_identify():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_code("def f(x):\n    return x\n", exercise="00.symmetrize", points=2)]
+    text = nbformat.writes(nb)
+    assert grading.read_notebook(text.encode())[0] is not None
+    got, problem = grading.read_notebook(text[: len(text) // 2].encode())
+    assert got is None and "not valid notebook JSON" in problem and "line" in problem
+    assert "not a Jupyter notebook" in grading.read_notebook(b"[1, 2]")[1]
+    assert "UTF-8" in grading.read_notebook(b"\xff\xfe\x00")[1]
+    spec, notebook = grading.ExerciseSpec, grading.CourseNotebook
+    course = {"00_primer": notebook("00_primer", [spec("00.symmetrize", 2, "s", "s", "")], "", set()),
+              "01_mpnn": notebook("01_mpnn", [spec("01.step", 1, "s", "s", "")], "", set())}
+    assert grading.identify(text[: len(text) // 2], course) == "00_primer"
+    assert grading.identify("nothing here", course) is None
+
+
+def test_run_cases_weighs_cases_equally_and_spares_students_from_test_bugs():
+    from course_lib.teaching.checks import Feedback
+
+    def good(fn, fb):
+        fb.expect(True, "ok")
+        fb.expect(True, "ok")
+
+    def fatal(fn, fb):
+        fb.expect(True, "ok")
+        fb.expect(False, "wrong shape", fatal=True)
+        fb.expect(True, "never reached")
+
+    def calls(fn, fb):
+        fn()
+
+    def buggy_test(fn, fb):
+        fb.expect(True, "ok")
+        return {}["missing key"]
+
+    ns: dict = {}
+    exec(compile("def student():\n    return 1 / 0\n", "<exercise cell 00.x>", "exec"), ns)  # noqa: S102
+    fb = Feedback()
+    grading.run_cases(fb, ns["student"], [("a", good, {}), ("b", fatal, {}), ("c", calls, {}), ("d", buggy_test, {})])
+    assert fb.cases == [("a", 1.0), ("b", 0.0), ("c", 0.0)]  # d is left out: the test itself crashed
+    assert fb.failed[0] == "[b] wrong shape" and fb.failed[1].startswith("[c] your code raised ZeroDivisionError")
+    assert fb.test_errors == ["[d] KeyError: 'missing key'"]
+
+    exec(compile("def stub():\n    raise NotImplementedError\n", "<exercise cell 00.y>", "exec"), ns)  # noqa: S102
+    with pytest.raises(NotImplementedError):
+        grading.run_cases(Feedback(), ns["stub"], [("c", calls, {})])
+
+
+def test_guard_blocks_network_hidden_reads_and_library_writes(tmp_path):
+    hidden, lib = tmp_path / "hidden", tmp_path / "lib"
+    hidden.mkdir()
+    lib.mkdir()
+    (hidden / "nb00.py").write_text("SECRET = 1\n")
+    script = textwrap.dedent(f"""
+        import json, socket, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from course_lib.teaching.grading.guard import install_from_source
+        state, events = install_from_source([{str(hidden)!r}], [{str(lib)!r}])
+        out = {{}}
+        try:
+            socket.create_connection(("192.0.2.1", 80), timeout=2)
+            out["net"] = "connected"
+        except OSError as exc:
+            out["net"] = str(exc)
+        for key, action in (("read", lambda: open({str(hidden / "nb00.py")!r}).read()),
+                            ("write", lambda: open({str(lib / "x.py")!r}, "w").write("x"))):
+            try:
+                action()
+                out[key] = "allowed"
+            except PermissionError as exc:
+                out[key] = str(exc)
+        out["events"] = events
+        print(json.dumps(out))
+    """)
+    res = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": ""})
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["net"] != "connected"
+    assert "hidden tests may not be read" in out["read"] and "read-only" in out["write"]
+    assert out["events"] == ["read the hidden tests (nb00.py)", "wrote into course_lib (x.py)"]
+    assert not (lib / "x.py").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# the notebook run (kernel.py): tested on notebooks of their own, whatever the machine's load
+# --------------------------------------------------------------------------------------------
+
+
+def _run_cells(tmp_path: Path, sources: list[str], limits) -> object:
+    """Run a notebook of these code cells as the grader does (fresh kernel with the guard, limits)."""
+    from course_lib.teaching.grading.kernel import run_notebook
+    from course_lib.teaching.grading.session import Session
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [_code(source) for source in sources]
+    session = Session({}, HIDDEN, limits, tmp_path / "out", True, "auto", tmp_path / "tmp")
+    work = tmp_path / "work"
+    (work / "run").mkdir(parents=True)
+    return run_notebook(session, nb, work, session.student_library(work))
+
+
+def test_notebook_run_times_out_cleanly(tmp_path):
+    """The looping cell is the first cell: no import or earlier cell shares its time limit, so it times
+    out on its own, whatever the load. What follows is checked for what holds in every case: either the
+    kernel recovered and the next cell ran, or the run says it did not recover and the rest did not run."""
+    limits = grading.Limits(cell_timeout=3, notebook_timeout=600)
+    report = _run_cells(tmp_path, ["while True:\n    pass", "after = 1"], limits)
+    assert report.status == "timeout", report.message
+    loop, after = report.cells
+    assert (loop.index, loop.status, loop.detail, loop.head) == (0, "timeout", "did not finish within 3 s",
+                                                                  "while True:")
+    if after.status == "not run":
+        assert "the kernel did not recover after the time-out" in report.message
+    else:
+        assert after.status in ("ok", "timeout") and after.index == 1  # it went on after the interrupt
+    assert "time-outs in cell 0 `while True:` (did not finish within 3 s)" in report.message
+
+
+def test_notebook_run_audits_the_kernel(tmp_path):
+    """No cell comes near the (default) time limits: a cell reading the hidden tests is refused and
+    recorded against that cell, and the run goes on."""
+    source = f"open({str(HIDDEN / 'nb00.py')!r}).read()"
+    report = _run_cells(tmp_path, [source, "after = 1"], grading.Limits())
+    assert (0, "read the hidden tests (nb00.py)") in report.events, report.events
+    first, after = report.cells
+    assert first.status == "error" and "PermissionError" in first.detail and "hidden tests" in first.detail
+    assert after.status == "ok"
+    assert report.status == "error"
