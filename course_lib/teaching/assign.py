@@ -396,9 +396,9 @@ def check_target(nb, exercise_id: str) -> str | None:
 
 
 def _exercise_title(exercise_id: str) -> str | None:
-    from course_lib.teaching import checks
+    from course_lib.teaching import checks, exercises
 
-    checks._load_checkers()
+    exercises.load_checkers()
     ex = checks.EXERCISES.get(exercise_id)
     return ex.title if ex is not None else None
 
@@ -480,9 +480,9 @@ def imports_source(nb) -> str:
 
 def lint(nb, slug: str) -> list[str]:
     """Convention problems of a source notebook (empty list when it follows the conventions)."""
-    from course_lib.teaching import checks
+    from course_lib.teaching import checks, exercises
 
-    checks._load_checkers()
+    exercises.load_checkers()
     problems = []
     prefix = slug[:2] + "."
     seen: set[str] = set()
