@@ -101,9 +101,14 @@ def close_arrays(a, b, *, atol: float, rtol: float) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def rng(seed: int) -> torch.Generator:
-    """A CPU generator seeded with ``seed`` (the global RNG state stays untouched)."""
-    return torch.Generator().manual_seed(seed)
+def rng(seed: torch.Generator | int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (``None``: 0); a ``torch.Generator`` is returned as it is.
+
+    Seeded generators leave the global RNG state of the notebook untouched.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator().manual_seed(0 if seed is None else int(seed))
 
 
 def random_rotation_and_reflection(rotation_generator, reflection_generator) -> tuple[torch.Tensor, torch.Tensor]:

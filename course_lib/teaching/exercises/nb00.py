@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 
 from course_lib import symmetry as S
 from course_lib.teaching.checks import Feedback, exercise
-from course_lib.teaching.exercises.common import call_student, close, expect_tensor, shape_of, source_of
+from course_lib.teaching.exercises.common import call_student, close, expect_tensor, rng, shape_of, source_of
 
 __all__ = [
     "pairwise_distances",
@@ -82,7 +82,7 @@ def random_rotations(n: int, generator=None, dtype=torch.float64) -> torch.Tenso
     Same construction as :func:`course_lib.symmetry.random_rotation`, for many matrices at once
     (data augmentation draws one rotation per training sample).
     """
-    g = S._gen(generator)
+    g = rng(generator)
     a = torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
