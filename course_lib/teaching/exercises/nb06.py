@@ -410,9 +410,8 @@ def _edges(n_edges: int, irreps_in, seed: int) -> tuple[torch.Tensor, torch.Tens
     return h, direction * length
 
 
-@exercise("06.radial_tensor_product", "A uvu tensor product with per-edge radial weights")
-def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 0, n_edges: int = 10) -> None:
-    irreps_in, irreps_sh, irreps_out = (o3.Irreps(s) for s in TP_CONFIGS[config])
+def _build_radial_tensor_product(cls, fb: Feedback, seed: int, irreps_in, irreps_sh, irreps_out):
+    """Build the student's module (seeded); returns ``(module, module.tp, module.radial)`` once they exist."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         m = call_student(fb, cls, (irreps_in, irreps_sh, irreps_out),
@@ -428,7 +427,11 @@ def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 
     radial = getattr(m, "radial", None)
     fb.expect(isinstance(radial, nn.Module), "store the radial MLP as self.radial (e3nn.nn.FullyConnectedNet "
               "[num_basis, hidden, tp.weight_numel])", fatal=True)
+    return m, tp, radial
 
+
+def _check_uvu_paths(fb: Feedback, tp, irreps_in, irreps_sh, irreps_out) -> None:
+    """The instructions of ``tp``: 'uvu' only, every allowed path and no other, per-edge weights."""
     modes = sorted({ins.connection_mode for ins in tp.instructions})
     fb.expect(modes == ["uvu"], f"every instruction must use the connection mode 'uvu' (output channel u = input "
               f"channel u), got {modes}: 'uvw' mixes all channels and has mul1 * mul2 * mul_out weights per path")
@@ -447,50 +450,44 @@ def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 
     fb.expect(not tp.shared_weights and not tp.internal_weights, "each edge needs its own weights: build the "
               "TensorProduct with shared_weights=False, internal_weights=False and pass weights to tp(h, sh, weights)")
 
-    h, edge_vec = _edges(n_edges, irreps_in, seed)
-    out = call_student(fb, m, (h.clone(), edge_vec.clone()),
-                       f"forward(h, edge_vec) with h of shape {list(h.shape)} and "
-                       f"edge_vec of shape {list(edge_vec.shape)}",
-                       "the radial MLP takes self.rbf(edge_vec.norm(dim=-1)), of shape [E, num_basis]")
-    expect_tensor(fb, out, "forward")
-    fb.expect(tuple(out.shape) == (n_edges, irreps_out.dim), f"expected one message per edge, shape "
-              f"[{n_edges}, {irreps_out.dim}], got {shape_of(out, brackets='[]')}", fatal=True)
-    fb.expect(bool(torch.isfinite(out).all()), "the messages contain NaN or inf", fatal=True)
 
-    with torch.no_grad():
-        rbf = getattr(m, "rbf", None)
-        fb.expect(isinstance(rbf, nn.Module), "keep the given Gaussian expansion self.rbf = GaussianRBF(num_basis, "
-                  "cutoff)", fatal=True)
-        feats = rbf(edge_vec.norm(dim=-1))  # [E, num_basis]
-        weights = call_student(fb, radial, (feats,), f"self.radial(self.rbf(|r|)) with Gaussian features of shape "
-                               f"{list(feats.shape)}",
-                               "the radial MLP takes the [E, num_basis] Gaussian features of the edge lengths: "
-                               "FullyConnectedNet([num_basis, hidden, self.tp.weight_numel], ...)")
-        ok_w = isinstance(weights, torch.Tensor) and tuple(weights.shape) == (n_edges, tp.weight_numel)
-        fb.expect(ok_w or tp.shared_weights, f"self.radial(self.rbf(|r|)) must give one weight vector per edge, "
-                  f"shape [{n_edges}, {tp.weight_numel}] (tp.weight_numel), got {shape_of(weights, brackets='[]')}",
-                  fatal=True)
+@torch.no_grad()
+def _check_message_values(fb: Feedback, m, tp, radial, out, h, edge_vec, irreps_sh) -> None:
+    """The messages against ``tp(h, Y(r / |r|), radial(rbf(|r|)))`` built from the student's own parts."""
+    n_edges = h.shape[0]
+    rbf = getattr(m, "rbf", None)
+    fb.expect(isinstance(rbf, nn.Module), "keep the given Gaussian expansion self.rbf = GaussianRBF(num_basis, "
+              "cutoff)", fatal=True)
+    feats = rbf(edge_vec.norm(dim=-1))  # [E, num_basis]
+    weights = call_student(fb, radial, (feats,), f"self.radial(self.rbf(|r|)) with Gaussian features of shape "
+                           f"{list(feats.shape)}",
+                           "the radial MLP takes the [E, num_basis] Gaussian features of the edge lengths: "
+                           "FullyConnectedNet([num_basis, hidden, self.tp.weight_numel], ...)")
+    ok_w = isinstance(weights, torch.Tensor) and tuple(weights.shape) == (n_edges, tp.weight_numel)
+    fb.expect(ok_w or tp.shared_weights, f"self.radial(self.rbf(|r|)) must give one weight vector per edge, "
+              f"shape [{n_edges}, {tp.weight_numel}] (tp.weight_numel), got {shape_of(weights, brackets='[]')}",
+              fatal=True)
+    if tp.shared_weights or tp.internal_weights:
+        return  # already reported: there is nothing per edge to compare with
 
-        if tp.shared_weights or tp.internal_weights:
-            weights = None  # already reported: there is nothing per edge to compare with
+    def expected(normalize=True, normalization="component"):
+        sh = o3.spherical_harmonics(irreps_sh, edge_vec, normalize=normalize, normalization=normalization)
+        return tp(h, sh, weights)
 
-        def expected(normalize=True, normalization="component"):
-            sh = o3.spherical_harmonics(irreps_sh, edge_vec, normalize=normalize, normalization=normalization)
-            return tp(h, sh, weights)
+    if close_scaled(out, expected(), 1e-5):
+        fb.expect(True, "values")
+    elif close_scaled(out, expected(normalize=False), 1e-5):
+        fb.expect(False, "use the spherical harmonics of the direction r / |r|: o3.spherical_harmonics(..., "
+                         "normalize=True); the length enters only through the radial weights")
+    elif close_scaled(out, expected(normalization="integral"), 1e-5):
+        fb.expect(False, "use normalization='component' for the spherical harmonics (|Y^l|^2 = 2l+1)")
+    else:
+        fb.expect(False, "wrong messages: expected self.tp(h, Y, w) with Y = o3.spherical_harmonics(irreps_sh, "
+                         "edge_vec, normalize=True, normalization='component') and w = self.radial(self.rbf(|r|))")
 
-        if weights is None:
-            pass
-        elif close_scaled(out, expected(), 1e-5):
-            fb.expect(True, "values")
-        elif close_scaled(out, expected(normalize=False), 1e-5):
-            fb.expect(False, "use the spherical harmonics of the direction r / |r|: o3.spherical_harmonics(..., "
-                             "normalize=True); the length enters only through the radial weights")
-        elif close_scaled(out, expected(normalization="integral"), 1e-5):
-            fb.expect(False, "use normalization='component' for the spherical harmonics (|Y^l|^2 = 2l+1)")
-        else:
-            fb.expect(False, "wrong messages: expected self.tp(h, Y, w) with Y = o3.spherical_harmonics(irreps_sh, "
-                             "edge_vec, normalize=True, normalization='component') and w = self.radial(self.rbf(|r|))")
 
+def _check_edge_symmetries(fb: Feedback, m, out, h, edge_vec, irreps_in, irreps_out, seed: int) -> None:
+    """O(3) equivariance of the messages, their dependence on the edge length, and on their own edge only."""
     elements = _elements(seed)
     for name in ("a random rotation", "a random reflection (det -1)"):
         err = I.irreps_equivariance_error(m, (h, edge_vec), (irreps_in, "1o"), irreps_out, elements[name])
@@ -501,7 +498,27 @@ def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 
     fb.expect(isinstance(longer, torch.Tensor) and not close_scaled(longer, out, 1e-6),
               "the messages do not change when every edge gets 1.3 times longer: the weights must come from "
               "self.radial(self.rbf(|r|)), one weight vector per edge")
-    perm = torch.randperm(n_edges, generator=rng(5000 + seed))
+    perm = torch.randperm(h.shape[0], generator=rng(5000 + seed))
     permuted = call_student(fb, m, (h[perm], edge_vec[perm]), "forward on permuted edges")
     fb.expect(isinstance(permuted, torch.Tensor) and close_scaled(permuted, out[perm], 1e-5),
               "each message must depend on its own edge only (reordering the edges must reorder the messages)")
+
+
+@exercise("06.radial_tensor_product", "A uvu tensor product with per-edge radial weights")
+def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 0, n_edges: int = 10) -> None:
+    irreps_in, irreps_sh, irreps_out = (o3.Irreps(s) for s in TP_CONFIGS[config])
+    m, tp, radial = _build_radial_tensor_product(cls, fb, seed, irreps_in, irreps_sh, irreps_out)
+    _check_uvu_paths(fb, tp, irreps_in, irreps_sh, irreps_out)
+
+    h, edge_vec = _edges(n_edges, irreps_in, seed)
+    out = call_student(fb, m, (h.clone(), edge_vec.clone()),
+                       f"forward(h, edge_vec) with h of shape {list(h.shape)} and "
+                       f"edge_vec of shape {list(edge_vec.shape)}",
+                       "the radial MLP takes self.rbf(edge_vec.norm(dim=-1)), of shape [E, num_basis]")
+    expect_tensor(fb, out, "forward")
+    fb.expect(tuple(out.shape) == (n_edges, irreps_out.dim), f"expected one message per edge, shape "
+              f"[{n_edges}, {irreps_out.dim}], got {shape_of(out, brackets='[]')}", fatal=True)
+    fb.expect(bool(torch.isfinite(out).all()), "the messages contain NaN or inf", fatal=True)
+
+    _check_message_values(fb, m, tp, radial, out, h, edge_vec, irreps_sh)
+    _check_edge_symmetries(fb, m, out, h, edge_vec, irreps_in, irreps_out, seed)

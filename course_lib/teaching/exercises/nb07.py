@@ -238,58 +238,50 @@ def _edge_harmonics(irreps_sh, pos, edge_index):
     return o3.spherical_harmonics(irreps_sh, pos[j] - pos[i], normalize=True, normalization="component")
 
 
-@exercise("07.convolution", "the tensor-product convolution of NequIP")
-def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5):
-    conv, rbf, pos, x, edge_index, avg = _conv_setup(seed, l_max, mul, n_atoms, r_max)
-    tp, radial = conv.tp, conv.radial
-    N, D_out = n_atoms, tp.irreps_out.dim
-    x_in, pos_in = x.clone(), pos.clone()
-    out = fn(x_in, pos_in, edge_index, tp, radial, rbf, avg)
-    expect_tensor(fb, out)
-    if out.dim() == 2 and out.shape[0] == edge_index.shape[1] and out.shape[0] != N:
-        fb.expect(False, f"the output has one row per edge {shape_of(out)}: sum the messages into their centre atoms i "
-                  f"(edge_index[1]) to get one row per atom, shape {(N, D_out)}", fatal=True)
-    fb.expect(out.shape == (N, D_out), f"the output has shape {shape_of(out)}; expected {(N, D_out)} = "
-              "[number of atoms, tp.irreps_out.dim] (create the sum with x.shape[0] rows)", fatal=True)
-    fb.expect(torch.equal(x_in, x) and torch.equal(pos_in, pos), "your function modified x or pos in place")
+#: mistake -> (the change to the convolution that makes it, the message), tried in this order
+_CONV_MISTAKES = {
+    "roles": ({"roles": "ij"}, "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e "
+              "goes to i = edge_index[1, e] and carries x_j (you swapped the two rows)"),
+    "src_i": ({"src": "i"}, "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own "
+              "x_i"),
+    "vec": ({"vec": -1.0}, "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours "
+            "points the other way, which flips the sign of every odd-l spherical harmonic"),
+    "mean": ({"norm": "mean"}, "you averaged over the actual neighbours; NequIP sums and divides by the constant "
+             "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses the cutoff)"),
+    "avg": ({"norm": "avg"}, "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ "
+            "sqrt(n))"),
+    "none": ({"norm": "none"}, "the normalisation is missing: divide the sum over neighbours by "
+             "sqrt(avg_num_neighbors)"),
+    "sqrt_deg": ({"norm": "sqrt_deg"}, "divide by the constant sqrt(avg_num_neighbors), not by the square root of each "
+                 "atom's own neighbour count (that would make the energy jump when a neighbour crosses the cutoff)"),
+    "unnormalised_sh": ({"sh_norm": False}, "the spherical harmonics take the DIRECTION only: normalize=True "
+                        "(otherwise Y^l scales with |r|^l)"),
+    "integral": ({"sh_normalization": "integral"}, "use normalization='component' for the spherical harmonics "
+                 "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does"),
+    "norm_sh": ({"sh_normalization": "norm"}, "use normalization='component' for the spherical harmonics "
+                "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does"),
+}
+
+
+def _check_convolution_values(fb, out, conv, rbf, x, pos, edge_index, avg) -> None:
+    """The output against ConvolutionBlock; when it differs, the message of the first known mistake that matches."""
     with torch.no_grad():
         r = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
-        ref = conv(x, _edge_harmonics(tp.irreps_in2, pos, edge_index), rbf(r), edge_index)
+        ref = conv(x, _edge_harmonics(conv.tp.irreps_in2, pos, edge_index), rbf(r), edge_index)
     if close(out, ref, atol=1e-10, rtol=1e-7):
         fb.expect(True, "matches course_lib.models.nequip.ConvolutionBlock")
-    else:
-        with torch.no_grad():
-            v = {k: _conv_variant(conv, rbf, x, pos, edge_index, avg, **kw) for k, kw in {
-                "roles": {"roles": "ij"}, "src_i": {"src": "i"}, "vec": {"vec": -1.0}, "mean": {"norm": "mean"},
-                "avg": {"norm": "avg"}, "none": {"norm": "none"}, "sqrt_deg": {"norm": "sqrt_deg"},
-                "unnormalised_sh": {"sh_norm": False}, "integral": {"sh_normalization": "integral"},
-                "norm_sh": {"sh_normalization": "norm"}}.items()}
-        messages = {
-            "roles": "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e goes to "
-                     "i = edge_index[1, e] and carries x_j (you swapped the two rows)",
-            "src_i": "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own x_i",
-            "vec": "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours points the "
-                   "other way, which flips the sign of every odd-l spherical harmonic",
-            "mean": "you averaged over the actual neighbours; NequIP sums and divides by the constant "
-                    "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses "
-                    "the cutoff)",
-            "avg": "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ sqrt(n))",
-            "none": "the normalisation is missing: divide the sum over neighbours by sqrt(avg_num_neighbors)",
-            "sqrt_deg": "divide by the constant sqrt(avg_num_neighbors), not by the square root of each atom's own "
-                        "neighbour count (that would make the energy jump when a neighbour crosses the cutoff)",
-            "unnormalised_sh": "the spherical harmonics take the DIRECTION only: normalize=True (otherwise Y^l scales "
-                               "with |r|^l)",
-            "integral": "use normalization='component' for the spherical harmonics (sum_m Y_m^2 = 2l + 1), as "
-                        "ConvolutionBlock does",
-            "norm_sh": "use normalization='component' for the spherical harmonics (sum_m Y_m^2 = 2l + 1), as "
-                       "ConvolutionBlock does",
-        }
-        msg = next((messages[k] for k, val in v.items() if close(out, val, atol=1e-10, rtol=1e-7)),
-                   "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), radial(rbf(|r_ij|)))"
-                   " with r_ij = pos[j] - pos[i]")
-        fb.expect(False, msg)
-    fb.expect(close(out[-1], torch.zeros(D_out, dtype=out.dtype), atol=1e-9, rtol=1e-7),
-              "the isolated atom (no neighbours) must get m_i = 0 (the empty sum)")
+        return
+    with torch.no_grad():
+        v = {k: _conv_variant(conv, rbf, x, pos, edge_index, avg, **kw) for k, (kw, _) in _CONV_MISTAKES.items()}
+    msg = next((_CONV_MISTAKES[k][1] for k, val in v.items() if close(out, val, atol=1e-10, rtol=1e-7)),
+               "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), radial(rbf(|r_ij|)))"
+               " with r_ij = pos[j] - pos[i]")
+    fb.expect(False, msg)
+
+
+def _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, avg, seed: int) -> None:
+    """O(3) equivariance, translation invariance and independence of the edge order."""
+    tp, radial = conv.tp, conv.radial
     # O(3): rotate the positions and the input features together; the output rotates with D_out
     for name, R in _transforms(seed).items():
         err = irreps_equivariance_error(lambda p, h: fn(h, p, edge_index, tp, radial, rbf, avg), (pos, x),
@@ -306,6 +298,26 @@ def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_ato
         shuffled = fn(x, pos, edge_index[:, perm], tp, radial, rbf, avg)
     fb.expect(close(shuffled, out, atol=1e-10, rtol=1e-7), "shuffling the list of edges changed your output: do not "
               "rely on the edge order")
+
+
+@exercise("07.convolution", "the tensor-product convolution of NequIP")
+def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5):
+    conv, rbf, pos, x, edge_index, avg = _conv_setup(seed, l_max, mul, n_atoms, r_max)
+    tp, radial = conv.tp, conv.radial
+    N, D_out = n_atoms, tp.irreps_out.dim
+    x_in, pos_in = x.clone(), pos.clone()
+    out = fn(x_in, pos_in, edge_index, tp, radial, rbf, avg)
+    expect_tensor(fb, out)
+    if out.dim() == 2 and out.shape[0] == edge_index.shape[1] and out.shape[0] != N:
+        fb.expect(False, f"the output has one row per edge {shape_of(out)}: sum the messages into their centre atoms i "
+                  f"(edge_index[1]) to get one row per atom, shape {(N, D_out)}", fatal=True)
+    fb.expect(out.shape == (N, D_out), f"the output has shape {shape_of(out)}; expected {(N, D_out)} = "
+              "[number of atoms, tp.irreps_out.dim] (create the sum with x.shape[0] rows)", fatal=True)
+    fb.expect(torch.equal(x_in, x) and torch.equal(pos_in, pos), "your function modified x or pos in place")
+    _check_convolution_values(fb, out, conv, rbf, x, pos, edge_index, avg)
+    fb.expect(close(out[-1], torch.zeros(D_out, dtype=out.dtype), atol=1e-9, rtol=1e-7),
+              "the isolated atom (no neighbours) must get m_i = 0 (the empty sum)")
+    _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, avg, seed)
     # forces: the output must be differentiable with respect to the positions
     p = pos.clone().requires_grad_(True)
     res = fn(x, p, edge_index, tp, radial, rbf, avg)
