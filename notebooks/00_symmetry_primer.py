@@ -86,8 +86,7 @@ from course_lib.symmetry import (
     standard_transforms,
     translation,
 )
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb00
+from course_lib.teaching.exercises import check, nb00
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%

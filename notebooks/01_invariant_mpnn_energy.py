@@ -70,8 +70,7 @@ from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP
 from course_lib.models.mpnn import InvariantMPNN
 from course_lib.neighbors import radius_graph
 from course_lib.simulate import particles2d as sim
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb01
+from course_lib.teaching.exercises import check, nb01
 from course_lib.train import evaluate, fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

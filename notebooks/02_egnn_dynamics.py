@@ -77,8 +77,7 @@ from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
 from course_lib.models.egnn import EGNN, RolloutError, fully_connected_edges, next_step_loss, rollout, step_as_data
 from course_lib.models.mpnn import mlp
 from course_lib.neighbors import minimum_image
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb02
+from course_lib.teaching.exercises import check, nb02
 from course_lib.train import fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

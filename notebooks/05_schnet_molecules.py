@@ -76,8 +76,7 @@ from course_lib.models import energy_and_forces
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
 from course_lib.simulate.molecules import reference_energies
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb05
+from course_lib.teaching.exercises import check, nb05
 from course_lib.train import fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

@@ -93,8 +93,7 @@ from course_lib.symmetry import (
     reflection_matrix,
     standard_transforms,
 )
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb06
+from course_lib.teaching.exercises import check, nb06
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%

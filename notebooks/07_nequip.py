@@ -83,8 +83,7 @@ from course_lib.models.nequip import (
 from course_lib.models.radial import BesselRBF, cosine_cutoff, polynomial_envelope
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb07
+from course_lib.teaching.exercises import check, nb07
 from course_lib.train import fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 

@@ -86,8 +86,7 @@ from course_lib.losses import molecule_errors
 from course_lib.md import MDInstability, energy_drift_per_ps, run_md, thermalize
 from course_lib.simulate import molecules as xtb_sim
 from course_lib.simulate import particles2d as p2d
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb08
+from course_lib.teaching.exercises import check, nb08
 from course_lib.train import load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
 

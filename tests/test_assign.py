@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.teaching import assign, checks
+from course_lib.teaching import assign, checks, exercises
 
 # --------------------------------------------------------------------------------------------
 # the fixture notebook
@@ -34,7 +34,8 @@ FIXTURE_SOURCE = '''\
 # %%
 import math
 
-from course_lib.teaching.checks import check, exercise
+from course_lib.teaching.checks import exercise
+from course_lib.teaching.exercises import check
 
 # %%
 # In the course the checkers live in course_lib/teaching/exercises/nbNN.py; registering them here lets this
@@ -106,7 +107,7 @@ FIXTURE_EXERCISES = {
 @pytest.fixture
 def registered():
     """Register the fixture's checkers (and remove them afterwards)."""
-    checks._load_checkers()
+    exercises.load_checkers()
     saved = {k: checks.EXERCISES.get(k) for k in FIXTURE_EXERCISES}
     for exercise_id, (title, fn) in FIXTURE_EXERCISES.items():
         checks.exercise(exercise_id, title)(fn)
@@ -196,7 +197,7 @@ def _run_exercise(nb, exercise_id: str, source: str):
     ns: dict = {"__name__": "__main__"}
     exec(compile(assign.imports_source(nb), "<imports>", "exec"), ns)
     exec(compile(source, f"<exercise {exercise_id}>", "exec"), ns)
-    return checks.check(exercise_id, eval(target, ns), verbose=False)
+    return exercises.check(exercise_id, eval(target, ns), verbose=False)
 
 
 def _assert_solution_passes_and_stub_fails(nb, exercise_id: str, source: str) -> None:
@@ -348,7 +349,8 @@ def test_stub_rejects_malformed_regions(src, message):
 
 def test_imports_source_exercise_cells_and_check_target(nbdir):
     nb = assign.read_source(nbdir / f"{SLUG}.py")
-    assert assign.imports_source(nb) == "import math\n\nfrom course_lib.teaching.checks import check, exercise\n"
+    assert assign.imports_source(nb) == ("import math\n\nfrom course_lib.teaching.checks import exercise\n"
+                                         "from course_lib.teaching.exercises import check\n")
     cells = assign.exercise_cells(nb)
     assert [(i, p) for i, p, _ in cells] == [("99.double", 2), ("99.counter", 1)]
     assert "### BEGIN SOLUTION" in cells[0][2]

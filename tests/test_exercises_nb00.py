@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from course_lib.teaching import assign
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb00
+from course_lib.teaching.exercises import check, nb00
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "00_symmetry_primer.py"
 EXERCISES = {

@@ -3,8 +3,7 @@
 import torch
 
 from course_lib.graph import scatter_sum
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb01
+from course_lib.teaching.exercises import check, nb01
 
 
 def _msgs(res):

@@ -4,8 +4,7 @@ import torch
 
 from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb02
+from course_lib.teaching.exercises import check, nb02
 
 
 def _msgs(res):

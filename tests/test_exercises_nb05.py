@@ -5,8 +5,7 @@ import torch
 from course_lib.graph import scatter_sum
 from course_lib.losses import energy_force_loss
 from course_lib.models import energy_and_forces
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb05
+from course_lib.teaching.exercises import check, nb05
 
 
 def _msgs(res):

@@ -14,8 +14,8 @@ from torch import nn
 
 from course_lib.models.radial import GaussianRBF
 from course_lib.teaching import assign
-from course_lib.teaching.checks import Feedback, check
-from course_lib.teaching.exercises import nb06
+from course_lib.teaching.checks import Feedback
+from course_lib.teaching.exercises import check, nb06
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06_irreps_tensor_products.py"

@@ -10,8 +10,7 @@ from e3nn.math import normalize2mom
 
 from course_lib.graph import scatter_sum
 from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb07
+from course_lib.teaching.exercises import check, nb07
 
 
 def _msgs(res):

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from course_lib.teaching.checks import check
-from course_lib.teaching.exercises import nb08
+from course_lib.teaching.exercises import check, nb08
 
 
 def _msgs(res):

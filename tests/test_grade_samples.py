@@ -164,7 +164,8 @@ def test_notebook_run_of_the_samples_is_reported(graded_run):
 
 @needs_nb00
 def test_broken_equivariance_passes_the_public_check_and_fails_the_hidden_one():
-    from course_lib.teaching.checks import Feedback, check
+    from course_lib.teaching.checks import Feedback
+    from course_lib.teaching.exercises import check
 
     nb = nbformat.read(SAMPLES / "broken_equivariance.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.metadata.get("exercise") == "00.gated_nonlinearity")

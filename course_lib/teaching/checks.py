@@ -6,6 +6,10 @@ solution cell in the source notebook carries the cell metadata ``exercise="00.sy
 specific feedback. A checker is a function ``checker(obj, fb)`` that exercises the student's object
 and records each test with ``fb.expect(condition, message_if_wrong)``. The same checker functions are
 called by the hidden tests with other seeds and sizes, so the notebook says what the grader will say.
+
+This module is the framework and the registry only; it imports nothing of the course. The checkers
+live in :mod:`course_lib.teaching.exercises` (one module per notebook), which also holds the notebooks'
+entry point ``check`` (``from course_lib.teaching.exercises import check``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = [
-    "CheckResult", "Feedback", "EXERCISES", "StopChecking", "exercise", "check", "run_checker", "describe_exception",
+    "CheckResult", "Feedback", "EXERCISES", "Exercise", "StopChecking", "exercise", "run_checker", "describe_exception",
 ]
 
 
@@ -112,25 +116,3 @@ def run_checker(checker: Callable, exercise_id: str, obj, **kwargs) -> CheckResu
                            error=f"your code raised {describe_exception(exc)}")
     total = len(fb.passed) + len(fb.failed)
     return CheckResult(exercise_id, len(fb.passed), total, fb.failed)
-
-
-def check(exercise_id: str, obj, verbose: bool = True, **kwargs) -> CheckResult:
-    """Run the public self-check of an exercise on the student's function/class and print feedback."""
-    _load_checkers()
-    if exercise_id not in EXERCISES:
-        raise KeyError(f"unknown exercise {exercise_id!r}; known: {sorted(EXERCISES)}")
-    res = run_checker(EXERCISES[exercise_id].checker, exercise_id, obj, **kwargs)
-    if verbose:
-        print(res)
-    return res
-
-
-def _load_checkers() -> None:
-    """Import the per-notebook checker modules so they register themselves."""
-    import importlib
-    import pkgutil
-
-    import course_lib.teaching.exercises as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")

@@ -114,13 +114,9 @@ def check_target(nb, exercise_id: str) -> str | None:
 
 def exercise_registry() -> dict:
     """The exercise registry (:data:`course_lib.teaching.checks.EXERCISES`) with every checker module imported."""
-    import importlib
-    import pkgutil
-
     from course_lib.teaching import checks, exercises
 
-    for mod in pkgutil.iter_modules(exercises.__path__):
-        importlib.import_module(f"{exercises.__name__}.{mod.name}")
+    exercises.load_checkers()
     return checks.EXERCISES
 
 

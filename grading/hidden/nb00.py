@@ -20,6 +20,7 @@ from torch_geometric.data import Data
 
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb00 as public
+from course_lib.teaching.exercises.common import expect_tensor
 from course_lib.teaching.grading import run_cases
 
 F32_TOL = S.default_tolerance(torch.float32)  # 1e-4 (scaled error, see course_lib.symmetry)
@@ -30,11 +31,6 @@ def _cloud(n: int, d: int, seed: int, dtype=torch.float64, scale: float = 2.0) -
     g = torch.Generator().manual_seed(10_000 + seed)
     pos = (scale * torch.randn(n, d, generator=g, dtype=torch.float64)).to(dtype)
     return Data(pos=pos)
-
-
-def _is_tensor(fb, out, what: str) -> bool:
-    return fb.expect(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}",
-                     fatal=True)
 
 
 def _symmetries(data: Data, seed: int) -> dict[str, S.Transform]:
@@ -59,7 +55,7 @@ def _pairwise_extra(fn, fb, seed: int = 3, n: int = 25) -> None:
     for dtype, tol in ((torch.float32, F32_TOL), (torch.float64, F64_TOL)):
         data = _cloud(n, 3, seed, dtype)
         out = fn(data.pos.clone())
-        _is_tensor(fb, out, "pairwise_distances")
+        expect_tensor(fb, out, "pairwise_distances")
         fb.expect(tuple(out.shape) == (n, n), f"{dtype}: expected shape [{n}, {n}], got {list(out.shape)}",
                   fatal=True)
         fb.expect(out.dtype == dtype, f"{dtype} input: keep the dtype of pos, got {out.dtype}")
@@ -101,7 +97,7 @@ def _symmetrize_extra(fn, fb, seed: int = 4) -> None:
     data = _cloud(9, 2, seed)
     with torch.no_grad():
         out = fn(f, data.pos.clone(), group)
-        _is_tensor(fb, out, "symmetrize")
+        expect_tensor(fb, out, "symmetrize")
         fb.expect(tuple(out.shape) == (9, 3), f"D6 group: expected the shape of f(x), [9, 3], got {list(out.shape)}",
                   fatal=True)
         ref = public.symmetrize(f, data.pos, group)
@@ -142,7 +138,7 @@ def _radial_extra(fn, fb, seed: int = 5, n: int = 30) -> None:
             phi_t = copy.deepcopy(phi).to(dtype)
             data = _cloud(n, 3, seed, dtype)
             out = fn(data.pos.clone(), phi_t)
-            _is_tensor(fb, out, "radial_field")
+            expect_tensor(fb, out, "radial_field")
             fb.expect(tuple(out.shape) == (n, 3), f"{dtype}, N={n}: expected shape [{n}, 3], got {list(out.shape)}",
                       fatal=True)
             ref = public.radial_field(data.pos.double(), phi)
@@ -176,7 +172,7 @@ def _gated_extra(fn, fb, seed: int = 6, n: int = 64, channels: int = 8, scale: f
     tol = F32_TOL if dtype == torch.float32 else F64_TOL
     data = Data(pos=torch.randn(n, 3, generator=g, dtype=torch.float64).to(dtype), s=s.to(dtype), v=v.to(dtype))
     out = fn(data.s.clone(), data.v.clone())
-    _is_tensor(fb, out, "gated_nonlinearity")
+    expect_tensor(fb, out, "gated_nonlinearity")
     fb.expect(tuple(out.shape) == (n, channels, 3), f"expected shape [{n}, {channels}, 3], got {list(out.shape)}",
               fatal=True)
     fb.expect(out.dtype == dtype, f"{dtype} inputs: keep the dtype, got {out.dtype}")

@@ -11,25 +11,26 @@ import torch
 
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb05 as public
+from course_lib.teaching.exercises.common import close
 from course_lib.teaching.grading import run_cases
 
 
 def _force_loss_extra(fn, fb, seed: int = 7) -> None:
-    batch = public._molecules(seed, sizes=(2, 7, 3, 6))
-    model = public._small_schnet(seed).train()
+    batch = public.random_molecules(seed, sizes=(2, 7, 3, 6))
+    model = public.small_schnet(seed).train()
     got = fn(model, batch, 0.05)
     ref = public.force_loss(model, batch, 0.05)
-    fb.expect(isinstance(got, torch.Tensor) and got.dim() == 0 and public._close(got, ref),
+    fb.expect(isinstance(got, torch.Tensor) and got.dim() == 0 and close(got, ref, atol=1e-8, rtol=1e-6),
               "four molecules of 2, 7, 3 and 6 atoms: your loss differs from the reference (normalise each "
               "molecule's force term by its own number of atoms)")
     # the loss of a rotated + translated + permuted batch (with rotated reference forces) is the same
     for name, T in S.standard_transforms(batch, generator=seed).items():
         moved = T(batch)
-        fb.expect(public._close(fn(model, moved, 0.05), ref, atol=1e-8),
+        fb.expect(close(fn(model, moved, 0.05), ref, atol=1e-8, rtol=1e-6),
                   f"{name}: transforming the molecules and their reference forces together changed your loss: "
                   "the loss must only depend on invariant energies and equivariant forces")
-    b32 = public._molecules(seed, dtype=torch.float32)
-    m32 = public._small_schnet(seed, dtype=torch.float32).train()
+    b32 = public.random_molecules(seed, dtype=torch.float32)
+    m32 = public.small_schnet(seed, dtype=torch.float32).train()
     got32 = fn(m32, b32, 0.01)
     fb.expect(isinstance(got32, torch.Tensor) and got32.dtype == torch.float32,
               "float32 model and data: keep float32 (no .double() inside the loss)")

@@ -18,12 +18,8 @@ from torch_geometric.data import Data
 from course_lib import irreps as I
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb06 as public
+from course_lib.teaching.exercises.common import expect_tensor
 from course_lib.teaching.grading import run_cases
-
-
-def _is_tensor(fb, out, what: str) -> bool:
-    return fb.expect(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}",
-                     fatal=True)
 
 
 def _scaled_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -41,7 +37,7 @@ def _wigner_extra(fn, fb, seed: int = 4) -> None:
     A, B = S.random_orthogonal(3, det=-1, generator=g), S.random_orthogonal(3, det=-1, generator=g)
     for l in (1, 2):
         DA, DB, DAB, DAt = (fn(l, R.clone()) for R in (A, B, A @ B, A.T))
-        _is_tensor(fb, DA, "wigner_d_from_harmonics")
+        expect_tensor(fb, DA, "wigner_d_from_harmonics")
         err = float((DA @ DB - DAB).abs().max())
         fb.expect(err < 1e-8, f"l = {l}: two reflections: |D(A) D(B) - D(AB)| = {err:.2e} (AB is a rotation)",
                   ok=f"l = {l}: product of reflections {err:.1e}")
@@ -49,7 +45,7 @@ def _wigner_extra(fn, fb, seed: int = 4) -> None:
         fb.expect(err_t < 1e-8, f"l = {l}: D(R^T) must be D(R)^T (D is orthogonal), error {err_t:.2e}")
     R32 = S.random_orthogonal(3, det=1, generator=g).float()
     D32 = fn(2, R32)
-    _is_tensor(fb, D32, "wigner_d_from_harmonics")
+    expect_tensor(fb, D32, "wigner_d_from_harmonics")
     fb.expect(D32.dtype == torch.float32, f"a float32 R must give a float32 D, got {D32.dtype}")
     err32 = _scaled_error(D32, public.wigner_d_from_harmonics(2, R32.double()))
     fb.expect(err32 < 1e-4, f"float32 R, l = 2: D wrong by {err32:.2e}")
@@ -77,7 +73,7 @@ def _cross_extra(fn, fb, seed: int = 5) -> None:
     a = 1e3 * torch.randn(40, 3, generator=g, dtype=torch.float64)
     b = 1e-2 * torch.randn(40, 3, generator=g, dtype=torch.float64)
     out = fn(a, b)
-    _is_tensor(fb, out, "cross_product_from_cg")
+    expect_tensor(fb, out, "cross_product_from_cg")
     err = _scaled_error(out, torch.linalg.cross(a, b, dim=-1))
     fb.expect(err < 1e-10, f"inputs of very different sizes (|a| ~ 1e3, |b| ~ 1e-2): scaled error {err:.2e}")
     par = fn(a, 2.5 * a)
@@ -117,7 +113,7 @@ def _norm_extra(fn, fb, seed: int = 6) -> None:
         irreps = o3.Irreps(irreps_str)
         x = (scale * torch.randn(12, irreps.dim, generator=g, dtype=torch.float64)).to(dtype)
         out = fn(x.clone(), irreps)
-        _is_tensor(fb, out, "norm_activation")
+        expect_tensor(fb, out, "norm_activation")
         fb.expect(tuple(out.shape) == tuple(x.shape), f"{irreps}: expected shape {list(x.shape)}, got "
                   f"{list(out.shape)}", fatal=True)
         fb.expect(out.dtype == dtype, f"{irreps}: {dtype} features must stay {dtype}, got {out.dtype}")
@@ -162,7 +158,7 @@ def _radial_extra(cls, fb, seed: int = 7) -> None:
                   f"Gaussian features to [E, {tp.weight_numel}] weights, got {list(w.shape)}: use the arguments "
                   "num_basis and hidden, not fixed numbers", fatal=True)
         out = m(h, r)
-        _is_tensor(fb, out, "forward")
+        expect_tensor(fb, out, "forward")
         fb.expect(tuple(out.shape) == (6, tp.irreps_out.dim), f"expected [6, {tp.irreps_out.dim}], got "
                   f"{list(out.shape)}", fatal=True)
         one = m(h[:1], r[:1])

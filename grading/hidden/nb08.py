@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from course_lib.teaching.exercises import nb08 as public
+from course_lib.teaching.exercises.common import close_arrays
 from course_lib.teaching.grading import run_cases
 
 
@@ -60,9 +61,10 @@ def _histogram_extra(fn, fb, seed: int = 5) -> None:
     edges = np.linspace(0.0, 8.0, 41)
     h = fn(traj, edges)
     ref = public.distance_histogram(traj, edges)
-    fb.expect(public._close(h, ref), "a 200-frame trajectory of 9 atoms: your h(r) differs from the reference")
+    fb.expect(close_arrays(h, ref, atol=1e-10, rtol=1e-9),
+              "a 200-frame trajectory of 9 atoms: your h(r) differs from the reference")
     covered = float(np.sum(np.asarray(h) * np.diff(edges)))
-    inside = float(np.mean(np.sum(public._distance_histogram(traj, np.array([0.0, 8.0])) * 8.0)))
+    inside = float(np.mean(np.sum(public.distance_histogram(traj, np.array([0.0, 8.0])) * 8.0)))
     fb.expect(abs(covered - inside) < 1e-9, f"sum(h * width) = {covered:.3f}, but {inside:.3f} pairs per frame lie in "
               "the range: h must count pairs per frame and per unit length")
 

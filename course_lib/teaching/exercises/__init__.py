@@ -1,4 +1,42 @@
-"""Checkers of the exercises, one module per notebook (``nb00.py``, ``nb01.py``, ...).
+"""Checkers of the exercises, one module per notebook (``nb00.py``, ``nb01.py``, ...), and :func:`check`.
 
-Each module registers its checkers with :func:`course_lib.teaching.checks.exercise`.
+Each module registers its checkers with :func:`course_lib.teaching.checks.exercise`; helpers shared by
+the modules live in :mod:`course_lib.teaching.exercises.common`. The notebooks call
+``from course_lib.teaching.exercises import check``: the checker modules are imported (and so
+registered) on the first call of :func:`check` or :func:`load_checkers`, not when this package is
+imported, so a hidden test that imports one module does not load the others.
+
+Layering: :mod:`course_lib.teaching.checks` (the framework and the registry) imports nothing of the
+course; the checker modules import it; this package imports the checker modules by name only.
 """
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from course_lib.teaching import checks
+
+__all__ = ["check", "load_checkers"]
+
+#: modules of this package that hold no checkers
+_NOT_CHECKERS = {"common"}
+
+
+def load_checkers() -> dict[str, checks.Exercise]:
+    """Import the per-notebook checker modules so that they register themselves; returns the registry."""
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in _NOT_CHECKERS:
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return checks.EXERCISES
+
+
+def check(exercise_id: str, obj, verbose: bool = True, **kwargs) -> checks.CheckResult:
+    """Run the public self-check of an exercise on the student's function/class and print feedback."""
+    load_checkers()
+    if exercise_id not in checks.EXERCISES:
+        raise KeyError(f"unknown exercise {exercise_id!r}; known: {sorted(checks.EXERCISES)}")
+    res = checks.run_checker(checks.EXERCISES[exercise_id].checker, exercise_id, obj, **kwargs)
+    if verbose:
+        print(res)
+    return res

@@ -15,13 +15,12 @@ through :mod:`course_lib.symmetry`, with fixed seeds, so the feedback is determi
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch_geometric.data import Data
 
 from course_lib import symmetry as S
-from course_lib.teaching.checks import Feedback, describe_exception, exercise
+from course_lib.teaching.checks import Feedback, exercise
+from course_lib.teaching.exercises.common import call_student, close, expect_tensor, rng, shape_of, source_of
 
 __all__ = [
     "pairwise_distances",
@@ -83,7 +82,7 @@ def random_rotations(n: int, generator=None, dtype=torch.float64) -> torch.Tenso
     Same construction as :func:`course_lib.symmetry.random_rotation`, for many matrices at once
     (data augmentation draws one rotation per training sample).
     """
-    g = S._gen(generator)
+    g = rng(generator)
     a = torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
     q, r = torch.linalg.qr(a)
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
@@ -95,36 +94,6 @@ def random_rotations(n: int, generator=None, dtype=torch.float64) -> torch.Tenso
 # --------------------------------------------------------------------------------------------
 # Helpers of the checkers
 # --------------------------------------------------------------------------------------------
-
-
-def _shape(t) -> str:
-    return str(list(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
-
-
-def _call(fb: Feedback, fn, args: tuple, what: str, hint: str = ""):
-    """Call the student's function; an exception becomes a fatal, specific failure."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the student's error becomes feedback
-        fb.expect(False, f"{what} raised {describe_exception(exc)}" + (f". {hint}" if hint else ""), fatal=True)
-
-
-def _tensor(fb: Feedback, out, what: str) -> None:
-    fb.expect(isinstance(out, torch.Tensor), f"{what} must return a torch.Tensor, got {type(out).__name__}",
-              fatal=True)
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-7) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.to(torch.float64), b.to(torch.float64), atol=tol, rtol=tol))
-
-
-def _source(fn) -> str:
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        return ""
 
 
 def _mlp(d_in: int, d_out: int, seed: int) -> torch.nn.Module:
@@ -161,8 +130,8 @@ _SYMMETRY_HINT = {
 def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6) -> None:
     data = _cloud(n, 3, seed)
     pos = data.pos.clone()
-    out = _call(fb, fn, (pos,), f"pairwise_distances(pos) with pos of shape [{n}, 3]")
-    _tensor(fb, out, "pairwise_distances")
+    out = call_student(fb, fn, (pos,), f"pairwise_distances(pos) with pos of shape [{n}, 3]")
+    expect_tensor(fb, out, "pairwise_distances")
     fb.expect(torch.equal(pos, data.pos), "pairwise_distances modified its input pos in place; "
               "compute new tensors instead (e.g. diff = pos[:, None, :] - pos[None, :, :])")
     if tuple(out.shape) == (n, n, 3):
@@ -172,7 +141,7 @@ def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6) -> Non
     else:
         hint = "broadcast pos[:, None, :] - pos[None, :, :] to [N, N, d] and reduce the last axis"
     fb.expect(tuple(out.shape) == (n, n), f"expected shape [{n}, {n}] (one distance per pair of points) "
-              f"for pos of shape [{n}, 3], got {_shape(out)}: {hint}", fatal=True)
+              f"for pos of shape [{n}, 3], got {shape_of(out, brackets='[]')}: {hint}", fatal=True)
     fb.expect(bool(torch.isfinite(out).all()), "the distances contain NaN or inf: the diagonal must be 0 "
               "(do not mask it with inf), and if you expand |a|^2 + |b|^2 - 2 a.b, round-off makes tiny "
               "negative values: compute the differences directly or clamp(min=0) before the square root",
@@ -202,21 +171,21 @@ def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6) -> Non
         fb.expect(err < 1e-9, f"distances must not change under {name} (course_lib.symmetry error "
                   f"{err:.2e} > 1e-09): {_SYMMETRY_HINT[name]}", ok=f"{name}: error {err:.1e}")
 
-    if _close(out, ref):
+    if close(out, ref, atol=1e-7, rtol=1e-7):
         fb.expect(True, "values")
         pos2 = _cloud(n - 1, 2, seed + 2, dtype=torch.float32).pos
-        out2 = _call(fb, fn, (pos2,), "pairwise_distances(pos) with 2D points (pos of shape "
-                     f"[{n - 1}, 2])", "do not hard-code the dimension 3")
-        fb.expect(isinstance(out2, torch.Tensor) and _close(out2, pairwise_distances(pos2), 1e-5),
+        out2 = call_student(fb, fn, (pos2,), "pairwise_distances(pos) with 2D points (pos of shape "
+                            f"[{n - 1}, 2])", "do not hard-code the dimension 3")
+        fb.expect(isinstance(out2, torch.Tensor) and close(out2, pairwise_distances(pos2), atol=1e-5, rtol=1e-5),
                   "wrong result for 2D points in float32: do not hard-code the dimension d = 3 or the dtype")
-    elif _close(out, ref**2):
+    elif close(out, ref**2, atol=1e-7, rtol=1e-7):
         fb.expect(False, "these are squared distances: take the square root (.sqrt())")
     else:
         k = int((out - ref).abs().argmax())
         i, j = divmod(k, n)
         fb.expect(False, f"wrong values: D[{i}, {j}] should be |pos[{i}] - pos[{j}]| = {float(ref[i, j]):.4f}, "
                   f"you returned {float(out[i, j]):.4f} (the Euclidean norm over the coordinate axis)")
-    fb.expect("cdist" not in _source(fn), "the exercise asks for broadcasting, not torch.cdist: "
+    fb.expect("cdist" not in source_of(fn), "the exercise asks for broadcasting, not torch.cdist: "
               "subtract pos[None, :, :] from pos[:, None, :] and reduce the last axis")
 
 
@@ -237,16 +206,16 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
     x = data.pos.clone()
     group = _z2(3)
     with torch.no_grad():
-        out = _call(fb, fn, (f, x, group), f"symmetrize(f, x, Z2) with x of shape [{n}, 3] and f: "
-                    f"[{n}, 3] -> [{n}, 2]")
-        _tensor(fb, out, "symmetrize")
+        out = call_student(fb, fn, (f, x, group), f"symmetrize(f, x, Z2) with x of shape [{n}, 3] and f: "
+                           f"[{n}, 3] -> [{n}, 2]")
+        expect_tensor(fb, out, "symmetrize")
         fb.expect(torch.equal(x, data.pos), "symmetrize modified x in place; build the transformed "
                   "inputs as new tensors (x @ g.T)")
         want = tuple(f(x).shape)
         extra = (" (you stacked the |G| outputs: take the mean over that axis)"
                  if tuple(out.shape) == (len(group), *want) else "")
         fb.expect(tuple(out.shape) == want, f"the result must have the shape of f(x), {list(want)}, "
-                  f"got {_shape(out)}{extra}", fatal=True)
+                  f"got {shape_of(out, brackets='[]')}{extra}", fatal=True)
 
         def sym(d):
             return fn(f, d.pos, group)
@@ -257,12 +226,12 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
                   "average the results", ok=f"Z2: error {err:.1e}")
 
         ref = symmetrize(f, x, group)
-        if _close(out, ref):
+        if close(out, ref, atol=1e-7, rtol=1e-7):
             fb.expect(True, "values")
-        elif _close(out, 2 * ref):
+        elif close(out, 2 * ref, atol=1e-7, rtol=1e-7):
             fb.expect(False, "you returned the sum f(x) + f(-x); divide by len(group): the group "
                              "*average* leaves an already invariant function unchanged")
-        elif _close(out, f(x)):
+        elif close(out, f(x), atol=1e-7, rtol=1e-7):
             fb.expect(False, "you returned f(x) unchanged; average f over the transformed inputs")
         else:
             fb.expect(False, "wrong values: expected the average of f(x @ g.T) over the elements g of the "
@@ -270,8 +239,8 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
 
         # an already invariant function must be left unchanged (the average is a projection)
         f_even = lambda y: (y**2).sum(dim=-1, keepdim=True)
-        out_even = _call(fb, fn, (f_even, x, group), "symmetrize(f_even, x, Z2)")
-        fb.expect(isinstance(out_even, torch.Tensor) and _close(out_even, f_even(x)),
+        out_even = call_student(fb, fn, (f_even, x, group), "symmetrize(f_even, x, Z2)")
+        fb.expect(isinstance(out_even, torch.Tensor) and close(out_even, f_even(x), atol=1e-7, rtol=1e-7),
                   "symmetrizing an even function (f(-x) = f(x)) must return f(x) unchanged")
 
         # the group argument must be used: C4 in 2D and the 48-element cubic group in 3D
@@ -281,8 +250,9 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
                                         "a cubic symmetry")):
             f2 = _mlp(dim, 1, seed + dim)
             data2 = _cloud(5, dim, seed + 10 + dim)
-            out2 = _call(fb, fn, (f2, data2.pos, grp), f"symmetrize(f, x, group) with group = {gname}")
-            if not fb.expect(isinstance(out2, torch.Tensor) and _close(out2, symmetrize(f2, data2.pos, grp)),
+            out2 = call_student(fb, fn, (f2, data2.pos, grp), f"symmetrize(f, x, group) with group = {gname}")
+            if not fb.expect(isinstance(out2, torch.Tensor)
+                             and close(out2, symmetrize(f2, data2.pos, grp), atol=1e-7, rtol=1e-7),
                              f"wrong result for group = {gname}: loop over *all* elements of `group` "
                              "(not only x and -x) and divide by len(group)"):
                 continue
@@ -302,15 +272,15 @@ def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
     data = _cloud(n, 3, seed)
     pos = data.pos.clone()
     with torch.no_grad():
-        out = _call(fb, fn, (pos, phi), f"radial_field(pos, phi) with pos of shape [{n}, 3] and phi an MLP "
-                    "mapping [..., 1] -> [..., 1]",
-                    "phi expects distances with a trailing axis of size 1: use "
-                    "(diff**2).sum(dim=-1, keepdim=True).sqrt()")
-        _tensor(fb, out, "radial_field")
+        out = call_student(fb, fn, (pos, phi), f"radial_field(pos, phi) with pos of shape [{n}, 3] and phi an MLP "
+                           "mapping [..., 1] -> [..., 1]",
+                           "phi expects distances with a trailing axis of size 1: use "
+                           "(diff**2).sum(dim=-1, keepdim=True).sqrt()")
+        expect_tensor(fb, out, "radial_field")
         fb.expect(torch.equal(pos, data.pos), "radial_field modified pos in place")
         hint = (": sum over the neighbours j (axis 1)" if tuple(out.shape) == (n, n, 3) else "")
         fb.expect(tuple(out.shape) == (n, 3), f"expected one vector per node, shape [{n}, 3], got "
-                  f"{_shape(out)}{hint}", fatal=True)
+                  f"{shape_of(out, brackets='[]')}{hint}", fatal=True)
         fb.expect(bool(torch.isfinite(out).all()), "the output contains NaN or inf: do not divide by the "
                   "distance (it is 0 for j = i); the field is phi(|x_ij|) * x_ij", fatal=True)
         fb.expect(bool(out.abs().max() > 1e-6), "the output is all zeros: v_i = sum_j phi(|x_ij|) x_ij")
@@ -326,12 +296,12 @@ def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
                       f"(tolerance 1e-09); {_SYMMETRY_HINT[name]}", ok=f"{name}: error {err:.1e}")
 
         ref = radial_field(pos, phi)
-        if _close(out, ref):
+        if close(out, ref, atol=1e-7, rtol=1e-7):
             fb.expect(True, "values")
-        elif _close(out, -ref):
+        elif close(out, -ref, atol=1e-7, rtol=1e-7):
             fb.expect(False, "your vectors point the wrong way: use x_ij = pos_i - pos_j "
                              "(from neighbour j to node i)")
-        elif _close(out, radial_field(pos, lambda r: phi(r**2))):
+        elif close(out, radial_field(pos, lambda r: phi(r**2)), atol=1e-7, rtol=1e-7):
             fb.expect(False, "phi must receive the distance |x_ij|, not its square")
         elif all(e < 1e-9 for e in errors.values()):
             fb.expect(False, "equivariant, but not the requested field: v_i = sum_j phi(|x_ij|) "
@@ -339,12 +309,13 @@ def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
         else:
             fb.expect(False, "wrong values: expected v_i = sum_j phi(|x_ij|) (pos_i - pos_j)")
 
-        if not _close(out, ref):
+        if not close(out, ref, atol=1e-7, rtol=1e-7):
             return
         pos2 = data.pos[:5, :2].float()
         gauss = lambda r: torch.exp(-(r**2))
-        out2 = _call(fb, fn, (pos2, gauss), "radial_field(pos, phi) with 2D float32 points and phi(r) = exp(-r^2)")
-        fb.expect(isinstance(out2, torch.Tensor) and _close(out2, radial_field(pos2, gauss), 1e-5),
+        out2 = call_student(fb, fn, (pos2, gauss),
+                            "radial_field(pos, phi) with 2D float32 points and phi(r) = exp(-r^2)")
+        fb.expect(isinstance(out2, torch.Tensor) and close(out2, radial_field(pos2, gauss), atol=1e-5, rtol=1e-5),
                   "wrong result for 2D points and phi(r) = exp(-r^2): do not hard-code d = 3")
 
 
@@ -359,16 +330,16 @@ def check_gated_nonlinearity(fn, fb: Feedback, seed: int = 0, n: int = 5, channe
     s = torch.randn(n, channels, generator=g, dtype=torch.float64)
     v = torch.randn(n, channels, 3, generator=g, dtype=torch.float64)
     s0, v0 = s.clone(), v.clone()
-    out = _call(fb, fn, (s, v), f"gated_nonlinearity(scalars, vectors) with scalars of shape [{n}, {channels}] "
-                f"and vectors of shape [{n}, {channels}, 3]",
-                "the gate has shape [N, C] and the vectors [N, C, 3]: give the gate a trailing axis with "
-                "gate[..., None] (or .unsqueeze(-1)) so that it broadcasts over the 3 components")
-    _tensor(fb, out, "gated_nonlinearity")
+    out = call_student(fb, fn, (s, v), f"gated_nonlinearity(scalars, vectors) with scalars of shape [{n}, {channels}] "
+                       f"and vectors of shape [{n}, {channels}, 3]",
+                       "the gate has shape [N, C] and the vectors [N, C, 3]: give the gate a trailing axis with "
+                       "gate[..., None] (or .unsqueeze(-1)) so that it broadcasts over the 3 components")
+    expect_tensor(fb, out, "gated_nonlinearity")
     fb.expect(torch.equal(s, s0) and torch.equal(v, v0), "gated_nonlinearity modified its inputs in place "
               "(e.g. sigmoid_ or *=); return a new tensor")
     fb.expect(tuple(out.shape) == (n, channels, 3), f"expected the shape of the vectors, [{n}, {channels}, 3], "
-              f"got {_shape(out)}", fatal=True)
-    fb.expect(not _close(out, v), "the output equals the input vectors: multiply them by the gate "
+              f"got {shape_of(out, brackets='[]')}", fatal=True)
+    fb.expect(not close(out, v, atol=1e-7, rtol=1e-7), "the output equals the input vectors: multiply them by the gate "
                                   "sigmoid(scalars)")
 
     data = Data(pos=torch.randn(n, 3, generator=g, dtype=torch.float64), s=s, v=v)
@@ -385,18 +356,18 @@ def check_gated_nonlinearity(fn, fb: Feedback, seed: int = 0, n: int = 5, channe
                   ok=f"{name}: error {err:.1e}")
 
     ref = gated_nonlinearity(s, v)
-    out_s = _call(fb, fn, (s + 1.0, v), "gated_nonlinearity(scalars + 1, vectors)")
-    uses_s = isinstance(out_s, torch.Tensor) and not _close(out_s, out)
-    if _close(out, ref):
+    out_s = call_student(fb, fn, (s + 1.0, v), "gated_nonlinearity(scalars + 1, vectors)")
+    uses_s = isinstance(out_s, torch.Tensor) and not close(out_s, out, atol=1e-7, rtol=1e-7)
+    if close(out, ref, atol=1e-7, rtol=1e-7):
         fb.expect(True, "values")
-    elif _close(out, v * torch.sigmoid(v.norm(dim=-1, keepdim=True))):
+    elif close(out, v * torch.sigmoid(v.norm(dim=-1, keepdim=True)), atol=1e-7, rtol=1e-7):
         fb.expect(False, "you gated each vector with sigmoid of its own norm: that is a norm nonlinearity "
                          "(also equivariant); here the gate of channel c comes from the scalars: "
                          "sigmoid(scalars[:, c])")
     elif not uses_s:
         fb.expect(False, "the output does not depend on the scalars: the gate of channel c must be "
                          "sigmoid(scalars[:, c]), multiplied onto vectors[:, c, :]")
-    elif _close(out, torch.relu(s)[..., None] * v):
+    elif close(out, torch.relu(s)[..., None] * v, atol=1e-7, rtol=1e-7):
         fb.expect(False, "use the sigmoid as gate (the exercise asks for sigmoid(scalars)), not ReLU")
     else:
         fb.expect(False, "wrong values: expected sigmoid(scalars)[..., None] * vectors (channel c of "

@@ -18,6 +18,7 @@ from course_lib import symmetry as S
 from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image as reference_minimum_image
 from course_lib.teaching.checks import exercise
+from course_lib.teaching.exercises.common import close, expect_tensor, shape_of
 
 __all__ = ["minimum_image", "message_passing_step", "invariance_error"]
 
@@ -47,14 +48,6 @@ def invariance_error(model, data, transform) -> float:
 # ------------------------------------------------------------------------- helpers
 
 
-def _close(a, b, atol=1e-6) -> bool:
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol)
-
-
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
 # ------------------------------------------------------------------------- checkers
 
 
@@ -64,8 +57,8 @@ def check_minimum_image(fn, fb, seed: int = 0, n: int = 200):
     L = torch.tensor([10.0, 7.0], dtype=torch.float64)
     dx = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 4 * L  # up to two boxes away
     out = fn(dx.clone(), L)
-    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
-    fb.expect(out.shape == dx.shape, f"the output has shape {_shape(out)}; expected {tuple(dx.shape)} "
+    expect_tensor(fb, out)
+    fb.expect(out.shape == dx.shape, f"the output has shape {shape_of(out)}; expected {tuple(dx.shape)} "
               "(one reduced vector per input vector)", fatal=True)
     ref = reference_minimum_image(dx, L)
     fb.expect(bool((out.abs() <= L / 2 + 1e-9).all()),
@@ -75,11 +68,11 @@ def check_minimum_image(fn, fb, seed: int = 0, n: int = 200):
     fb.expect(torch.allclose(shift, shift.round(), atol=1e-9),
               "the output differs from the input by something that is not a whole number of box lengths: "
               "you may only add or subtract multiples of L (per component)")
-    fb.expect(_close(out, ref, 1e-9), "the result is not the closest periodic image (use round, not floor or "
-              "int(), which truncates towards zero)")
+    fb.expect(close(out, ref, atol=1e-9, rtol=1e-5), "the result is not the closest periodic image (use round, not "
+              "floor or int(), which truncates towards zero)")
     # per-component box lengths must be respected
     dx2 = torch.tensor([[6.0, 6.0]], dtype=torch.float64)
-    fb.expect(_close(fn(dx2, L), torch.tensor([[-4.0, -1.0]], dtype=torch.float64), 1e-9),
+    fb.expect(close(fn(dx2, L), torch.tensor([[-4.0, -1.0]], dtype=torch.float64), atol=1e-9, rtol=1e-5),
               "with L = (10, 7) the vector (6, 6) must become (-4, -1): use each component's own box length")
     # the input must not be modified in place
     before = dx.clone()
@@ -106,10 +99,10 @@ def check_message_passing_step(fn, fb, seed: int = 0):
     phi_h = torch.nn.Sequential(torch.nn.Linear(2 * H, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
     out = fn(h, e, edge_index, phi_e, phi_h)
     fb.expect(isinstance(out, torch.Tensor) and out.shape == (N, H),
-              f"the output has shape {_shape(out)}; expected {(N, H)}: one updated feature vector per node",
+              f"the output has shape {shape_of(out)}; expected {(N, H)}: one updated feature vector per node",
               fatal=True)
     ref = message_passing_step(h, e, edge_index, phi_e, phi_h)
-    if _close(out, ref):
+    if close(out, ref, atol=1e-6, rtol=1e-5):
         fb.expect(True, "matches the reference")
     else:
         # diagnose the common mistakes
@@ -119,12 +112,12 @@ def check_message_passing_step(fn, fb, seed: int = 0):
         m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
         deg = torch.bincount(i, minlength=N).clamp_min(1).to(h.dtype)[:, None]
         mean = h + phi_h(torch.cat([h, scatter_sum(m_ij, i, N) / deg], dim=-1))
-        if _close(out, swapped):
+        if close(out, swapped, atol=1e-6, rtol=1e-5):
             msg = ("messages went to the wrong node: in the PyG convention edge_index[0] is the source j and "
                    "edge_index[1] the target i, and m_ij is summed over edges with the same target i")
-        elif _close(out, no_res):
+        elif close(out, no_res, atol=1e-6, rtol=1e-5):
             msg = "the residual connection is missing: return h + phi_h([h, m_i])"
-        elif _close(out, mean):
+        elif close(out, mean, atol=1e-6, rtol=1e-5):
             msg = "you averaged the messages; this exercise uses sum aggregation (m_i = sum_j m_ij)"
         else:
             msg = ("the output differs from m_ij = phi_e([h_i, h_j, e_ij]), m_i = sum_j m_ij, "
@@ -135,13 +128,13 @@ def check_message_passing_step(fn, fb, seed: int = 0):
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(N)
     out_p = fn(h[perm], e, inv[edge_index], phi_e, phi_h)
-    fb.expect(_close(out_p, out[perm]),
+    fb.expect(close(out_p, out[perm], atol=1e-6, rtol=1e-5),
               "relabelling the nodes does not just relabel your output: the step is not permutation "
               "equivariant (do not use the node order, e.g. cumulative sums or fixed positions)")
     # a node without incoming edges only gets phi_h(h, 0)
     lone = N - 1
     expected_lone = h[lone] + phi_h(torch.cat([h[lone], torch.zeros(H, dtype=h.dtype)]))
-    fb.expect(_close(out[lone], expected_lone),
+    fb.expect(close(out[lone], expected_lone, atol=1e-6, rtol=1e-5),
               "a node with no incoming edges must receive m_i = 0 (the empty sum)")
 
 
@@ -168,7 +161,7 @@ def check_invariance_error(fn, fb, seed: int = 0):
         T = Ts[name]
         got_good = fn(good, batch, T)
         fb.expect(isinstance(got_good, (float, int)) or (isinstance(got_good, torch.Tensor) and got_good.numel() == 1),
-                  f"return a single number (a float), got {_shape(got_good)}", fatal=True)
+                  f"return a single number (a float), got {shape_of(got_good)}", fatal=True)
         got_good = float(got_good)
         got_bad = float(fn(bad, batch, T))
         ref_bad = invariance_error(bad, batch, T)

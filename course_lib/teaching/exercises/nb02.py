@@ -18,6 +18,7 @@ from course_lib import symmetry as S
 from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image, radius_graph
 from course_lib.teaching.checks import exercise
+from course_lib.teaching.exercises.common import expect_tensor, shape_of
 
 __all__ = ["periodic_mse", "equivariant_update"]
 
@@ -45,14 +46,6 @@ def equivariant_update(x: torch.Tensor, edge_index: torch.Tensor, phi: torch.Ten
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _close(a, b, atol=1e-6) -> bool:
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.double(), b.double(), atol=atol)
-
-
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def _periodic_close(a, b, L, atol=1e-6) -> bool:
@@ -85,7 +78,7 @@ def check_periodic_mse(fn, fb, seed: int = 0, n: int = 50):
     pred = pred - L * torch.floor(pred / L)  # wrapped: some predictions sit across a boundary
     out = fn(pred.clone(), target.clone(), L)
     fb.expect(isinstance(out, torch.Tensor) and out.dim() == 0,
-              f"return a scalar tensor (0-dim), got {_shape(out)}: take the mean over nodes and components",
+              f"return a scalar tensor (0-dim), got {shape_of(out)}: take the mean over nodes and components",
               fatal=True)
     ref = periodic_mse(pred, target, L)
     plain = (pred - target).pow(2).mean()
@@ -112,8 +105,8 @@ def check_periodic_mse(fn, fb, seed: int = 0, n: int = 50):
 def check_equivariant_update(fn, fb, seed: int = 0):
     x, edge_index, phi, L = _problem(seed)
     out = fn(x.clone(), edge_index, phi.clone(), L)
-    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
-    fb.expect(out.shape == x.shape, f"the output has shape {_shape(out)}; expected {tuple(x.shape)} "
+    expect_tensor(fb, out)
+    fb.expect(out.shape == x.shape, f"the output has shape {shape_of(out)}; expected {tuple(x.shape)} "
               "(one new position per particle)", fatal=True)
     ref = equivariant_update(x, edge_index, phi, L)
     ok = _periodic_close(out, ref, L)

@@ -17,6 +17,7 @@ import torch
 from course_lib.graph import scatter_sum
 from course_lib.losses import energy_force_loss
 from course_lib.teaching.checks import exercise
+from course_lib.teaching.exercises.common import close, expect_tensor, shape_of
 
 __all__ = ["gaussian_expansion", "cfconv", "force_loss"]
 
@@ -43,17 +44,11 @@ def force_loss(model, batch, rho: float) -> torch.Tensor:
 # ------------------------------------------------------------------------- helpers
 
 
-def _close(a, b, atol=1e-8, rtol=1e-6) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
-            and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol))
+def random_molecules(seed: int, sizes=(3, 5, 4), dtype=torch.float64):
+    """A batch of random small 'molecules' (atoms at least 0.9 apart) with random reference labels.
 
-
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def _molecules(seed: int, sizes=(3, 5, 4), dtype=torch.float64):
-    """A batch of random small 'molecules' (atoms at least 0.9 apart) with random reference labels."""
+    Public (no leading underscore) because the hidden tests build their batches with it too.
+    """
     from torch_geometric.data import Batch
 
     from course_lib.data import make_graph
@@ -72,7 +67,8 @@ def _molecules(seed: int, sizes=(3, 5, 4), dtype=torch.float64):
     return Batch.from_data_list(graphs)
 
 
-def _small_schnet(seed: int, dtype=torch.float64):
+def small_schnet(seed: int, dtype=torch.float64):
+    """A small seeded SchNet (the model of the checks of 05.force_loss, also used by the hidden tests)."""
     from course_lib.models.schnet import SchNet
 
     torch.manual_seed(seed)
@@ -89,19 +85,19 @@ def check_gaussian_expansion(fn, fb, seed: int = 0, n: int = 50, k: int = 20):
     mu = torch.linspace(0.0, 5.0, k, dtype=torch.float64)
     gamma = 0.5 / float(mu[1] - mu[0]) ** 2
     out = fn(r.clone(), mu.clone(), gamma)
-    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    expect_tensor(fb, out)
     if out.shape == (k, n):
-        fb.expect(False, f"the output has shape {_shape(out)}, the transpose of the expected {(n, k)}: one row per "
+        fb.expect(False, f"the output has shape {shape_of(out)}, the transpose of the expected {(n, k)}: one row per "
                   "distance, one column per Gaussian (use r[:, None] - mu[None, :])", fatal=True)
-    fb.expect(out.shape == (n, k), f"the output has shape {_shape(out)}; expected {(n, k)}: one row per distance "
+    fb.expect(out.shape == (n, k), f"the output has shape {shape_of(out)}; expected {(n, k)}: one row per distance "
               "r_ij, one column per centre mu_k", fatal=True)
     ref = gaussian_expansion(r, mu, gamma)
-    if not _close(out, ref):
-        if _close(out, torch.exp(-gamma * (r[:, None] - mu[None, :]).abs())):
+    if not close(out, ref, atol=1e-8, rtol=1e-6):
+        if close(out, torch.exp(-gamma * (r[:, None] - mu[None, :]).abs()), atol=1e-8, rtol=1e-6):
             msg = "the distance to the centre must be squared: exp(-gamma (r - mu_k)^2)"
-        elif _close(out, torch.exp(gamma * (r[:, None] - mu[None, :]) ** 2)):
+        elif close(out, torch.exp(gamma * (r[:, None] - mu[None, :]) ** 2), atol=1e-8, rtol=1e-6):
             msg = "the sign of the exponent is wrong: exp(-gamma (r - mu_k)^2) decays away from mu_k"
-        elif _close(out, torch.exp(-(r[:, None] - mu[None, :]) ** 2 / gamma)):
+        elif close(out, torch.exp(-(r[:, None] - mu[None, :]) ** 2 / gamma), atol=1e-8, rtol=1e-6):
             msg = "gamma multiplies the squared distance (exp(-gamma d^2)); you divided by it"
         else:
             msg = "the values differ from exp(-gamma (r_ij - mu_k)^2)"
@@ -134,50 +130,51 @@ def check_cfconv(fn, fb, seed: int = 0):
     W = torch.randn(edge_index.shape[1], F, generator=g, dtype=torch.float64)
     out = fn(y, W, edge_index)
     fb.expect(isinstance(out, torch.Tensor) and out.shape == (N, F),
-              f"the output has shape {_shape(out)}; expected {(N, F)}: one filtered feature vector per atom "
+              f"the output has shape {shape_of(out)}; expected {(N, F)}: one filtered feature vector per atom "
               "(use scatter_sum(..., index, num_nodes) with num_nodes = y.shape[0])", fatal=True)
     ref = cfconv(y, W, edge_index)
-    if _close(out, ref):
+    if close(out, ref, atol=1e-8, rtol=1e-6):
         fb.expect(True, "matches the reference")
     else:
-        if _close(out, cfconv(y, W, edge_index.flip(0))):
+        if close(out, cfconv(y, W, edge_index.flip(0)), atol=1e-8, rtol=1e-6):
             msg = ("messages went to the wrong atom: edge_index[0] is the source j (whose features y_j are "
                    "filtered) and edge_index[1] the target i that sums them")
-        elif _close(out, scatter_sum(y[dst] * W, dst, N)):
+        elif close(out, scatter_sum(y[dst] * W, dst, N), atol=1e-8, rtol=1e-6):
             msg = "you filtered the target's own features y_i; the message of edge (j -> i) is y_j o W_ij"
-        elif _close(out, scatter_sum((y[src] * W).sum(-1, keepdim=True).expand(-1, F), dst, N)):
+        elif close(out, scatter_sum((y[src] * W).sum(-1, keepdim=True).expand(-1, F), dst, N), atol=1e-8, rtol=1e-6):
             msg = "o is the elementwise product (one filter per feature), not a dot product"
         else:
             deg = torch.bincount(dst, minlength=N).clamp_min(1).double()[:, None]
-            msg = ("you averaged over neighbours; SchNet sums (the energy is extensive)" if _close(out, ref / deg)
+            msg = ("you averaged over neighbours; SchNet sums (the energy is extensive)"
+                   if close(out, ref / deg, atol=1e-8, rtol=1e-6)
                    else "the output differs from c_i = sum over edges (j -> i) of y_j * W_ij")
         fb.expect(False, msg)
-    fb.expect(_close(out[5], torch.zeros(F, dtype=torch.float64)),
+    fb.expect(close(out[5], torch.zeros(F, dtype=torch.float64), atol=1e-8, rtol=1e-6),
               "an atom without neighbours must get c_i = 0 (the empty sum)")
     # the order of the edges does not matter
     perm = torch.randperm(edge_index.shape[1], generator=g)
-    fb.expect(_close(fn(y, W[perm], edge_index[:, perm]), out),
+    fb.expect(close(fn(y, W[perm], edge_index[:, perm]), out, atol=1e-8, rtol=1e-6),
               "shuffling the list of edges (and their filters together) changed your output: do not rely on the "
               "edge order")
     # a zero filter kills the message, a filter of ones passes the neighbour's features through
     ones = torch.ones_like(W)
-    fb.expect(_close(fn(y, ones, edge_index)[3], y[2]),
+    fb.expect(close(fn(y, ones, edge_index)[3], y[2], atol=1e-8, rtol=1e-6),
               "with all filters equal to 1, atom 3 (whose only neighbour is atom 2) should receive exactly y_2")
 
 
 @exercise("05.force_loss", "the energy + force loss")
 def check_force_loss(fn, fb, seed: int = 0):
-    batch = _molecules(seed)
-    model = _small_schnet(seed)
+    batch = random_molecules(seed)
+    model = small_schnet(seed)
     model.train()
     rho = 0.01
     out = fn(model, batch, rho)
     fb.expect(isinstance(out, torch.Tensor) and out.dim() == 0,
-              f"return one scalar tensor (the mean over the molecules of the batch), got {_shape(out)}", fatal=True)
+              f"return one scalar tensor (the mean over the molecules of the batch), got {shape_of(out)}", fatal=True)
     fb.expect(out.requires_grad, "the loss is detached: return a tensor that depends on the model's parameters "
               "(do not call .item(), float() or .detach())", fatal=True)
     ref = force_loss(model, batch, rho)
-    if _close(out, ref):
+    if close(out, ref, atol=1e-8, rtol=1e-6):
         fb.expect(True, "matches the reference")
     else:
         from course_lib.models import energy_and_forces
@@ -201,8 +198,8 @@ def check_force_loss(fn, fb, seed: int = 0):
             (e_term.mean(), "the force term is missing"),
             ((sq / n).mean(), "the energy term rho (E - Ê)^2 is missing"),
         ]
-        msg = next((m for val, m in candidates if _close(out, val)), "the value differs from the mean over molecules "
-                   "of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2")
+        msg = next((m for val, m in candidates if close(out, val, atol=1e-8, rtol=1e-6)),
+                   "the value differs from the mean over molecules of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2")
         fb.expect(False, msg)
     # training needs the second derivative: the loss must back-propagate into the parameters through the forces
     model.zero_grad()

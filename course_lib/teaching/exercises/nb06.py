@@ -33,7 +33,15 @@ from course_lib import irreps as I
 from course_lib import symmetry as S
 from course_lib.models.radial import GaussianRBF
 from course_lib.teaching.checks import Feedback, exercise
-from course_lib.teaching.exercises.nb00 import _call, _shape, _source, _tensor
+from course_lib.teaching.exercises.common import (
+    call_student,
+    close_scaled,
+    expect_tensor,
+    random_rotation_and_reflection,
+    rng,
+    shape_of,
+    source_of,
+)
 
 __all__ = [
     "wigner_d_from_harmonics",
@@ -133,23 +141,12 @@ class RadialTensorProduct(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _close(a, b, tol: float) -> bool:
-    """Scaled closeness: max |a - b| <= tol * max(1, max |b|)."""
-    if not isinstance(a, torch.Tensor) or a.shape != b.shape:
-        return False
-    a, b = a.detach().to(torch.float64), b.detach().to(torch.float64)
-    return bool((a - b).abs().max() <= tol * max(1.0, float(b.abs().max()))) if b.numel() else True
-
-
-def _rng(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _elements(seed: int) -> dict[str, torch.Tensor]:
-    g = _rng(1000 + seed)
+    g = rng(1000 + seed)
+    rotation, reflection = random_rotation_and_reflection(g, g)
     return {
-        "a random rotation": S.random_orthogonal(3, det=1, generator=g),
-        "a random reflection (det -1)": S.random_orthogonal(3, det=-1, generator=g),
+        "a random rotation": rotation,
+        "a random reflection (det -1)": reflection,
         "the inversion -I": -torch.eye(3, dtype=torch.float64),
     }
 
@@ -161,7 +158,7 @@ def _elements(seed: int) -> dict[str, torch.Tensor]:
 
 def _sh_error(D: torch.Tensor, l: int, R: torch.Tensor, seed: int) -> float:
     """max |Y(R x) - D Y(x)| on fresh random points (the defining property of D)."""
-    x = torch.randn(50, 3, generator=_rng(2000 + seed), dtype=torch.float64)
+    x = torch.randn(50, 3, generator=rng(2000 + seed), dtype=torch.float64)
     Y = o3.spherical_harmonics(l, x, normalize=True)
     Y_R = o3.spherical_harmonics(l, x @ R.T, normalize=True)
     return float((Y_R - Y @ D.detach().to(torch.float64).T).abs().max())
@@ -174,14 +171,14 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
     for l in range(lmax + 1):
         for name, R in elements.items():
             R_in = R.clone()
-            D = _call(fb, fn, (l, R_in), f"wigner_d_from_harmonics({l}, R) with R {name} (float64)",
-                      "make the sample points in the dtype of R (torch.randn(..., dtype=R.dtype)) and rotate "
-                      "them as x @ R.T")
-            _tensor(fb, D, "wigner_d_from_harmonics")
+            D = call_student(fb, fn, (l, R_in), f"wigner_d_from_harmonics({l}, R) with R {name} (float64)",
+                             "make the sample points in the dtype of R (torch.randn(..., dtype=R.dtype)) and rotate "
+                             "them as x @ R.T")
+            expect_tensor(fb, D, "wigner_d_from_harmonics")
             fb.expect(torch.equal(R_in, R), "wigner_d_from_harmonics modified R in place", fatal=True)
             n = 2 * l + 1
             fb.expect(tuple(D.shape) == (n, n), f"for l = {l} expected a [{n}, {n}] matrix (2l+1 = {n} "
-                      f"components), got {_shape(D)}", fatal=True)
+                      f"components), got {shape_of(D, brackets='[]')}", fatal=True)
             fb.expect(bool(torch.isfinite(D).all()), f"l = {l}, R {name}: D contains NaN or inf: normalise "
                       "the sample points (normalize=True) and use points that are not at the origin", fatal=True)
             results[(l, name)] = D
@@ -193,16 +190,16 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
         for name, R in elements.items():
             D = results[(l, name)]
             ref = wigner_d_from_harmonics(l, R)  # exact to ~1e-14 (e3nn's D_from_matrix: ~1e-6)
-            if _close(D, ref, 1e-8):
+            if close_scaled(D, ref, 1e-8):
                 continue
-            if l % 2 == 1 and float(torch.linalg.det(R)) < 0 and _close(D, -ref, 1e-5):
+            if l % 2 == 1 and float(torch.linalg.det(R)) < 0 and close_scaled(D, -ref, 1e-5):
                 problems.append((0, f"R {name}: this is the matrix of the *even* irrep {l}e; the spherical harmonics "
                                     f"of degree {l} have parity (-1)^l = -1, so for det R = -1, D picks up a minus "
                                     "sign. Fit D from the harmonics at R x, reflections included"))
-            elif _close(D, ref.T, 1e-5):
+            elif close_scaled(D, ref.T, 1e-5):
                 problems.append((1, f"R {name}: you returned the transpose D(R)^T = D(R^-1). Rotate the points as "
                                     "x @ R.T (rows R x_p) and remember that lstsq solves Y D^T = Y(Rx) for D^T"))
-            elif _close(D, ref, 1e-5):
+            elif close_scaled(D, ref, 1e-5):
                 err = float((D.detach().to(torch.float64) - ref).abs().max())
                 problems.append((3, f"R {name}: D is only accurate to {err:.1e} (like e3nn's D_from_matrix under "
                                     "the float32 default dtype, or a fit in float32): fit D in float64 from the "
@@ -216,9 +213,9 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
         fb.expect(not problems, f"l = {l}: {worst}", ok=f"l = {l}: D correct")
 
     if lmax >= 2:
-        g = _rng(3000 + seed)
+        g = rng(3000 + seed)
         R1, R2 = S.random_orthogonal(3, generator=g), S.random_orthogonal(3, generator=g)
-        D1, D2, D12 = (_call(fb, fn, (2, R), "wigner_d_from_harmonics(2, R)") for R in (R1, R2, R1 @ R2))
+        D1, D2, D12 = (call_student(fb, fn, (2, R), "wigner_d_from_harmonics(2, R)") for R in (R1, R2, R1 @ R2))
         err = float((D1 @ D2 - D12).abs().max())
         fb.expect(err < 1e-8, f"not a representation: |D(R1) D(R2) - D(R1 R2)| = {err:.2e} for l = 2",
                   ok=f"homomorphism: {err:.1e}")
@@ -226,7 +223,7 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
     orth = float((D3 @ D3.T - torch.eye(2 * lmax + 1, dtype=D3.dtype)).abs().max())
     fb.expect(orth < 1e-8, f"D must be orthogonal (D D^T = I); for l = {lmax} and a reflection the error is {orth:.2e}",
               ok=f"orthogonal: {orth:.1e}")
-    src = _source(fn)
+    src = source_of(fn)
     fb.expect(not re.search(r"D_from_matrix|D_from_angles|wigner_D", src),
               "fit D from the spherical harmonics (least squares): do not call e3nn's D_from_matrix / "
               "D_from_angles / wigner_D, which is what the check compares with")
@@ -239,29 +236,29 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
 
 @exercise("06.cross_product_from_cg", "The cross product from Clebsch-Gordan coefficients")
 def check_cross_product_from_cg(fn, fb: Feedback, seed: int = 0, n: int = 6) -> None:
-    g = _rng(seed)
+    g = rng(seed)
     a = torch.randn(n, 3, generator=g, dtype=torch.float64)
     b = torch.randn(n, 3, generator=g, dtype=torch.float64)
     a0, b0 = a.clone(), b.clone()
-    out = _call(fb, fn, (a, b), f"cross_product_from_cg(a, b) with a, b of shape [{n}, 3] (float64)",
-                "build the coefficients in the dtype of a: o3.wigner_3j(1, 1, 1, dtype=a.dtype), and contract "
-                "them with torch.einsum('ijk,...i,...j->...k', C, a, b)")
-    _tensor(fb, out, "cross_product_from_cg")
+    out = call_student(fb, fn, (a, b), f"cross_product_from_cg(a, b) with a, b of shape [{n}, 3] (float64)",
+                       "build the coefficients in the dtype of a: o3.wigner_3j(1, 1, 1, dtype=a.dtype), and contract "
+                       "them with torch.einsum('ijk,...i,...j->...k', C, a, b)")
+    expect_tensor(fb, out, "cross_product_from_cg")
     fb.expect(torch.equal(a, a0) and torch.equal(b, b0), "cross_product_from_cg modified its inputs in place")
-    fb.expect(tuple(out.shape) == (n, 3), f"expected one vector per pair, shape [{n}, 3], got {_shape(out)}",
-              fatal=True)
+    fb.expect(tuple(out.shape) == (n, 3),
+              f"expected one vector per pair, shape [{n}, 3], got {shape_of(out, brackets='[]')}", fatal=True)
     fb.expect(out.dtype == torch.float64, f"float64 inputs must give a float64 result, got {out.dtype}: build "
               "wigner_3j with dtype=a.dtype")
     ref = torch.linalg.cross(a, b, dim=-1)
-    values_ok = _close(out, ref, 1e-10)
+    values_ok = close_scaled(out, ref, 1e-10)
     if values_ok:
         fb.expect(True, "values")
-    elif _close(out, -ref, 1e-10):
+    elif close_scaled(out, -ref, 1e-10):
         fb.expect(False, "you computed b x a = -(a x b): contract C[i, j, k] with a on index i and b on index j")
-    elif _close(out, ref / math.sqrt(6), 1e-10):
+    elif close_scaled(out, ref / math.sqrt(6), 1e-10):
         fb.expect(False, "your result is (a x b) / sqrt(6): wigner_3j is normalised to Frobenius norm 1, and the "
                          "Levi-Civita symbol has norm sqrt(6); multiply by sqrt(6)")
-    elif _close(out, ref / math.sqrt(2), 1e-10):
+    elif close_scaled(out, ref / math.sqrt(2), 1e-10):
         fb.expect(False, "your result is (a x b) / sqrt(2), the l = 1 output of FullTensorProduct('1o', '1o') "
                          "(component normalisation multiplies the path by sqrt(3)); multiply C by sqrt(6) instead")
     else:
@@ -271,14 +268,14 @@ def check_cross_product_from_cg(fn, fb: Feedback, seed: int = 0, n: int = 6) -> 
 
     data = Data(pos=a.clone(), a=a.clone(), b=b.clone())
     kinds = {"a": "vector", "b": "vector"}
-    g2 = _rng(100 + seed)
+    g2 = rng(100 + seed)
     transforms = {"rotation": S.rotation(3, g2), "reflection": S.reflection(3, g2), "inversion": S.inversion(3)}
     for name, T in transforms.items():
         err = S.equivariance_error(lambda d: fn(d.a, d.b), data, T, output="pseudovector", field_kinds=kinds)
         fb.expect(err < 1e-9, f"a x b must transform as a pseudovector (1e: v -> det(R) R v) under {name}, but the "
                   f"course_lib.symmetry error is {err:.2e}", ok=f"pseudovector under {name}: error {err:.1e}")
 
-    src = _source(fn)
+    src = source_of(fn)
     fb.expect(not src or (not re.search(r"linalg\.cross|torch\.cross|\.cross\(", src) and "wigner_3j" in src),
               "compute the cross product from the Clebsch-Gordan coefficients o3.wigner_3j(1, 1, 1), not with "
               "torch.linalg.cross")
@@ -286,13 +283,13 @@ def check_cross_product_from_cg(fn, fb: Feedback, seed: int = 0, n: int = 6) -> 
         return  # the cases below test shapes and dtypes of a correct formula
     a2 = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
     b2 = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
-    out2 = _call(fb, fn, (a2, b2), "cross_product_from_cg(a, b) with a, b of shape [2, 4, 3]",
-                 "use '...' for the leading axes in the einsum")
-    fb.expect(isinstance(out2, torch.Tensor) and _close(out2, torch.linalg.cross(a2, b2, dim=-1), 1e-10),
+    out2 = call_student(fb, fn, (a2, b2), "cross_product_from_cg(a, b) with a, b of shape [2, 4, 3]",
+                        "use '...' for the leading axes in the einsum")
+    fb.expect(isinstance(out2, torch.Tensor) and close_scaled(out2, torch.linalg.cross(a2, b2, dim=-1), 1e-10),
               "wrong result for inputs of shape [2, 4, 3]: any leading shape [..., 3] must work ('...' in einsum)")
-    out32 = _call(fb, fn, (a.float(), b.float()), "cross_product_from_cg(a, b) with float32 inputs",
-                  "build wigner_3j with dtype=a.dtype")
-    fb.expect(isinstance(out32, torch.Tensor) and out32.dtype == torch.float32 and _close(out32, ref, 1e-5),
+    out32 = call_student(fb, fn, (a.float(), b.float()), "cross_product_from_cg(a, b) with float32 inputs",
+                         "build wigner_3j with dtype=a.dtype")
+    fb.expect(isinstance(out32, torch.Tensor) and out32.dtype == torch.float32 and close_scaled(out32, ref, 1e-5),
               "float32 inputs must give the float32 cross product (build wigner_3j with dtype=a.dtype)")
 
 
@@ -343,16 +340,16 @@ def _norm_mistakes(x: torch.Tensor, irreps) -> dict[str, torch.Tensor]:
 @exercise("06.norm_activation", "A norm nonlinearity for irreps features")
 def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: str = NORM_IRREPS) -> None:
     irreps = o3.Irreps(irreps)
-    g = _rng(seed)
+    g = rng(seed)
     x = 1.5 * torch.randn(n, irreps.dim, generator=g, dtype=torch.float64)
     x0 = x.clone()
-    out = _call(fb, fn, (x, irreps), f"norm_activation(x, irreps) with irreps = {irreps} and x of shape "
-                f"[{n}, {irreps.dim}]", "loop over zip(irreps, irreps.slices()); each (mul, ir) block reshapes to "
-                "[N, mul, ir.dim]")
-    _tensor(fb, out, "norm_activation")
+    out = call_student(fb, fn, (x, irreps), f"norm_activation(x, irreps) with irreps = {irreps} and x of shape "
+                       f"[{n}, {irreps.dim}]",
+                       "loop over zip(irreps, irreps.slices()); each (mul, ir) block reshapes to [N, mul, ir.dim]")
+    expect_tensor(fb, out, "norm_activation")
     fb.expect(torch.equal(x, x0), "norm_activation modified x in place; build new tensors")
-    fb.expect(tuple(out.shape) == (n, irreps.dim), f"expected the shape of x, [{n}, {irreps.dim}], got {_shape(out)}",
-              fatal=True)
+    fb.expect(tuple(out.shape) == (n, irreps.dim),
+              f"expected the shape of x, [{n}, {irreps.dim}], got {shape_of(out, brackets='[]')}", fatal=True)
     fb.expect(bool(torch.isfinite(out).all()), "the output contains NaN or inf", fatal=True)
 
     elements = _elements(seed)
@@ -362,12 +359,12 @@ def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: s
                   "gate each copy of an irrep with a function of its norm only", ok=f"{name}: error {err:.1e}")
 
     ref = norm_activation(x, irreps)
-    values_ok = _close(out, ref, 1e-10)
+    values_ok = close_scaled(out, ref, 1e-10)
     if values_ok:
         fb.expect(True, "values")
     else:
         for message, wrong in _norm_mistakes(x, irreps).items():
-            if _close(out, wrong, 1e-10):
+            if close_scaled(out, wrong, 1e-10):
                 fb.expect(False, message)
                 break
         else:
@@ -375,15 +372,15 @@ def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: s
                              "scaled by sigmoid(|x_u|)")
 
     zero = torch.zeros(2, irreps.dim, dtype=torch.float64)
-    out0 = _call(fb, fn, (zero, irreps), "norm_activation(x, irreps) with x = 0")
-    fb.expect(isinstance(out0, torch.Tensor) and bool(torch.isfinite(out0).all()) and _close(out0, zero, 0.0),
+    out0 = call_student(fb, fn, (zero, irreps), "norm_activation(x, irreps) with x = 0")
+    fb.expect(isinstance(out0, torch.Tensor) and bool(torch.isfinite(out0).all()) and close_scaled(out0, zero, 0.0),
               "x = 0 must give 0 (not NaN): do not divide by the norm")
     if not values_ok:
         return  # the case below tests other irreps for a correct formula
     other = o3.Irreps("1x2e + 2x1o + 3x0e + 1x3o")
     x2 = torch.randn(3, other.dim, generator=g, dtype=torch.float64)
-    out2 = _call(fb, fn, (x2, other), f"norm_activation(x, irreps) with irreps = {other}")
-    fb.expect(isinstance(out2, torch.Tensor) and _close(out2, norm_activation(x2, other), 1e-10),
+    out2 = call_student(fb, fn, (x2, other), f"norm_activation(x, irreps) with irreps = {other}")
+    fb.expect(isinstance(out2, torch.Tensor) and close_scaled(out2, norm_activation(x2, other), 1e-10),
               f"wrong result for irreps = {other}: do not assume sorted irreps or l <= 2; loop over "
               "zip(irreps, irreps.slices())")
 
@@ -406,23 +403,22 @@ def _path_name(irreps_in, irreps_sh, irreps_out, path) -> str:
 
 
 def _edges(n_edges: int, irreps_in, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = _rng(4000 + seed)
+    g = rng(4000 + seed)
     h = torch.randn(n_edges, irreps_in.dim, generator=g)
     direction = torch.nn.functional.normalize(torch.randn(n_edges, 3, generator=g), dim=-1)
     length = 0.8 + 1.7 * torch.rand(n_edges, 1, generator=g)  # inside the cutoff 3.0
     return h, direction * length
 
 
-@exercise("06.radial_tensor_product", "A uvu tensor product with per-edge radial weights")
-def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 0, n_edges: int = 10) -> None:
-    irreps_in, irreps_sh, irreps_out = (o3.Irreps(s) for s in TP_CONFIGS[config])
+def _build_radial_tensor_product(cls, fb: Feedback, seed: int, irreps_in, irreps_sh, irreps_out):
+    """Build the student's module (seeded); returns ``(module, module.tp, module.radial)`` once they exist."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        m = _call(fb, cls, (irreps_in, irreps_sh, irreps_out),
-                  f"RadialTensorProduct('{irreps_in}', '{irreps_sh}', '{irreps_out}')",
-                  "list the instructions as (i1, i2, i_out, 'uvu', True) tuples, only for allowed paths: e3nn "
-                  "raises an AssertionError for a path the selection rules forbid; `ir_out in ir1 * ir2` checks "
-                  "|l1 - l2| <= l_out <= l1 + l2 and the parity p_out = p1 p2, and 'uvu' needs mul_out == mul1")
+        m = call_student(fb, cls, (irreps_in, irreps_sh, irreps_out),
+                         f"RadialTensorProduct('{irreps_in}', '{irreps_sh}', '{irreps_out}')",
+                         "list the instructions as (i1, i2, i_out, 'uvu', True) tuples, only for allowed paths: e3nn "
+                         "raises an AssertionError for a path the selection rules forbid; `ir_out in ir1 * ir2` checks "
+                         "|l1 - l2| <= l_out <= l1 + l2 and the parity p_out = p1 p2, and 'uvu' needs mul_out == mul1")
     fb.expect(isinstance(m, nn.Module), f"RadialTensorProduct(...) must build an nn.Module, got {type(m).__name__}",
               fatal=True)
     tp = getattr(m, "tp", None)
@@ -431,7 +427,11 @@ def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 
     radial = getattr(m, "radial", None)
     fb.expect(isinstance(radial, nn.Module), "store the radial MLP as self.radial (e3nn.nn.FullyConnectedNet "
               "[num_basis, hidden, tp.weight_numel])", fatal=True)
+    return m, tp, radial
 
+
+def _check_uvu_paths(fb: Feedback, tp, irreps_in, irreps_sh, irreps_out) -> None:
+    """The instructions of ``tp``: 'uvu' only, every allowed path and no other, per-edge weights."""
     modes = sorted({ins.connection_mode for ins in tp.instructions})
     fb.expect(modes == ["uvu"], f"every instruction must use the connection mode 'uvu' (output channel u = input "
               f"channel u), got {modes}: 'uvw' mixes all channels and has mul1 * mul2 * mul_out weights per path")
@@ -450,58 +450,75 @@ def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 
     fb.expect(not tp.shared_weights and not tp.internal_weights, "each edge needs its own weights: build the "
               "TensorProduct with shared_weights=False, internal_weights=False and pass weights to tp(h, sh, weights)")
 
-    h, edge_vec = _edges(n_edges, irreps_in, seed)
-    out = _call(fb, m, (h.clone(), edge_vec.clone()), f"forward(h, edge_vec) with h of shape {list(h.shape)} and "
-                f"edge_vec of shape {list(edge_vec.shape)}",
-                "the radial MLP takes self.rbf(edge_vec.norm(dim=-1)), of shape [E, num_basis]")
-    _tensor(fb, out, "forward")
-    fb.expect(tuple(out.shape) == (n_edges, irreps_out.dim), f"expected one message per edge, shape "
-              f"[{n_edges}, {irreps_out.dim}], got {_shape(out)}", fatal=True)
-    fb.expect(bool(torch.isfinite(out).all()), "the messages contain NaN or inf", fatal=True)
 
-    with torch.no_grad():
-        rbf = getattr(m, "rbf", None)
-        fb.expect(isinstance(rbf, nn.Module), "keep the given Gaussian expansion self.rbf = GaussianRBF(num_basis, "
-                  "cutoff)", fatal=True)
-        feats = rbf(edge_vec.norm(dim=-1))  # [E, num_basis]
-        weights = _call(fb, radial, (feats,), f"self.radial(self.rbf(|r|)) with Gaussian features of shape "
-                        f"{list(feats.shape)}", "the radial MLP takes the [E, num_basis] Gaussian features of the edge "
-                        "lengths: FullyConnectedNet([num_basis, hidden, self.tp.weight_numel], ...)")
-        ok_w = isinstance(weights, torch.Tensor) and tuple(weights.shape) == (n_edges, tp.weight_numel)
-        fb.expect(ok_w or tp.shared_weights, f"self.radial(self.rbf(|r|)) must give one weight vector per edge, "
-                  f"shape [{n_edges}, {tp.weight_numel}] (tp.weight_numel), got {_shape(weights)}", fatal=True)
+@torch.no_grad()
+def _check_message_values(fb: Feedback, m, tp, radial, out, h, edge_vec, irreps_sh) -> None:
+    """The messages against ``tp(h, Y(r / |r|), radial(rbf(|r|)))`` built from the student's own parts."""
+    n_edges = h.shape[0]
+    rbf = getattr(m, "rbf", None)
+    fb.expect(isinstance(rbf, nn.Module), "keep the given Gaussian expansion self.rbf = GaussianRBF(num_basis, "
+              "cutoff)", fatal=True)
+    feats = rbf(edge_vec.norm(dim=-1))  # [E, num_basis]
+    weights = call_student(fb, radial, (feats,), f"self.radial(self.rbf(|r|)) with Gaussian features of shape "
+                           f"{list(feats.shape)}",
+                           "the radial MLP takes the [E, num_basis] Gaussian features of the edge lengths: "
+                           "FullyConnectedNet([num_basis, hidden, self.tp.weight_numel], ...)")
+    ok_w = isinstance(weights, torch.Tensor) and tuple(weights.shape) == (n_edges, tp.weight_numel)
+    fb.expect(ok_w or tp.shared_weights, f"self.radial(self.rbf(|r|)) must give one weight vector per edge, "
+              f"shape [{n_edges}, {tp.weight_numel}] (tp.weight_numel), got {shape_of(weights, brackets='[]')}",
+              fatal=True)
+    if tp.shared_weights or tp.internal_weights:
+        return  # already reported: there is nothing per edge to compare with
 
-        if tp.shared_weights or tp.internal_weights:
-            weights = None  # already reported: there is nothing per edge to compare with
+    def expected(normalize=True, normalization="component"):
+        sh = o3.spherical_harmonics(irreps_sh, edge_vec, normalize=normalize, normalization=normalization)
+        return tp(h, sh, weights)
 
-        def expected(normalize=True, normalization="component"):
-            sh = o3.spherical_harmonics(irreps_sh, edge_vec, normalize=normalize, normalization=normalization)
-            return tp(h, sh, weights)
+    if close_scaled(out, expected(), 1e-5):
+        fb.expect(True, "values")
+    elif close_scaled(out, expected(normalize=False), 1e-5):
+        fb.expect(False, "use the spherical harmonics of the direction r / |r|: o3.spherical_harmonics(..., "
+                         "normalize=True); the length enters only through the radial weights")
+    elif close_scaled(out, expected(normalization="integral"), 1e-5):
+        fb.expect(False, "use normalization='component' for the spherical harmonics (|Y^l|^2 = 2l+1)")
+    else:
+        fb.expect(False, "wrong messages: expected self.tp(h, Y, w) with Y = o3.spherical_harmonics(irreps_sh, "
+                         "edge_vec, normalize=True, normalization='component') and w = self.radial(self.rbf(|r|))")
 
-        if weights is None:
-            pass
-        elif _close(out, expected(), 1e-5):
-            fb.expect(True, "values")
-        elif _close(out, expected(normalize=False), 1e-5):
-            fb.expect(False, "use the spherical harmonics of the direction r / |r|: o3.spherical_harmonics(..., "
-                             "normalize=True); the length enters only through the radial weights")
-        elif _close(out, expected(normalization="integral"), 1e-5):
-            fb.expect(False, "use normalization='component' for the spherical harmonics (|Y^l|^2 = 2l+1)")
-        else:
-            fb.expect(False, "wrong messages: expected self.tp(h, Y, w) with Y = o3.spherical_harmonics(irreps_sh, "
-                             "edge_vec, normalize=True, normalization='component') and w = self.radial(self.rbf(|r|))")
 
+def _check_edge_symmetries(fb: Feedback, m, out, h, edge_vec, irreps_in, irreps_out, seed: int) -> None:
+    """O(3) equivariance of the messages, their dependence on the edge length, and on their own edge only."""
     elements = _elements(seed)
     for name in ("a random rotation", "a random reflection (det -1)"):
         err = I.irreps_equivariance_error(m, (h, edge_vec), (irreps_in, "1o"), irreps_out, elements[name])
         fb.expect(err < 1e-4, f"the messages are not equivariant under {name}: course_lib.irreps error {err:.2e} "
                   "(tolerance 1e-04); the weights may depend on |r| only and the harmonics on r / |r|",
                   ok=f"{name}: error {err:.1e}")
-    longer = _call(fb, m, (h, 1.3 * edge_vec), "forward(h, 1.3 * edge_vec)")
-    fb.expect(isinstance(longer, torch.Tensor) and not _close(longer, out, 1e-6),
+    longer = call_student(fb, m, (h, 1.3 * edge_vec), "forward(h, 1.3 * edge_vec)")
+    fb.expect(isinstance(longer, torch.Tensor) and not close_scaled(longer, out, 1e-6),
               "the messages do not change when every edge gets 1.3 times longer: the weights must come from "
               "self.radial(self.rbf(|r|)), one weight vector per edge")
-    perm = torch.randperm(n_edges, generator=_rng(5000 + seed))
-    permuted = _call(fb, m, (h[perm], edge_vec[perm]), "forward on permuted edges")
-    fb.expect(isinstance(permuted, torch.Tensor) and _close(permuted, out[perm], 1e-5),
+    perm = torch.randperm(h.shape[0], generator=rng(5000 + seed))
+    permuted = call_student(fb, m, (h[perm], edge_vec[perm]), "forward on permuted edges")
+    fb.expect(isinstance(permuted, torch.Tensor) and close_scaled(permuted, out[perm], 1e-5),
               "each message must depend on its own edge only (reordering the edges must reorder the messages)")
+
+
+@exercise("06.radial_tensor_product", "A uvu tensor product with per-edge radial weights")
+def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 0, n_edges: int = 10) -> None:
+    irreps_in, irreps_sh, irreps_out = (o3.Irreps(s) for s in TP_CONFIGS[config])
+    m, tp, radial = _build_radial_tensor_product(cls, fb, seed, irreps_in, irreps_sh, irreps_out)
+    _check_uvu_paths(fb, tp, irreps_in, irreps_sh, irreps_out)
+
+    h, edge_vec = _edges(n_edges, irreps_in, seed)
+    out = call_student(fb, m, (h.clone(), edge_vec.clone()),
+                       f"forward(h, edge_vec) with h of shape {list(h.shape)} and "
+                       f"edge_vec of shape {list(edge_vec.shape)}",
+                       "the radial MLP takes self.rbf(edge_vec.norm(dim=-1)), of shape [E, num_basis]")
+    expect_tensor(fb, out, "forward")
+    fb.expect(tuple(out.shape) == (n_edges, irreps_out.dim), f"expected one message per edge, shape "
+              f"[{n_edges}, {irreps_out.dim}], got {shape_of(out, brackets='[]')}", fatal=True)
+    fb.expect(bool(torch.isfinite(out).all()), "the messages contain NaN or inf", fatal=True)
+
+    _check_message_values(fb, m, tp, radial, out, h, edge_vec, irreps_sh)
+    _check_edge_symmetries(fb, m, out, h, edge_vec, irreps_in, irreps_out, seed)

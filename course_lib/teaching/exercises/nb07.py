@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import irreps as _irreps
-from course_lib import symmetry as S
 from course_lib.graph import scatter_sum
 from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
 from course_lib.teaching.checks import exercise
+from course_lib.teaching.exercises.common import close, expect_tensor, random_rotation_and_reflection, shape_of
 
 __all__ = ["radial_basis", "convolution", "gate", "irreps_equivariance_error"]
 
@@ -106,18 +106,9 @@ def irreps_equivariance_error(fn, inputs, irreps_in, irreps_out, R) -> float:
         return _irreps.irreps_equivariance_error(fn, tuple(inputs), irreps_in, irreps_out, R)
 
 
-def _close(a, b, atol=1e-9, rtol=1e-7) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
-            and torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol))
-
-
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
-
-
 def _transforms(seed: int) -> dict[str, torch.Tensor]:
-    return {"rotation": S.random_orthogonal(3, det=1, generator=seed),
-            "reflection": S.random_orthogonal(3, det=-1, generator=seed + 1)}
+    rotation, reflection = random_rotation_and_reflection(seed, seed + 1)
+    return {"rotation": rotation, "reflection": reflection}
 
 
 # ------------------------------------------------------------------------- 07.radial_basis
@@ -135,15 +126,15 @@ def check_radial_basis(fn, fb, seed: int = 0, n: int = 60, cutoff: float = 4.0, 
     r[:3] = torch.tensor([0.5 * cutoff, cutoff, 1.2 * cutoff], dtype=torch.float64)
     r_in = r.clone()
     out = fn(r_in, cutoff, num_basis, p)
-    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    expect_tensor(fb, out)
     if out.shape == (num_basis, n) and n != num_basis:
-        fb.expect(False, f"the output has shape {_shape(out)}, the transpose of the expected {(n, num_basis)}: one "
+        fb.expect(False, f"the output has shape {shape_of(out)}, the transpose of the expected {(n, num_basis)}: one "
                   "row per distance, one column per Bessel function (use r[:, None] against n[None, :])", fatal=True)
-    fb.expect(out.shape == (n, num_basis), f"the output has shape {_shape(out)}; expected {(n, num_basis)}: one row "
+    fb.expect(out.shape == (n, num_basis), f"the output has shape {shape_of(out)}; expected {(n, num_basis)}: one row "
               "per distance r, one column per n = 1..num_basis", fatal=True)
     fb.expect(torch.equal(r_in, r), "your function modified its input r in place; work on new tensors")
     ref = radial_basis(r, cutoff, num_basis, p)
-    if _close(out, ref):
+    if close(out, ref, atol=1e-9, rtol=1e-7):
         fb.expect(True, "matches the reference")
     else:
         nn_ = torch.arange(1, num_basis + 1, dtype=torch.float64)
@@ -172,7 +163,7 @@ def check_radial_basis(fn, fb, seed: int = 0, n: int = 60, cutoff: float = 4.0, 
             ((2.0 / cutoff) * torch.sin(nn_ * r[:, None] / cutoff) / r[:, None] * env,
              "the argument of the sine is n pi r / r_c: the factor pi is missing"),
         ]
-        msg = next((m for val, m in candidates if _close(out, val)),
+        msg = next((m for val, m in candidates if close(out, val, atol=1e-9, rtol=1e-7)),
                    "the values differ from (2 / r_c) sin(n pi r / r_c) / r * u(r / r_c), n = 1..num_basis")
         fb.expect(False, msg)
     beyond = r >= cutoff
@@ -247,58 +238,50 @@ def _edge_harmonics(irreps_sh, pos, edge_index):
     return o3.spherical_harmonics(irreps_sh, pos[j] - pos[i], normalize=True, normalization="component")
 
 
-@exercise("07.convolution", "the tensor-product convolution of NequIP")
-def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5):
-    conv, rbf, pos, x, edge_index, avg = _conv_setup(seed, l_max, mul, n_atoms, r_max)
-    tp, radial = conv.tp, conv.radial
-    N, D_out = n_atoms, tp.irreps_out.dim
-    x_in, pos_in = x.clone(), pos.clone()
-    out = fn(x_in, pos_in, edge_index, tp, radial, rbf, avg)
-    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
-    if out.dim() == 2 and out.shape[0] == edge_index.shape[1] and out.shape[0] != N:
-        fb.expect(False, f"the output has one row per edge {_shape(out)}: sum the messages into their centre atoms i "
-                  f"(edge_index[1]) to get one row per atom, shape {(N, D_out)}", fatal=True)
-    fb.expect(out.shape == (N, D_out), f"the output has shape {_shape(out)}; expected {(N, D_out)} = [number of atoms, "
-              "tp.irreps_out.dim] (create the sum with x.shape[0] rows)", fatal=True)
-    fb.expect(torch.equal(x_in, x) and torch.equal(pos_in, pos), "your function modified x or pos in place")
+#: mistake -> (the change to the convolution that makes it, the message), tried in this order
+_CONV_MISTAKES = {
+    "roles": ({"roles": "ij"}, "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e "
+              "goes to i = edge_index[1, e] and carries x_j (you swapped the two rows)"),
+    "src_i": ({"src": "i"}, "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own "
+              "x_i"),
+    "vec": ({"vec": -1.0}, "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours "
+            "points the other way, which flips the sign of every odd-l spherical harmonic"),
+    "mean": ({"norm": "mean"}, "you averaged over the actual neighbours; NequIP sums and divides by the constant "
+             "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses the cutoff)"),
+    "avg": ({"norm": "avg"}, "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ "
+            "sqrt(n))"),
+    "none": ({"norm": "none"}, "the normalisation is missing: divide the sum over neighbours by "
+             "sqrt(avg_num_neighbors)"),
+    "sqrt_deg": ({"norm": "sqrt_deg"}, "divide by the constant sqrt(avg_num_neighbors), not by the square root of each "
+                 "atom's own neighbour count (that would make the energy jump when a neighbour crosses the cutoff)"),
+    "unnormalised_sh": ({"sh_norm": False}, "the spherical harmonics take the DIRECTION only: normalize=True "
+                        "(otherwise Y^l scales with |r|^l)"),
+    "integral": ({"sh_normalization": "integral"}, "use normalization='component' for the spherical harmonics "
+                 "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does"),
+    "norm_sh": ({"sh_normalization": "norm"}, "use normalization='component' for the spherical harmonics "
+                "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does"),
+}
+
+
+def _check_convolution_values(fb, out, conv, rbf, x, pos, edge_index, avg) -> None:
+    """The output against ConvolutionBlock; when it differs, the message of the first known mistake that matches."""
     with torch.no_grad():
         r = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
-        ref = conv(x, _edge_harmonics(tp.irreps_in2, pos, edge_index), rbf(r), edge_index)
-    if _close(out, ref, atol=1e-10):
+        ref = conv(x, _edge_harmonics(conv.tp.irreps_in2, pos, edge_index), rbf(r), edge_index)
+    if close(out, ref, atol=1e-10, rtol=1e-7):
         fb.expect(True, "matches course_lib.models.nequip.ConvolutionBlock")
-    else:
-        with torch.no_grad():
-            v = {k: _conv_variant(conv, rbf, x, pos, edge_index, avg, **kw) for k, kw in {
-                "roles": {"roles": "ij"}, "src_i": {"src": "i"}, "vec": {"vec": -1.0}, "mean": {"norm": "mean"},
-                "avg": {"norm": "avg"}, "none": {"norm": "none"}, "sqrt_deg": {"norm": "sqrt_deg"},
-                "unnormalised_sh": {"sh_norm": False}, "integral": {"sh_normalization": "integral"},
-                "norm_sh": {"sh_normalization": "norm"}}.items()}
-        messages = {
-            "roles": "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e goes to "
-                     "i = edge_index[1, e] and carries x_j (you swapped the two rows)",
-            "src_i": "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own x_i",
-            "vec": "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours points the "
-                   "other way, which flips the sign of every odd-l spherical harmonic",
-            "mean": "you averaged over the actual neighbours; NequIP sums and divides by the constant "
-                    "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses "
-                    "the cutoff)",
-            "avg": "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ sqrt(n))",
-            "none": "the normalisation is missing: divide the sum over neighbours by sqrt(avg_num_neighbors)",
-            "sqrt_deg": "divide by the constant sqrt(avg_num_neighbors), not by the square root of each atom's own "
-                        "neighbour count (that would make the energy jump when a neighbour crosses the cutoff)",
-            "unnormalised_sh": "the spherical harmonics take the DIRECTION only: normalize=True (otherwise Y^l scales "
-                               "with |r|^l)",
-            "integral": "use normalization='component' for the spherical harmonics (sum_m Y_m^2 = 2l + 1), as "
-                        "ConvolutionBlock does",
-            "norm_sh": "use normalization='component' for the spherical harmonics (sum_m Y_m^2 = 2l + 1), as "
-                       "ConvolutionBlock does",
-        }
-        msg = next((messages[k] for k, val in v.items() if _close(out, val, atol=1e-10)),
-                   "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), radial(rbf(|r_ij|)))"
-                   " with r_ij = pos[j] - pos[i]")
-        fb.expect(False, msg)
-    fb.expect(_close(out[-1], torch.zeros(D_out, dtype=out.dtype)),
-              "the isolated atom (no neighbours) must get m_i = 0 (the empty sum)")
+        return
+    with torch.no_grad():
+        v = {k: _conv_variant(conv, rbf, x, pos, edge_index, avg, **kw) for k, (kw, _) in _CONV_MISTAKES.items()}
+    msg = next((_CONV_MISTAKES[k][1] for k, val in v.items() if close(out, val, atol=1e-10, rtol=1e-7)),
+               "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), radial(rbf(|r_ij|)))"
+               " with r_ij = pos[j] - pos[i]")
+    fb.expect(False, msg)
+
+
+def _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, avg, seed: int) -> None:
+    """O(3) equivariance, translation invariance and independence of the edge order."""
+    tp, radial = conv.tp, conv.radial
     # O(3): rotate the positions and the input features together; the output rotates with D_out
     for name, R in _transforms(seed).items():
         err = irreps_equivariance_error(lambda p, h: fn(h, p, edge_index, tp, radial, rbf, avg), (pos, x),
@@ -308,13 +291,33 @@ def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_ato
     t = torch.tensor([1.5, -2.0, 0.7], dtype=pos.dtype)
     with torch.no_grad():
         moved = fn(x, pos + t, edge_index, tp, radial, rbf, avg)
-    fb.expect(_close(moved, out, atol=1e-10), "translating all atoms changed the output: use only differences "
-              "pos[j] - pos[i], never absolute positions")
+    fb.expect(close(moved, out, atol=1e-10, rtol=1e-7), "translating all atoms changed the output: use only "
+              "differences pos[j] - pos[i], never absolute positions")
     perm = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         shuffled = fn(x, pos, edge_index[:, perm], tp, radial, rbf, avg)
-    fb.expect(_close(shuffled, out, atol=1e-10), "shuffling the list of edges changed your output: do not rely on "
-              "the edge order")
+    fb.expect(close(shuffled, out, atol=1e-10, rtol=1e-7), "shuffling the list of edges changed your output: do not "
+              "rely on the edge order")
+
+
+@exercise("07.convolution", "the tensor-product convolution of NequIP")
+def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5):
+    conv, rbf, pos, x, edge_index, avg = _conv_setup(seed, l_max, mul, n_atoms, r_max)
+    tp, radial = conv.tp, conv.radial
+    N, D_out = n_atoms, tp.irreps_out.dim
+    x_in, pos_in = x.clone(), pos.clone()
+    out = fn(x_in, pos_in, edge_index, tp, radial, rbf, avg)
+    expect_tensor(fb, out)
+    if out.dim() == 2 and out.shape[0] == edge_index.shape[1] and out.shape[0] != N:
+        fb.expect(False, f"the output has one row per edge {shape_of(out)}: sum the messages into their centre atoms i "
+                  f"(edge_index[1]) to get one row per atom, shape {(N, D_out)}", fatal=True)
+    fb.expect(out.shape == (N, D_out), f"the output has shape {shape_of(out)}; expected {(N, D_out)} = "
+              "[number of atoms, tp.irreps_out.dim] (create the sum with x.shape[0] rows)", fatal=True)
+    fb.expect(torch.equal(x_in, x) and torch.equal(pos_in, pos), "your function modified x or pos in place")
+    _check_convolution_values(fb, out, conv, rbf, x, pos, edge_index, avg)
+    fb.expect(close(out[-1], torch.zeros(D_out, dtype=out.dtype), atol=1e-9, rtol=1e-7),
+              "the isolated atom (no neighbours) must get m_i = 0 (the empty sum)")
+    _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, avg, seed)
     # forces: the output must be differentiable with respect to the positions
     p = pos.clone().requires_grad_(True)
     res = fn(x, p, edge_index, tp, radial, rbf, avg)
@@ -384,17 +387,17 @@ def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6):
     dim_out = irreps_scalars.dim + irreps_gated.dim
     args = (scalars.clone(), gates.clone(), gated.clone())
     out = fn(*args, irreps_scalars, irreps_gated)
-    fb.expect(isinstance(out, torch.Tensor), f"return a torch.Tensor, got {type(out).__name__}", fatal=True)
+    expect_tensor(fb, out)
     if out.dim() == 2 and out.shape[1] == dim_out + gates.shape[1]:
         fb.expect(False, f"the output has {out.shape[1]} columns: the gates are used up (they multiply the l > 0 "
                   f"channels) and are not part of the output; expected {(n, dim_out)} = [N, scalars + gated]",
                   fatal=True)
-    fb.expect(out.shape == (n, dim_out), f"the output has shape {_shape(out)}; expected {(n, dim_out)} = [N, "
+    fb.expect(out.shape == (n, dim_out), f"the output has shape {shape_of(out)}; expected {(n, dim_out)} = [N, "
               f"irreps_scalars.dim + irreps_gated.dim] ({irreps_scalars} then {irreps_gated})", fatal=True)
     fb.expect(all(torch.equal(a, b) for a, b in zip(args, (scalars, gates, gated))),
               "your function modified its inputs in place (e.g. gated *= ...); work on new tensors")
     ref = _gate_reference(ref_gate, scalars, gates, gated)
-    if _close(out, ref, atol=1e-6, rtol=5e-3):
+    if close(out, ref, atol=1e-6, rtol=5e-3):
         fb.expect(True, "matches e3nn's Gate (as used by course_lib.models.nequip.GateNonlinearity)")
     else:
         base = (scalars, gates, gated, irreps_scalars, irreps_gated)
@@ -415,7 +418,7 @@ def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6):
         candidates += [({"gated_act": a, "normalise": nrm}, "an activation was applied to the components of the l > 0 "
                         "features: that breaks rotations; multiply each channel by its (activated) gate scalar instead")
                        for a in ("silu", "sigmoid", "tanh") for nrm in (True, False)]
-        msg = next((m for kw, m in candidates if _close(out, _gate_variant(*base, **kw), atol=1e-6, rtol=5e-3)),
+        msg = next((m for kw, m in candidates if close(out, _gate_variant(*base, **kw), atol=1e-6, rtol=5e-3)),
                    "the output differs from [SiLU(0e scalars), tanh(0o scalars), sigmoid(gates) * gated] (each "
                    "activation normalised with e3nn.math.normalize2mom)")
         fb.expect(False, msg)
@@ -434,7 +437,7 @@ def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6):
     big = torch.full_like(gates, 50.0)
     res = fn(scalars, big, gated, irreps_scalars, irreps_gated)
     c = _normalised("sigmoid").cst
-    fb.expect(isinstance(res, torch.Tensor) and _close(res[:, irreps_scalars.dim:], c * gated, atol=1e-6, rtol=5e-3),
+    fb.expect(isinstance(res, torch.Tensor) and close(res[:, irreps_scalars.dim:], c * gated, atol=1e-6, rtol=5e-3),
               "with very large gates, sigmoid(g) = 1 and the l > 0 channels should pass through (times the "
               "normalisation constant of the sigmoid)")
     r32 = fn(scalars.float(), gates.float(), gated.float(), irreps_scalars, irreps_gated)

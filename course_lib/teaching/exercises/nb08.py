@@ -17,6 +17,7 @@ import numpy as np
 
 from course_lib.observables import distance_histogram as _distance_histogram
 from course_lib.teaching.checks import exercise
+from course_lib.teaching.exercises.common import close_arrays, shape_of
 
 __all__ = ["velocity_verlet_step", "distance_histogram"]
 
@@ -43,18 +44,6 @@ def distance_histogram(positions, edges):
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _close(a, b, atol=1e-10, rtol=1e-9) -> bool:
-    try:
-        a = np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return a.shape == np.shape(b) and bool(np.allclose(a, b, atol=atol, rtol=rtol))
-
-
-def _shape(x) -> str:
-    return str(tuple(np.shape(x))) if hasattr(x, "shape") else type(x).__name__
 
 
 class _CountingForces:
@@ -107,7 +96,8 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
               f"{type(out).__name__}{'' if not isinstance(out, tuple) else f' of length {len(out)}'}", fatal=True)
     new_pos, new_vel, new_forces = out
     fb.expect(all(np.shape(o) == (n, d) for o in out),
-              f"each output must have the shape of pos {(n, d)}; got {[_shape(o) for o in out]}", fatal=True)
+              f"each output must have the shape of pos {(n, d)}; got {[shape_of(o, arrays=True) for o in out]}",
+              fatal=True)
     fb.expect(all(np.array_equal(a, b) for a, b in zip(args, (pos, vel, forces, masses))),
               "your function changed its inputs in place (e.g. pos += ...): return new arrays instead")
     calls = field.calls
@@ -115,7 +105,7 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
               "evaluation per step (the forces at the start are given: reuse them)")
     acc = forces / masses[:, None]
     ref_pos, ref_vel, ref_forces = velocity_verlet_step(pos, vel, forces, masses, dt, _CountingForces(n, d, seed))
-    if _close(new_pos, ref_pos):
+    if close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9):
         fb.expect(True, "positions OK")
     else:
         candidates = [
@@ -128,15 +118,15 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
             (pos + dt * ref_vel, "the positions must move with the *old* velocity plus the acceleration term "
              "(x + dt v + dt^2/2 a), not with the updated velocity"),
         ]
-        msg = next((m for c, m in candidates if _close(new_pos, c)),
+        msg = next((m for c, m in candidates if close_arrays(new_pos, c, atol=1e-10, rtol=1e-9)),
                    "new_pos differs from x + dt v + dt^2/2 F/m")
         fb.expect(False, msg)
-    fb.expect(_close(new_forces, _CountingForces(n, d, seed)(new_pos)),
+    fb.expect(close_arrays(new_forces, _CountingForces(n, d, seed)(new_pos), atol=1e-10, rtol=1e-9),
               "new_forces must be force_fn(new_pos), the forces at the *new* positions (they are the "
               "starting forces of the next step)")
-    if _close(new_vel, ref_vel):
+    if close_arrays(new_vel, ref_vel, atol=1e-10, rtol=1e-9):
         fb.expect(True, "velocities OK")
-    elif _close(new_pos, ref_pos):
+    elif close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9):
         acc_new = ref_forces / masses[:, None]
         candidates = [
             (vel + dt * acc, "the velocity update uses only the old forces (an Euler step): average the old and "
@@ -146,11 +136,11 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
             (vel + dt * (acc + acc_new), "the velocity update needs dt/2 (F_old + F_new)/m: you forgot the 1/2"),
             (vel + 0.5 * dt * (forces + ref_forces), "divide the forces by the masses in the velocity update too"),
         ]
-        msg = next((m for c, m in candidates if _close(new_vel, c)),
+        msg = next((m for c, m in candidates if close_arrays(new_vel, c, atol=1e-10, rtol=1e-9)),
                    "new_vel differs from v + dt/2 (F_old + F_new) / m")
         fb.expect(False, msg)
     # physics: time reversibility and energy conservation over many steps (only if one step is right)
-    if _close(new_pos, ref_pos) and _close(new_vel, ref_vel):
+    if close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9) and close_arrays(new_vel, ref_vel, atol=1e-10, rtol=1e-9):
         back = fn(ref_pos, -ref_vel, ref_forces, masses, dt, _CountingForces(n, d, seed))
         err = float(np.abs(back[0] - pos).max())
         fb.expect(err < 1e-10, f"not time-reversible: stepping back with -v does not return to the start "
@@ -172,9 +162,9 @@ def check_distance_histogram(fn, fb, seed: int = 0, frames: int = 7, n: int = 6,
     edges = np.concatenate([[0.0], np.cumsum(0.3 + 0.4 * g.random(12))])  # uneven bins starting at r = 0
     h = fn(positions.copy(), edges.copy())
     ref = distance_histogram(positions, edges)
-    fb.expect(np.shape(h) == ref.shape, f"h has shape {_shape(h)}; expected {ref.shape}: one value per bin "
-              f"(len(edges) - 1 = {len(edges) - 1})", fatal=True)
-    if _close(h, ref):
+    fb.expect(np.shape(h) == ref.shape, f"h has shape {shape_of(h, arrays=True)}; expected {ref.shape}: one value "
+              f"per bin (len(edges) - 1 = {len(edges) - 1})", fatal=True)
+    if close_arrays(h, ref, atol=1e-10, rtol=1e-9):
         fb.expect(True, "matches the reference")
     else:
         width = np.diff(edges)
@@ -205,13 +195,14 @@ def check_distance_histogram(fn, fb, seed: int = 0, frames: int = 7, n: int = 6,
             (counts / dist.size, "h(r) is not a probability per bin: divide the pair counts by the number of "
              "frames and by the bin widths (not by the number of distances)"),
         ]
-        msg = next((m for c, m in candidates if _close(h, c)),
+        msg = next((m for c, m in candidates if close_arrays(h, c, atol=1e-10, rtol=1e-9)),
                    "h differs from (pair counts per bin) / (frames x bin width), pairs i < j")
         fb.expect(False, msg)
     # the same trajectory in another orientation and atom order: h(r) only sees distances
     R, _ = np.linalg.qr(g.standard_normal((d, d)))
     moved = positions[:, g.permutation(n)] @ R.T + g.standard_normal(d)
-    fb.expect(_close(fn(moved, edges), ref), "rotating, translating or relabelling the atoms changed your h(r): "
-              "it must depend on the interatomic distances only")
+    fb.expect(close_arrays(fn(moved, edges), ref, atol=1e-10, rtol=1e-9), "rotating, translating or relabelling the "
+              "atoms changed your h(r): it must depend on the interatomic distances only")
     one = fn(positions[:1], edges)
-    fb.expect(_close(one, distance_histogram(positions[:1], edges)), "a single frame ([1, N, d]) gives a wrong h(r)")
+    fb.expect(close_arrays(one, distance_histogram(positions[:1], edges), atol=1e-10, rtol=1e-9),
+              "a single frame ([1, N, d]) gives a wrong h(r)")

@@ -1,0 +1,121 @@
+"""Helpers shared by the checkers of every notebook (``nb00.py`` ... ``nb08.py``) and by the hidden tests.
+
+Comparisons take their tolerances as explicit arguments: each notebook's checks were tuned with their
+own tolerances, and a checker states the ones it uses at each call. Messages about shapes keep the
+notation of the notebook (``[6, 3]`` in notebooks 00 and 06, ``(6, 3)`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import torch
+
+from course_lib import symmetry as S
+from course_lib.teaching.checks import Feedback, describe_exception
+
+__all__ = [
+    "call_student",
+    "close",
+    "close_arrays",
+    "close_scaled",
+    "expect_tensor",
+    "random_rotation_and_reflection",
+    "rng",
+    "shape_of",
+    "source_of",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# calling the student's code
+# --------------------------------------------------------------------------------------------
+
+
+def call_student(fb: Feedback, fn, args: tuple, what: str, hint: str = ""):
+    """Call the student's function; an exception becomes a fatal, specific failure."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the student's error becomes feedback
+        fb.expect(False, f"{what} raised {describe_exception(exc)}" + (f". {hint}" if hint else ""), fatal=True)
+
+
+def expect_tensor(fb: Feedback, out, what: str | None = None) -> bool:
+    """A fatal check that ``out`` is a tensor: "``what`` must return a torch.Tensor" (or "return a torch.Tensor")."""
+    head = f"{what} must return" if what else "return"
+    return fb.expect(isinstance(out, torch.Tensor), f"{head} a torch.Tensor, got {type(out).__name__}", fatal=True)
+
+
+def source_of(fn) -> str:
+    """The source code of the student's function ("" where Python cannot find it)."""
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
+
+
+def shape_of(x, brackets: str = "()", arrays: bool = False) -> str:
+    """The shape of ``x`` for a message, ``(6, 3)`` (``brackets="[]"``: ``[6, 3]``), else its type name.
+
+    Only tensors have a shape, unless ``arrays=True`` (anything with a ``.shape``: numpy arrays too).
+    """
+    if isinstance(x, torch.Tensor) or (arrays and hasattr(x, "shape")):
+        dims = tuple(np.shape(x)) if arrays else tuple(x.shape)
+        return str(list(dims)) if brackets == "[]" else str(dims)
+    return type(x).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# comparisons
+# --------------------------------------------------------------------------------------------
+
+
+def close(a, b: torch.Tensor, *, atol: float, rtol: float) -> bool:
+    """``a`` is a tensor of the shape of ``b`` and ``|a - b| <= atol + rtol |b|`` elementwise, in float64."""
+    return (isinstance(a, torch.Tensor) and a.shape == b.shape
+            and bool(torch.allclose(a.to(torch.float64), b.to(torch.float64), atol=atol, rtol=rtol)))
+
+
+def close_scaled(a, b: torch.Tensor, tol: float) -> bool:
+    """Scaled closeness: ``a`` is a tensor of the shape of ``b`` and ``max |a - b| <= tol * max(1, max |b|)``."""
+    if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+        return False
+    a, b = a.detach().to(torch.float64), b.detach().to(torch.float64)
+    return bool((a - b).abs().max() <= tol * max(1.0, float(b.abs().max()))) if b.numel() else True
+
+
+def close_arrays(a, b, *, atol: float, rtol: float) -> bool:
+    """:func:`close` for anything numpy reads as a float64 array (False when it cannot)."""
+    try:
+        a = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return a.shape == np.shape(b) and bool(np.allclose(a, b, atol=atol, rtol=rtol))
+
+
+# --------------------------------------------------------------------------------------------
+# seeded randomness
+# --------------------------------------------------------------------------------------------
+
+
+def rng(seed: torch.Generator | int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (``None``: 0); a ``torch.Generator`` is returned as it is.
+
+    Seeded generators leave the global RNG state of the notebook untouched.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    return torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+
+def random_rotation_and_reflection(rotation_generator, reflection_generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random rotation (det +1) and a random reflection (det -1) of R^3, float64, drawn in that order.
+
+    Each generator is a seed or a ``torch.Generator`` (pass the same one twice to draw both from it).
+    """
+    rotation = S.random_orthogonal(3, det=1, generator=rotation_generator)
+    reflection = S.random_orthogonal(3, det=-1, generator=reflection_generator)
+    return rotation, reflection
