@@ -14,8 +14,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TEACHING = REPO / "course_lib" / "teaching"
 GRADING = TEACHING / "grading"
-MODULES = sorted(GRADING.glob("*.py")) + [TEACHING / "assign.py", TEACHING / "notebook.py"]
-MAX_FUNCTION_LINES = 80
 
 
 def _tree(path: Path) -> ast.Module:
