@@ -225,11 +225,16 @@ def train_or_load(
     return {"config": dict(config or {}), "metrics": metrics, "loaded": False, "saved": True}
 
 
-#: Energy-model classes that :func:`load_model` can rebuild from a checkpoint: class name -> "module:Class".
+#: Model classes that :func:`load_model` can rebuild from a checkpoint: class name -> "module:Class".
 MODEL_CLASSES = {
     "SchNet": "course_lib.models.schnet:SchNet",
     "NequIP": "course_lib.models.nequip:NequIP",
     "InvariantMPNN": "course_lib.models.mpnn:InvariantMPNN",
+    "AbsolutePositionGNN": "course_lib.models.baselines:AbsolutePositionGNN",
+    "CoordinateMLP": "course_lib.models.baselines:CoordinateMLP",
+    "AbsoluteCoordinateGNN": "course_lib.models.baselines:AbsoluteCoordinateGNN",
+    "EGNN": "course_lib.models.egnn:EGNN",
+    "EGNNDynamics": "course_lib.models.nbody:EGNNDynamics",
 }
 
 
