@@ -12,8 +12,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from checkpoint_cases import CLASSES, RESULTS, STORED, checkpoints, predict
+
 from course_lib.train import load_model
 
 CHECKPOINTS = checkpoints()
