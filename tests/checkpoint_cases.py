@@ -85,7 +85,9 @@ def build(payload: dict) -> torch.nn.Module:
     """The model of a checkpoint payload: class from :data:`CLASSES`, built from its config, weights loaded."""
     module, name = CLASSES[payload["model_class"]][0].split(":")
     cls = getattr(importlib.import_module(module), name)
-    model = cls(**payload["config"])
+    from course_lib.train import upgrade_config
+
+    model = cls(**upgrade_config(cls, payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model
 
