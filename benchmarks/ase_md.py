@@ -50,7 +50,7 @@ from course_lib.models import energy_and_forces
 from course_lib.models.mpnn import InvariantMPNN
 from course_lib.models.schnet import SchNet
 from course_lib.simulate import particles2d as p2d
-from course_lib.train import load_checkpoint
+from course_lib.train import load_checkpoint, upgrade_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -148,7 +148,7 @@ class ExactPairPotential(nn.Module):
 def nve_particles(time_tau: float) -> list[dict]:
     ckpt = HERE / "results" / "energy_mpnn_final.pt"
     payload = torch.load(ckpt, weights_only=True, map_location="cpu")
-    mpnn = InvariantMPNN(**payload["config"])
+    mpnn = InvariantMPNN(**upgrade_config(InvariantMPNN, payload["config"]))
     load_checkpoint(ckpt, mpnn)
     g = load_particles("energy", "test")[0]
     rows = []

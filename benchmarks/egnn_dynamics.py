@@ -77,11 +77,11 @@ def make_model(name: str, hidden: int = 64, layers: int = 4):
     if name in ("ballistic", "ballistic_crystal"):
         return Ballistic(dt=DT, use_fixed=True)
     if name in ("egnn", "egnn_multistep", "egnn_finetune", "egnn_crystal"):
-        return EGNN(hidden=hidden, layers=layers, cutoff=3.0, dt=DT, use_fixed=True)
+        return EGNN(hidden=hidden, num_layers=layers, cutoff=3.0, dt=DT, use_fixed=True)
     if name == "egnn_crystal_free":
-        return EGNN(hidden=hidden, layers=layers, cutoff=3.0, dt=DT, use_fixed=False)
+        return EGNN(hidden=hidden, num_layers=layers, cutoff=3.0, dt=DT, use_fixed=False)
     if name == "abs_gnn":
-        return AbsoluteCoordinateGNN(hidden=hidden, layers=3, cutoff=3.0, dt=DT, use_fixed=True)
+        return AbsoluteCoordinateGNN(hidden=hidden, num_layers=3, cutoff=3.0, dt=DT, use_fixed=True)
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 

@@ -54,7 +54,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
 import course_lib  # noqa: E402
-from course_lib.models.nbody import NBODY_MODELS, count_parameters  # noqa: E402
+from course_lib.graph import count_parameters  # noqa: E402
+from course_lib.models.nbody import NBODY_MODELS  # noqa: E402
 from course_lib.simulate.nbody import load_nbody_arrays  # noqa: E402
 from course_lib.train import save_checkpoint  # noqa: E402
 

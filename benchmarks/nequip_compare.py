@@ -46,7 +46,7 @@ from course_lib.train import evaluate, save_checkpoint
 from course_lib.utils import machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
-CONFIG = {"l_max": 1, "parity": True, "num_features": 32, "num_layers": 3, "r_max": 4.0, "num_bessel": 8, "p": 6,
+CONFIG = {"l_max": 1, "parity": True, "hidden": 32, "num_layers": 3, "cutoff": 4.0, "num_basis": 8, "p": 6,
           "radial_hidden": (64, 64), "hidden_irreps": "32x0e+32x1e+32x1o", "bessel_trainable": False,
           "gate": "silu"}
 DIFFERENCES = [
@@ -207,7 +207,7 @@ def main(argv=None) -> dict:
         "inference_eager": inference_ms(model, te[0], repeats=20 if args.quick else 200),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": {**CONFIG, "radial_hidden": list(CONFIG["radial_hidden"])},
-        "avg_num_neighbors": float(stats["avg_num_neighbors"]),
+        "avg_num_neighbors": float(stats.avg_num_neighbors),
     }
     res = {"command": "python benchmarks/nequip_compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "machine": at_start, "course": ours, "differences": DIFFERENCES}

@@ -49,7 +49,7 @@ def train_nequip(train, val, test, l_max: int, steps: int, seed: int, features: 
                  progress: bool = True, desc: str = "nequip", epoch_steps: int = 100, min_epochs: int = 30):
     """Train one NequIP for about ``steps`` optimizer steps; return (model, history, test errors)."""
     seed_everything(seed)
-    model = NequIP(l_max=l_max, num_features=features, num_layers=layers)
+    model = NequIP(l_max=l_max, hidden=features, num_layers=layers)
     model.fit_energy_scale(train)
     # small training sets are repeated so that an "epoch" has >= 100 steps: validation (with forces, costly)
     # then runs every ~100 steps whatever the size, instead of after every 5 steps for n = 25

@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     results = []
     for l_max in (int(v) for v in args.lmax.split(",")):
         torch.manual_seed(0)
-        model = NequIP(l_max=l_max, parity=args.parity == "true", num_features=args.features,
+        model = NequIP(l_max=l_max, parity=args.parity == "true", hidden=args.features,
                        num_layers=args.layers).to(dtype)
         model.fit_energy_scale(graphs[:100])
         times, cpu = time_steps(model, batch, args.repeats, args.warmup)

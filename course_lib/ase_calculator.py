@@ -6,8 +6,9 @@ geometry optimisations and molecular dynamics with it (:mod:`course_lib.md`). Fo
 ``F = -dE/dpos`` (:func:`course_lib.models.energy_and_forces`): exactly the gradient of the returned
 energy, so NVE dynamics conserve the energy up to the integrator's error.
 
-Two kinds of systems (``system=``; ``"auto"`` picks ``"particles2d"`` for
-:class:`~course_lib.models.mpnn.InvariantMPNN`, ``"molecule"`` otherwise):
+Two kinds of systems (``system=``; ``"auto"`` reads the system the model declares in its class
+attribute ``system`` -- ``"particles2d"`` for :class:`~course_lib.models.mpnn.InvariantMPNN`,
+``"molecule"`` for SchNet and NequIP -- and takes ``"molecule"`` for a model that declares none):
 
 ``"molecule"`` -- atoms with atomic numbers (SchNet, NequIP). Units: **eV and Angstrom** (ASE's own),
     so ASE's time unit, ``ase.units.fs``, temperatures in kelvin and masses in amu work as usual. The
@@ -36,11 +37,12 @@ non-square or skewed cell or unsupported ``pbc`` for the particles; ``use_speed=
 
 Trained-species protocol
 ------------------------
-A model may declare the elements it was trained on as ``model.species``: an iterable of atomic numbers,
-or ``None`` (unknown: no check). The calculator reads ``getattr(model, "species", None)``, so models
-without the attribute are not checked. :class:`~course_lib.models.schnet.SchNet` records its species
-in :meth:`~course_lib.models.schnet.SchNet.fit_energy_scale` (saved in checkpoints); NequIP stores
-its ``species`` tuple.
+A model may declare the elements it was trained on as ``model.trained_species`` and the elements it can
+embed at all as ``model.species`` (iterables of atomic numbers, or ``None``: unknown). The calculator
+refuses atoms outside ``trained_species`` when it is known, else outside ``species``; a model with
+neither is not checked. :class:`~course_lib.models.schnet.SchNet` and
+:class:`~course_lib.models.nequip.NequIP` record their ``trained_species`` in ``fit_energy_scale``
+(saved in checkpoints); their ``species`` is the embedding table (``1..max_z`` for SchNet).
 
 The model is *copied* and converted to ``device`` and ``dtype`` (the original is left alone; later
 changes to it are not seen by the calculator). ASE works in float64; ``dtype=torch.float32`` is
@@ -61,7 +63,6 @@ from ase.data import chemical_symbols
 from torch_geometric.data import Data
 
 from course_lib.models import energy_and_forces
-from course_lib.models.mpnn import InvariantMPNN
 
 __all__ = ["ModelCalculator", "particles_to_atoms", "SYSTEMS"]
 
@@ -104,7 +105,7 @@ class ModelCalculator(Calculator):
         device: where to evaluate it (``"cpu"``, ``"cuda"``, a ``torch.device``).
         dtype: ``torch.float64`` (default) or ``torch.float32``: the precision of the evaluation.
         system: ``"molecule"`` (eV, Angstrom), ``"particles2d"`` (reduced units, z = 0) or ``"auto"``
-            (``"particles2d"`` for :class:`~course_lib.models.mpnn.InvariantMPNN`).
+            (the model's declared ``system``, ``"molecule"`` if it declares none).
         charges: particles only, charges ``[N]`` to use instead of ``atoms.get_initial_charges()``.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
 
@@ -123,7 +124,7 @@ class ModelCalculator(Calculator):
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if system == "auto":
-            system = "particles2d" if isinstance(model, InvariantMPNN) else "molecule"
+            system = getattr(model, "system", "molecule")
         if system not in SYSTEMS:
             raise ValueError(f"unknown system {system!r}; use one of {SYSTEMS} or 'auto'")
         if system == "particles2d" and getattr(model, "use_speed", False):

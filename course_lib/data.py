@@ -24,6 +24,11 @@ symbols. Molecular graphs (``z``, positions in Å) can be checked for overlappin
 :mod:`course_lib.datasets` do so for every graph they return. When graphs are batched by PyG, ``box`` becomes
 ``[num_graphs, d]`` and ``energy`` becomes ``[num_graphs]``: exactly what the models expect.
 Energy models return ``[num_graphs]`` energies from ``model(batch)``.
+
+:func:`validate` checks one stored graph; :func:`check_model_inputs` is the one check every model of
+:mod:`course_lib.models` runs on what it receives (a graph or a batch): the same contract, with the
+batched ``box`` (validated by :func:`course_lib.neighbors.check_box`), and only the fields the model
+needs. :func:`fixed_mask` / :func:`fixed_flag` read the optional ``fixed`` field.
 """
 
 from __future__ import annotations
@@ -33,9 +38,13 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch_geometric.data import Data
+
+from course_lib.graph import batch_of, num_graphs
+from course_lib.neighbors import check_box
 
 __all__ = [
     "CONTRACT",
@@ -45,6 +54,10 @@ __all__ = [
     "check_min_distance",
     "validate",
     "validate_dataset",
+    "ModelInputs",
+    "check_model_inputs",
+    "fixed_mask",
+    "fixed_flag",
     "make_graph",
     "sha256_file",
     "verify_checksum",
@@ -207,6 +220,77 @@ def validate_dataset(dataset: Iterable[Data], require: Iterable[str] = ()) -> No
     require = tuple(require)
     for k, g in enumerate(dataset):
         validate(g, require=require, name=f"graph {k}")
+
+
+class ModelInputs(NamedTuple):
+    """What :func:`check_model_inputs` returns: the checked state of a graph or a batch."""
+
+    pos: torch.Tensor  #: [N, d]
+    vel: torch.Tensor | None  #: [N, d] or None
+    box: torch.Tensor | None  #: [num_graphs, d] in the dtype of pos, or None (open space)
+    batch: torch.Tensor  #: [N] graph index of every node
+    num_graphs: int
+
+
+def _shape(t) -> tuple | str | None:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else (None if t is None else type(t).__name__)
+
+
+def check_model_inputs(data, need: Iterable[str] = (), dims: Iterable[int] = (2, 3), finite: bool = True,
+                       who: str = "the model") -> ModelInputs:
+    """The data contract as a model sees it: check a graph or a PyG batch, return :class:`ModelInputs`.
+
+    Raises :class:`ContractError` (a ``ValueError``) that names the field and says what to do when
+    ``pos`` is not ``[num_nodes, d]`` with ``d`` in ``dims`` (or, with ``finite``, holds NaN/inf), when a
+    field of ``need`` (e.g. ``("charge",)``, ``("z",)``, ``("vel",)``) is missing, or when any present
+    contract field (``vel``, ``charge``, ``z``, ``fixed``, ``box``) has the wrong shape (``z``: also
+    the wrong dtype). ``who`` starts the message (e.g. ``"SchNet"`` or ``"use_speed=True"``).
+    """
+    dims = tuple(dims)
+    pos = getattr(data, "pos", None)
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] not in dims:
+        d = dims[0] if len(dims) == 1 else " or ".join(map(str, dims))
+        raise ContractError(f"{who} needs 'pos' [num_nodes, d] with d = {d}, got shape {_shape(pos)}; build graphs "
+                            "with course_lib.data.make_graph")
+    if finite and not bool(torch.isfinite(pos).all()):
+        raise ContractError("'pos' contains NaN or inf")
+    n, d = pos.shape
+    for field in need:
+        if getattr(data, field, None) is None:
+            raise ContractError(f"{who} needs '{field}' {_spec(field)}: {_HOW[field]}")
+    for field in ("vel", "charge", "z", "fixed"):
+        t = getattr(data, field, None)
+        if t is None:
+            continue
+        want = tuple({"N": n, "d": d}[k] for k in CONTRACT[field][0])
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
+            raise ContractError(f"'{field}' has shape {_shape(t)}, expected {list(want)}: {_HOW[field]}")
+        if CONTRACT[field][1] == "long" and not _dtype_ok(t, "long"):
+            raise ContractError(f"'{field}' must be an integer tensor of shape [{n}], got dtype {t.dtype}: "
+                                f"{_HOW[field]}")
+    G = num_graphs(data)
+    box = getattr(data, "box", None)
+    if box is not None:
+        box = check_box(box, G, d).to(dtype=pos.dtype, device=pos.device)
+    return ModelInputs(pos, getattr(data, "vel", None), box, batch_of(data), G)
+
+
+def _spec(field: str) -> str:
+    return "[" + ", ".join({"N": "num_nodes", "d": "d", "1": "1"}[k] for k in CONTRACT[field][0]) + "]"
+
+
+def fixed_mask(data) -> torch.Tensor | None:
+    """``data.fixed`` (crystal atoms that never move) as a bool column ``[N, 1]``, or None without it."""
+    fixed = getattr(data, "fixed", None)
+    return None if fixed is None else fixed.to(torch.bool).reshape(-1, 1)
+
+
+def fixed_flag(data) -> torch.Tensor:
+    """Node-type flag ``[N, 1]`` in the dtype of pos: 1 for crystal atoms, 0 otherwise (0 without ``fixed``)."""
+    fixed = fixed_mask(data)
+    if fixed is None:
+        return data.pos.new_zeros(data.pos.shape[0], 1)
+    return fixed.to(data.pos.dtype)
 
 
 def make_graph(pos, dtype: torch.dtype | None = None, min_distance: float | None = None, **fields) -> Data:

@@ -33,7 +33,10 @@ with other algorithms, count a pair twice. :func:`radius_graph` therefore refuse
 
 Positions do not have to lie inside the box: a particle at ``-0.3 L`` or at ``1.7 L`` (or exactly
 on a face, ``0`` or ``L``) is handled by the minimum-image formula. :func:`wrap_positions` maps
-positions back into ``[0, L)`` if you want to store them that way.
+positions back into ``[0, L)`` if you want to store them that way (:func:`wrap_into_box` is the same
+formula for per-node side lengths, without input checks, as used inside the models).
+:func:`check_box` is the one validator of box side lengths (used by the models through
+:func:`course_lib.data.check_model_inputs`).
 
 Forces by automatic differentiation
 -----------------------------------
@@ -61,11 +64,15 @@ from __future__ import annotations
 
 import torch
 
+from course_lib.graph import same_graph_pairs
+
 __all__ = [
     "BRUTE_FORCE_MAX_NODES",
     "radius_graph",
     "minimum_image",
+    "wrap_into_box",
     "wrap_positions",
+    "check_box",
 ]
 
 #: ``method="auto"`` switches from the O(N^2) brute-force search to vesin when any single graph has
@@ -113,10 +120,18 @@ def wrap_positions(pos: torch.Tensor, box, batch: torch.Tensor | None = None) ->
         Wrapped positions, shape ``[N, d]``, every coordinate in ``[0, L)`` (differentiable).
     """
     pos, batch, num_graphs = _check_pos_and_batch(pos, batch)
-    box = _check_box(box, num_graphs, pos.shape[1])
-    L = box.to(dtype=pos.dtype, device=pos.device)[batch]  # [N, d]
-    wrapped = pos - L * torch.floor(pos / L)
-    # Rounding can turn a tiny negative coordinate into exactly L: fold it back to 0.
+    box = check_box(box, num_graphs, pos.shape[1])
+    return wrap_into_box(pos, box.to(dtype=pos.dtype, device=pos.device)[batch])
+
+
+def wrap_into_box(x: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """``x - L floor(x / L)``: coordinates into ``[0, L)``, with side lengths ``L`` broadcastable to ``x``
+    (e.g. per node, ``[N, d]``). No input checks (NaN passes through); differentiable.
+
+    Rounding can turn a tiny negative coordinate into exactly ``L`` (``-1e-17 + L == L`` in floating
+    point): such values are folded back to 0, so the result really is ``< L``.
+    """
+    wrapped = x - L * torch.floor(x / L)
     return torch.where(wrapped >= L, wrapped - L, wrapped)
 
 
@@ -160,7 +175,7 @@ def radius_graph(
 
     periodic = box is not None
     if periodic:
-        box = _check_box(box, num_graphs, d)
+        box = check_box(box, num_graphs, d)
         _check_cutoff_vs_box(cutoff, box)
         box = box.to(pos.device)
 
@@ -202,7 +217,6 @@ def _pairs_brute(pos64, cutoff, box64, batch, counts):
     """All same-graph pairs, vectorised over the batch, ``_PAIRS_PER_CHUNK`` pairs at a time."""
     N, d = pos64.shape
     device = pos64.device
-    ptr = torch.cumsum(counts, 0) - counts  # index of the first node of every graph
     # Target i has counts[batch[i]] candidate sources: all nodes of its graph.
     per_target = counts[batch]  # [N]
     cum = torch.cumsum(per_target, 0)  # pairs up to and including target i
@@ -213,13 +227,8 @@ def _pairs_brute(pos64, cutoff, box64, batch, counts):
         done = int(cum[start - 1]) if start > 0 else 0
         stop = int(torch.searchsorted(cum, done + _PAIRS_PER_CHUNK, right=True))
         stop = max(stop, start + 1)  # always make progress
-        # Targets start..stop-1, each repeated once per node of its graph ...
-        n_cand = per_target[start:stop]
-        i = torch.repeat_interleave(torch.arange(start, stop, device=device), n_cand)
-        # ... and, for each repetition, the k-th node of that graph: j = ptr[graph] + k.
-        first_of_block = torch.cumsum(n_cand, 0) - n_cand
-        k = torch.arange(i.numel(), device=device) - torch.repeat_interleave(first_of_block, n_cand)
-        j = ptr[batch[i]] + k
+        # Targets start..stop-1, each paired with every node of its graph.
+        j, i = same_graph_pairs(batch, counts, start, stop)
 
         vec = pos64[j] - pos64[i]
         shift = None
@@ -341,8 +350,13 @@ def _check_cutoff(cutoff) -> float:
     return cutoff
 
 
-def _check_box(box, num_graphs: int, d: int) -> torch.Tensor:
-    """Return the box as a tensor of shape ``[num_graphs, d]``."""
+def check_box(box, num_graphs: int, d: int) -> torch.Tensor:
+    """The one validator of periodic boxes: return ``box`` as a float tensor ``[num_graphs, d]``.
+
+    Accepts ``[num_graphs, d]`` (one row per graph, what PyG makes of ``[1, d]`` boxes when batching) or
+    ``[d]`` (one box shared by every graph); raises ``ValueError`` naming ``'box'`` and what to do for
+    any other shape and for side lengths that are not positive and finite.
+    """
     box = torch.as_tensor(box)
     if not box.is_floating_point():
         box = box.to(torch.get_default_dtype())
@@ -350,16 +364,17 @@ def _check_box(box, num_graphs: int, d: int) -> torch.Tensor:
         box = box.expand(num_graphs, d)
     if box.dim() != 2 or box.shape[1] != d:
         raise ValueError(
-            f"box must hold the side lengths of the periodic box, shape [num_graphs, {d}] or "
+            f"'box' must hold the side lengths of the periodic box, shape [num_graphs, {d}] or "
             f"[{d}], got shape {tuple(box.shape)}"
         )
     if box.shape[0] != num_graphs:
         raise ValueError(
-            f"box has {box.shape[0]} rows but the batch has {num_graphs} graphs; "
-            "give one row of side lengths per graph (or a single [d] box shared by all)"
+            f"'box' has {box.shape[0]} rows but the batch has {num_graphs} graphs; "
+            "give one row of side lengths per graph (PyG stacks [1, d] boxes into [num_graphs, d] when "
+            "batching), or a single [d] box shared by all"
         )
     if not bool(torch.isfinite(box).all()) or not bool((box > 0).all()):
-        raise ValueError("box side lengths must be positive and finite")
+        raise ValueError(f"'box' side lengths must be positive and finite, got {box.tolist()}")
     return box
 
 

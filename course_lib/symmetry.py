@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from course_lib.graph import batch_of, num_graphs
-from course_lib.neighbors import minimum_image
+from course_lib.neighbors import minimum_image, wrap_into_box
 
 __all__ = [
     "FIELD_KINDS",
@@ -327,7 +327,7 @@ class Transform:
             box = getattr(data, "box", None) if data is not None else None
             if self.wrap and box is not None:
                 L = _per_node(box.to(torch.float64).reshape(-1, out.shape[-1]), batch, out)
-                out = out - L * torch.floor(out / L)
+                out = wrap_into_box(out, L)
         if kind in _NODE_KINDS and self.perm is not None:
             out = out[self.perm.to(out.device)]
         return out

@@ -7,6 +7,10 @@
   the course_lib version and the model's configuration.
 - :func:`train_or_load` lets a CPU student load a shipped checkpoint instead of training for minutes;
   :func:`load_model` rebuilds a shipped model (class + config) from its checkpoint alone.
+- Checkpoints written before a constructor argument was renamed keep loading: every model class lists
+  its renames in ``LEGACY_CONFIG_KEYS`` (old key -> new) and :func:`upgrade_config` applies them to a
+  stored configuration; renamed parameters or buffers are mapped by the model itself on
+  ``load_state_dict`` (``LEGACY_STATE_KEYS``, e.g. SchNet's ``species_mask`` -> ``trained_mask``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from course_lib.utils import is_fast
 
 __all__ = ["History", "fit", "evaluate", "save_checkpoint", "load_checkpoint", "train_or_load", "load_model",
-           "load_shipped_model", "MODEL_CLASSES"]
+           "load_shipped_model", "MODEL_CLASSES", "upgrade_config"]
 
 
 @dataclass
@@ -212,6 +216,7 @@ def train_or_load(
     fast = is_fast()
     if path.exists() and not retrain:
         payload = load_checkpoint(path, model)
+        payload["config"] = upgrade_config(type(model), payload.get("config") or {})
         if config is not None and payload.get("config") != dict(config):
             raise ValueError(
                 f"checkpoint {path} was trained with config {payload.get('config')}, but this model uses "
@@ -225,12 +230,30 @@ def train_or_load(
     return {"config": dict(config or {}), "metrics": metrics, "loaded": False, "saved": True}
 
 
-#: Energy-model classes that :func:`load_model` can rebuild from a checkpoint: class name -> "module:Class".
+#: Model classes that :func:`load_model` can rebuild from a checkpoint: class name -> "module:Class".
 MODEL_CLASSES = {
     "SchNet": "course_lib.models.schnet:SchNet",
     "NequIP": "course_lib.models.nequip:NequIP",
     "InvariantMPNN": "course_lib.models.mpnn:InvariantMPNN",
+    "AbsolutePositionGNN": "course_lib.models.baselines:AbsolutePositionGNN",
+    "CoordinateMLP": "course_lib.models.baselines:CoordinateMLP",
+    "AbsoluteCoordinateGNN": "course_lib.models.baselines:AbsoluteCoordinateGNN",
+    "EGNN": "course_lib.models.egnn:EGNN",
+    "EGNNDynamics": "course_lib.models.nbody:EGNNDynamics",
 }
+
+
+def upgrade_config(model_class: type, config: dict) -> dict:
+    """A stored configuration with the keys of today's constructor: the old keys of
+    ``model_class.LEGACY_CONFIG_KEYS`` (old -> new) are renamed, the others kept (a copy is returned).
+
+    The mapping tables (one per model class, in the class): ``InvariantMPNN``, ``AbsolutePositionGNN``,
+    ``AbsoluteCoordinateGNN``, ``EGNN``, ``GNNDynamics``, ``RadialField``, ``EGNNDynamics``:
+    ``layers -> num_layers``; ``SchNet``: ``interactions -> num_layers``, ``num_gaussians -> num_basis``;
+    ``NequIP``: ``num_features -> hidden``, ``r_max -> cutoff``, ``num_bessel -> num_basis``.
+    """
+    renames = getattr(model_class, "LEGACY_CONFIG_KEYS", {})
+    return {renames.get(key, key): value for key, value in dict(config).items()}
 
 
 def load_model(path: str | Path, how_to_make: str | None = None, map_location="cpu") -> tuple[torch.nn.Module, dict]:
@@ -253,7 +276,7 @@ def load_model(path: str | Path, how_to_make: str | None = None, map_location="c
         raise ValueError(f"checkpoint {path} holds a {name!r}; load_model knows {sorted(MODEL_CLASSES)}")
     module, cls_name = MODEL_CLASSES[name].split(":")
     cls = getattr(importlib.import_module(module), cls_name)
-    model = cls(**payload["config"])
+    model = cls(**upgrade_config(cls, payload["config"]))
     payload = load_checkpoint(path, model, map_location=map_location)
     return model.eval(), payload
 

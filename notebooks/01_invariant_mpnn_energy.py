@@ -64,7 +64,7 @@ from torch_geometric.loader import DataLoader
 
 from course_lib import symmetry as S
 from course_lib.datasets import load_particles, repo_file
-from course_lib.graph import scatter_sum
+from course_lib.graph import count_parameters, scatter_sum
 from course_lib.models import energy_and_forces
 from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP
 from course_lib.models.mpnn import InvariantMPNN
@@ -306,7 +306,7 @@ check("01.message_passing_step", message_passing_step)
 
 # %%
 model = InvariantMPNN()
-print(model.config, f"| {sum(p.numel() for p in model.parameters()):,} parameters")
+print(model.config, f"| {count_parameters(model):,} parameters")
 
 # %% [markdown]
 # ## 5. Training
@@ -334,7 +334,7 @@ train_loader = DataLoader(train_set, batch_size=32, shuffle=True, generator=torc
 val_loader = DataLoader(val_set, batch_size=256)
 test_loader = DataLoader(test_set, batch_size=256)
 
-demo = InvariantMPNN(hidden=32, layers=2)
+demo = InvariantMPNN(hidden=32, num_layers=2)
 demo.fit_energy_scale(train_set)
 hist = fit(demo, train_loader, val_loader, energy_mse, epochs=3 if FAST else 10, lr=1e-3, desc="demo MPNN")
 print(f"demo model: {len(hist.train)} epochs, validation MSE {hist.best_val:.3f}")
@@ -518,8 +518,8 @@ print("MAE of the GNN with absolute positions / MAE of the invariant MPNN, per t
 
 # %%
 if FAST:  # a miniature learning curve, to show how the benchmark works (numbers are not meaningful)
-    for name, make in {"mpnn": lambda: InvariantMPNN(hidden=16, layers=2),
-                       "abs_gnn": lambda: AbsolutePositionGNN(hidden=16, layers=2)}.items():
+    for name, make in {"mpnn": lambda: InvariantMPNN(hidden=16, num_layers=2),
+                       "abs_gnn": lambda: AbsolutePositionGNN(hidden=16, num_layers=2)}.items():
         for n in (50, 150):
             m = make()
             m.fit_energy_scale(train_set[:n])

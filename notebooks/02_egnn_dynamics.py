@@ -72,13 +72,13 @@ from torch_geometric.loader import DataLoader
 from course_lib import symmetry as S
 from course_lib.crystal import rollout_position_errors, total_momentum
 from course_lib.datasets import load_particles, repo_file, trajectory_pairs
-from course_lib.graph import scatter_sum
+from course_lib.graph import fully_connected_edges, scatter_sum
 from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
-from course_lib.models.egnn import EGNN, RolloutError, fully_connected_edges, next_step_loss, rollout, step_as_data
-from course_lib.models.mpnn import mlp
+from course_lib.models.blocks import mlp
+from course_lib.models.egnn import EGNN, RolloutError, next_step_loss, rollout, step_as_data
 from course_lib.neighbors import minimum_image
 from course_lib.teaching.exercises import check, nb02
-from course_lib.train import fit, load_checkpoint
+from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
 # %%
@@ -266,7 +266,7 @@ print(S.assert_equivariant(egnn_update, cluster, rot, output="vector", name="x_i
 # %%
 train_loader = DataLoader(train_pairs, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
 val_loader = DataLoader(val_pairs, batch_size=128)
-demo = EGNN(hidden=32, layers=2, dt=DT)
+demo = EGNN(hidden=32, num_layers=2, dt=DT)
 hist = fit(demo, train_loader, val_loader, next_step_loss, epochs=2 if FAST else 5, lr=1e-3, desc="demo EGNN")
 print(f"demo EGNN: {len(hist.train)} epochs, validation loss {hist.best_val:.4f} "
       f"(free flight: {float(next_step_loss(Ballistic(DT), next(iter(val_loader)))):.4f} on the first batch)")
@@ -284,7 +284,7 @@ def trained(name):
     """A trained model of the benchmark: loaded from its checkpoint (config included), or trained here."""
     path = repo_file(f"benchmarks/results/dyn_{name}.pt")
     config = torch.load(path, weights_only=True)["config"]
-    model = MAKERS[name](**config)
+    model = MAKERS[name](**upgrade_config(MAKERS[name], config))
     if TRAIN_FROM_SCRATCH and not FAST:
         if name == "egnn_multistep":
             raise NotImplementedError("run benchmarks/egnn_dynamics.py --models egnn_multistep")

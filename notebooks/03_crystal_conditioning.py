@@ -79,7 +79,7 @@ from course_lib.crystal import (
 from course_lib.datasets import load_particles, repo_file, trajectory_pairs
 from course_lib.models.baselines import Ballistic
 from course_lib.models.egnn import EGNN, next_step_loss, rollout, step_as_data
-from course_lib.train import fit, load_checkpoint
+from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
 # %%
@@ -156,7 +156,7 @@ plt.show()
 train_pairs, val_pairs = trajectory_pairs(train_trajs), trajectory_pairs(val_trajs)
 train_loader = DataLoader(train_pairs, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
 val_loader = DataLoader(val_pairs, batch_size=128)
-demo = EGNN(hidden=32, layers=2, dt=DT, use_fixed=True)
+demo = EGNN(hidden=32, num_layers=2, dt=DT, use_fixed=True)
 hist = fit(demo, train_loader, val_loader, next_step_loss, epochs=2 if FAST else 4, lr=1e-3, desc="demo EGNN")
 print(f"demo EGNN: {len(hist.train)} epochs, validation loss (mobile atoms) {hist.best_val:.4f}")
 
@@ -166,7 +166,7 @@ results = json.loads(repo_file("benchmarks/results/egnn_dynamics.json").read_tex
 
 def trained(name):
     path = repo_file(f"benchmarks/results/dyn_{name}.pt")
-    model = EGNN(**torch.load(path, weights_only=True)["config"])
+    model = EGNN(**upgrade_config(EGNN, torch.load(path, weights_only=True)["config"]))
     load_checkpoint(path, model)
     return model.eval()
 

@@ -68,10 +68,11 @@ from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
 from course_lib.files import repo_file
-from course_lib.models.nbody import EGNNDynamics, GNNDynamics, LinearDynamics, RadialField, count_parameters
+from course_lib.graph import count_parameters
+from course_lib.models.nbody import EGNNDynamics, GNNDynamics, LinearDynamics, RadialField
 from course_lib.simulate.nbody import load_nbody, load_nbody_arrays
 from course_lib.symmetry import assert_equivariant, assert_not_equivariant, equivariance_error, standard_transforms
-from course_lib.train import evaluate, fit, load_checkpoint
+from course_lib.train import evaluate, fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, fast_or_full, seed_everything
 
 # %%
@@ -319,7 +320,7 @@ if results:
 # %%
 if results_dir:
     payload = load_checkpoint(results_dir / "nbody_egnn.pt")
-    egnn = EGNNDynamics(**payload["config"])
+    egnn = EGNNDynamics(**upgrade_config(EGNNDynamics, payload["config"]))
     load_checkpoint(results_dir / "nbody_egnn.pt", egnn)
     print("loaded the trained EGNN:", payload["config"], "| metrics:", {k: payload["metrics"][k] for k in
                                                                         ("test_mse", "best_epoch")})

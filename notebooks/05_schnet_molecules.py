@@ -69,7 +69,7 @@ from torch_geometric.loader import DataLoader
 from course_lib import symmetry as S
 from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_g2_conformers, load_molecules, repo_file
-from course_lib.graph import scatter_sum
+from course_lib.graph import count_parameters, scatter_sum
 from course_lib.losses import energy_force_loss, molecule_errors
 from course_lib.md import run_md
 from course_lib.models import energy_and_forces
@@ -77,7 +77,7 @@ from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
 from course_lib.simulate.molecules import reference_energies
 from course_lib.teaching.exercises import check, nb05
-from course_lib.train import fit, load_checkpoint
+from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
 # %%
@@ -168,10 +168,10 @@ print("isolated-atom energies (eV):", {k: round(v, 3) for k, v in E_atom.items()
 print(f"atomisation energy of frame 0: {float(g0.energy) - E_atoms_sum:.2f} eV (total {float(g0.energy):.2f} eV)")
 
 model = SchNet()
-shift, scale = model.fit_energy_scale(train_set)
-baseline = float(shift[g0.z - 1].sum())
+fitted = model.fit_energy_scale(train_set)  # EnergyScale(shift, scale)
+baseline = float(fitted.shift[g0.z - 1].sum())
 print(f"fitted baseline sum_i mu_z_i = {baseline:.2f} eV: the network learns residuals of std "
-      f"{float((E_train - baseline).std()):.3f} eV (output scale s = {scale:.3f} eV)")
+      f"{float((E_train - baseline).std()):.3f} eV (output scale s = {fitted.scale:.3f} eV)")
 
 # %% [markdown]
 # ## 2. The Gaussian distance expansion (exercise)
@@ -265,8 +265,8 @@ def brute_force_graph(pos, batch):  # PyG's default radius graph needs the optio
 
 pyg = PyGSchNet(hidden_channels=64, num_filters=64, num_interactions=3, num_gaussians=50, cutoff=5.0,
                 interaction_graph=brute_force_graph)
-n_ours = sum(p.numel() for p in SchNet().parameters())
-n_pyg = sum(p.numel() for p in pyg.parameters() if p is not pyg.atomref)
+n_ours = count_parameters(SchNet())
+n_pyg = count_parameters(pyg)
 print(f"parameters: course SchNet {n_ours}, PyG SchNet {n_pyg}")
 assert n_ours == n_pyg
 
@@ -511,8 +511,8 @@ n_atoms_of = {z: sum(int((g.z == z).sum()) for g in g2_train) for z in present}
 print(f"{len(g2_train)} training conformers; atoms per element in them:",
       {chemical_symbols[z]: n for z, n in n_atoms_of.items()})
 g2_info = json.loads(repo_file("benchmarks/results/schnet_g2.json").read_text())
-g2_model = SchNet(**{k: g2_info["model"][k] for k in ("hidden", "filters", "interactions", "num_gaussians",
-                                                      "cutoff", "max_z")})
+g2_config = upgrade_config(SchNet, g2_info["model"])  # the json may hold the older names of the arguments
+g2_model = SchNet(**{k: g2_config[k] for k in ("hidden", "filters", "num_layers", "num_basis", "cutoff", "max_z")})
 load_checkpoint(repo_file("benchmarks/results/schnet_g2.pt"), g2_model)
 print(f"g2 model: test energy MAE {g2_info['energy_mae_meV']:.0f} meV, force MAE {g2_info['force_mae_meV_A']:.0f} "
       f"meV/Å on molecules it never saw (split by molecule)")

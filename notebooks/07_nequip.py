@@ -70,6 +70,7 @@ from torch_geometric.loader import DataLoader
 
 from course_lib import symmetry as S
 from course_lib.datasets import load_molecules, repo_file
+from course_lib.graph import count_parameters
 from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models import energy_and_forces
 from course_lib.models.nequip import (
@@ -84,7 +85,7 @@ from course_lib.models.radial import BesselRBF, cosine_cutoff, polynomial_envelo
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
 from course_lib.teaching.exercises import check, nb07
-from course_lib.train import fit, load_checkpoint
+from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
 # %%
@@ -242,9 +243,9 @@ for bad in (0.0, -1.0):
     except ValueError as err:
         print(f"BesselRBF(8, {bad}) ->", err)
 try:
-    NequIP(r_max=0.0)
+    NequIP(cutoff=0.0)
 except ValueError as err:
-    print("NequIP(r_max=0) ->", err)
+    print("NequIP(cutoff=0) ->", err)
 
 # %% [markdown]
 # ## 4. Bond directions: spherical harmonics
@@ -568,19 +569,19 @@ print("first block (scalar input): the gate keeps", first.irreps_out, "- a 0e x 
 
 # %%
 torch.manual_seed(0)
-model = NequIP(l_max=1, num_features=16, num_layers=3)
+model = NequIP(l_max=1, hidden=16, num_layers=3)
 stats = model.fit_energy_scale(train_set)
 # ethanol's composition never changes, so the data fix only 6 mu_H + 2 mu_C + mu_O (minimum-norm solution);
 # nitrogen, absent from the data, gets the mean energy per atom
-print(f"shift per species (eV): {dict(zip(model.species, [round(float(v), 2) for v in stats['shift']]))}")
-print(f"scale {float(stats['scale'][0]):.3f} eV/Å, avg_num_neighbors {stats['avg_num_neighbors']:.2f}")
+print(f"shift per species (eV): {dict(zip(model.species, [round(float(v), 2) for v in stats.shift]))}")
+print(f"scale {stats.scale:.3f} eV/Å, avg_num_neighbors {stats.avg_num_neighbors:.2f}")
 for k, layer in enumerate(model.layers):
     print(f"block {k}: {layer.irreps_in} -> {layer.irreps_out} (gate input {layer.nonlinearity.irreps_in}, "
           f"residual {layer.resnet})")
 
 
 def n_params(module):
-    return sum(p.numel() for p in module.parameters())
+    return count_parameters(module, trainable_only=False)
 
 
 parts = {"species embedding": model.embedding, "Bessel frequencies": model.radial, "readout": model.readout}
@@ -651,9 +652,9 @@ for name, T in checks.items():
 
 # %%
 torch.manual_seed(1)
-o3_model = NequIP(l_max=1, num_features=16, num_layers=3).double().eval()
+o3_model = NequIP(l_max=1, hidden=16, num_layers=3).double().eval()
 torch.manual_seed(1)
-so3_model = NequIP(l_max=1, num_features=16, num_layers=3, parity=False).double().eval()
+so3_model = NequIP(l_max=1, hidden=16, num_layers=3, parity=False).double().eval()
 print("O(3) model hidden irreps:", o3_model.irreps_hidden, "| SO(3) model:", so3_model.irreps_hidden)
 checks_so3 = S.standard_transforms(probe64, generator=1)
 
@@ -715,7 +716,7 @@ for what, g in (("N (in the table, not in the training data)", amine), ("F (not 
 
 # %%
 n_live = 40 if FAST else 200
-live_cfg = dict(l_max=1, num_features=8, num_layers=2) if FAST else dict(l_max=1, num_features=16, num_layers=3)
+live_cfg = dict(l_max=1, hidden=8, num_layers=2) if FAST else dict(l_max=1, hidden=16, num_layers=3)
 seed_everything(0)
 live = NequIP(species=(1, 6, 8), **live_cfg)
 live.fit_energy_scale(train_set[:n_live])
@@ -875,7 +876,7 @@ checkpoints = {"SchNet": (SchNet, "schnet_ethanol.pt"), "NequIP l=1, 16 ch": (Ne
 trained = {}
 for name, (cls, fname) in checkpoints.items():
     path = repo_file(f"benchmarks/results/{fname}")
-    m = cls(**load_checkpoint(path)["config"])
+    m = cls(**upgrade_config(cls, load_checkpoint(path)["config"]))
     load_checkpoint(path, m)
     trained[name] = m.to(device).eval()
 schnet, nequip = trained["SchNet"], trained["NequIP l=1, 16 ch"]

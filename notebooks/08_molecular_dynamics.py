@@ -82,6 +82,7 @@ from course_lib import observables as O
 from course_lib import symmetry as S
 from course_lib.ase_calculator import ModelCalculator, particles_to_atoms
 from course_lib.datasets import load_molecules, load_particles, repo_file
+from course_lib.graph import count_parameters
 from course_lib.losses import molecule_errors
 from course_lib.md import MDInstability, energy_drift_per_ps, run_md, thermalize
 from course_lib.simulate import molecules as xtb_sim
@@ -130,8 +131,8 @@ for name, (path, how_to_make) in SHIPPED.items():
     models[name], payload = load_shipped_model(path, how_to_make=how_to_make)
     recorded[name] = payload["metrics"]
 train_species = sorted({int(z) for z in load_molecules("ethanol", "train")[0].z})
-if models["SchNet"].species is None:  # a checkpoint written before SchNet recorded its trained species
-    models["SchNet"].species = train_species
+if models["SchNet"].trained_species is None:  # a checkpoint written before SchNet recorded its trained species
+    models["SchNet"].trained_species = train_species
     print(f"SchNet checkpoint without a species record: set to the elements of its training data {train_species}")
 
 test_frames = load_molecules("ethanol", "test", dtype=torch.float64)
@@ -140,7 +141,7 @@ print(f"{'model':11s} {'parameters':>10s}  force MAE (meV/A): recorded / now on 
       f"   energy MAE (meV): recorded")
 for name, model in models.items():
     now = molecule_errors(model.double(), DataLoader(check_frames, batch_size=50))
-    print(f"{name:11s} {sum(p.numel() for p in model.parameters()):10d}  {recorded[name]['force_mae_meV_A']:8.1f} / "
+    print(f"{name:11s} {count_parameters(model, trainable_only=False):10d}  {recorded[name]['force_mae_meV_A']:8.1f} / "
           f"{now['force_mae_meV_A']:5.1f}{'':32s}{recorded[name]['energy_mae_meV']:6.1f}")
 
 # %% [markdown]
@@ -197,7 +198,8 @@ for name, model in models.items():
 
 # %% [markdown]
 # **Bad input is refused, not answered.** A model knows only the elements it was trained on; the calculator
-# reads the model's `species` and refuses others. And a model in training mode (dropout active, a
+# reads the model's `trained_species` (or, when that is unknown, its `species`: the elements it can embed at
+# all) and refuses others. And a model in training mode (dropout active, a
 # second-order autograd graph kept at every call) is refused too.
 
 # %%
@@ -207,7 +209,7 @@ for name in ("SchNet", "NequIP l=1"):
     try:
         bad.calc = ModelCalculator(models[name])
         bad.get_forces()
-        print(f"{name}: sulfur accepted (species {models[name].species})\n")
+        print(f"{name}: sulfur accepted (trained species {models[name].trained_species})\n")
     except ValueError as err:
         print(f"{name}: ValueError: {err}\n")
 try:
@@ -216,10 +218,11 @@ except ValueError as err:
     print(f"training mode: ValueError: {err}")
 
 # %% [markdown]
-# A caveat that the check above hides: `SchNet` records as `species` the elements *present in its training
-# data* (H, C, O), while `NequIP` declares the alphabet of its one-hot embedding, which was built for
-# H, C, N, O. Ethanol has no nitrogen, so the NequIP models accept an N atom with an untrained embedding: the
-# check is only as good as what the model declares.
+# A caveat that the check above hides: the `SchNet` checkpoint knows its `trained_species`, the elements
+# *present in its training data* (H, C, O), while these `NequIP` checkpoints were written before NequIP
+# recorded them, so the calculator falls back to their `species`, the alphabet of the one-hot embedding, which
+# was built for H, C, N, O. Ethanol has no nitrogen, so the NequIP models accept an N atom with an untrained
+# embedding: the check is only as good as what the model declares.
 
 # %%
 with_n = ethanol_atoms()
@@ -230,7 +233,7 @@ for name in ("SchNet", "NequIP l=1"):
         with_n.get_potential_energy()
         print(f"{name}: nitrogen accepted (declared species {models[name].species})")
     except ValueError:
-        print(f"{name}: nitrogen refused (trained species {models[name].species})")
+        print(f"{name}: nitrogen refused (trained species {models[name].trained_species})")
 
 # %% [markdown]
 # ## 3. The integrator: velocity Verlet

@@ -39,7 +39,7 @@ def ethanol():
 def schnet(ethanol):
     """Random-init SchNet (small) with the energy shift fitted on ethanol: species = (H, C, O)."""
     torch.manual_seed(0)
-    model = SchNet(hidden=32, filters=32, interactions=2, num_gaussians=20, cutoff=5.0)
+    model = SchNet(hidden=32, filters=32, num_layers=2, num_basis=20, cutoff=5.0)
     model.fit_energy_scale(ethanol)
     return model.eval()
 
@@ -52,7 +52,7 @@ def particles():
 @pytest.fixture(scope="module")
 def mpnn(particles):
     torch.manual_seed(0)
-    model = InvariantMPNN(hidden=32, layers=2)
+    model = InvariantMPNN(hidden=32, num_layers=2)
     model.fit_energy_scale(load_particles("energy", "train")[:50])
     model.sigma.fill_(5.0)  # forces of order 1 (the random network's output is small)
     return model.eval()
@@ -193,7 +193,7 @@ def test_schnet_periodic_cell_is_passed_to_the_model(ethanol):
     """In a box small enough that the molecule sees its images (cutoff 2 A, L = 4.1 A), the energy differs
     from open space, equals the model's with ``box``, and does not change under a lattice translation."""
     torch.manual_seed(1)
-    model = SchNet(hidden=32, filters=32, interactions=2, num_gaussians=20, cutoff=2.0).double()
+    model = SchNet(hidden=32, filters=32, num_layers=2, num_basis=20, cutoff=2.0).double()
     model.fit_energy_scale(ethanol)
     model.scale.fill_(1.0)
     model.eval()
@@ -226,7 +226,7 @@ def test_schnet_periodic_cell_is_passed_to_the_model(ethanol):
 
 
 def test_refuses_untrained_species(schnet, ethanol):
-    assert schnet.species == (1, 6, 8)
+    assert schnet.trained_species == (1, 6, 8)
     atoms = _atoms(ethanol[0])
     atoms.numbers[2] = 7  # a nitrogen: SchNet has an embedding row for it, but never saw one
     atoms.calc = ModelCalculator(schnet)
@@ -235,7 +235,8 @@ def test_refuses_untrained_species(schnet, ethanol):
 
 
 def test_species_protocol_for_other_models(ethanol):
-    """Any model with a ``species`` attribute (NequIP's tuple) is checked; without it, nothing is."""
+    """Any model with a ``species`` attribute (the elements it can embed) is checked when it records no
+    ``trained_species``; without either, nothing is."""
 
     class Toy(nn.Module):
         species = (1, 6)
@@ -256,17 +257,21 @@ def test_schnet_species_is_saved_in_checkpoints(schnet, tmp_path):
     path = tmp_path / "schnet.pt"
     save_checkpoint(path, schnet, schnet.config)
     fresh = SchNet(**schnet.config)
-    assert fresh.species is None
+    assert fresh.trained_species is None and fresh.species == tuple(range(1, 101))  # species: the embedding table
     load_checkpoint(path, fresh)
-    assert fresh.species == (1, 6, 8)
-    old = {k: v for k, v in schnet.state_dict().items() if k != "species_mask"}  # a checkpoint from before
+    assert fresh.trained_species == (1, 6, 8)
+    old = {k: v for k, v in schnet.state_dict().items() if k != "trained_mask"}  # a checkpoint from before
     fresh = SchNet(**schnet.config)
     fresh.load_state_dict(old)
-    assert fresh.species is None
-    fresh.species = (1, 8)
-    assert fresh.species == (1, 8)
+    assert fresh.trained_species is None
+    # checkpoints written while the buffer was called species_mask load it under its new name
+    renamed = {("species_mask" if k == "trained_mask" else k): v for k, v in schnet.state_dict().items()}
+    fresh.load_state_dict(renamed)
+    assert fresh.trained_species == (1, 6, 8)
+    fresh.trained_species = (1, 8)
+    assert fresh.trained_species == (1, 8)
     with pytest.raises(ValueError, match="outside 1..max_z"):
-        fresh.species = (0,)
+        fresh.trained_species = (0,)
 
 
 def test_refuses_a_model_in_training_mode(schnet, ethanol):

@@ -29,7 +29,7 @@ def _bench(name):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
-    model = SchNet(hidden=16, filters=16, interactions=1, num_gaussians=10, cutoff=4.0)
+    model = SchNet(hidden=16, filters=16, num_layers=1, num_basis=10, cutoff=4.0)
     model.fit_energy_scale(load_molecules("ethanol", "train")[:20])
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, config=model.config, metrics={"force_mae_meV_A": 1.0})
@@ -43,7 +43,7 @@ def _models(path):
 def test_load_model_rebuilds_the_checkpoint_and_a_missing_file_says_how_to_make_it(tiny_checkpoint, tmp_path):
     model, payload = load_model(tiny_checkpoint)
     assert isinstance(model, SchNet) and not model.training and payload["metrics"]["force_mae_meV_A"] == 1.0
-    assert model.species == (1, 6, 8)
+    assert model.trained_species == (1, 6, 8)
     with pytest.raises(FileNotFoundError, match="python make_it.py"):
         load_model(tmp_path / "nope.pt", how_to_make="python make_it.py")
     torch.save({"model_class": "Mystery", "config": {}}, tmp_path / "odd.pt")

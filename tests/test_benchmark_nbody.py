@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from course_lib.models.nbody import EGNNDynamics
-from course_lib.train import load_checkpoint
+from course_lib.train import load_checkpoint, upgrade_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "nbody.py"
@@ -57,7 +57,7 @@ def test_quick_mode_end_to_end(tmp_path):
     md = (tmp_path / "nbody.md").read_text()
     assert res["command"] in md and "| EGNN |" in md
     ckpt = tmp_path / "nbody_egnn.pt"
-    model = EGNNDynamics(**{k: v for k, v in res["models"]["egnn"]["config"].items()})
+    model = EGNNDynamics(**upgrade_config(EGNNDynamics, res["models"]["egnn"]["config"]))
     payload = load_checkpoint(ckpt, model)
     assert payload["metrics"]["quick"] is True
 
@@ -78,7 +78,7 @@ def test_committed_full_results_are_consistent():
     assert res["data"]["sizes"] == {"train": 3000, "valid": 2000, "test": 2000}
     ckpt = ROOT / res["checkpoint"]
     assert ckpt.stat().st_size < 2e6
-    model = EGNNDynamics(**res["models"]["egnn"]["config"]).eval()
+    model = EGNNDynamics(**upgrade_config(EGNNDynamics, res["models"]["egnn"]["config"])).eval()
     load_checkpoint(ckpt, model)
     a = load_nbody_arrays("test")
     n = len(a["pos"])

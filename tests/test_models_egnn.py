@@ -8,6 +8,7 @@ from torch_geometric.data import Batch, Data
 from course_lib import symmetry as S
 from course_lib.graph import scatter_sum
 from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
+from course_lib.models.blocks import mlp
 from course_lib.models.egnn import (
     EGNN,
     EGNNLayer,
@@ -18,7 +19,6 @@ from course_lib.models.egnn import (
     rollout_loss,
     step_as_data,
 )
-from course_lib.models.mpnn import mlp
 from course_lib.neighbors import minimum_image, wrap_positions
 
 L = 10.0
@@ -105,7 +105,7 @@ def test_egnn_with_crystal_still_equivariant(egnn64, name):
 
 def test_egnn_fully_connected_in_a_box(egnn64):
     torch.manual_seed(2)
-    model = EGNN(cutoff=None, layers=2).double().eval()
+    model = EGNN(cutoff=None, num_layers=2).double().eval()
     b = _batch(sizes=(6, 9))
     for name, T in S.standard_transforms(b, generator=3).items():
         _check_step_and_rollout(model, b, T, f"{name}, fully connected, periodic")
@@ -286,7 +286,7 @@ def test_egnn_overfits_a_tiny_dataset():
         graphs.append(Data(pos=pos, vel=vel, charge=q, box=box[None], target_pos=target_pos, target_vel=target_vel))
     b = Batch.from_data_list(graphs)
     torch.manual_seed(0)
-    model = EGNN(hidden=32, layers=2, dt=dt)
+    model = EGNN(hidden=32, num_layers=2, dt=dt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(100):
@@ -349,13 +349,13 @@ def test_edge_vectors_inside_an_mlp_break_equivariance():
 
 def test_construction_config_and_float32():
     model = EGNN()
-    assert model.config == {"hidden": 64, "layers": 4, "cutoff": 3.0, "dt": 1.0,
+    assert model.config == {"hidden": 64, "num_layers": 4, "cutoff": 3.0, "dt": 1.0,
                             "node_features": ("charge", "speed"), "edge_features": ("charge_product",),
                             "use_fixed": True, "coord_range": 1.0}
     b = _batch(dtype=torch.float32)
     pos, vel = model(b)
     assert pos.dtype == vel.dtype == torch.float32 and pos.shape == vel.shape == (37, 2)
-    bare = EGNN(node_features=(), edge_features=(), hidden=8, layers=1)
+    bare = EGNN(node_features=(), edge_features=(), hidden=8, num_layers=1)
     assert bare(b)[0].shape == (37, 2)
     with pytest.raises(ValueError, match="unknown node feature"):
         EGNN(node_features=("mass",))

@@ -103,8 +103,8 @@ def test_energy_scale_fit():
     for g, e in zip(graphs, (4.0, 8.0, 16.0)):
         g.energy = torch.tensor([e], dtype=torch.float64)
     m = InvariantMPNN()
-    mu, sigma = m.fit_energy_scale(graphs)
-    assert mu == pytest.approx(1.0) and sigma > 0
+    fitted = m.fit_energy_scale(graphs)
+    assert fitted.shift.item() == pytest.approx(1.0) and fitted.scale > 0 and fitted.avg_num_neighbors is None
 
 
 def test_baselines_break_the_symmetries_they_should():

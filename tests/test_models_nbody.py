@@ -11,6 +11,7 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 
 from course_lib import symmetry as S
+from course_lib.graph import count_parameters
 from course_lib.models.egnn import EGNNLayer
 from course_lib.models.nbody import (
     NBODY_MODELS,
@@ -18,7 +19,6 @@ from course_lib.models.nbody import (
     GNNDynamics,
     LinearDynamics,
     RadialField,
-    count_parameters,
 )
 
 E3 = ["permutation", "translation", "rotation", "reflection"]
@@ -119,9 +119,9 @@ def test_egnn_feeds_the_input_velocity_to_every_layer():
 
 
 def test_egnn_one_layer_by_hand():
-    """EGNNDynamics(layers=1) is h0 = Linear(|v|), a = [q_i q_j, |x_ij|^2], x' = x + phi_v v0 + C sum x_ij phi_x."""
+    """EGNNDynamics(num_layers=1) is h0 = Linear(|v|), a = [q_i q_j, |x_ij|^2], x' = x + phi_v v0 + C sum x_ij phi_x."""
     torch.manual_seed(0)
-    model = _scramble_(EGNNDynamics(layers=1).double())
+    model = _scramble_(EGNNDynamics(num_layers=1).double())
     data = _system(5, seed=3)
     layer: EGNNLayer = model.layers[0]
     x, q = data.pos, data.charge
@@ -148,7 +148,7 @@ def test_untrained_egnn_is_free_flight():
 
 def test_radial_field_layer_by_hand():
     torch.manual_seed(0)
-    model = _scramble_(RadialField(layers=1).double())
+    model = _scramble_(RadialField(num_layers=1).double())
     data = _system(4, seed=5)
     layer = model.layers[0]
     x, v, q = data.pos, data.vel, data.charge
@@ -183,7 +183,7 @@ def test_batch_equals_graph_by_graph_and_float32(name):
 
 def test_paper_sizes_and_learning_rates():
     assert [NBODY_MODELS[k][1] for k in ("egnn", "gnn", "rf")] == [5e-4, 1e-3, 2e-4]
-    assert EGNNDynamics().config == {"hidden": 64, "layers": 4, "dt": 1.0, "coord_range": 10.0,
+    assert EGNNDynamics().config == {"hidden": 64, "num_layers": 4, "dt": 1.0, "coord_range": 10.0,
                                      "carry_velocity": False}
     assert len(EGNNDynamics().layers) == len(GNNDynamics().layers) == len(RadialField().layers) == 4
     assert GNNDynamics().embed.out_features == 64

@@ -255,8 +255,8 @@ def test_interaction_block_equivariant_and_residual():
 
 def test_default_construction():
     m = NequIP()
-    assert m.config["l_max"] == 1 and m.config["parity"] is True and m.config["num_features"] == 32
-    assert m.config["num_layers"] == 3 and m.config["r_max"] == 4.0 and m.config["num_bessel"] == 8
+    assert m.config["l_max"] == 1 and m.config["parity"] is True and m.config["hidden"] == 32
+    assert m.config["num_layers"] == 3 and m.config["cutoff"] == 4.0 and m.config["num_basis"] == 8
     assert m.config["p"] == 6 and m.config["radial_hidden"] == (64, 64) and m.species == (1, 6, 7, 8)
     assert m.irreps_hidden == o3.Irreps("32x0e+32x1o")
     assert [layer.resnet for layer in m.layers] == [False, True, True]
@@ -352,9 +352,9 @@ def test_bad_inputs_are_named():
         NequIP(hidden_irreps="32x1o")
     with pytest.raises(ValueError, match="l_max"):
         NequIP(l_max=-1)
-    for r_max in (0.0, -2.0):
-        with pytest.raises(ValueError, match="r_max"):
-            NequIP(r_max=r_max)
+    for cutoff in (0.0, -2.0):
+        with pytest.raises(ValueError, match="cutoff"):
+            NequIP(cutoff=cutoff)
     with pytest.raises(ValueError, match="species"):
         NequIP(species=(1, 6, 6))
     with pytest.raises(ValueError, match="gate"):
@@ -390,19 +390,20 @@ def test_fit_energy_scale():
     model = NequIP(l_max=0, num_layers=1)
     stats = model.fit_energy_scale(graphs)
     for k, z in enumerate(model.species):
-        assert stats["shift"][k].item() == pytest.approx(ref[z], abs=0.05)
+        assert stats.shift[k].item() == pytest.approx(ref[z], abs=0.05)
     rms = torch.cat([m.forces.reshape(-1) for m in graphs]).pow(2).mean().sqrt().item()
-    assert torch.allclose(stats["scale"], torch.full((4,), rms, dtype=torch.float32))
+    assert stats.scale == pytest.approx(rms)
+    assert torch.allclose(model.scale, torch.full((4,), rms, dtype=torch.float32))
     n_edges = sum(radius_graph(m.pos, 4.0)[0].shape[1] for m in graphs)
-    assert stats["avg_num_neighbors"] == pytest.approx(n_edges / sum(m.num_nodes for m in graphs))
-    assert model.avg_num_neighbors == pytest.approx(stats["avg_num_neighbors"], rel=1e-6)
+    assert stats.avg_num_neighbors == pytest.approx(n_edges / sum(m.num_nodes for m in graphs))
+    assert model.avg_num_neighbors == pytest.approx(stats.avg_num_neighbors, rel=1e-6)
     assert all(float(layer.conv.avg_num_neighbors) == pytest.approx(model.avg_num_neighbors) for layer in model.layers)
 
 
 def test_a_few_training_steps_on_ethanol_reduce_the_loss():
     torch.manual_seed(0)
     graphs = load_molecules("ethanol", "train")[:40]
-    model = NequIP(l_max=1, num_features=16, num_layers=2)
+    model = NequIP(l_max=1, hidden=16, num_layers=2)
     model.fit_energy_scale(graphs)
     batch = Batch.from_data_list(graphs[:8])
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
@@ -434,7 +435,7 @@ def test_untrained_species_are_refused_and_old_checkpoints_load(tmp_path):
     water_like = [make_graph(pos + 0.05 * torch.randn(3, 3, generator=g, dtype=torch.float64), dtype=torch.float64,
                              z=torch.tensor([8, 1, 1]), energy=torch.randn(1, dtype=torch.float64),
                              forces=torch.randn(3, 3, dtype=torch.float64)) for _ in range(3)]
-    model = NequIP(num_features=4, num_layers=1).double()
+    model = NequIP(hidden=4, num_layers=1).double()
     assert model.trained_species is None
     model.fit_energy_scale(water_like)
     assert model.trained_species == (1, 8)
@@ -444,11 +445,11 @@ def test_untrained_species_are_refused_and_old_checkpoints_load(tmp_path):
         model(Batch.from_data_list([nitrogen]))
     # a checkpoint without the record (written before it existed) loads as "unknown": no check
     state = {k: v for k, v in model.state_dict().items() if k != "trained_mask"}
-    fresh = NequIP(num_features=4, num_layers=1).double()
+    fresh = NequIP(hidden=4, num_layers=1).double()
     fresh.load_state_dict(state)
     assert fresh.trained_species is None
     fresh(Batch.from_data_list([nitrogen]))
     save_checkpoint(tmp_path / "m.pt", model, config=model.config)
-    again = NequIP(num_features=4, num_layers=1).double()
+    again = NequIP(hidden=4, num_layers=1).double()
     load_checkpoint(tmp_path / "m.pt", again)
     assert again.trained_species == (1, 8)

@@ -42,7 +42,7 @@ def test_shifted_softplus():
 
 def test_default_construction_and_output_shape(model64):
     m = SchNet()
-    assert m.config == {"hidden": 64, "filters": 64, "interactions": 3, "num_gaussians": 50, "cutoff": 5.0,
+    assert m.config == {"hidden": 64, "filters": 64, "num_layers": 3, "num_basis": 50, "cutoff": 5.0,
                         "max_z": 100}
     b = _batch(dtype=torch.float32)
     assert m(b).shape == (3,)
@@ -206,14 +206,15 @@ def test_fit_energy_scale_recovers_per_species_offsets():
         m.energy = torch.tensor([sum(ref[int(z)] for z in m.z)], dtype=torch.float64)
         m.energy += 0.1 * torch.randn(1, generator=g, dtype=torch.float64)
     model = SchNet()
-    shift, scale = model.fit_energy_scale(graphs)
+    fitted = model.fit_energy_scale(graphs)
+    shift, scale = fitted.shift, fitted.scale
     for z, e in ref.items():
         assert shift[z - 1].item() == pytest.approx(e, abs=0.2)
     assert 1e-3 < scale < 1.0
     # species never seen get the mean energy per atom; the global fit uses one shift for all
     total = sum(m.energy.item() for m in graphs) / sum(m.num_nodes for m in graphs)
     assert shift[2].item() == pytest.approx(total, rel=1e-5)
-    shift_g, _ = model.fit_energy_scale(graphs, per_species=False)
+    shift_g = model.fit_energy_scale(graphs, per_species=False).shift
     assert torch.allclose(shift_g, torch.full_like(shift_g, total))
 
 

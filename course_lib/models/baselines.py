@@ -25,11 +25,12 @@ import torch
 from torch import nn
 from torch_geometric.utils import to_dense_batch
 
+from course_lib.data import check_model_inputs, fixed_flag, fixed_mask
 from course_lib.graph import batch_of
-from course_lib.models.egnn import _fixed_flag, _fixed_mask, _state, _wrap
-from course_lib.models.mpnn import InvariantMPNN, MessagePassingLayer, mlp
+from course_lib.models.blocks import mlp
+from course_lib.models.mpnn import InvariantMPNN, MessagePassingLayer
 from course_lib.models.radial import GaussianRBF
-from course_lib.neighbors import radius_graph
+from course_lib.neighbors import radius_graph, wrap_into_box
 
 __all__ = ["CoordinateMLP", "AbsolutePositionGNN", "Ballistic", "AbsoluteCoordinateGNN"]
 
@@ -50,6 +51,8 @@ class CoordinateMLP(nn.Module):
         hidden: width of the two hidden layers.
     """
 
+    system = "particles2d"  #: read by :class:`course_lib.ase_calculator.CourseCalculator`
+
     def __init__(self, max_nodes: int = 24, hidden: int = 256, dim: int = 2):
         super().__init__()
         self.config = {"max_nodes": max_nodes, "hidden": hidden, "dim": dim}
@@ -61,6 +64,7 @@ class CoordinateMLP(nn.Module):
         self.register_buffer("sigma", torch.ones(()))
 
     def forward(self, batch) -> torch.Tensor:
+        check_model_inputs(batch, need=("charge",), who="CoordinateMLP")
         b = batch_of(batch)
         counts = torch.bincount(b)
         if int(counts.max()) > self.max_nodes:
@@ -92,7 +96,7 @@ class AbsolutePositionGNN(InvariantMPNN):
 
 def _hold_fixed(data, pos_next, vel_next, use_fixed: bool):
     """Put crystal atoms (data.fixed True) back where they were, with zero velocity."""
-    hold = _fixed_mask(data) if use_fixed else None
+    hold = fixed_mask(data) if use_fixed else None
     if hold is None:
         return pos_next, vel_next
     return torch.where(hold, data.pos, pos_next), torch.where(hold, torch.zeros_like(vel_next), vel_next)
@@ -112,10 +116,10 @@ class Ballistic(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(0))
 
     def forward(self, data) -> tuple[torch.Tensor, torch.Tensor]:
-        pos, vel, box, batch, _ = _state(data, need_charge=False)
+        pos, vel, box, batch, _ = check_model_inputs(data, need=("vel",), finite=False)
         pos_next = pos + self.dt * vel
         if box is not None:
-            pos_next = _wrap(pos_next, box[batch])
+            pos_next = wrap_into_box(pos_next, box[batch])
         return _hold_fixed(data, pos_next, vel.clone(), self.use_fixed)
 
 
@@ -132,28 +136,32 @@ class AbsoluteCoordinateGNN(nn.Module):
     comparison). It is permutation equivariant, but shifting or rotating the box changes its inputs
     ``x/L`` and ``v`` without rotating its outputs: it has to *learn* the symmetries from data.
 
-    Args: hidden, layers, cutoff, num_basis as for InvariantMPNN; dt: time step; dim: d;
-    use_fixed: hold crystal atoms (``data.fixed``) in place.
+    Args: hidden, num_layers, cutoff, num_basis as for InvariantMPNN; dt: time step; dim: d;
+    use_fixed: hold crystal atoms (``data.fixed``) in place. Old checkpoints load through
+    :data:`LEGACY_CONFIG_KEYS` (:func:`course_lib.train.upgrade_config`).
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 3, cutoff: float = 3.0, num_basis: int = 16,
+    #: old checkpoint configuration key -> constructor argument
+    LEGACY_CONFIG_KEYS = {"layers": "num_layers"}
+
+    def __init__(self, hidden: int = 64, num_layers: int = 3, cutoff: float = 3.0, num_basis: int = 16,
                  dt: float = 1.0, dim: int = 2, use_fixed: bool = True):
         super().__init__()
-        self.config = {"hidden": hidden, "layers": layers, "cutoff": cutoff, "num_basis": num_basis, "dt": dt,
-                       "dim": dim, "use_fixed": use_fixed}
+        self.config = {"hidden": hidden, "num_layers": num_layers, "cutoff": cutoff, "num_basis": num_basis,
+                       "dt": dt, "dim": dim, "use_fixed": use_fixed}
         self.cutoff, self.dt, self.dim, self.use_fixed = cutoff, float(dt), dim, use_fixed
         self.rbf = GaussianRBF(num_basis, cutoff)
         self.embed = nn.Linear(2 + 2 * dim, hidden)
-        self.layers = nn.ModuleList(MessagePassingLayer(hidden, num_basis) for _ in range(layers))
+        self.layers = nn.ModuleList(MessagePassingLayer(hidden, num_basis) for _ in range(num_layers))
         self.head = mlp(hidden, hidden, 2 * dim)
 
     def node_inputs(self, data) -> torch.Tensor:
         """Non-invariant node inputs [N, 2 + 2d]: charge, fixed flag, absolute x/L, velocity."""
         q = data.charge.to(data.pos.dtype)[:, None]
-        return torch.cat([q, _fixed_flag(data), _scaled_positions(data), data.vel], dim=-1)
+        return torch.cat([q, fixed_flag(data), _scaled_positions(data), data.vel], dim=-1)
 
     def forward(self, data) -> tuple[torch.Tensor, torch.Tensor]:
-        pos, vel, box, batch, _ = _state(data, need_charge=True)
+        pos, vel, box, batch, _ = check_model_inputs(data, need=("vel", "charge"), finite=False)
         if pos.shape[1] != self.dim:
             raise ValueError(f"this AbsoluteCoordinateGNN was built for dim={self.dim}, got pos of shape "
                              f"{tuple(pos.shape)}")
@@ -165,5 +173,5 @@ class AbsoluteCoordinateGNN(nn.Module):
         out = self.head(h)
         pos_next = pos + self.dt * vel + out[:, : self.dim]
         if box is not None:
-            pos_next = _wrap(pos_next, box[batch])
+            pos_next = wrap_into_box(pos_next, box[batch])
         return _hold_fixed(data, pos_next, vel + out[:, self.dim :], self.use_fixed)

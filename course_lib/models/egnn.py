@@ -29,10 +29,12 @@ of ``x_ij`` in a fixed frame (see ``tests/test_models_egnn.py`` for the numbers)
 
 Conventions and choices
 -----------------------
-* **Sign.** ``x_ij = x_i - x_j`` as in the paper, pointing from ``j`` to ``i``. This is *minus* the
-  ``edge_vec = x_j - x_i`` of :func:`course_lib.neighbors.radius_graph` (PyG convention,
-  ``edge_index[0] = j`` source, ``edge_index[1] = i`` target). With this sign ``phi_x > 0`` pushes ``i``
-  away from ``j`` (repulsion), ``phi_x < 0`` pulls it closer (attraction).
+* **Sign.** ``x_ij = x_i - x_j`` as in the paper, pointing from ``j`` to ``i``. The course's edge
+  convention (every model's ``edges()``, :func:`course_lib.neighbors.radius_graph`, PyG:
+  ``edge_index[0] = j`` source, ``edge_index[1] = i`` target) is ``edge_vec = x_j - x_i``; the layer
+  computes ``edge_vec`` like every other model and uses ``x_ij = -edge_vec`` in the equations (the
+  same numbers, bit for bit). With this sign ``phi_x > 0`` pushes ``i`` away from ``j`` (repulsion),
+  ``phi_x < 0`` pulls it closer (attraction).
 * **Graph.** ``cutoff=r_c``: the minimum-image radius graph of the *input* positions
   (:func:`~course_lib.neighbors.radius_graph`, requires ``r_c < L/2``), built once per time step.
   ``cutoff=None``: fully connected, all pairs ``i != j`` of each graph (the N-body benchmark of the
@@ -80,16 +82,16 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from course_lib.graph import batch_of, num_graphs, scatter_sum
-from course_lib.models.mpnn import mlp
+from course_lib.data import check_model_inputs, fixed_flag, fixed_mask
+from course_lib.graph import batch_of, fully_connected_edges, num_graphs, scatter_sum
+from course_lib.models.blocks import mlp
 from course_lib.models.radial import cosine_cutoff
-from course_lib.neighbors import minimum_image, radius_graph
+from course_lib.neighbors import check_box, minimum_image, radius_graph, wrap_into_box
 
 __all__ = [
     "EGNNLayer",
     "EGNN",
     "RolloutError",
-    "fully_connected_edges",
     "step_as_data",
     "rollout",
     "next_step_loss",
@@ -107,87 +109,6 @@ class RolloutError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def fully_connected_edges(batch: torch.Tensor) -> torch.Tensor:
-    """All pairs ``i != j`` within each graph: edge_index ``[2, E]`` (row 0 = source j, row 1 = target i).
-
-    ``batch`` [N]: graph index of every node, sorted (PyG convention). ``E = sum_g M_g (M_g - 1)``.
-    """
-    device = batch.device
-    n = batch.numel()
-    if n == 0:
-        return torch.zeros(2, 0, dtype=torch.long, device=device)
-    counts = torch.bincount(batch)
-    first_node = torch.cumsum(counts, 0) - counts  # first node of every graph
-    per_target = counts[batch]  # candidate sources of target i: all nodes of its graph
-    i = torch.repeat_interleave(torch.arange(n, device=device), per_target)
-    start = torch.cumsum(per_target, 0) - per_target
-    k = torch.arange(i.numel(), device=device) - torch.repeat_interleave(start, per_target)
-    j = first_node[batch[i]] + k
-    keep = i != j
-    return torch.stack([j[keep], i[keep]], dim=0)
-
-
-def _wrap(x: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    """Wrap positions into [0, L) with per-node side lengths ``L`` [N, d] (no input checks, NaN passes)."""
-    out = x - L * torch.floor(x / L)
-    return torch.where(out >= L, out - L, out)
-
-
-def _state(data, need_charge: bool = True):
-    """Validate a state and return ``(pos [N,d], vel [N,d], box [G,d] | None, batch [N], G)``.
-
-    Raises ``ValueError`` naming the field for inputs that violate the data contract.
-    """
-    pos = getattr(data, "pos", None)
-    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] not in (2, 3):
-        shape = tuple(pos.shape) if isinstance(pos, torch.Tensor) else None
-        raise ValueError(f"the model needs 'pos' [num_nodes, d] with d = 2 or 3, got {shape}")
-    n, d = pos.shape
-    vel = getattr(data, "vel", None)
-    if not isinstance(vel, torch.Tensor) or tuple(vel.shape) != (n, d):
-        shape = tuple(vel.shape) if isinstance(vel, torch.Tensor) else None
-        raise ValueError(f"the model needs 'vel' with the shape of pos, {(n, d)}, got {shape}")
-    if need_charge:
-        charge = getattr(data, "charge", None)
-        if not isinstance(charge, torch.Tensor) or tuple(charge.shape) != (n,):
-            shape = tuple(charge.shape) if isinstance(charge, torch.Tensor) else None
-            raise ValueError(f"the model needs 'charge' [num_nodes] = [{n}], got {shape}")
-    batch = batch_of(data)
-    G = num_graphs(data)
-    box = getattr(data, "box", None)
-    if box is not None:
-        box = torch.as_tensor(box).to(dtype=pos.dtype, device=pos.device)
-        if box.dim() == 1 and box.shape[0] == d:
-            box = box[None].expand(G, d)  # one box shared by every graph
-        if box.dim() != 2 or box.shape[1] != d:
-            raise ValueError(f"'box' must have shape [num_graphs, {d}] (or [{d}]), got {tuple(box.shape)}")
-        if box.shape[0] != G:
-            raise ValueError(
-                f"'box' has {box.shape[0]} rows but the batch has {G} graphs: give one row of side lengths "
-                "per graph (PyG stacks [1, d] boxes into [num_graphs, d] when batching)"
-            )
-        if not bool((box > 0).all()):
-            raise ValueError(f"'box' side lengths must be positive, got {box.tolist()}")
-    fixed = getattr(data, "fixed", None)
-    if fixed is not None and tuple(fixed.shape) != (n,):
-        raise ValueError(f"'fixed' must be a bool tensor [num_nodes] = [{n}], got {tuple(fixed.shape)}")
-    return pos, vel, box, batch, G
-
-
-def _fixed_mask(data) -> torch.Tensor | None:
-    """``data.fixed`` as a bool column [N, 1], or None."""
-    fixed = getattr(data, "fixed", None)
-    return None if fixed is None else fixed.to(torch.bool).reshape(-1, 1)
-
-
-def _fixed_flag(data) -> torch.Tensor:
-    """Node-type flag [N, 1] in the dtype of pos: 1 for crystal atoms, 0 otherwise (0 without ``fixed``)."""
-    fixed = _fixed_mask(data)
-    if fixed is None:
-        return data.pos.new_zeros(data.pos.shape[0], 1)
-    return fixed.to(data.pos.dtype)
 
 
 def _small_init_(layer: nn.Linear) -> nn.Linear:
@@ -243,10 +164,11 @@ class EGNNLayer(nn.Module):
         j, i = edge_index  # PyG: messages flow from source j to target i
         if batch is None:
             batch = torch.zeros(n, dtype=torch.long, device=x.device)
-        x_ij = x[i] - x[j]  # as in the paper: = -edge_vec of radius_graph
+        edge_vec = x[j] - x[i]  # the course's edge convention (minimum image in a box)
         if box is not None:
             box = box.to(x.dtype)
-            x_ij = minimum_image(x_ij, box[batch[i]])
+            edge_vec = minimum_image(edge_vec, box[batch[i]])
+        x_ij = -edge_vec  # as in the paper: x_i - x_j
         d2 = (x_ij * x_ij).sum(-1, keepdim=True)  # |x_ij|^2, [E, 1]
         if self.cutoff is None:
             w = torch.ones_like(d2)
@@ -272,7 +194,7 @@ class EGNNLayer(nn.Module):
         else:
             x = x + dx
         if box is not None:
-            x = _wrap(x, box[batch])
+            x = wrap_into_box(x, box[batch])
 
         m_i = scatter_sum(m_ij, i, n)  # [N, H]
         h = h + self.phi_h(torch.cat([h, m_i], dim=-1))
@@ -289,16 +211,21 @@ class EGNN(nn.Module):
 
     Args:
         hidden: width H of node features and MLPs.
-        layers: number K of EGNN layers = sub-steps of length dt/K.
+        num_layers: number K of EGNN layers = sub-steps of length dt/K.
         cutoff: neighbour cutoff r_c (< L/2 in a box); None = fully connected graphs.
         dt: the time step between input and output state (sets the velocity units, see module docstring).
         node_features: invariant node inputs among ``("charge", "speed")``; a fixed-atom flag is always added.
         edge_features: invariant edge attributes among ``("charge_product",)`` (a_ij = q_i q_j); ``()``: none.
         use_fixed: hold atoms with ``data.fixed`` True in place (crystal). False: treat them as mobile.
         coord_range: bound of the coordinate MLP phi_x.
+
+    Old checkpoints load through :data:`LEGACY_CONFIG_KEYS` (:func:`course_lib.train.upgrade_config`).
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 4, cutoff: float | None = 3.0, dt: float = 1.0,
+    #: old checkpoint configuration key -> constructor argument
+    LEGACY_CONFIG_KEYS = {"layers": "num_layers"}
+
+    def __init__(self, hidden: int = 64, num_layers: int = 4, cutoff: float | None = 3.0, dt: float = 1.0,
                  node_features: Sequence[str] = NODE_FEATURES, edge_features: Sequence[str] = EDGE_FEATURES,
                  use_fixed: bool = True, coord_range: float = 1.0):
         super().__init__()
@@ -309,27 +236,27 @@ class EGNN(nn.Module):
         for name in edge_features:
             if name not in EDGE_FEATURES:
                 raise ValueError(f"unknown edge feature {name!r}; choose among {EDGE_FEATURES}")
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not dt > 0:
             raise ValueError(f"dt must be > 0, got {dt}")
         if cutoff is not None and not cutoff > 0:
             raise ValueError(f"cutoff must be > 0 or None (fully connected), got {cutoff}")
-        self.config = {"hidden": hidden, "layers": layers, "cutoff": cutoff, "dt": dt,
+        self.config = {"hidden": hidden, "num_layers": num_layers, "cutoff": cutoff, "dt": dt,
                        "node_features": node_features, "edge_features": edge_features,
                        "use_fixed": use_fixed, "coord_range": coord_range}
         self.cutoff, self.dt, self.use_fixed = cutoff, float(dt), use_fixed
         self.node_features, self.edge_features = node_features, edge_features
         self.embed = nn.Linear(len(node_features) + 1, hidden)
         self.layers = nn.ModuleList(
-            EGNNLayer(hidden, len(edge_features), cutoff, coord_range, velocity=True) for _ in range(layers)
+            EGNNLayer(hidden, len(edge_features), cutoff, coord_range, velocity=True) for _ in range(num_layers)
         )
 
     # -- inputs -----------------------------------------------------------------------------------
     def node_inputs(self, data) -> torch.Tensor:
         """Invariant node inputs [N, F]: charge, speed |v| (0 for held crystal atoms), fixed flag."""
         pos = data.pos
-        fixed = _fixed_mask(data)
+        fixed = fixed_mask(data)
         feats = []
         for name in self.node_features:
             if name == "charge":
@@ -339,7 +266,7 @@ class EGNN(nn.Module):
                 if self.use_fixed and fixed is not None:
                     speed = torch.where(fixed, torch.zeros_like(speed), speed)
                 feats.append(speed)
-        return torch.cat([*feats, _fixed_flag(data)], dim=-1)
+        return torch.cat([*feats, fixed_flag(data)], dim=-1)
 
     def edge_inputs(self, data, edge_index: torch.Tensor) -> torch.Tensor | None:
         """Invariant edge attributes a_ij [E, A] (q_i q_j), or None without edge features."""
@@ -349,25 +276,33 @@ class EGNN(nn.Module):
         q = data.charge.to(data.pos.dtype)
         return (q[i] * q[j])[:, None]
 
-    def edges(self, data) -> torch.Tensor:
-        """edge_index [2, E]: minimum-image radius graph of the input positions, or all pairs."""
+    def edges(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        """(edge_index [2, E], edge_vec [E, d] = pos[j] - pos[i]): the minimum-image radius graph of the
+        input positions, or all pairs (minimum-image vectors in a box) without a cutoff."""
         batch = batch_of(data)
-        if self.cutoff is None:
-            return fully_connected_edges(batch)
-        edge_index, _ = radius_graph(data.pos, self.cutoff, box=getattr(data, "box", None), batch=batch)
-        return edge_index
+        box = getattr(data, "box", None)
+        if self.cutoff is not None:
+            return radius_graph(data.pos, self.cutoff, box=box, batch=batch)
+        edge_index = fully_connected_edges(batch)
+        j, i = edge_index
+        edge_vec = data.pos[j] - data.pos[i]
+        if box is not None:
+            L = check_box(box, num_graphs(data), edge_vec.shape[1]).to(edge_vec)
+            edge_vec = minimum_image(edge_vec, L[batch[i]])
+        return edge_index, edge_vec
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         """data (pos, vel, charge, box[, fixed]) -> (pos_next [N, d] wrapped, vel_next [N, d])."""
         need_charge = "charge" in self.node_features or bool(self.edge_features)
-        pos, vel, box, batch, _ = _state(data, need_charge=need_charge)
-        edge_index = self.edges(data)
+        pos, vel, box, batch, _ = check_model_inputs(data, need=("vel", "charge") if need_charge else ("vel",),
+                                                     finite=False)
+        edge_index, _ = self.edges(data)
         a = self.edge_inputs(data, edge_index)
         h = self.embed(self.node_inputs(data))
 
         K = len(self.layers)
-        hold = _fixed_mask(data) if self.use_fixed else None
+        hold = fixed_mask(data) if self.use_fixed else None
         x = pos
         v = (self.dt / K) * vel  # displacement per sub-step
         if hold is not None:
@@ -378,7 +313,7 @@ class EGNN(nn.Module):
                 x = torch.where(hold, pos, x)
                 v = torch.where(hold, torch.zeros_like(v), v)
 
-        pos_next = _wrap(x, box[batch]) if box is not None else x
+        pos_next = wrap_into_box(x, box[batch]) if box is not None else x
         vel_next = v * (K / self.dt)
         if hold is not None:
             pos_next = torch.where(hold, pos, pos_next)
@@ -424,7 +359,7 @@ def rollout(model: nn.Module, data, steps: int, keep_grad: bool = False) -> tupl
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"rollout: steps must be an integer >= 1, got {steps!r}")
-    pos, vel, _, _, _ = _state(data, need_charge=False)
+    pos, vel, _, _, _ = check_model_inputs(data, need=("vel",), finite=False, who="rollout")
     if not (torch.isfinite(pos).all() and torch.isfinite(vel).all()):
         raise RolloutError("rollout: the input state (step 0) contains NaN or inf in pos or vel")
     traj_pos, traj_vel = [pos], [vel]
@@ -453,7 +388,7 @@ def rollout(model: nn.Module, data, steps: int, keep_grad: bool = False) -> tupl
 
 def _node_box(data, like: torch.Tensor) -> torch.Tensor | None:
     """The box side lengths of every node, broadcastable to ``like`` [N, ..., d]; None in open space."""
-    _, _, box, batch, _ = _state(data, need_charge=False)
+    _, _, box, batch, _ = check_model_inputs(data, finite=False)
     if box is None:
         return None
     L = box.to(like.dtype)[batch]

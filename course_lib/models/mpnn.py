@@ -35,16 +35,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.data import check_model_inputs
 from course_lib.graph import batch_of, num_graphs, scatter_sum
+from course_lib.models.blocks import EnergyScale, mlp
 from course_lib.models.radial import GaussianRBF
 from course_lib.neighbors import radius_graph
 
-__all__ = ["mlp", "MessagePassingLayer", "InvariantMPNN"]
-
-
-def mlp(n_in: int, n_hidden: int, n_out: int, act: type[nn.Module] = nn.SiLU) -> nn.Sequential:
-    """A two-layer perceptron: Linear -> act -> Linear."""
-    return nn.Sequential(nn.Linear(n_in, n_hidden), act(), nn.Linear(n_hidden, n_out))
+__all__ = ["MessagePassingLayer", "InvariantMPNN"]
 
 
 class MessagePassingLayer(nn.Module):
@@ -68,22 +65,30 @@ class InvariantMPNN(nn.Module):
 
     Args:
         hidden: width H of node features and MLPs (64, as in the solution sketch).
-        layers: number of message-passing layers (3).
+        num_layers: number of message-passing layers (3).
         cutoff: neighbour cutoff r_c; must be < L/2 for periodic boxes (checked by radius_graph).
         num_basis: number K of Gaussian radial basis functions.
         use_speed: also feed |v_i| (invariant, but the potential energy does not depend on it).
+
+    Checkpoints written before the common vocabulary load through :data:`LEGACY_CONFIG_KEYS`
+    (old configuration key -> new), applied by :func:`course_lib.train.upgrade_config`.
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 3, cutoff: float = 3.0, num_basis: int = 32,
+    #: the system the model describes (read by :class:`course_lib.ase_calculator.CourseCalculator`)
+    system = "particles2d"
+    #: old checkpoint configuration key -> constructor argument
+    LEGACY_CONFIG_KEYS = {"layers": "num_layers"}
+
+    def __init__(self, hidden: int = 64, num_layers: int = 3, cutoff: float = 3.0, num_basis: int = 32,
                  use_speed: bool = False):
         super().__init__()
-        self.config = {"hidden": hidden, "layers": layers, "cutoff": cutoff, "num_basis": num_basis,
+        self.config = {"hidden": hidden, "num_layers": num_layers, "cutoff": cutoff, "num_basis": num_basis,
                        "use_speed": use_speed}
         self.cutoff = cutoff
         self.use_speed = use_speed
         self.rbf = GaussianRBF(num_basis, cutoff)
         self.embed = nn.Linear(self.num_node_inputs(), hidden)
-        self.layers = nn.ModuleList(MessagePassingLayer(hidden, num_basis) for _ in range(layers))
+        self.layers = nn.ModuleList(MessagePassingLayer(hidden, num_basis) for _ in range(num_layers))
         self.phi_out = mlp(hidden, hidden, 1)
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("sigma", torch.ones(()))
@@ -100,17 +105,16 @@ class InvariantMPNN(nn.Module):
         return torch.cat(feats, dim=-1)
 
     def edges(self, batch):
-        """(edge_index [2, E], r_ij [E]) from the minimum-image radius graph."""
-        box = getattr(batch, "box", None)
-        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=batch_of(batch))
-        return edge_index, edge_vec.norm(dim=-1)
+        """(edge_index [2, E], edge_vec [E, d] = pos[j] - pos[i]) from the minimum-image radius graph."""
+        return radius_graph(batch.pos, self.cutoff, box=getattr(batch, "box", None), batch=batch_of(batch))
 
     # -- forward ----------------------------------------------------------------------------------
     def atomic_energies(self, batch) -> torch.Tensor:
         """Per-particle energies [N] (before summing)."""
-        _check_inputs(batch, need_speed=self.use_speed)
-        edge_index, r = self.edges(batch)
-        e = self.rbf(r)
+        check_model_inputs(batch, need=("charge", "vel") if self.use_speed else ("charge",),
+                           who=f"{type(self).__name__}(use_speed=True)" if self.use_speed else type(self).__name__)
+        edge_index, edge_vec = self.edges(batch)
+        e = self.rbf(edge_vec.norm(dim=-1))
         h = self.embed(self.node_inputs(batch))
         for layer in self.layers:
             h = layer(h, e, edge_index)
@@ -122,27 +126,15 @@ class InvariantMPNN(nn.Module):
         return scatter_sum(E_i, batch_of(batch), num_graphs(batch))
 
     @torch.no_grad()
-    def fit_energy_scale(self, graphs) -> tuple[float, float]:
-        """Set mu = mean energy per particle and sigma = std of (E - N mu) / sqrt(N) over ``graphs``."""
+    def fit_energy_scale(self, graphs) -> EnergyScale:
+        """Set mu = mean energy per particle and sigma = std of (E - N mu) / sqrt(N) over ``graphs``.
+
+        Returns ``EnergyScale(shift=mu (0-d tensor), scale=sigma)``.
+        """
         E = torch.cat([g.energy.reshape(-1) for g in graphs]).double()
         N = torch.tensor([g.num_nodes for g in graphs], dtype=torch.float64)
         mu = (E.sum() / N.sum()).item()
         sigma = ((E - N * mu) / N.sqrt()).std().clamp_min(1e-6).item()
         self.mu.fill_(mu)
         self.sigma.fill_(sigma)
-        return mu, sigma
-
-
-def _check_inputs(batch, need_speed: bool = False) -> None:
-    """Clear errors for inputs that violate the data contract (the field is named)."""
-    pos = getattr(batch, "pos", None)
-    if pos is None or pos.dim() != 2:
-        raise ValueError("the model needs 'pos' [num_nodes, d]; build graphs with course_lib.data.make_graph")
-    if getattr(batch, "charge", None) is None:
-        raise ValueError("the model needs 'charge' [num_nodes] (float charges of the particles)")
-    if batch.charge.shape != (pos.shape[0],):
-        raise ValueError(f"'charge' has shape {tuple(batch.charge.shape)}, expected [{pos.shape[0]}]")
-    if need_speed and getattr(batch, "vel", None) is None:
-        raise ValueError("use_speed=True needs 'vel' [num_nodes, d]")
-    if not torch.isfinite(pos).all():
-        raise ValueError("'pos' contains NaN or inf")
+        return EnergyScale(shift=self.mu.clone(), scale=sigma)

@@ -34,38 +34,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from course_lib.graph import batch_of, scatter_sum
-from course_lib.models.egnn import EGNNLayer, fully_connected_edges
+from course_lib.data import check_model_inputs
+from course_lib.graph import fully_connected_edges, scatter_sum
+from course_lib.models.egnn import EGNNLayer
 
-__all__ = ["LinearDynamics", "GNNDynamics", "RadialField", "EGNNDynamics", "NBODY_MODELS", "count_parameters"]
+__all__ = ["LinearDynamics", "GNNDynamics", "RadialField", "EGNNDynamics", "NBODY_MODELS"]
 
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+#: old checkpoint configuration key -> constructor argument, for every model of this module
+LEGACY_CONFIG_KEYS = {"layers": "num_layers"}
 
 
 def _inputs(data, need_charge: bool = True):
-    """Validate and return ``(pos [N,3], vel [N,3], charge [N] | None, batch [N])``."""
-    pos = getattr(data, "pos", None)
-    if not isinstance(pos, torch.Tensor) or pos.dim() != 2:
-        raise ValueError(f"the model needs 'pos' [num_nodes, d], got {None if pos is None else tuple(pos.shape)}")
-    vel = getattr(data, "vel", None)
-    if not isinstance(vel, torch.Tensor) or vel.shape != pos.shape:
-        shape = None if not isinstance(vel, torch.Tensor) else tuple(vel.shape)
-        raise ValueError(f"the model needs 'vel' with the shape of pos, {tuple(pos.shape)}, got {shape}")
-    charge = getattr(data, "charge", None)
-    if need_charge:
-        if not isinstance(charge, torch.Tensor) or charge.shape != pos.shape[:1]:
-            shape = None if not isinstance(charge, torch.Tensor) else tuple(charge.shape)
-            raise ValueError(f"the model needs 'charge' [num_nodes] = [{pos.shape[0]}], got {shape}")
-        charge = charge.to(pos.dtype)
-    return pos, vel, charge, batch_of(data)
+    """Validate (:func:`course_lib.data.check_model_inputs`) and return
+    ``(pos [N,3], vel [N,3], charge [N] | None, batch [N], edge_index [2, E])`` with fully connected edges."""
+    pos, vel, _, batch, _ = check_model_inputs(data, need=("vel", "charge") if need_charge else ("vel",),
+                                               finite=False)
+    charge = data.charge.to(pos.dtype) if need_charge else None
+    return pos, vel, charge, batch, fully_connected_edges(batch)
 
 
-def _edges(batch: torch.Tensor) -> torch.Tensor:
-    """Fully connected edge_index [2, E] within each graph (row 0 = source j, row 1 = target i)."""
-    return fully_connected_edges(batch)
+def _pair_attributes(pos: torch.Tensor, q: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Invariant edge attributes ``a_ij = [q_i q_j, |x_i^0 - x_j^0|^2]`` [E, 2] (the authors' code)."""
+    j, i = edge_index
+    d0 = pos[i] - pos[j]
+    return torch.stack([q[i] * q[j], (d0 * d0).sum(-1)], dim=-1)
 
 
 def _mean_over_neighbours(src: torch.Tensor, i: torch.Tensor, n: int) -> torch.Tensor:
@@ -107,7 +99,7 @@ class LinearDynamics(nn.Module):
             self.linear = nn.Linear(2 * dim, dim)
 
     def forward(self, data) -> torch.Tensor:
-        pos, vel, _, _ = _inputs(data, need_charge=False)
+        pos, vel, _, _, _ = _inputs(data, need_charge=False)
         if self.mode == "motion":
             return pos + self.time.to(pos.dtype) * vel
         return self.linear(torch.cat([pos, vel], dim=-1))
@@ -168,18 +160,19 @@ class GNNDynamics(nn.Module):
     component makes it neither translation nor rotation/reflection equivariant.
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 4, act: type[nn.Module] = nn.SiLU, residual: bool = False,
-                 dim: int = 3):
+    LEGACY_CONFIG_KEYS = LEGACY_CONFIG_KEYS
+
+    def __init__(self, hidden: int = 64, num_layers: int = 4, act: type[nn.Module] = nn.SiLU,
+                 residual: bool = False, dim: int = 3):
         super().__init__()
-        self.config = {"hidden": hidden, "layers": layers, "residual": residual, "dim": dim}
+        self.config = {"hidden": hidden, "num_layers": num_layers, "residual": residual, "dim": dim}
         self.residual = residual
         self.embed = nn.Linear(2 * dim, hidden)
-        self.layers = nn.ModuleList(GNNLayer(hidden, 1, act) for _ in range(layers))
+        self.layers = nn.ModuleList(GNNLayer(hidden, 1, act) for _ in range(num_layers))
         self.decoder = nn.Sequential(nn.Linear(hidden, hidden), act(), nn.Linear(hidden, dim))
 
     def forward(self, data) -> torch.Tensor:
-        pos, vel, q, batch = _inputs(data)
-        edge_index = _edges(batch)
+        pos, vel, q, batch, edge_index = _inputs(data)
         j, i = edge_index
         a = (q[i] * q[j])[:, None]  # [E, 1]
         h = self.embed(torch.cat([pos, vel], dim=-1))
@@ -228,17 +221,16 @@ class RadialField(nn.Module):
     E(3) and permutation equivariant: the only vectors are ``x_ij`` and ``v_i``, multiplied by invariants.
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 4, act: type[nn.Module] = nn.SiLU):
+    LEGACY_CONFIG_KEYS = LEGACY_CONFIG_KEYS
+
+    def __init__(self, hidden: int = 64, num_layers: int = 4, act: type[nn.Module] = nn.SiLU):
         super().__init__()
-        self.config = {"hidden": hidden, "layers": layers}
-        self.layers = nn.ModuleList(RadialFieldLayer(hidden, 2, act) for _ in range(layers))
+        self.config = {"hidden": hidden, "num_layers": num_layers}
+        self.layers = nn.ModuleList(RadialFieldLayer(hidden, 2, act) for _ in range(num_layers))
 
     def forward(self, data) -> torch.Tensor:
-        pos, vel, q, batch = _inputs(data)
-        edge_index = _edges(batch)
-        j, i = edge_index
-        d0 = pos[i] - pos[j]
-        a = torch.stack([q[i] * q[j], (d0 * d0).sum(-1)], dim=-1)  # [E, 2]
+        pos, vel, q, batch, edge_index = _inputs(data)
+        a = _pair_attributes(pos, q, edge_index)  # [E, 2]
         speed = vel.norm(dim=-1, keepdim=True)
         x = pos
         for layer in self.layers:
@@ -283,26 +275,25 @@ class EGNNDynamics(nn.Module):
       reaches 0.0069 after 150 epochs; the default is 10 (``benchmarks/README.md``).
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 4, dt: float = 1.0, coord_range: float = 10.0,
+    LEGACY_CONFIG_KEYS = LEGACY_CONFIG_KEYS
+
+    def __init__(self, hidden: int = 64, num_layers: int = 4, dt: float = 1.0, coord_range: float = 10.0,
                  carry_velocity: bool = False, act: type[nn.Module] = nn.SiLU):
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
-        self.config = {"hidden": hidden, "layers": layers, "dt": dt, "coord_range": coord_range,
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.config = {"hidden": hidden, "num_layers": num_layers, "dt": dt, "coord_range": coord_range,
                        "carry_velocity": carry_velocity}
         self.dt, self.carry_velocity = float(dt), carry_velocity
         self.embed = nn.Linear(1, hidden)
         self.layers = nn.ModuleList(
             EGNNLayer(hidden, edge_dim=2, cutoff=None, coord_range=coord_range, velocity=True, act=act)
-            for _ in range(layers)
+            for _ in range(num_layers)
         )
 
     def forward(self, data) -> torch.Tensor:
-        pos, vel, q, batch = _inputs(data)
-        edge_index = _edges(batch)
-        j, i = edge_index
-        d0 = pos[i] - pos[j]
-        a = torch.stack([q[i] * q[j], (d0 * d0).sum(-1)], dim=-1)  # [E, 2]
+        pos, vel, q, batch, edge_index = _inputs(data)
+        a = _pair_attributes(pos, q, edge_index)  # [E, 2]
         h = self.embed(vel.norm(dim=-1, keepdim=True))
         v0 = (self.dt / len(self.layers)) * vel
         x, v = pos, v0

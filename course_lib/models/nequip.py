@@ -7,8 +7,8 @@ convolution combines them with the spherical harmonics of the bond directions th
 products. The energy is read from the scalar (``0e``) features only, so it is invariant, and the
 forces ``F_i = -dE/dr_i`` (:func:`course_lib.models.energy_and_forces`) are equivariant.
 
-Notation: N atoms, E edges (pairs closer than ``r_max``, both directions), S species, F =
-``num_features``, K = ``num_bessel``, G graphs. A feature vector of irreps ``"32x0e+32x1o"`` has
+Notation: N atoms, E edges (pairs closer than ``cutoff``, both directions), S species, F =
+``hidden``, K = ``num_basis``, G graphs. A feature vector of irreps ``"32x0e+32x1o"`` has
 32 scalars followed by 32 vectors (dim 32 + 3*32 = 128). ``l`` is the rotation order, ``e``/``o``
 the parity (how the feature changes sign under the inversion x -> -x: even/odd)::
 
@@ -36,7 +36,7 @@ radial basis, the convolution and the gate and compares them with these):
 - :class:`~course_lib.models.radial.BesselRBF`: ``B_n(r)`` above, times the polynomial envelope
   :func:`~course_lib.models.radial.polynomial_envelope` ``u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2)
   x^(p+1) - p(p+1)/2 x^(p+2)`` with ``p = 6``: ``u(1) = 0`` and its first p - 1 derivatives vanish at
-  the cutoff, so energies and forces are smooth when a neighbour crosses ``r_max``. The frequencies
+  the cutoff, so energies and forces are smooth when a neighbour crosses ``cutoff``. The frequencies
   ``n pi / r_c`` start at these values and are trained when ``bessel_trainable=True`` (the paper's
   choice and the default here; set it to False to keep the textbook formula).
 - :class:`SphericalHarmonicEdgeAttrs`: real spherical harmonics of the *unit* bond vector, in e3nn's
@@ -105,7 +105,9 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
+from course_lib.data import check_model_inputs
 from course_lib.graph import batch_of, num_graphs, scatter_sum
+from course_lib.models.blocks import EnergyScale, per_species_shift, residual_scale
 from course_lib.models.radial import BesselRBF
 from course_lib.neighbors import radius_graph
 
@@ -136,13 +138,13 @@ def parse_irreps(irreps, what: str = "irreps") -> o3.Irreps:
                          ) from None
 
 
-def default_hidden_irreps(num_features: int, l_max: int, parity: bool = True) -> o3.Irreps:
-    """The hidden irreps of NequIP: ``num_features`` channels of every l = 0..l_max.
+def default_hidden_irreps(hidden: int, l_max: int, parity: bool = True) -> o3.Irreps:
+    """The hidden irreps of NequIP: ``hidden`` channels of every l = 0..l_max.
 
     ``parity=True``: the parity of the spherical harmonics, ``"32x0e+32x1o+32x2e"``; ``parity=False``:
     all even (the SO(3) variant), ``"32x0e+32x1e+32x2e"``.
     """
-    return o3.Irreps([(num_features, (l, (-1) ** l if parity else 1)) for l in range(l_max + 1)])
+    return o3.Irreps([(hidden, (l, (-1) ** l if parity else 1)) for l in range(l_max + 1)])
 
 
 def _path_exists(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, ir_out: o3.Irrep) -> bool:
@@ -161,7 +163,7 @@ class SpeciesEmbedding(nn.Module):
     ``species``: the atomic numbers the model knows; row ``k`` of the one-hot is ``species[k]``.
     """
 
-    def __init__(self, species: Sequence[int], num_features: int):
+    def __init__(self, species: Sequence[int], hidden: int):
         super().__init__()
         species = [int(s) for s in species]
         if not species or min(species) < 1 or len(set(species)) != len(species):
@@ -171,7 +173,7 @@ class SpeciesEmbedding(nn.Module):
         index[torch.tensor(species)] = torch.arange(len(species))
         self.register_buffer("z_to_index", index, persistent=False)
         self.irreps_attr = o3.Irreps(f"{len(species)}x0e")
-        self.irreps_out = o3.Irreps(f"{num_features}x0e")
+        self.irreps_out = o3.Irreps(f"{hidden}x0e")
         self.linear = o3.Linear(self.irreps_attr, self.irreps_out)
 
     def index(self, z: torch.Tensor) -> torch.Tensor:
@@ -422,44 +424,53 @@ class NequIP(nn.Module):
     Args:
         l_max: largest rotation order of the features and spherical harmonics (0 = invariant model).
         parity: True: O(3) equivariant (``0e, 1o, 2e, ...``); False: the SO(3) variant (all even).
-        num_features: channels per irrep (F).
+        hidden: channels per irrep (F; the nequip package's ``num_features``).
         num_layers: number of interaction blocks.
-        r_max: cutoff radius (Angstrom) of the neighbour list, the basis and the envelope.
-        num_bessel: number K of Bessel functions.
+        cutoff: cutoff radius (Angstrom) of the neighbour list, the basis and the envelope (the nequip
+            package's ``r_max``).
+        num_basis: number K of Bessel functions (``num_bessel`` in earlier versions of this course).
         p: exponent of the polynomial envelope.
         radial_hidden: hidden widths of the radial MLP (two layers of 64).
         species: atomic numbers known to the model (the one-hot is indexed by position in this tuple).
-        hidden_irreps: overrides ``num_features`` / ``l_max`` / ``parity`` for the features, e.g.
+        hidden_irreps: overrides ``hidden`` / ``l_max`` / ``parity`` for the features, e.g.
             ``"32x0e+32x0o+32x1e+32x1o"`` (both parities, the nequip package's ``parity=True``); it must
             contain ``0e`` scalars (the energy is read from them).
-        bessel_trainable: train the Bessel frequencies (they start at n pi / r_max).
+        bessel_trainable: train the Bessel frequencies (they start at n pi / cutoff).
         resnet: residual connection in the blocks whose irreps do not change.
         gate: activation of the gates, ``"sigmoid"`` or ``"silu"``.
         readout_hidden: number of scalars between the two readout maps (default F // 2 = 16).
+
+    ``species`` is the table of atomic numbers the model can embed (as for SchNet, where it is
+    ``1..max_z``); ``trained_species`` the elements of its training data. Checkpoints written with the
+    older names load through :data:`LEGACY_CONFIG_KEYS` (:func:`course_lib.train.upgrade_config`).
     """
 
-    def __init__(self, l_max: int = 1, parity: bool = True, num_features: int = 32, num_layers: int = 3,
-                 r_max: float = 4.0, num_bessel: int = 8, p: int = 6, radial_hidden: Sequence[int] = (64, 64),
+    system = "molecule"  #: read by :class:`course_lib.ase_calculator.CourseCalculator`
+    #: old checkpoint configuration key -> constructor argument (the old keys were the nequip package's)
+    LEGACY_CONFIG_KEYS = {"num_features": "hidden", "r_max": "cutoff", "num_bessel": "num_basis"}
+
+    def __init__(self, l_max: int = 1, parity: bool = True, hidden: int = 32, num_layers: int = 3,
+                 cutoff: float = 4.0, num_basis: int = 8, p: int = 6, radial_hidden: Sequence[int] = (64, 64),
                  species: Sequence[int] = (1, 6, 7, 8), hidden_irreps: str | None = None,
                  bessel_trainable: bool = True, resnet: bool = True, gate: str = "sigmoid",
                  readout_hidden: int | None = None):
         super().__init__()
         if int(l_max) != l_max or l_max < 0:
             raise ValueError(f"l_max must be an integer >= 0 (0, 1, 2 are usual), got {l_max}")
-        if not r_max > 0:
-            raise ValueError(f"r_max must be > 0 (a cutoff in Angstrom, e.g. 4.0), got {r_max}")
-        if num_features < 1 or num_layers < 1 or num_bessel < 1:
-            raise ValueError(f"num_features, num_layers and num_bessel must be >= 1, got {num_features}, "
-                             f"{num_layers}, {num_bessel}")
-        readout_hidden = max(1, num_features // 2) if readout_hidden is None else int(readout_hidden)
-        self.config = {"l_max": int(l_max), "parity": bool(parity), "num_features": num_features,
-                       "num_layers": num_layers, "r_max": float(r_max), "num_bessel": num_bessel, "p": p,
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be > 0 (in Angstrom, e.g. 4.0), got {cutoff}")
+        if hidden < 1 or num_layers < 1 or num_basis < 1:
+            raise ValueError(f"hidden, num_layers and num_basis must be >= 1, got {hidden}, "
+                             f"{num_layers}, {num_basis}")
+        readout_hidden = max(1, hidden // 2) if readout_hidden is None else int(readout_hidden)
+        self.config = {"l_max": int(l_max), "parity": bool(parity), "hidden": hidden,
+                       "num_layers": num_layers, "cutoff": float(cutoff), "num_basis": num_basis, "p": p,
                        "radial_hidden": tuple(radial_hidden), "species": tuple(int(s) for s in species),
                        "hidden_irreps": hidden_irreps, "bessel_trainable": bessel_trainable, "resnet": resnet,
                        "gate": gate, "readout_hidden": readout_hidden}
-        self.r_max = float(r_max)
+        self.cutoff = float(cutoff)
         if hidden_irreps is None:
-            irreps_hidden = default_hidden_irreps(num_features, int(l_max), parity)
+            irreps_hidden = default_hidden_irreps(hidden, int(l_max), parity)
         else:
             irreps_hidden = parse_irreps(hidden_irreps, "hidden_irreps")
             if o3.Irrep("0e") not in [ir for _, ir in irreps_hidden]:
@@ -467,14 +478,14 @@ class NequIP(nn.Module):
                                  f"from them, add e.g. '32x0e'")
         self.irreps_hidden = irreps_hidden
 
-        self.embedding = SpeciesEmbedding(species, num_features)
+        self.embedding = SpeciesEmbedding(species, hidden)
         self.species = self.embedding.species
-        self.radial = BesselRBF(num_bessel, r_max, p=p, trainable=bessel_trainable)
+        self.radial = BesselRBF(num_basis, cutoff, p=p, trainable=bessel_trainable)
         self.spherical_harmonics = SphericalHarmonicEdgeAttrs(int(l_max), parity)
         irreps_sh = self.spherical_harmonics.irreps_out
         layers, irreps = [], self.embedding.irreps_out
         for _ in range(num_layers):
-            block = InteractionBlock(irreps, irreps_hidden, irreps_sh, self.embedding.irreps_attr, num_bessel,
+            block = InteractionBlock(irreps, irreps_hidden, irreps_sh, self.embedding.irreps_attr, num_basis,
                                      radial_hidden, resnet=resnet, gate=gate)
             layers.append(block)
             irreps = block.irreps_out
@@ -493,17 +504,8 @@ class NequIP(nn.Module):
     # -- inputs -----------------------------------------------------------------------------------
     def check_inputs(self, batch) -> None:
         """Clear errors for inputs that violate the data contract (the field is named)."""
-        pos = getattr(batch, "pos", None)
-        if pos is None or pos.dim() != 2 or pos.shape[1] != 3:
-            raise ValueError("NequIP needs 'pos' [num_nodes, 3]; build graphs with course_lib.data.make_graph")
-        if not torch.isfinite(pos).all():
-            raise ValueError("'pos' contains NaN or inf")
-        z = getattr(batch, "z", None)
-        if z is None:
-            raise ValueError("NequIP needs 'z' [num_nodes]: the atomic numbers as a long tensor")
-        if z.dtype not in (torch.int64, torch.int32) or z.shape != (pos.shape[0],):
-            raise ValueError(f"'z' must be an integer tensor of shape [{pos.shape[0]}], got dtype {z.dtype} "
-                             f"and shape {tuple(z.shape)}")
+        check_model_inputs(batch, need=("z",), dims=(3,), who="NequIP")
+        z = batch.z
         idx = self.embedding.index(z)  # raises for atomic numbers outside ``species``
         trained = self.trained_mask.to(idx.device)
         if bool(trained.any()) and not bool(trained[idx].all()):
@@ -513,8 +515,9 @@ class NequIP(nn.Module):
                              "so the energies would be meaningless; train on data that contains them")
 
     def edges(self, batch):
-        """(edge_index [2, E], edge_vec [E, 3] = r_j - r_i): all pairs closer than r_max, within each molecule."""
-        return radius_graph(batch.pos, self.r_max, box=getattr(batch, "box", None), batch=batch_of(batch))
+        """(edge_index [2, E], edge_vec [E, 3] = r_j - r_i): all pairs closer than the cutoff, within each
+        molecule."""
+        return radius_graph(batch.pos, self.cutoff, box=getattr(batch, "box", None), batch=batch_of(batch))
 
     @property
     def trained_species(self) -> tuple[int, ...] | None:
@@ -559,17 +562,18 @@ class NequIP(nn.Module):
 
     # -- statistics of the data -------------------------------------------------------------------
     @torch.no_grad()
-    def fit_energy_scale(self, graphs) -> dict[str, object]:
+    def fit_energy_scale(self, graphs) -> EnergyScale:
         """Set ``shift``, ``scale`` and ``avg_num_neighbors`` from training ``graphs`` (a list of molecules).
 
         - ``shift``: linear least squares ``E_g ~ sum_s n_gs shift_s`` on the species counts ``n_gs``
-          (minimum-norm solution when the counts are degenerate, e.g. one molecule; species absent from
-          ``graphs`` get the mean energy per atom);
+          (:func:`~course_lib.models.blocks.per_species_shift`: minimum-norm solution when the counts are
+          degenerate, e.g. one molecule; species absent from ``graphs`` get the mean energy per atom);
         - ``scale``: the root mean square of the force components (all species; as in NequIP), or, for
           graphs without forces, the standard deviation of the energy residuals per sqrt(atom);
-        - ``avg_num_neighbors``: the mean number of neighbours within ``r_max``.
+        - ``avg_num_neighbors``: the mean number of neighbours within ``cutoff``.
 
-        Returns ``{"shift": [S], "scale": [S], "avg_num_neighbors": float}``.
+        Returns ``EnergyScale(shift=[S], scale, avg_num_neighbors)`` (``scale`` is stored per species,
+        one value for all).
         """
         graphs = list(graphs)
         if not graphs:
@@ -578,22 +582,17 @@ class NequIP(nn.Module):
         S = len(self.species)
         counts = torch.stack([torch.bincount(self.embedding.index(g.z.reshape(-1)).cpu(), minlength=S)
                               for g in graphs]).double()                                   # [G, S]
-        N = counts.sum(1)
-        shift = torch.full((S,), (E.sum() / N.sum()).item(), dtype=torch.float64)
-        present = counts.sum(0) > 0
-        shift[present] = torch.linalg.lstsq(counts[:, present], E[:, None], driver="gelsd").solution[:, 0]
+        shift = per_species_shift(counts, E)
         if all(getattr(g, "forces", None) is not None for g in graphs):
             scale = torch.cat([g.forces.reshape(-1) for g in graphs]).double().pow(2).mean().sqrt().item()
+            scale = scale if math.isfinite(scale) and scale >= 1e-6 else 1.0
         else:
-            resid = (E - counts @ shift) / N.clamp_min(1).sqrt()
-            scale = resid.std().item() if len(graphs) > 1 else float("nan")
-        if not math.isfinite(scale) or scale < 1e-6:
-            scale = 1.0
-        n_edges = sum(radius_graph(g.pos.double(), self.r_max, box=getattr(g, "box", None))[0].shape[1]
+            scale = residual_scale(counts, E, shift)
+        n_edges = sum(radius_graph(g.pos.double(), self.cutoff, box=getattr(g, "box", None))[0].shape[1]
                       for g in graphs)
-        avg = max(n_edges / float(N.sum()), 1.0)
+        avg = max(n_edges / float(counts.sum()), 1.0)
         self.shift.copy_(shift.to(self.shift))
         self.scale.fill_(scale)
-        self.trained_mask.copy_(present)
+        self.trained_mask.copy_(counts.sum(0) > 0)
         self.avg_num_neighbors = avg
-        return {"shift": self.shift.clone(), "scale": self.scale.clone(), "avg_num_neighbors": avg}
+        return EnergyScale(shift=self.shift.clone(), scale=scale, avg_num_neighbors=avg)

@@ -5,13 +5,13 @@ Like the invariant MPNN of notebook 01 it only looks at interatomic *distances*,
 invariant under permutations, translations, rotations and reflections, and the forces
 ``F_i = -dE/dr_i`` (:func:`course_lib.models.energy_and_forces`) are equivariant. The pieces,
 with the names used below and the shapes (N atoms, E edges, H = ``hidden``, F = ``filters``,
-K = ``num_gaussians``, G graphs)::
+K = ``num_basis``, G graphs)::
 
     x_i^0   = Embedding(z_i)                                      atom-type embedding      [N, H]
     e_k(r)  = exp(-gamma (r_ij - mu_k)^2),  mu_k in [0, r_c]      Gaussian radial basis    [E, K]
     W(r_ij) = Dense(ssp(Dense(e(r_ij)))) * f_c(r_ij)              filter-generating net    [E, F]
 
-    interaction block (repeated ``interactions`` times, residual):
+    interaction block (repeated ``num_layers`` times, residual):
         y_i  = Dense_in2f(x_i)                                    atom-wise, no bias       [N, F]
         c_i  = sum_{j in N(i)} y_j o W(r_ij)                      cfconv (o = elementwise) [N, F]
         v_i  = Dense(ssp(Dense_f2out(c_i)))                       atom-wise                [N, H]
@@ -36,12 +36,18 @@ K = ``num_gaussians``, G graphs)::
 - ``shift`` (per species, eV/atom) and ``scale`` are buffers fitted with :meth:`SchNet.fit_energy_scale`
   (least squares of the energies on the element counts), so that the network does not have to learn
   offsets of hundreds of eV and only predicts an O(1) correction.
-- ``species`` (a tuple of atomic numbers, stored as the bool buffer ``species_mask [max_z]`` so that
-  checkpoints keep it) records the elements the model was trained on: :meth:`SchNet.fit_energy_scale`
-  sets it to the elements present in the data. ``None`` (nothing recorded, e.g. a fresh or a
-  :meth:`SchNet.from_pyg` model) means unknown. The model itself still evaluates any ``z`` in
-  ``1..max_z`` (an untrained row of the embedding gives a meaningless but finite energy); the ASE
-  calculator (:mod:`course_lib.ase_calculator`) refuses atoms outside ``species``.
+- ``species`` is, as for every model of the course, the table of atomic numbers the model can embed
+  (here ``1..max_z``). ``trained_species`` (a tuple of atomic numbers, stored as the bool buffer
+  ``trained_mask [max_z]`` so that checkpoints keep it; NequIP has the same pair) records the elements
+  the model was trained on: :meth:`SchNet.fit_energy_scale` sets it to the elements present in the
+  data. ``None`` (nothing recorded, e.g. a fresh or a :meth:`SchNet.from_pyg` model) means unknown.
+  The model itself still evaluates any ``z`` in ``1..max_z`` (an untrained row of the embedding gives
+  a meaningless but finite energy); the ASE calculator (:mod:`course_lib.ase_calculator`) refuses
+  atoms outside ``trained_species``.
+- Checkpoints written before the common vocabulary load unchanged: :data:`SchNet.LEGACY_CONFIG_KEYS`
+  maps the old configuration keys (``interactions`` -> ``num_layers``, ``num_gaussians`` ->
+  ``num_basis``, applied by :func:`course_lib.train.upgrade_config`) and
+  :data:`SchNet.LEGACY_STATE_KEYS` the old buffer name (``species_mask`` -> ``trained_mask``).
 
 Relation to ``torch_geometric.nn.models.SchNet`` (checked in ``tests/test_models_schnet.py``): at
 equal hyper-parameters the architectures are identical (same blocks, same parameter count, same
@@ -68,7 +74,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_lib.data import check_model_inputs
 from course_lib.graph import batch_of, num_graphs, scatter_sum
+from course_lib.models.blocks import EnergyScale, per_species_shift, residual_scale
 from course_lib.models.radial import GaussianRBF, cosine_cutoff
 from course_lib.neighbors import radius_graph
 
@@ -102,10 +110,10 @@ class InteractionBlock(nn.Module):
     ``in2f -> cfconv -> f2out -> ssp -> dense``; the caller adds the residual ``x + v``.
     """
 
-    def __init__(self, hidden: int, filters: int, num_gaussians: int, cutoff: float):
+    def __init__(self, hidden: int, filters: int, num_basis: int, cutoff: float):
         super().__init__()
         self.cutoff = float(cutoff)
-        self.filter_net = nn.Sequential(nn.Linear(num_gaussians, filters), ShiftedSoftplus(),
+        self.filter_net = nn.Sequential(nn.Linear(num_basis, filters), ShiftedSoftplus(),
                                         nn.Linear(filters, filters))
         self.in2f = nn.Linear(hidden, filters, bias=False)
         self.f2out = nn.Linear(filters, hidden)
@@ -133,85 +141,91 @@ class SchNet(nn.Module):
     Args:
         hidden: width H of the atom features (64 in the 2017 paper).
         filters: number F of filters of the cfconv (64).
-        interactions: number of interaction blocks (3 in the 2017 paper, 6 for QM9 in 2018).
-        num_gaussians: number K of Gaussians of the radial basis.
+        num_layers: number of interaction blocks (3 in the 2017 paper, 6 for QM9 in 2018); PyG and
+            the paper call it ``num_interactions``.
+        num_basis: number K of Gaussians of the radial basis (PyG: ``num_gaussians``).
         cutoff: neighbour cutoff r_c (same length unit as ``pos``, usually Angstrom).
         max_z: largest atomic number of the embedding table (atomic numbers 1..max_z are allowed).
     """
 
-    def __init__(self, hidden: int = 64, filters: int = 64, interactions: int = 3, num_gaussians: int = 50,
+    system = "molecule"  #: read by :class:`course_lib.ase_calculator.CourseCalculator`
+    #: old checkpoint configuration key -> constructor argument
+    LEGACY_CONFIG_KEYS = {"interactions": "num_layers", "num_gaussians": "num_basis"}
+    #: old state-dict name -> current name (applied when a state dict is loaded)
+    LEGACY_STATE_KEYS = {"species_mask": "trained_mask"}
+
+    def __init__(self, hidden: int = 64, filters: int = 64, num_layers: int = 3, num_basis: int = 50,
                  cutoff: float = 5.0, max_z: int = 100):
         super().__init__()
-        self.config = {"hidden": hidden, "filters": filters, "interactions": interactions,
-                       "num_gaussians": num_gaussians, "cutoff": cutoff, "max_z": max_z}
+        self.config = {"hidden": hidden, "filters": filters, "num_layers": num_layers,
+                       "num_basis": num_basis, "cutoff": cutoff, "max_z": max_z}
         self.cutoff = float(cutoff)
         self.max_z = int(max_z)
         self.embedding = nn.Embedding(max_z, hidden)  # row z - 1 for atomic number z
-        self.rbf = GaussianRBF(num_gaussians, cutoff, smooth=False)  # the cutoff multiplies the filters
+        self.rbf = GaussianRBF(num_basis, cutoff, smooth=False)  # the cutoff multiplies the filters
         self.interactions = nn.ModuleList(
-            InteractionBlock(hidden, filters, num_gaussians, cutoff) for _ in range(interactions))
+            InteractionBlock(hidden, filters, num_basis, cutoff) for _ in range(num_layers))
         self.readout = nn.Sequential(nn.Linear(hidden, hidden // 2), ShiftedSoftplus(), nn.Linear(hidden // 2, 1))
         _xavier(self.readout[0])
         _xavier(self.readout[2])
         self.register_buffer("shift", torch.zeros(max_z))  # energy per atom of each species, index z - 1
         self.register_buffer("scale", torch.ones(()))
-        self.register_buffer("species_mask", torch.zeros(max_z, dtype=torch.bool))  # trained species, index z - 1
+        self.register_buffer("trained_mask", torch.zeros(max_z, dtype=torch.bool))  # trained species, index z - 1
 
-    # -- trained species ----------------------------------------------------------------------------
+    # -- species ----------------------------------------------------------------------------------
     @property
-    def species(self) -> tuple[int, ...] | None:
+    def species(self) -> tuple[int, ...]:
+        """The atomic numbers the model can embed: ``1..max_z``."""
+        return tuple(range(1, self.max_z + 1))
+
+    @property
+    def trained_species(self) -> tuple[int, ...] | None:
         """Atomic numbers the model was trained on (set by :meth:`fit_energy_scale`), or ``None`` if unknown."""
-        z = (torch.nonzero(self.species_mask.cpu()).flatten() + 1).tolist()
+        z = (torch.nonzero(self.trained_mask.cpu()).flatten() + 1).tolist()
         return tuple(z) if z else None
 
-    @species.setter
-    def species(self, zs) -> None:
-        mask = torch.zeros_like(self.species_mask)
+    @trained_species.setter
+    def trained_species(self, zs) -> None:
+        mask = torch.zeros_like(self.trained_mask)
         for z in [] if zs is None else zs:
             if not 1 <= int(z) <= self.max_z:
-                raise ValueError(f"species: atomic number {int(z)} outside 1..max_z = 1..{self.max_z}")
+                raise ValueError(f"trained_species: atomic number {int(z)} outside 1..max_z = 1..{self.max_z}")
             mask[int(z) - 1] = True
-        self.species_mask.copy_(mask)
+        self.trained_mask.copy_(mask)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the species record existed load with species = None (unknown)
-        state_dict.setdefault(prefix + "species_mask", torch.zeros_like(self.species_mask))
+        for old, new in self.LEGACY_STATE_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        # checkpoints written before the record existed load with trained_species = None (unknown)
+        state_dict.setdefault(prefix + "trained_mask", torch.zeros_like(self.trained_mask))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- inputs -----------------------------------------------------------------------------------
     def check_inputs(self, batch) -> None:
         """Clear errors for inputs that violate the data contract (the field is named)."""
-        pos = getattr(batch, "pos", None)
-        if pos is None or pos.dim() != 2 or pos.shape[1] != 3:
-            raise ValueError("SchNet needs 'pos' [num_nodes, 3]; build graphs with course_lib.data.make_graph")
-        if not torch.isfinite(pos).all():
-            raise ValueError("'pos' contains NaN or inf")
-        z = getattr(batch, "z", None)
-        if z is None:
-            raise ValueError("SchNet needs 'z' [num_nodes]: the atomic numbers as a long tensor")
-        if z.dtype not in (torch.int64, torch.int32) or z.shape != (pos.shape[0],):
-            raise ValueError(f"'z' must be an integer tensor of shape [{pos.shape[0]}], got dtype {z.dtype} "
-                             f"and shape {tuple(z.shape)}")
+        check_model_inputs(batch, need=("z",), dims=(3,), who="SchNet")
+        z = batch.z
         if z.numel() and (int(z.min()) < 1 or int(z.max()) > self.max_z):
             raise ValueError(f"'z' has atomic numbers in [{int(z.min())}, {int(z.max())}], outside the embedding "
                              f"table 1..max_z = 1..{self.max_z}")
 
     def edges(self, batch):
-        """(edge_index [2, E], r_ij [E]): all pairs closer than the cutoff, within each molecule.
+        """(edge_index [2, E], edge_vec [E, 3] = pos[j] - pos[i]): all pairs closer than the cutoff,
+        within each molecule.
 
         A periodic ``box`` is passed on to :func:`course_lib.neighbors.radius_graph` (minimum image)
         if the batch has one; the molecules of the course live in open space.
         """
-        box = getattr(batch, "box", None)
-        edge_index, edge_vec = radius_graph(batch.pos, self.cutoff, box=box, batch=batch_of(batch))
-        return edge_index, edge_vec.norm(dim=-1)
+        return radius_graph(batch.pos, self.cutoff, box=getattr(batch, "box", None), batch=batch_of(batch))
 
     # -- forward ----------------------------------------------------------------------------------
     def atomic_energies(self, batch) -> torch.Tensor:
         """Per-atom energies E_i [N] (before sum pooling)."""
         self.check_inputs(batch)
         z = batch.z.long()
-        edge_index, r = self.edges(batch)
+        edge_index, edge_vec = self.edges(batch)
+        r = edge_vec.norm(dim=-1)
         e = self.rbf(r)
         x = self.embedding(z - 1)
         for block in self.interactions:
@@ -225,15 +239,15 @@ class SchNet(nn.Module):
 
     # -- energy offsets ---------------------------------------------------------------------------
     @torch.no_grad()
-    def fit_energy_scale(self, graphs, per_species: bool = True) -> tuple[torch.Tensor, float]:
+    def fit_energy_scale(self, graphs, per_species: bool = True) -> EnergyScale:
         """Fit ``shift`` and ``scale`` to the energies of ``graphs`` (a list of molecules).
 
         ``per_species=True``: linear least squares ``E_g ~ sum_s n_gs shift_s`` on the element counts
-        ``n_gs`` (species absent from ``graphs`` get the mean energy per atom). ``per_species=False``:
-        one global ``shift`` = total energy / total number of atoms. ``scale`` = standard deviation of
-        the residuals per sqrt(atom) (1 when there are too few graphs to estimate it).
-        Also records the elements present in ``graphs`` as :attr:`species` (the trained species).
-        Returns ``(shift [max_z], scale)``.
+        ``n_gs`` (:func:`~course_lib.models.blocks.per_species_shift`; species absent from ``graphs`` get
+        the mean energy per atom). ``per_species=False``: one global ``shift`` = total energy / total
+        number of atoms. ``scale`` = standard deviation of the residuals per sqrt(atom) (1 when there are
+        too few graphs to estimate it). Also records the elements present in ``graphs`` as
+        :attr:`trained_species`. Returns ``EnergyScale(shift=[max_z], scale)``.
         """
         graphs = list(graphs)
         E = torch.cat([g.energy.reshape(-1) for g in graphs]).double()
@@ -242,22 +256,15 @@ class SchNet(nn.Module):
             if z.numel() and (int(z.min()) < 1 or int(z.max()) > self.max_z):
                 raise ValueError(f"'z' outside 1..max_z = 1..{self.max_z} in fit_energy_scale")
         counts = torch.stack([torch.bincount(z - 1, minlength=self.max_z) for z in zs]).double()  # [G, max_z]
-        N = counts.sum(1)
-        mean_per_atom = (E.sum() / N.sum()).item()
-        shift = torch.full((self.max_z,), mean_per_atom, dtype=torch.float64)
         if per_species:
-            present = counts.sum(0) > 0
-            A = counts[:, present]
-            sol = torch.linalg.lstsq(A, E[:, None], driver="gelsd").solution[:, 0]
-            shift[present] = sol
-        resid = (E - counts @ shift) / N.clamp_min(1).sqrt()
-        scale = resid.std().item() if len(graphs) > 1 else float("nan")
-        if not math.isfinite(scale) or scale < 1e-6:
-            scale = 1.0
+            shift = per_species_shift(counts, E)
+        else:
+            shift = torch.full((self.max_z,), (E.sum() / counts.sum(1).sum()).item(), dtype=torch.float64)
+        scale = residual_scale(counts, E, shift)
         self.shift.copy_(shift.to(self.shift))
         self.scale.fill_(scale)
-        self.species_mask.copy_(counts.sum(0) > 0)
-        return self.shift.clone(), scale
+        self.trained_mask.copy_(counts.sum(0) > 0)
+        return EnergyScale(shift=self.shift.clone(), scale=scale)
 
     # -- PyG ------------------------------------------------------------------------------------
     @classmethod
@@ -275,7 +282,7 @@ class SchNet(nn.Module):
             raise ValueError("from_pyg: only readout='add' (sum pooling) is supported")
         cutoff = float(pyg_model.cutoff)
         model = cls(hidden=pyg_model.hidden_channels, filters=pyg_model.num_filters,
-                    interactions=pyg_model.num_interactions, num_gaussians=pyg_model.num_gaussians,
+                    num_layers=pyg_model.num_interactions, num_basis=pyg_model.num_gaussians,
                     cutoff=cutoff, max_z=max_z)
         dtype = pyg_model.lin1.weight.dtype
         model.to(dtype)

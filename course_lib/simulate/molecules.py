@@ -473,6 +473,100 @@ def make_molecule_splits(zs, seed: int = 0, fractions=SPLIT_FRACTIONS) -> dict[s
             (("train", train), ("val", held["val"]), ("test", held["test"]))}
 
 
+def _g2_names(names) -> tuple[list[str], dict[str, str]]:
+    """The molecules to simulate and the exclusions to report: all of :func:`select_g2` (with its
+    exclusions), or ``names`` (checked against it; then only the run's own exclusions are reported)."""
+    allowed, excluded = select_g2()
+    if names is None:
+        return allowed, excluded
+    names = list(names)
+    for name in names:
+        if name not in allowed:
+            why = excluded.get(name, "not in ase.collections.g2")
+            raise ValueError(f"g2 molecule {name!r} is not available ({why}); valid choices: {', '.join(allowed)}")
+    return names, {}
+
+
+def _simulate_g2_molecule(name: str, n_frames: int, sample_every: int, seed: int, temperature_K: float,
+                          timestep_fs: float, equilibration_steps: int, friction_per_fs: float):
+    """Relax one g2 molecule with GFN2-xTB and run its MD: ``(arrays of run_md, None)``, or ``(None, reason)``
+    when the molecule is dropped (bonding changed by the relaxation, xTB failure, falls apart)."""
+    from ase.collections import g2
+
+    atoms = g2[name]
+    atoms.positions -= atoms.get_center_of_mass()
+    ref_bonds = _bonds(atoms.get_atomic_numbers(), atoms.get_positions())
+    try:
+        atoms.calc = xtb_calculator()
+        optimize(atoms)
+        if not np.array_equal(_bonds(atoms.get_atomic_numbers(), atoms.get_positions()), ref_bonds):
+            return None, "the GFN2-xTB relaxation changes the bonding of the g2 geometry"
+        arrays = run_md(atoms, n_frames, sample_every, g2_seed(name, seed), temperature_K, timestep_fs,
+                        equilibration_steps, friction_per_fs)
+    except (RuntimeError, ValueError) as err:  # BFGS not converged, SCF failure, overlapping atoms
+        return None, f"GFN2-xTB failed: {err}"
+    if not all(is_connected(arrays["z"], p) for p in arrays["pos"]):
+        return None, "falls apart during the MD"
+    return arrays, None
+
+
+def _g2_arrays(runs: dict, n_frames: int) -> dict[str, np.ndarray]:
+    """The ragged arrays of :data:`G2_FILE` from the runs of the kept molecules (see :func:`generate_g2`)."""
+    kept = list(runs)
+    zs = [runs[k]["z"] for k in kept]
+    return {
+        "names": np.array(kept),
+        "z": np.concatenate([np.tile(runs[k]["z"], n_frames) for k in kept]).astype(np.int64),
+        "pos": np.concatenate([runs[k]["pos"].reshape(-1, 3) for k in kept]),
+        "forces": np.concatenate([runs[k]["forces"].reshape(-1, 3) for k in kept]),
+        "energy": np.concatenate([runs[k]["energy"] for k in kept]),
+        "n_atoms": np.repeat([len(z) for z in zs], n_frames).astype(np.int64),
+        "molecule": np.repeat(np.arange(len(kept)), n_frames).astype(np.int64),
+    }
+
+
+def _g2_splits(molecule: np.ndarray, mol_split: dict) -> dict[str, np.ndarray]:
+    """Frame indices of every split (all frames of a molecule in one split) and the molecules of each."""
+    splits = {}
+    for part in ("train", "val", "test"):
+        splits[part] = np.flatnonzero(np.isin(molecule, mol_split[part])).astype(np.int64)
+    for part in ("train", "val", "test"):
+        splits[f"{part}_molecules"] = mol_split[part]
+    return splits
+
+
+def _g2_entries(path: Path, split_path: Path, data: dict, zs: list, splits: dict, mol_split: dict,
+                excluded: dict, settings: dict) -> dict:
+    """The ``manifest.json`` entries of :data:`G2_FILE` and :data:`G2_SPLITS_FILE`."""
+    from ase.data import chemical_symbols
+
+    counts = {}
+    for zz in sorted({int(v) for z in zs for v in z}):
+        counts[chemical_symbols[zz]] = {"molecules": int(sum(int(zz in z) for z in zs)),
+                                        "atoms": int(np.sum(data["z"] == zz))}
+    kept = [str(k) for k in data["names"]]
+    return {
+        G2_FILE: {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, "method": "GFN2-xTB",
+                  "source": "ase.collections.g2", "selection_rule": G2_RULE, "n_molecules": len(kept),
+                  "n_frames": int(len(data["energy"])), "n_atoms_total": int(len(data["z"])),
+                  "frames_per_molecule": settings["n_frames"], "sample_every_steps": settings["sample_every"],
+                  "equilibration_steps": settings["equilibration_steps"], "temperature_K": settings["temperature_K"],
+                  "timestep_fs": settings["timestep_fs"], "friction_per_fs": settings["friction_per_fs"],
+                  "thermostat": "ase Langevin", "relaxation": "BFGS, fmax 0.01 eV/Å", "seed": settings["seed"],
+                  "seed_per_molecule": "(seed + crc32(name)) mod 2^32", "element_counts": counts,
+                  "molecules": kept, "excluded": excluded,
+                  "units": {"pos": "Å", "energy": "eV", "forces": "eV/Å"},
+                  "versions": {p: importlib.metadata.version(p) for p in ("tblite", "ase", "numpy")},
+                  "openmp_threads_per_xtb_call": 1},
+        G2_SPLITS_FILE: {"sha256": sha256_file(split_path), "size_bytes": split_path.stat().st_size,
+                         "split": "by molecule (all frames of a molecule in one split; every val/test element "
+                                  "also occurs in a training molecule)",
+                         "fractions": list(SPLIT_FRACTIONS), "seed": settings["seed"],
+                         "n_molecules": {k: int(len(mol_split[k])) for k in ("train", "val", "test")},
+                         "n_frames": {k: int(len(splits[k])) for k in ("train", "val", "test")}},
+    }
+
+
 def generate_g2(out: str | Path, names=None, seed: int = 0, n_frames: int = G2_DEFAULTS["n_frames"],
                 sample_every: int = G2_DEFAULTS["sample_every"],
                 equilibration_steps: int = G2_DEFAULTS["equilibration_steps"],
@@ -486,98 +580,39 @@ def generate_g2(out: str | Path, names=None, seed: int = 0, n_frames: int = G2_D
     ``forces [A, 3]`` eV/Å, ``energy [F]`` eV, ``n_atoms [F]`` int64, ``molecule [F]`` int64 (index into
     ``names [M]``); frame ``f`` owns rows ``ptr[f]:ptr[f + 1]``, ``ptr = [0, cumsum(n_atoms)]``.
     """
-    from ase.collections import g2
-
     out = Path(out)
-    allowed, excluded = select_g2()
-    if names is None:
-        names = allowed
-    else:
-        names = list(names)
-        for name in names:
-            if name not in allowed:
-                why = excluded.get(name, "not in ase.collections.g2")
-                raise ValueError(f"g2 molecule {name!r} is not available ({why}); valid choices: {', '.join(allowed)}")
-        excluded = {}  # an explicit list: report only what the run itself drops
+    names, excluded = _g2_names(names)
     runs = {}
     for name in names:
         t0 = time.perf_counter()
-        atoms = g2[name]
-        atoms.positions -= atoms.get_center_of_mass()
-        ref_bonds = _bonds(atoms.get_atomic_numbers(), atoms.get_positions())
-        try:
-            atoms.calc = xtb_calculator()
-            optimize(atoms)
-            if not np.array_equal(_bonds(atoms.get_atomic_numbers(), atoms.get_positions()), ref_bonds):
-                excluded[name] = "the GFN2-xTB relaxation changes the bonding of the g2 geometry"
-                continue
-            arrays = run_md(atoms, n_frames, sample_every, g2_seed(name, seed), temperature_K, timestep_fs,
-                            equilibration_steps, friction_per_fs)
-        except (RuntimeError, ValueError) as err:  # BFGS not converged, SCF failure, overlapping atoms
-            excluded[name] = f"GFN2-xTB failed: {err}"
-            continue
-        if not all(is_connected(arrays["z"], p) for p in arrays["pos"]):
-            excluded[name] = "falls apart during the MD"
+        arrays, reason = _simulate_g2_molecule(name, n_frames, sample_every, seed, temperature_K, timestep_fs,
+                                               equilibration_steps, friction_per_fs)
+        if arrays is None:
+            excluded[name] = reason
             continue
         runs[name] = arrays
         if verbose:
-            print(f"  {name:24s} {len(atoms):3d} atoms  {time.perf_counter() - t0:5.1f} s")
+            print(f"  {name:24s} {len(arrays['z']):3d} atoms  {time.perf_counter() - t0:5.1f} s")
     if not runs:
         raise RuntimeError(f"no g2 molecule survived the selection: {excluded}")
-    kept = list(runs)
-    zs = [runs[k]["z"] for k in kept]
-    data = {
-        "names": np.array(kept),
-        "z": np.concatenate([np.tile(runs[k]["z"], n_frames) for k in kept]).astype(np.int64),
-        "pos": np.concatenate([runs[k]["pos"].reshape(-1, 3) for k in kept]),
-        "forces": np.concatenate([runs[k]["forces"].reshape(-1, 3) for k in kept]),
-        "energy": np.concatenate([runs[k]["energy"] for k in kept]),
-        "n_atoms": np.repeat([len(z) for z in zs], n_frames).astype(np.int64),
-        "molecule": np.repeat(np.arange(len(kept)), n_frames).astype(np.int64),
-    }
+    zs = [runs[k]["z"] for k in runs]
+    data = _g2_arrays(runs, n_frames)
     path = out / G2_FILE
     write_npz(path, data)
     mol_split = make_molecule_splits(zs, seed)
-    splits = {}
-    for part in ("train", "val", "test"):
-        splits[part] = np.flatnonzero(np.isin(data["molecule"], mol_split[part])).astype(np.int64)
-    for part in ("train", "val", "test"):
-        splits[f"{part}_molecules"] = mol_split[part]
+    splits = _g2_splits(data["molecule"], mol_split)
     split_path = out / G2_SPLITS_FILE
     write_npz(split_path, splits)
-
-    from ase.data import chemical_symbols
-
-    counts = {}
-    for zz in sorted({int(v) for z in zs for v in z}):
-        counts[chemical_symbols[zz]] = {"molecules": int(sum(int(zz in z) for z in zs)),
-                                        "atoms": int(np.sum(data["z"] == zz))}
-    entries = {
-        G2_FILE: {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, "method": "GFN2-xTB",
-                  "source": "ase.collections.g2", "selection_rule": G2_RULE, "n_molecules": len(kept),
-                  "n_frames": int(len(data["energy"])), "n_atoms_total": int(len(data["z"])),
-                  "frames_per_molecule": n_frames, "sample_every_steps": sample_every,
-                  "equilibration_steps": equilibration_steps, "temperature_K": temperature_K,
-                  "timestep_fs": timestep_fs, "friction_per_fs": friction_per_fs, "thermostat": "ase Langevin",
-                  "relaxation": "BFGS, fmax 0.01 eV/Å", "seed": seed,
-                  "seed_per_molecule": "(seed + crc32(name)) mod 2^32", "element_counts": counts,
-                  "molecules": kept, "excluded": excluded,
-                  "units": {"pos": "Å", "energy": "eV", "forces": "eV/Å"},
-                  "versions": {p: importlib.metadata.version(p) for p in ("tblite", "ase", "numpy")},
-                  "openmp_threads_per_xtb_call": 1},
-        G2_SPLITS_FILE: {"sha256": sha256_file(split_path), "size_bytes": split_path.stat().st_size,
-                         "split": "by molecule (all frames of a molecule in one split; every val/test element "
-                                  "also occurs in a training molecule)",
-                         "fractions": list(SPLIT_FRACTIONS), "seed": seed,
-                         "n_molecules": {k: int(len(mol_split[k])) for k in ("train", "val", "test")},
-                         "n_frames": {k: int(len(splits[k])) for k in ("train", "val", "test")}},
-    }
+    settings = {"n_frames": n_frames, "sample_every": sample_every, "equilibration_steps": equilibration_steps,
+                "temperature_K": temperature_K, "timestep_fs": timestep_fs, "friction_per_fs": friction_per_fs,
+                "seed": seed}
+    entries = _g2_entries(path, split_path, data, zs, splits, mol_split, excluded, settings)
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest.update(entries)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     if verbose:
-        print(f"{G2_FILE}: {len(kept)} molecules, {len(data['energy'])} frames, {len(excluded)} excluded, "
+        print(f"{G2_FILE}: {len(runs)} molecules, {len(data['energy'])} frames, {len(excluded)} excluded, "
               f"{path.stat().st_size / 1e6:.2f} MB")
     return entries
 

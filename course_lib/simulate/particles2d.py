@@ -316,6 +316,18 @@ def _charge_products(charge):
 # --------------------------------------------------------------------------- energy and forces
 
 
+def _pair_setup(pos, charge, box, potential: PairPotential, mask):
+    """The common start of :func:`energy` and :func:`energy_and_forces`: check the cutoff, batch the inputs
+    and find the pairs. Returns ``(xp, single, charge [S, N], d, r, within)`` (see :func:`_pairs`)."""
+    check_cutoff(box, potential)
+    xp = _backend(pos)
+    charge = _like(xp, charge, pos)
+    single, pos, charge, mask = _batched(pos, charge, mask)
+    mask = _as_mask(xp, mask, pos)
+    d, r, within = _pairs(pos, box, mask, potential.cutoff)
+    return xp, single, charge, d, r, within
+
+
 def energy(pos, charge, box, potential: PairPotential = DEFAULT_POTENTIAL, mask=None, per_particle=False):
     r"""Potential energy :math:`E = \sum_{i<j} u_\mathrm{sf}(r_{ij})`.
 
@@ -329,12 +341,7 @@ def energy(pos, charge, box, potential: PairPotential = DEFAULT_POTENTIAL, mask=
 
     Returns ``[S]`` (or ``[S, N]``), without the batch axis for a single system.
     """
-    check_cutoff(box, potential)
-    xp = _backend(pos)
-    charge = _like(xp, charge, pos)
-    single, pos, charge, mask = _batched(pos, charge, mask)
-    mask = _as_mask(xp, mask, pos)
-    _, r, within = _pairs(pos, box, mask, potential.cutoff)
+    xp, single, charge, _, r, within = _pair_setup(pos, charge, box, potential, mask)
     u = potential.energy(r, _charge_products(charge))
     u = xp.where(within, u, 0.0 * u)
     e_i = 0.5 * xp.sum(u, -1)  # [S, N]
@@ -351,12 +358,7 @@ def forces(pos, charge, box, potential: PairPotential = DEFAULT_POTENTIAL, mask=
 
 def energy_and_forces(pos, charge, box, potential: PairPotential = DEFAULT_POTENTIAL, mask=None):
     """``(energy [S], forces [S, N, 2])`` in one pass (see :func:`energy` and :func:`forces`)."""
-    check_cutoff(box, potential)
-    xp = _backend(pos)
-    charge = _like(xp, charge, pos)
-    single, pos, charge, mask = _batched(pos, charge, mask)
-    mask = _as_mask(xp, mask, pos)
-    d, r, within = _pairs(pos, box, mask, potential.cutoff)
+    xp, single, charge, d, r, within = _pair_setup(pos, charge, box, potential, mask)
     qq = _charge_products(charge)
     u = xp.where(within, potential.energy(r, qq), 0.0 * r)
     # F_i = sum_j f_ij r_ij with f_ij = -u'(r_ij) / r_ij

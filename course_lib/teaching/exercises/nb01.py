@@ -154,8 +154,8 @@ def check_invariance_error(fn, fb, seed: int = 0):
         graphs.append(make_graph(pos, dtype=torch.float64, charge=charge, box=[10.0, 10.0]))
     batch = Batch.from_data_list(graphs)
     torch.manual_seed(seed)
-    good = InvariantMPNN(hidden=16, layers=2).double().eval()
-    bad = AbsolutePositionGNN(hidden=16, layers=2).double().eval()
+    good = InvariantMPNN(hidden=16, num_layers=2).double().eval()
+    bad = AbsolutePositionGNN(hidden=16, num_layers=2).double().eval()
     Ts = S.standard_transforms(batch, generator=seed)
     for name in ("periodic translation", "box rotation 90"):
         T = Ts[name]

@@ -72,7 +72,7 @@ def small_schnet(seed: int, dtype=torch.float64):
     from course_lib.models.schnet import SchNet
 
     torch.manual_seed(seed)
-    return SchNet(hidden=16, filters=16, interactions=2, num_gaussians=12, cutoff=4.0, max_z=10).to(dtype)
+    return SchNet(hidden=16, filters=16, num_layers=2, num_basis=12, cutoff=4.0, max_z=10).to(dtype)
 
 
 # ------------------------------------------------------------------------- checkers
