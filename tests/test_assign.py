@@ -231,7 +231,9 @@ def test_setup_cell_installs_course_lib_only_on_colab_and_never_torch():
         code = line.split("#", 1)[0]
         if "pip" in code or "git+" in code:
             assert not re.search(r"\btorch\b", code), line
-    assert f"course_lib @ git+{assign.repo_url()}" in strings
+    assert assign.repo_url() in strings  # the default repository; the install names every extra the notebooks need
+    assert f"course_lib[{assign.COLAB_EXTRAS}] @ " in strings and "/archive/refs/heads/main.zip" in strings
+    assert set(assign.COLAB_EXTRAS.split(",")) >= {"molecules", "notebooks"}
     assert {"-m", "pip", "install"} <= set(strings)
     assert 'if "google.colab" in sys.modules:' in src
     assert "subprocess.run([sys.executable" in src and "check=True" in src
