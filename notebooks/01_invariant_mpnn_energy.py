@@ -171,7 +171,7 @@ plt.show()
 # | rotation by 90°, reflections of the square | they map the periodic lattice of box images onto itself |
 # | rotation by an arbitrary angle | **not** a symmetry: the box does not rotate with the particles |
 #
-# The solution sketch of the original assignment says the symmetry is E(2). That is true for an
+# A first guess is that the symmetry is E(2), as for a molecule in vacuum. That is true for an
 # isolated cluster, but the periodic box breaks E(2) down to lattice translations and the 8 symmetries
 # of the square. Let us see both facts numerically.
 
@@ -278,7 +278,7 @@ except ValueError as err:
 # ## 4. Message passing
 #
 # One message-passing layer updates the feature vector $h_i \in \mathbb{R}^H$ of every particle from
-# its neighbours $\mathcal N(i)$ (the solution sketch's equations, with invariant edge features
+# its neighbours $\mathcal N(i)$ (the scheme of Gilmer et al., ICML 2017, with invariant edge features
 # $e_{ij} = \mathrm{RBF}(r_{ij})$, a Gaussian radial basis multiplied by a smooth cutoff):
 #
 # $$m_{ij} = \phi_e\big([h_i, h_j, e_{ij}]\big), \qquad m_i = \sum_{j \in \mathcal N(i)} m_{ij}, \qquad
@@ -323,7 +323,7 @@ print(model.config, f"| {count_parameters(model):,} parameters")
 # %% [markdown]
 # ## 5. Training
 #
-# Loss: mean squared error of the energy (solution sketch Q5b), Adam, batches of 32 systems, early
+# Loss: mean squared error of the energy, Adam, batches of 32 systems, early
 # stopping on the validation loss. On two CPU cores a full training run takes a few minutes, so the
 # models trained on the full training set are shipped as checkpoints (made by
 # `benchmarks/energy_learning_curve.py`, which also produces the learning curves of section 8). Set
@@ -555,7 +555,7 @@ if FAST:  # a miniature learning curve, to show how the benchmark works (numbers
 # Small differences between single training runs are noise (one seed each); the benchmark script can be
 # rerun with other seeds (`--seed`).
 #
-# ## 9. Analysis: where does the model go wrong? (solution sketch Q6c)
+# ## 9. Analysis: where does the model go wrong?
 #
 # We draw the best and the worst predicted test systems and look for a pattern.
 

@@ -176,7 +176,7 @@ check("02.periodic_mse", periodic_mse)
 # %% [markdown]
 # ## 3. The equivariant coordinate update
 #
-# The heart of the EGNN (solution sketch of the assignment, Q7): a particle moves along the edge
+# The heart of the EGNN (Satorras, Hoogeboom & Welling, ICML 2021, eq. 4): a particle moves along the edge
 # vectors to its neighbours, each multiplied by a **scalar** $\phi_{ij}$ computed from invariants only
 # (here a given tensor; in the model $\phi_x(m_{ij})$ of the message):
 #

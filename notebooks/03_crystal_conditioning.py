@@ -46,7 +46,7 @@ _ = doctor()  # one line: library versions, device, fast mode
 # move.
 #
 # The crystal is a *condition* of the task, and it has fewer symmetries than the empty box. **Curie's
-# principle** (lecture notes): the symmetries of a cause are found in its effects,
+# principle** (P. Curie, J. Phys. Théor. Appl. 3, 393 (1894)): the symmetries of a cause are found in its effects,
 # $\mathrm{Sym}(x) \subseteq \mathrm{Sym}(f(x))$. The dynamics of the mobile particles is therefore
 # equivariant only under the operations that map the crystal onto itself: lattice translations by
 # multiples of $a$ and the 8 rotations/reflections of the square *about a lattice site* (or about the

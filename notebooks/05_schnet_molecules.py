@@ -366,7 +366,7 @@ plt.show()
 #
 # The benchmark trained one SchNet per molecule. Next to our numbers are the force MAEs reported for
 # the original MD17 data in the NequIP paper's Table I (1000 training frames; SchNet and NequIP with
-# $l = 1$), reproduced in the lecture notes.
+# $l = 1$; Batzner et al., Nat. Commun. 13, 2453 (2022)).
 #
 # **Read the comparison with care**: the data differ (GFN2-xTB here, DFT in MD17; our own 500 K
 # trajectories; 800 training frames, not 1000), so the numbers are on the same scale, not the same
@@ -510,8 +510,8 @@ assert all(rec.max_energy_error() < 0.1 * np.ptp(rec.potential) / rec.n_atoms fo
 # ## 8. What did the network learn about the elements?
 #
 # SchNet starts every atom from a learned vector $x_i^0 = \mathrm{Embedding}(z_i)$. Nothing tells it
-# that fluorine and chlorine are alike; it can only find out from data. The SchNet paper (Fig. 4 of the
-# lecture notes) projected the embeddings learned on the Materials Project onto their two leading
+# that fluorine and chlorine are alike; it can only find out from data. The SchNet paper (Schütt et al.,
+# J. Chem. Phys. 148, 241722 (2018)) projected the embeddings learned on the Materials Project onto their two leading
 # principal components and found the **groups of the periodic table**. We repeat this on the course's
 # multi-molecule set: conformers of the small molecules of `ase.collections.g2` (13 elements from H to
 # Cl) with GFN2-xTB energies and forces, on which `benchmarks/schnet_molecules.py g2` trained one SchNet.

@@ -659,8 +659,8 @@ plt.show()
 # A learned potential can have holes: regions without training data where the energy goes down instead of
 # up. A trajectory that wanders there accelerates into them, bonds stretch, and the run ends in an unphysical
 # structure. `course_lib.md.run_until_unstable` runs until the first bond (of the intact molecule) is longer
-# than 2 x the sum of the covalent radii, or until a time limit. Seed 003 of the course (the lecture on
-# symmetries in neural networks) claims that *equivariance improves stability*: the same network trained to the
+# than 2 x the sum of the covalent radii, or until a time limit. A claim often made (e.g. by Fu et al., *Forces are
+# not Enough*, TMLR 2023, for NequIP) is that *equivariance improves stability*: the same network trained to the
 # same error with and without equivariant (directional) information is more stable with it. Here the pair is
 # NequIP l=1 vs NequIP l=0 (the same code, same width and depth, same data and training), with SchNet as a
 # second invariant model. Each model ran several independent molecules (different initial velocities), from
