@@ -58,8 +58,8 @@ def test_sync_keeps_outputs_of_unchanged_cells_only():
         nbformat.v4.new_code_cell("print(1)", execution_count=3,
                                   outputs=[nbformat.v4.new_output("stream", text="1 again\n")]),
     ])
-    fresh = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_code_cell("x = 3"),
-                                            nbformat.v4.new_markdown_cell("text"), nbformat.v4.new_code_cell("print(1)")])
+    code, text = nbformat.v4.new_code_cell, nbformat.v4.new_markdown_cell
+    fresh = nbformat.v4.new_notebook(cells=[code("print(1)"), code("x = 3"), text("text"), code("print(1)")])
     assert assign.keep_outputs(fresh, executed) == 2
     assert [c.get("execution_count") for c in fresh.cells if c.cell_type == "code"] == [1, None, 3]
     assert fresh.cells[0].outputs[0]["text"] == "1\n" and fresh.cells[3].outputs[0]["text"] == "1 again\n"
@@ -80,7 +80,8 @@ def _first_checked_prefix(nb):
 def _nbval(path, tmp_path) -> subprocess.CompletedProcess:
     ini = tmp_path / "pytest.ini"
     ini.write_text("[pytest]\n")
-    env = dict(os.environ, COURSE_FAST="1", PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    path_var = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, COURSE_FAST="1", PYTHONPATH=path_var)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-c", str(ini), "--rootdir", str(tmp_path),
                            "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", str(path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
