@@ -138,5 +138,6 @@ def test_colab_setup_cell_then_every_notebook(colab_python, repository, tmp_path
     assert "No GPU on this runtime" in first and "Change runtime type" in first, first
     assert _torch_version(colab_python) == torch_before, "the setup cell changed the installed torch"
     code = "import course_lib, tblite, ipywidgets; print(course_lib.__file__)"
-    installed = subprocess.run([str(colab_python), "-c", code], capture_output=True, text=True, check=True).stdout
+    installed = subprocess.run([str(colab_python), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               check=True).stdout
     assert str(REPO_ROOT) not in installed, installed  # the notebooks used the pip-installed copy
