@@ -103,3 +103,23 @@ def test_nbval_compares_the_stored_checked_outputs(tmp_path):
     failed = _nbval(bad, tmp_path)
     assert failed.returncode != 0, failed.stdout[-3000:]
     assert "mismatch" in failed.stdout.lower() or "differ" in failed.stdout.lower(), failed.stdout[-3000:]
+
+
+def test_execute_notebook_stores_clean_outputs(tmp_path):
+    """A tiny notebook run by the executor: counts from 1, a PNG figure, no widget view, no machine paths."""
+    pytest.importorskip("nbclient")
+    from course_lib.teaching.execute import execute_notebook
+
+    code = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook(cells=[
+        code("import os\nprint(os.environ['COURSE_FAST'], os.environ['TQDM_DISABLE'])"),
+        code(f"print({str(REPO_ROOT)!r} + '/data')"),
+        code("import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nplt.show()"),
+    ])
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    done = execute_notebook(path, timeout=300)
+    assert [c.execution_count for c in done.cells] == [1, 2, 3]
+    assert done.cells[0].outputs[0]["text"] == "0 1\n"  # full mode, progress bars off
+    assert done.cells[1].outputs[0]["text"] == "<repo>/data\n"
+    assert _images(done) == 1

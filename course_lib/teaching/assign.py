@@ -709,7 +709,18 @@ def _cmd_check(notebook_dir) -> int:
     _print_problems(problems)
     if not changes and not problems:
         print(f"{len(source_files(notebook_dir))} notebook(s) up to date")
+    _print_unexecuted(notebook_dir)
     return 1 if changes or problems else 0
+
+
+def _print_unexecuted(notebook_dir) -> None:
+    """A note (not an error: CI never executes) on the generated notebooks with code cells that have no output."""
+    for source in source_files(notebook_dir):
+        nb = _stored_notebook(source.with_suffix(".ipynb"))
+        n = sum(1 for c in (nb.cells if nb else []) if c.get("cell_type") == "code" and not c.get("execution_count"))
+        if n:
+            print(f"note: {source.stem}.ipynb has {n} code cell(s) without stored output; "
+                  f"run `python -m course_lib.teaching.assign execute {source.stem[:2]}` before a release")
 
 
 def _cmd_list(notebook_dir) -> int:

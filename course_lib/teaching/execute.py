@@ -92,7 +92,8 @@ def execute_notebook(path: Path, timeout: int = 1800) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     run = nbformat.from_dict(nb)
     run.cells.insert(0, nbformat.v4.new_code_cell(_PREAMBLE))
-    env = {"COURSE_FAST": "0", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {"COURSE_FAST": "0", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}  # figures inline even where Agg is set
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits the environment of this process
     try:
