@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import threading
 import venv
@@ -103,7 +104,7 @@ def _torch_version(python: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def colab_python(tmp_path_factory) -> Path:
+def colab_python(tmp_path_factory):
     """A clean venv with torch and the Jupyter kernel, as a Colab runtime has them (course_lib absent)."""
     env_dir = tmp_path_factory.mktemp("colab-venv")
     venv.create(env_dir, with_pip=True)
@@ -111,7 +112,8 @@ def colab_python(tmp_path_factory) -> Path:
     constraints = REPO_ROOT / ".ci" / "constraints.txt"
     _pip(python, "-c", str(constraints), "torch")
     _pip(python, "ipykernel", "nbclient", "nbformat")
-    return python
+    yield python
+    shutil.rmtree(env_dir, ignore_errors=True)  # about 1 GB
 
 
 def test_colab_setup_cell_then_every_notebook(colab_python, repository, tmp_path):
