@@ -4,14 +4,26 @@
 # %% tags=["course-setup"]
 # Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
 # do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
+import os
 import subprocess
 import sys
+import time
 
 if "google.colab" in sys.modules:
-    # On Colab: install course_lib and the graph libraries it needs. Colab's preinstalled torch
+    # On Colab: install course_lib with the extras every notebook needs. Colab's preinstalled torch
     # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
-    requirement = "course_lib @ git+https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    # (the environment variable replaces the repository in the course's Colab test only)
+    repository = os.environ.get("COURSE_LIB_REPOSITORY") or "https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    requirement = f"course_lib[molecules,notebooks] @ {repository}/archive/refs/heads/main.zip"
+    print(f"installing {requirement} (about a minute) ...")
+    start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    print(f"installed in {time.perf_counter() - start:.0f} s")
+    import torch
+
+    if not torch.cuda.is_available():
+        print("No GPU on this runtime: the course runs on a CPU (fast mode keeps every notebook short). "
+              "For a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again.")
 
 try:
     import course_lib
@@ -159,7 +171,7 @@ plt.show()
 # | rotation by 90°, reflections of the square | they map the periodic lattice of box images onto itself |
 # | rotation by an arbitrary angle | **not** a symmetry: the box does not rotate with the particles |
 #
-# The solution sketch of the original assignment says the symmetry is E(2). That is true for an
+# A first guess is that the symmetry is E(2), as for a molecule in vacuum. That is true for an
 # isolated cluster, but the periodic box breaks E(2) down to lattice translations and the 8 symmetries
 # of the square. Let us see both facts numerically.
 
@@ -266,7 +278,7 @@ except ValueError as err:
 # ## 4. Message passing
 #
 # One message-passing layer updates the feature vector $h_i \in \mathbb{R}^H$ of every particle from
-# its neighbours $\mathcal N(i)$ (the solution sketch's equations, with invariant edge features
+# its neighbours $\mathcal N(i)$ (the scheme of Gilmer et al., ICML 2017, with invariant edge features
 # $e_{ij} = \mathrm{RBF}(r_{ij})$, a Gaussian radial basis multiplied by a smooth cutoff):
 #
 # $$m_{ij} = \phi_e\big([h_i, h_j, e_{ij}]\big), \qquad m_i = \sum_{j \in \mathcal N(i)} m_{ij}, \qquad
@@ -311,7 +323,7 @@ print(model.config, f"| {count_parameters(model):,} parameters")
 # %% [markdown]
 # ## 5. Training
 #
-# Loss: mean squared error of the energy (solution sketch Q5b), Adam, batches of 32 systems, early
+# Loss: mean squared error of the energy, Adam, batches of 32 systems, early
 # stopping on the validation loss. On two CPU cores a full training run takes a few minutes, so the
 # models trained on the full training set are shipped as checkpoints (made by
 # `benchmarks/energy_learning_curve.py`, which also produces the learning curves of section 8). Set
@@ -543,7 +555,7 @@ if FAST:  # a miniature learning curve, to show how the benchmark works (numbers
 # Small differences between single training runs are noise (one seed each); the benchmark script can be
 # rerun with other seeds (`--seed`).
 #
-# ## 9. Analysis: where does the model go wrong? (solution sketch Q6c)
+# ## 9. Analysis: where does the model go wrong?
 #
 # We draw the best and the worst predicted test systems and look for a pattern.
 

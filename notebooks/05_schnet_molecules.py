@@ -4,14 +4,26 @@
 # %% tags=["course-setup"]
 # Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
 # do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
+import os
 import subprocess
 import sys
+import time
 
 if "google.colab" in sys.modules:
-    # On Colab: install course_lib and the graph libraries it needs. Colab's preinstalled torch
+    # On Colab: install course_lib with the extras every notebook needs. Colab's preinstalled torch
     # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
-    requirement = "course_lib @ git+https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    # (the environment variable replaces the repository in the course's Colab test only)
+    repository = os.environ.get("COURSE_LIB_REPOSITORY") or "https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    requirement = f"course_lib[molecules,notebooks] @ {repository}/archive/refs/heads/main.zip"
+    print(f"installing {requirement} (about a minute) ...")
+    start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    print(f"installed in {time.perf_counter() - start:.0f} s")
+    import torch
+
+    if not torch.cuda.is_available():
+        print("No GPU on this runtime: the course runs on a CPU (fast mode keeps every notebook short). "
+              "For a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again.")
 
 try:
     import course_lib
@@ -354,7 +366,7 @@ plt.show()
 #
 # The benchmark trained one SchNet per molecule. Next to our numbers are the force MAEs reported for
 # the original MD17 data in the NequIP paper's Table I (1000 training frames; SchNet and NequIP with
-# $l = 1$), reproduced in the lecture notes.
+# $l = 1$; Batzner et al., Nat. Commun. 13, 2453 (2022)).
 #
 # **Read the comparison with care**: the data differ (GFN2-xTB here, DFT in MD17; our own 500 K
 # trajectories; 800 training frames, not 1000), so the numbers are on the same scale, not the same
@@ -498,8 +510,8 @@ assert all(rec.max_energy_error() < 0.1 * np.ptp(rec.potential) / rec.n_atoms fo
 # ## 8. What did the network learn about the elements?
 #
 # SchNet starts every atom from a learned vector $x_i^0 = \mathrm{Embedding}(z_i)$. Nothing tells it
-# that fluorine and chlorine are alike; it can only find out from data. The SchNet paper (Fig. 4 of the
-# lecture notes) projected the embeddings learned on the Materials Project onto their two leading
+# that fluorine and chlorine are alike; it can only find out from data. The SchNet paper (Schütt et al.,
+# J. Chem. Phys. 148, 241722 (2018)) projected the embeddings learned on the Materials Project onto their two leading
 # principal components and found the **groups of the periodic table**. We repeat this on the course's
 # multi-molecule set: conformers of the small molecules of `ase.collections.g2` (13 elements from H to
 # Cl) with GFN2-xTB energies and forces, on which `benchmarks/schnet_molecules.py g2` trained one SchNet.

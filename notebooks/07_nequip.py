@@ -4,14 +4,26 @@
 # %% tags=["course-setup"]
 # Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
 # do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
+import os
 import subprocess
 import sys
+import time
 
 if "google.colab" in sys.modules:
-    # On Colab: install course_lib and the graph libraries it needs. Colab's preinstalled torch
+    # On Colab: install course_lib with the extras every notebook needs. Colab's preinstalled torch
     # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
-    requirement = "course_lib @ git+https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    # (the environment variable replaces the repository in the course's Colab test only)
+    repository = os.environ.get("COURSE_LIB_REPOSITORY") or "https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+    requirement = f"course_lib[molecules,notebooks] @ {repository}/archive/refs/heads/main.zip"
+    print(f"installing {requirement} (about a minute) ...")
+    start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    print(f"installed in {time.perf_counter() - start:.0f} s")
+    import torch
+
+    if not torch.cuda.is_available():
+        print("No GPU on this runtime: the course runs on a CPU (fast mode keeps every notebook short). "
+              "For a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again.")
 
 try:
     import course_lib

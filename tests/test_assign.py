@@ -162,8 +162,9 @@ def _assert_stamped(nb, slug: str, student: bool) -> None:
         assert not ({assign.BADGE_TAG, assign.SETUP_TAG} & set(cell.metadata.get("tags", [])))
 
 
-def _assert_clean(nb) -> None:
-    """No outputs, no execution counts, minimal metadata, deterministic ids, valid nbformat 4.5."""
+def _assert_clean(nb, outputs_allowed: bool = False) -> None:
+    """Minimal metadata, deterministic ids, valid nbformat 4.5; no outputs and no execution counts unless
+    ``outputs_allowed`` (the executed notebooks, see tests/test_executed_notebooks.py)."""
     nbformat.validate(nb)
     assert (nb.nbformat, nb.nbformat_minor) == (4, 5)
     assert dict(nb.metadata) == {
@@ -173,7 +174,7 @@ def _assert_clean(nb) -> None:
     assert [c.id for c in nb.cells] == [f"c{i:02d}" for i in range(len(nb.cells))]
     for cell in nb.cells:
         assert set(cell.metadata) <= {"tags", "exercise", "points"}
-        if cell.cell_type == "code":
+        if cell.cell_type == "code" and not outputs_allowed:
             assert cell.outputs == [] and cell.execution_count is None
 
 
@@ -231,7 +232,9 @@ def test_setup_cell_installs_course_lib_only_on_colab_and_never_torch():
         code = line.split("#", 1)[0]
         if "pip" in code or "git+" in code:
             assert not re.search(r"\btorch\b", code), line
-    assert f"course_lib @ git+{assign.repo_url()}" in strings
+    assert assign.repo_url() in strings  # the default repository; the install names every extra the notebooks need
+    assert f"course_lib[{assign.COLAB_EXTRAS}] @ " in strings and "/archive/refs/heads/main.zip" in strings
+    assert set(assign.COLAB_EXTRAS.split(",")) >= {"molecules", "notebooks"}
     assert {"-m", "pip", "install"} <= set(strings)
     assert 'if "google.colab" in sys.modules:' in src
     assert "subprocess.run([sys.executable" in src and "check=True" in src
@@ -594,7 +597,7 @@ def test_notebook_conventions(source):
         assert path.is_file(), f"{path} missing; run python -m course_lib.teaching.assign sync"
         nb = _read_nb(path)
         _assert_stamped(nb, slug, student)
-        _assert_clean(nb)
+        _assert_clean(nb, outputs_allowed=not student)
         if student:
             _assert_student(nb)
 

@@ -11,6 +11,16 @@ def test_repository_url_is_the_pyproject_one():
     assert files.raw_url("a/b.txt").endswith("/main/a/b.txt")
 
 
+def test_repository_override_is_a_loopback_testing_hook(monkeypatch):
+    """COURSE_LIB_REPOSITORY (tests/test_colab.py) points downloads at a local stand-in of GitHub."""
+    monkeypatch.setenv(files.REPOSITORY_ENV, "http://127.0.0.1:8123/")
+    assert files.repository_url() == "http://127.0.0.1:8123"
+    assert files.raw_url("data/x.npz") == "http://127.0.0.1:8123/raw/main/data/x.npz"
+    monkeypatch.setenv(files.REPOSITORY_ENV, "https://example.org/repo")
+    with pytest.raises(RuntimeError, match="not a GitHub repository"):
+        files.raw_url("data/x.npz")
+
+
 def test_repo_file_prefers_the_checkout():
     assert files.repo_file("pyproject.toml") == files.REPO_ROOT / "pyproject.toml"
 

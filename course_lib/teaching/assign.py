@@ -5,16 +5,19 @@ Run it from the repository root::
     python -m course_lib.teaching.assign sync    # stamp the sources, regenerate every .ipynb (writes files)
     python -m course_lib.teaching.assign check   # exit 1 if anything is out of date (CI runs this)
     python -m course_lib.teaching.assign list    # table of the exercises: notebook, id, points, title
+    python -m course_lib.teaching.assign execute # sync, then run the notebooks in full mode, store outputs (slow)
 
 Conventions (instructors write them, students meet them)
 --------------------------------------------------------
 
 1. **Source of truth.** Each notebook is written as ``notebooks/NN_slug.py`` in jupytext
    ``py:percent`` format (cells start with ``# %%``, markdown cells with ``# %% [markdown]``).
-   The committed ``notebooks/NN_slug.ipynb`` is *generated* from it by ``sync``: no outputs, no
-   execution counts, minimal metadata (``kernelspec`` and ``language_info``) and deterministic cell
-   ids (``c00``, ``c01``, ... by position), so regenerating it gives byte-identical files. Never edit
-   a generated ``.ipynb`` by hand: edit the ``.py`` and run ``sync``.
+   The committed ``notebooks/NN_slug.ipynb`` is *generated* from it by ``sync``: minimal metadata
+   (``kernelspec`` and ``language_info``) and deterministic cell ids (``c00``, ``c01``, ... by
+   position), so regenerating it gives byte-identical files. Its outputs come from a full-mode run,
+   ``execute`` (see :mod:`course_lib.teaching.execute`); ``sync`` keeps the outputs of every code cell
+   whose source did not change and drops the others (``check`` never executes anything). Never edit a
+   generated ``.ipynb`` by hand: edit the ``.py``, run ``sync``, and ``execute`` before a release.
 
 2. **Stamped cells.** The first two cells of every notebook are written by ``sync`` from the
    single repository URL in ``pyproject.toml`` (``[project.urls] Repository``):
@@ -64,7 +67,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.files import REPO_ROOT
+from course_lib.files import REPO_ROOT, REPOSITORY_ENV
 from course_lib.teaching.notebook import (
     BADGE_TAG,
     HIDDEN_TAG,
@@ -100,6 +103,7 @@ __all__ = [
     "lint",
     "Change",
     "plan",
+    "keep_outputs",
     "sync",
     "check",
     "main",
@@ -157,17 +161,32 @@ def badge_source(slug: str, student: bool = False) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
 
 
+#: The extras of ``course_lib`` every notebook needs (the Colab setup cell installs them).
+COLAB_EXTRAS = "molecules,notebooks"
+
 _SETUP_TEMPLATE = '''\
 # Course setup. Stamped by `{sync}` from the repository URL in pyproject.toml:
 # do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
+import os
 import subprocess
 import sys
+import time
 
 if "google.colab" in sys.modules:
-    # On Colab: install course_lib and the graph libraries it needs. Colab's preinstalled torch
+    # On Colab: install course_lib with the extras every notebook needs. Colab's preinstalled torch
     # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
-    requirement = "course_lib @ git+{url}"
+    # (the environment variable replaces the repository in the course's Colab test only)
+    repository = os.environ.get("{env}") or "{url}"
+    requirement = f"course_lib[{extras}] @ {{repository}}/archive/refs/heads/main.zip"
+    print(f"installing {{requirement}} (about a minute) ...")
+    start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    print(f"installed in {{time.perf_counter() - start:.0f}} s")
+    import torch
+
+    if not torch.cuda.is_available():
+        print("No GPU on this runtime: the course runs on a CPU (fast mode keeps every notebook short). "
+              "For a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again.")
 
 try:
     import course_lib
@@ -184,7 +203,7 @@ _ = doctor()  # one line: library versions, device, fast mode'''
 
 def setup_source() -> str:
     """Source of the stamped setup cell (identical in the source and the student notebooks)."""
-    return _SETUP_TEMPLATE.format(sync=SYNC_COMMAND, url=repo_url())
+    return _SETUP_TEMPLATE.format(sync=SYNC_COMMAND, url=repo_url(), env=REPOSITORY_ENV, extras=COLAB_EXTRAS)
 
 
 def _stamped_text(slug: str) -> str:
@@ -488,6 +507,38 @@ def _verify_stamped(nb, slug: str) -> None:
         raise RuntimeError(f"{slug}.py: stamping failed (jupytext reads the stamped cells differently)")
 
 
+def keep_outputs(nb, executed) -> int:
+    """Copy into ``nb`` (in place) the outputs of the code cells of ``executed`` whose source is unchanged.
+
+    Cells are matched by source, in order (the n-th cell with a given source takes the outputs of the
+    n-th such cell of ``executed``); a cell whose source changed keeps no output until the notebook is
+    executed again (``python -m course_lib.teaching.assign execute``). Returns the number of cells kept.
+    """
+    stored: dict[str, list] = {}
+    for cell in executed.cells if executed is not None else []:
+        if cell.get("cell_type") == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            stored.setdefault(cell_source(cell), []).append(cell)
+    kept = 0
+    for cell in nb.cells:
+        queue = stored.get(cell_source(cell)) if cell.get("cell_type") == "code" else None
+        if queue:
+            old = queue.pop(0)
+            cell["outputs"] = old.get("outputs", [])
+            cell["execution_count"] = old.get("execution_count")
+            kept += 1
+    return kept
+
+
+def _stored_notebook(path: Path):
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        return nbformat.reads(text, as_version=4)
+    except Exception:  # a broken generated notebook is simply regenerated (without outputs)
+        return None
+
+
 def _outputs(source: Path) -> Iterable[tuple[Path, str, str]]:
     slug = source.stem
     text = _read_text(source) or ""
@@ -495,7 +546,9 @@ def _outputs(source: Path) -> Iterable[tuple[Path, str, str]]:
     nb = _reads_source(stamped)
     _verify_stamped(nb, slug)
     yield source, stamped, "stamped"
-    yield source.with_suffix(".ipynb"), notebook_text(build_source_notebook(nb, slug)), "out of date"
+    generated = build_source_notebook(nb, slug)
+    keep_outputs(generated, _stored_notebook(source.with_suffix(".ipynb")))
+    yield source.with_suffix(".ipynb"), notebook_text(generated), "out of date"
     student = source.parent / STUDENT_DIR_NAME / f"{slug}.ipynb"
     yield student, notebook_text(build_student_notebook(nb, slug)), "out of date"
 
@@ -656,7 +709,18 @@ def _cmd_check(notebook_dir) -> int:
     _print_problems(problems)
     if not changes and not problems:
         print(f"{len(source_files(notebook_dir))} notebook(s) up to date")
+    _print_unexecuted(notebook_dir)
     return 1 if changes or problems else 0
+
+
+def _print_unexecuted(notebook_dir) -> None:
+    """A note (not an error: CI never executes) on the generated notebooks with code cells that have no output."""
+    for source in source_files(notebook_dir):
+        nb = _stored_notebook(source.with_suffix(".ipynb"))
+        n = sum(1 for c in (nb.cells if nb else []) if c.get("cell_type") == "code" and not c.get("execution_count"))
+        if n:
+            print(f"note: {source.stem}.ipynb has {n} code cell(s) without stored output; "
+                  f"run `python -m course_lib.teaching.assign execute {source.stem[:2]}` before a release")
 
 
 def _cmd_list(notebook_dir) -> int:
@@ -675,6 +739,25 @@ def _cmd_list(notebook_dir) -> int:
     return 0
 
 
+def _cmd_execute(notebook_dir, wanted: list[str], stale: bool) -> int:
+    from course_lib.teaching.execute import execute_all, select
+
+    if _cmd_sync(notebook_dir):
+        return 1
+    notebooks = [s.with_suffix(".ipynb") for s in source_files(notebook_dir)]
+
+    def write(path: Path, nb) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(notebook_text(nb), encoding="utf-8", newline="\n")
+        tmp.replace(path)
+
+    chosen = select(notebooks, wanted, stale)
+    if not chosen:
+        print("every notebook is executed (run without --stale to execute them again)")
+        return 0
+    return 1 if execute_all(chosen, write) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m course_lib.teaching.assign", description="Notebook build: stamping and student versions."
@@ -686,7 +769,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("sync", help="stamp the sources and regenerate every .ipynb (writes files)")
     sub.add_parser("check", help="exit 1 if a generated or stamped file is out of date (CI)")
     sub.add_parser("list", help="table of the exercises")
+    ex = sub.add_parser("execute", help="sync, then run the notebooks in full mode and store their outputs (slow)")
+    ex.add_argument("which", nargs="*", help="notebook numbers or slugs (default: all)")
+    ex.add_argument("--stale", action="store_true", help="only the notebooks with a code cell not executed yet")
     args = parser.parse_args(argv)
+    if args.command == "execute":
+        return _cmd_execute(args.notebooks, args.which, args.stale)
     command = {"sync": _cmd_sync, "check": _cmd_check, "list": _cmd_list}[args.command]
     return command(args.notebooks)
 
