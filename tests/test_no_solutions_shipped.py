@@ -33,7 +33,7 @@ REFERENCES = REPO / "grading" / "hidden" / "reference"
 #: (issue 14: not converted to stored expected outputs yet). The name test is a strict xfail for them:
 #: converting one makes it pass, and then the notebook must leave this set. (Their verbatim-body test is
 #: a non-strict xfail: some of those references happen to be written differently from the notebook's cell.)
-NOT_CONVERTED = {"02", "05", "06", "07", "08"}
+NOT_CONVERTED = {"05", "06", "07", "08"}
 
 
 def _body(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.stmt]:
