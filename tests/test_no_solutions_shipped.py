@@ -208,3 +208,21 @@ def test_stored_expected_outputs_are_plain_numbers(wheel):
                 for key in data.files:
                     assert re.fullmatch(r"\d\d\.\w+\|[\w .,\[\]-]+\|[0-9a-f]{16}(#\w+)?", key), key
                     assert data[key].dtype.kind in "fiub", (name, key, data[key].dtype)
+
+
+@pytest.mark.parametrize("notebook", sorted(p.stem for p in REFERENCES.glob("nb[0-9][0-9].py")))
+def test_stored_expected_outputs_are_up_to_date(notebook):
+    """The package's stored answers are what ``make_expected.py`` makes from the references now (same keys,
+    same values): a changed checker input or reference without regenerating fails here."""
+    import importlib.util
+
+    from course_lib.teaching.exercises.stored import EXPECTED_DIR
+
+    spec = importlib.util.spec_from_file_location("_make_expected", REFERENCES / "make_expected.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    fresh = make.record(notebook)
+    with np.load(EXPECTED_DIR / f"{notebook}.npz", allow_pickle=False) as stored:
+        assert sorted(stored.files) == sorted(fresh), "regenerate: python grading/hidden/reference/make_expected.py"
+        for key in stored.files:
+            np.testing.assert_allclose(stored[key], fresh[key], rtol=1e-12, atol=1e-12, err_msg=key)

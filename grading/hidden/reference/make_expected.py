@@ -28,10 +28,11 @@ def load_reference(notebook: str):
     return module
 
 
-def record(notebook: str):
+def record(notebook: str) -> dict:
+    """``{key: array}``: the answers the public checkers of ``notebook`` ask for, computed by its reference."""
     from course_lib.teaching import checks
     from course_lib.teaching.exercises import load_checkers
-    from course_lib.teaching.exercises.stored import EXPECTED_DIR, Recorder
+    from course_lib.teaching.exercises.stored import Recorder
 
     reference = load_reference(notebook)
     registry = load_checkers()
@@ -40,15 +41,20 @@ def record(notebook: str):
         res = checks.run_checker(registry[exercise_id].checker, exercise_id, solution, expected=recorder)
         if not res.passed:
             raise SystemExit(f"the reference of {exercise_id} does not pass its own checker:\n{res}")
-    EXPECTED_DIR.mkdir(exist_ok=True)
-    recorder.save(EXPECTED_DIR / f"{notebook}.npz")
-    return len(recorder.table)
+    return recorder.table
 
 
 def main(argv: list[str]) -> int:
+    import numpy as np
+
+    from course_lib.teaching.exercises.stored import EXPECTED_DIR
+
     notebooks = argv or sorted(p.stem for p in HERE.glob("nb[0-9][0-9].py"))
+    EXPECTED_DIR.mkdir(exist_ok=True)
     for nb in notebooks:
-        print(f"{nb}: {record(nb)} arrays")
+        table = record(nb)
+        np.savez_compressed(EXPECTED_DIR / f"{nb}.npz", **dict(sorted(table.items())))
+        print(f"{nb}: {len(table)} arrays")
     return 0
 
 
