@@ -44,6 +44,8 @@ def _feed(h, x) -> None:
             h.update(np.round(a.double().numpy() * _QUANTUM).astype(np.int64).tobytes())
         else:
             h.update(a.to(torch.int64).numpy().tobytes())
+    elif isinstance(x, np.ndarray):
+        _feed(h, torch.from_numpy(np.ascontiguousarray(x)))
     elif isinstance(x, torch.nn.Module):
         h.update(type(x).__qualname__.encode())
         _feed(h, dict(x.state_dict()))
@@ -55,9 +57,9 @@ def _feed(h, x) -> None:
         h.update(f"L{len(x)}".encode())
         for item in x:
             _feed(h, item)
-    elif x is None or isinstance(x, (bool, int, str)):
+    elif x is None or isinstance(x, (bool, int, str, np.integer)):
         h.update(repr(x).encode())
-    elif isinstance(x, float):
+    elif isinstance(x, (float, np.floating)):
         h.update(repr(round(x * _QUANTUM)).encode())
     elif hasattr(x, "to_dict"):  # torch_geometric Data / Batch
         _feed(h, x.to_dict())
@@ -146,8 +148,8 @@ class Recorder(Live):
         self.table: dict[str, np.ndarray] = {}
 
     def __call__(self, exercise_id: str, variant: str, *inputs):
+        key = _key(exercise_id, variant, inputs)  # before the reference runs (it may change a counter)
         out = super().__call__(exercise_id, variant, *inputs)
-        key = _key(exercise_id, variant, inputs)
         if isinstance(out, tuple):
             self.table[f"{key}#n"] = np.asarray(len(out))
             for k, item in enumerate(out):
