@@ -40,6 +40,7 @@ __all__ = [
     "OUTPUT_KINDS",
     "Transform",
     "random_rotation",
+    "random_rotations",
     "random_orthogonal",
     "rotation_matrix_2d",
     "rotation_matrix_3d",
@@ -158,6 +159,21 @@ def random_orthogonal(d: int, det: int | None = None, generator=None) -> torch.T
 def random_rotation(d: int, generator=None) -> torch.Tensor:
     """A Haar-random rotation of SO(d) (det = +1), float64 ``[d, d]``."""
     return random_orthogonal(d, det=1, generator=generator)
+
+
+def random_rotations(n: int, generator=None, dtype=torch.float64) -> torch.Tensor:
+    """``n`` independent Haar-random rotations of SO(3), ``[n, 3, 3]`` (batched QR).
+
+    Same construction as :func:`random_orthogonal`, for many matrices at once (data augmentation
+    draws one rotation per training sample).
+    """
+    g = _gen(generator)
+    a = torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    flip = torch.linalg.det(q) < 0
+    q[flip, :, 0] = -q[flip, :, 0]
+    return q.to(dtype)
 
 
 def rotation_matrix_2d(theta: float) -> torch.Tensor:

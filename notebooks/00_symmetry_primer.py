@@ -91,6 +91,7 @@ from course_lib.symmetry import (
     permutation_matrix,
     random_orthogonal,
     random_rotation,
+    random_rotations,
     reflection_matrix,
     rotation,
     rotation_matrix_2d,
@@ -98,7 +99,7 @@ from course_lib.symmetry import (
     standard_transforms,
     translation,
 )
-from course_lib.teaching.exercises import check, nb00
+from course_lib.teaching.exercises import check
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%
@@ -322,8 +323,8 @@ def pairwise_distances(pos):
 check("00.pairwise_distances", pairwise_distances)
 
 # %% [markdown]
-# From here on the notebook uses the reference solution `nb00.pairwise_distances`, so that every
-# later cell runs even before you have solved the exercise.
+# From here on the notebook uses PyTorch's own `torch.cdist(pos, pos)` (the same distances), so that
+# every later cell runs even before you have solved the exercise.
 #
 # Three functions of the cloud:
 #
@@ -338,7 +339,7 @@ check("00.pairwise_distances", pairwise_distances)
 
 # %%
 def pair_energy(data):
-    r = nb00.pairwise_distances(data.pos)
+    r = torch.cdist(data.pos, data.pos)
     i, j = torch.triu_indices(len(r), len(r), offset=1)  # each pair i < j once
     qq = data.charge[i] * data.charge[j]
     return (qq * torch.exp(-r[i, j] ** 2 / 2)).sum().reshape(1)  # [num_graphs] = [1]
@@ -346,7 +347,7 @@ def pair_energy(data):
 
 def pair_forces(data):
     diff = data.pos[:, None, :] - data.pos[None, :, :]  # x_i - x_j, [N, N, 3]
-    r = nb00.pairwise_distances(data.pos)
+    r = torch.cdist(data.pos, data.pos)
     w = data.charge[:, None] * data.charge[None, :] * torch.exp(-r**2 / 2)  # [N, N]
     return (w[..., None] * diff).sum(dim=1)  # [N, 3]
 
@@ -526,10 +527,10 @@ def symmetrize(f, x, group):
 check("00.symmetrize", symmetrize)
 
 # %% [markdown]
-# The next cells use the reference `nb00.symmetrize`. We take a random MLP $f: \mathbb{R}^3 \to \mathbb{R}$
-# applied to each point of the cloud, and symmetrize it over $\mathbb{Z}_2$ and over the cubic point
-# group. Each average is exactly invariant under *its* group, and under nothing more: a generic
-# rotation still changes the output.
+# The next cells use your `symmetrize` (solve the exercise first). We take a random MLP
+# $f: \mathbb{R}^3 \to \mathbb{R}$ applied to each point of the cloud, and symmetrize it over $\mathbb{Z}_2$
+# and over the cubic point group. Each average is exactly invariant under *its* group, and under nothing
+# more: a generic rotation still changes the output.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -537,8 +538,8 @@ mlp = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 1))
 Z2_f32 = [torch.eye(3), -torch.eye(3)]
 cube_f32 = [m.float() for m in lattice_point_group(3)]
 raw = lambda data: mlp(data.pos)
-sym_z2 = lambda data: nb00.symmetrize(mlp, data.pos, Z2_f32)
-sym_cube = lambda data: nb00.symmetrize(mlp, data.pos, cube_f32)
+sym_z2 = lambda data: symmetrize(mlp, data.pos, Z2_f32)
+sym_cube = lambda data: symmetrize(mlp, data.pos, cube_f32)
 inv, rot90, generic = inversion(3), box_symmetry(3, "rot90"), transforms["rotation"]
 with torch.no_grad():
     print(assert_not_equivariant(raw, cloud, inv, output="scalar", name="raw MLP        | x -> -x"))
@@ -614,7 +615,7 @@ def train(orientations, seed=0):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed + 1)
     if orientations is not None:  # orientation 0 is the original one
-        fixed = nb00.random_rotations(n_train * orientations, g, dtype=torch.float32).reshape(
+        fixed = random_rotations(n_train * orientations, g, dtype=torch.float32).reshape(
             n_train, orientations, 3, 3)
         fixed[:, 0] = torch.eye(3)
     history = []
@@ -625,7 +626,7 @@ def train(orientations, seed=0):
             history.append((step, invariance_error(model), mse))
         idx = torch.randint(0, n_train, (batch_size,), generator=g)
         if orientations is None:
-            R = nb00.random_rotations(batch_size, g, dtype=torch.float32)
+            R = random_rotations(batch_size, g, dtype=torch.float32)
         else:
             R = fixed[idx, torch.randint(0, orientations, (batch_size,), generator=g)]
         xb = x_train[idx] @ R.transpose(1, 2)  # rotate every configuration of the batch
@@ -712,7 +713,7 @@ def deepmd_descriptor(pos, n_radial=8, n_axis=4, cutoff=6.0):
     """A simple DeepMD-style descriptor: [N, n_radial * n_axis] per-atom invariant features."""
     n = len(pos)
     diff = pos[:, None, :] - pos[None, :, :]  # r_ij = x_i - x_j, [N, N, 3]
-    r = nb00.pairwise_distances(pos)[..., None]  # [N, N, 1]
+    r = torch.cdist(pos, pos)[..., None]  # [N, N, 1]
     neighbour = (~torch.eye(n, dtype=torch.bool))[..., None]  # every other atom is a neighbour
     h = torch.cat([r, diff], dim=-1) * neighbour  # rows (|r_ij|, x_ij, y_ij, z_ij), [N, N, 4]
     centres = torch.linspace(0.0, cutoff, n_radial)
@@ -724,13 +725,13 @@ def deepmd_descriptor(pos, n_radial=8, n_axis=4, cutoff=6.0):
 
 def naive_hTh(pos):  # h_i^T h_i: 4 x 4 per atom, not rotation invariant
     diff = pos[:, None, :] - pos[None, :, :]
-    h = torch.cat([nb00.pairwise_distances(pos)[..., None], diff], dim=-1)
+    h = torch.cat([torch.cdist(pos, pos)[..., None], diff], dim=-1)
     return (h.transpose(1, 2) @ h).flatten(1)
 
 
 def gram_hhT(pos):  # h_i h_i^T: N x N per atom, rotation invariant, ordered like the neighbours
     diff = pos[:, None, :] - pos[None, :, :]
-    h = torch.cat([nb00.pairwise_distances(pos)[..., None], diff], dim=-1)
+    h = torch.cat([torch.cdist(pos, pos)[..., None], diff], dim=-1)
     return (h @ h.transpose(1, 2)).flatten(1)
 
 
@@ -789,13 +790,13 @@ def radial_field(pos, phi):
 check("00.radial_field", radial_field)
 
 # %% [markdown]
-# With the reference `nb00.radial_field` and a random MLP as $\phi$, the field is equivariant under all
+# With your `radial_field` and a random MLP as $\phi$, the field is equivariant under all
 # four standard transforms, whatever the weights of the MLP are:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 phi = nn.Sequential(nn.Linear(1, 16), nn.SiLU(), nn.Linear(16, 1))
-field = lambda data: nb00.radial_field(data.pos, phi)
+field = lambda data: radial_field(data.pos, phi)
 with torch.no_grad():
     for tname, T in transforms.items():
         print(assert_equivariant(field, cloud, T, output="vector", name=f"radial field | {tname}"))
@@ -848,7 +849,6 @@ activations = {
     "tanh(v) (odd)": (lambda d: torch.tanh(d.v), "vector"),
     "v**2 (even)": (lambda d: d.v**2, "scalar"),
     "norm: tanh(|v|) v/|v|": (lambda d: norm_nonlinearity(d.v), "vector"),
-    "gated: sigmoid(s) v": (lambda d: nb00.gated_nonlinearity(d.s, d.v), "vector"),
 }
 print(f"{'activation':24s} {'kind':8s} {'x -> -x':>10s} {'rotation':>10s} {'reflection':>11s}")
 for name, (fn, kind) in activations.items():
@@ -866,10 +866,9 @@ for name in ("tanh(v) (odd)", "v**2 (even)"):
     fn, kind = activations[name]
     print(assert_equivariant(fn, features, inv, output=kind, field_kinds=kinds, name=f"{name} | x -> -x"))
     print(assert_not_equivariant(fn, features, rot, output=kind, field_kinds=kinds, name=f"{name} | rotation"))
-for name in ("norm: tanh(|v|) v/|v|", "gated: sigmoid(s) v"):
-    fn, kind = activations[name]
-    for T in (rot, refl):
-        print(assert_equivariant(fn, features, T, output=kind, field_kinds=kinds, name=f"{name} | {T.name}"))
+fn, kind = activations["norm: tanh(|v|) v/|v|"]
+for T in (rot, refl):
+    print(assert_equivariant(fn, features, T, output=kind, field_kinds=kinds, name=f"norm  | {T.name}"))
 
 # %% [markdown]
 # ### Exercise `00.gated_nonlinearity` (2 points)
@@ -878,7 +877,8 @@ for name in ("norm: tanh(|v|) v/|v|", "gated: sigmoid(s) v"):
 # return the vectors with channel $c$ multiplied by $\mathrm{sigmoid}(s_c)$, shape `[N, C, 3]`. Watch the
 # broadcasting: the gate needs a trailing axis. The checker tests O(3) equivariance (rotations and
 # reflections) and permutations with `course_lib.symmetry`, that the output is not just the input, and
-# that the gate really comes from the scalars.
+# that the gate really comes from the scalars. (The gated row of the table above is yours to add: the
+# cell after the check measures your gate on the same features.)
 
 # %% exercise="00.gated_nonlinearity" points=2
 def gated_nonlinearity(scalars, vectors):
@@ -893,6 +893,12 @@ def gated_nonlinearity(scalars, vectors):
 # %%
 check("00.gated_nonlinearity", gated_nonlinearity)
 
+# %%
+# NBVAL_CHECK_OUTPUT
+gated = lambda d: gated_nonlinearity(d.s, d.v)
+for T in (rot, refl):
+    print(assert_equivariant(gated, features, T, output="vector", field_kinds=kinds, name=f"gated | {T.name}"))
+
 # %% [markdown]
 # ### Finding the layer that breaks the symmetry
 #
@@ -900,8 +906,8 @@ check("00.gated_nonlinearity", gated_nonlinearity)
 # runs the model on `data` and on the transformed data, and compares the output of every submodule
 # (through forward hooks) with what an invariant or a vector output should be. It reports the first
 # submodule whose output fits neither. Below, a toy model computes 4 vector channels as radial fields,
-# applies an activation, and mixes the channels linearly. (The gated version uses the reference
-# `nb00.gated_nonlinearity`.)
+# applies an activation, and mixes the channels linearly. (The gated version uses your
+# `gated_nonlinearity`.)
 
 # %%
 class VectorLinear(nn.Module):
@@ -922,7 +928,7 @@ class ComponentReLU(nn.Module):
 
 class Gate(nn.Module):
     def forward(self, s, v):
-        return nb00.gated_nonlinearity(s, v)
+        return gated_nonlinearity(s, v)
 
 
 class ToyVectorNet(nn.Module):

@@ -82,7 +82,7 @@ from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP
 from course_lib.models.mpnn import InvariantMPNN
 from course_lib.neighbors import radius_graph
 from course_lib.simulate import particles2d as sim
-from course_lib.teaching.exercises import check, nb01
+from course_lib.teaching.exercises import check
 from course_lib.train import evaluate, fit, load_checkpoint
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -291,8 +291,8 @@ except ValueError as err:
 #
 # Implement the step. `h [N, H]`, `e [E, K]`, `edge_index [2, E]` (row 0: source $j$, row 1: target
 # $i$), and the two MLPs `phi_e` (input size $2H + K$) and `phi_h` (input size $2H$). Concatenate in the
-# order shown above. Hint: `torch.zeros(N, H).index_add(0, i, m_ij)` sums the rows of `m_ij` into their
-# target nodes.
+# order shown above. Hint: `torch.zeros(N, H, dtype=m_ij.dtype).index_add(0, i, m_ij)` sums the rows of `m_ij` into
+# their target nodes (`index_add` needs the same dtype on both sides: the check uses float64).
 
 # %% exercise="01.message_passing_step" points=3
 def message_passing_step(h, e, edge_index, phi_e, phi_h):
@@ -560,9 +560,12 @@ if FAST:  # a miniature learning curve, to show how the benchmark works (numbers
 # We draw the best and the worst predicted test systems and look for a pattern.
 
 # %%
+from course_lib.neighbors import minimum_image as minimum_image_lib
+
+
 def closest_pair(g):
-    """Smallest minimum-image distance between two particles (uses the reference solution of 01.minimum_image)."""
-    d = nb01.minimum_image(g.pos[:, None] - g.pos[None], g.box[0]).norm(dim=-1)
+    """Smallest minimum-image distance between two particles (with the library's `neighbors.minimum_image`)."""
+    d = minimum_image_lib(g.pos[:, None] - g.pos[None], g.box[0]).norm(dim=-1)
     return float(d[~torch.eye(len(d), dtype=torch.bool)].min())
 
 

@@ -89,7 +89,7 @@ from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
 from course_lib.models.blocks import mlp
 from course_lib.models.egnn import EGNN, RolloutError, next_step_loss, rollout, step_as_data
 from course_lib.neighbors import minimum_image
-from course_lib.teaching.exercises import check, nb02
+from course_lib.teaching.exercises import check
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 

@@ -99,7 +99,7 @@ from course_lib.losses import molecule_errors
 from course_lib.md import MDInstability, energy_drift_per_ps, run_md, thermalize
 from course_lib.simulate import molecules as xtb_sim
 from course_lib.simulate import particles2d as p2d
-from course_lib.teaching.exercises import check, nb08
+from course_lib.teaching.exercises import check
 from course_lib.train import load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -286,7 +286,7 @@ def velocity_verlet_step(pos, vel, forces, masses, dt, force_fn):
 check("08.velocity_verlet_step", velocity_verlet_step)
 
 # %% [markdown]
-# The reference step, driven by the SchNet calculator, reproduces ASE's `VelocityVerlet` (ASE works with
+# Your step, driven by the SchNet calculator, reproduces ASE's `VelocityVerlet` (ASE works with
 # momenta, in its own time unit `units.fs` = 1 fs; the arithmetic differs, the trajectory does not).
 
 # %%
@@ -306,7 +306,7 @@ def force_fn(pos):
 
 x, v, f = ours.positions.copy(), ours.get_velocities(), ours.get_forces()
 for _ in range(50):
-    x, v, f = nb08.velocity_verlet_step(x, v, f, ours.get_masses(), dt, force_fn)
+    x, v, f = velocity_verlet_step(x, v, f, ours.get_masses(), dt, force_fn)
 VelocityVerlet(theirs, timestep=dt).run(50)
 gap = float(np.abs(x - theirs.positions).max())
 assert gap < 1e-8, gap
@@ -502,10 +502,11 @@ def distance_histogram(positions, edges):
 check("08.distance_histogram", distance_histogram)
 
 # %% [markdown]
-# Now the three observables for every model against xTB: $h(r)$ (reference solution
-# `nb08.distance_histogram`), the C-O bond length (atoms 1-2) and the H-O-C-C dihedral (atoms 3-2-1-0), the
-# rotation of the hydroxyl group. The dihedral has three wells (two *gauche* near ±60° and *trans* at 180°), and
-# the OH group hops between them only a few times in 10 ps: it is by far the slowest of the three to sample.
+# Now the three observables for every model against xTB: $h(r)$ (the library's
+# `course_lib.observables.distance_histogram`), the C-O bond length (atoms 1-2) and the H-O-C-C dihedral
+# (atoms 3-2-1-0), the rotation of the hydroxyl group. The dihedral has three wells (two *gauche* near ±60°
+# and *trans* at 180°), and the OH group hops between them only a few times in 10 ps: it is by far the
+# slowest of the three to sample.
 
 # %%
 r_edges = np.linspace(0.8, 4.0, 81)
@@ -523,7 +524,7 @@ obs = {"GFN2-xTB (data)": observables(reference)} | {name: observables(fr) for n
 fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
 for k, (name, frames) in enumerate([("GFN2-xTB (data)", reference), *samples.items()]):
     style = {"color": "k", "lw": 2.0} if k == 0 else {"lw": 1.2}
-    ax[0].plot(centers["r"], nb08.distance_histogram(frames, r_edges), label=name, **style)
+    ax[0].plot(centers["r"], O.distance_histogram(frames, r_edges), label=name, **style)
     ax[1].plot(centers["co"], O.histogram(obs[name]["co"], co_edges) / np.diff(co_edges), label=name, **style)
     ax[2].plot(centers["dih"], O.histogram(obs[name]["dih"], dih_edges) / np.diff(dih_edges), label=name, **style)
 ax[0].set_xlabel("r (A)")

@@ -1,9 +1,15 @@
-"""The notebook-01 checkers accept the reference solutions and reject typical mistakes."""
+"""The notebook-01 checkers accept the reference solutions and reject typical mistakes, each with its own
+diagnosis (and only that one), on the stored expected outputs and on the live reference (hidden cases)."""
 
+import pytest
 import torch
+from reference_solutions import reference
 
 from course_lib.graph import scatter_sum
-from course_lib.teaching.exercises import check, nb01
+from course_lib.teaching.exercises import check
+from course_lib.teaching.exercises import nb01 as checkers
+
+nb01 = reference("nb01")
 
 
 def _msgs(res):
@@ -61,3 +67,55 @@ def test_invariance_error_reference_and_mistakes():
     tensor_out = lambda model, data, T: (model(T(data)) - model(data)).abs()
     res = check("01.invariance_error", tensor_out, verbose=False)
     assert not res.passed and "single number" in _msgs(res)
+
+
+def test_minimum_image_diagnoses_are_specific():
+    """A sign error is told about the sign, a floor about round-not-floor, and neither about the other."""
+    sign = lambda dx, L: dx + L * torch.round(dx / L)
+    msgs = _msgs(check("01.minimum_image", sign, verbose=False))
+    assert "sign error" in msgs and "floor" not in msgs
+    floor = lambda dx, L: dx - L * torch.floor(dx / L)
+    msgs = _msgs(check("01.minimum_image", floor, verbose=False))
+    assert "floor" in msgs and "sign" not in msgs
+    negated = lambda dx, L: L * torch.round(dx / L) - dx
+    msgs = _msgs(check("01.minimum_image", negated, verbose=False))
+    assert "opposite sign" in msgs and "floor" not in msgs
+
+
+def _summed_at_source(h, e, ei, pe, ph):
+    j, i = ei
+    m = pe(torch.cat([h[i], h[j], e], -1))
+    return h + ph(torch.cat([h, scatter_sum(m, j, h.shape[0])], -1))
+
+
+def test_message_passing_wrong_endpoint_is_named_once_and_scores_low():
+    res = check("01.message_passing_step", _summed_at_source, verbose=False)
+    assert len(res.messages) == 1, res.messages
+    assert "source node j" in res.messages[0] and "concatenation" not in res.messages[0]
+    assert res.fraction < 0.5  # right shape, wrong values: far from half the points
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_message_passing_hidden_seeds_use_the_live_reference(seed):
+    """Other seeds are not stored: the hidden tests pass the reference's compute, with the same diagnoses."""
+    ok = check("01.message_passing_step", nb01.message_passing_step, verbose=False, seed=seed, expected=nb01.compute)
+    assert ok.passed and ok.fraction == 1.0
+    res = check("01.message_passing_step", _summed_at_source, verbose=False, seed=seed, expected=nb01.compute)
+    assert len(res.messages) == 1 and "source node j" in res.messages[0]
+    missing = check("01.message_passing_step", nb01.message_passing_step, verbose=False, seed=seed)
+    assert not missing.passed and "could not run" in missing.error  # no stored answer for a hidden case
+
+
+def test_message_passing_notebook_hint_works_in_float64():
+    """The hint of the notebook (index_add into zeros of the messages' dtype) passes with float64 inputs."""
+    def hinted(h, e, edge_index, phi_e, phi_h):
+        j, i = edge_index
+        m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
+        m_i = torch.zeros(h.shape[0], m_ij.shape[1], dtype=m_ij.dtype).index_add(0, i, m_ij)
+        return h + phi_h(torch.cat([h, m_i], dim=-1))
+
+    assert check("01.message_passing_step", hinted, verbose=False).passed
+
+
+def test_checker_modules_hold_no_reference():
+    assert not hasattr(checkers, "message_passing_step") and not hasattr(checkers, "minimum_image")

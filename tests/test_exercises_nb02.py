@@ -1,10 +1,13 @@
 """The notebook-02 checkers accept the reference solutions and reject typical mistakes."""
 
 import torch
+from reference_solutions import reference
 
 from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image
-from course_lib.teaching.exercises import check, nb02
+from course_lib.teaching.exercises import check
+
+nb02 = reference("nb02")
 
 
 def _msgs(res):
@@ -70,5 +73,6 @@ def test_equivariant_update_reference_and_mistakes():
 
 def test_other_seeds_pass():
     for seed in (1, 2, 3):
-        assert check("02.equivariant_update", nb02.equivariant_update, verbose=False, seed=seed).passed
-        assert check("02.periodic_mse", nb02.periodic_mse, verbose=False, seed=seed).passed
+        live = {"seed": seed, "expected": nb02.compute}  # the hidden cases: not stored, the reference computes
+        assert check("02.equivariant_update", nb02.equivariant_update, verbose=False, **live).passed
+        assert check("02.periodic_mse", nb02.periodic_mse, verbose=False, **live).passed

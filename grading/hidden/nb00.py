@@ -1,8 +1,10 @@
 """Hidden tests of notebook 00 (symmetry primer), loaded by ``python -m course_lib.teaching.grading --hidden DIR``.
 
 ``HIDDEN[exercise_id](obj, fb)`` grades the student's function. Each test first runs the *public*
-checker exactly as the notebook's self-check cell does (so what a student sees in Colab is part of
-what the grader says), then the same checker with other seeds and sizes, then extra cases the public
+checker exactly as the notebook's self-check cell does (on its stored expected outputs: what a student
+sees in Colab is part of what the grader says), then the same checker with other seeds and sizes (the
+expected outputs computed by the reference solutions of ``reference/nb00.py``, which are not in the
+installed package and whose answers to these cases are stored nowhere), then extra cases the public
 check does not have: float32 inputs, explicit reflections (det -1) and inversions, larger clouds,
 inputs far from the unit scale, other groups. Every symmetry test goes through
 ``course_lib.symmetry`` so the feedback carries the error values.
@@ -14,6 +16,8 @@ in the score, and a case that stops at a fatal failure or raises scores 0 withou
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 import torch
 from torch_geometric.data import Data
@@ -22,6 +26,12 @@ from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb00 as public
 from course_lib.teaching.exercises.common import expect_tensor
 from course_lib.teaching.grading import run_cases
+
+_spec = importlib.util.spec_from_file_location("_course_reference_nb00",
+                                               Path(__file__).with_name("reference") / "nb00.py")
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
+REF = {"expected": reference.compute}
 
 F32_TOL = S.default_tolerance(torch.float32)  # 1e-4 (scaled error, see course_lib.symmetry)
 F64_TOL = 1e-9
@@ -59,7 +69,7 @@ def _pairwise_extra(fn, fb, seed: int = 3, n: int = 25) -> None:
         fb.expect(tuple(out.shape) == (n, n), f"{dtype}: expected shape [{n}, {n}], got {list(out.shape)}",
                   fatal=True)
         fb.expect(out.dtype == dtype, f"{dtype} input: keep the dtype of pos, got {out.dtype}")
-        ref = public.pairwise_distances(data.pos.double())
+        ref = reference.pairwise_distances(data.pos.double())
         err = float((out.double() - ref).abs().max())
         fb.expect(err < 10 * tol * max(1.0, float(ref.max())),
                   f"{dtype}, N={n}: wrong distances, max |D - D_ref| = {err:.2e}")
@@ -79,8 +89,8 @@ def _pairwise_extra(fn, fb, seed: int = 3, n: int = 25) -> None:
 def hidden_pairwise_distances(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_pairwise_distances, {}),
-        ("hidden: seed=1, N=12", public.check_pairwise_distances, {"seed": 1, "n": 12}),
-        ("hidden: seed=2, N=40", public.check_pairwise_distances, {"seed": 2, "n": 40}),
+        ("hidden: seed=1, N=12", public.check_pairwise_distances, {"seed": 1, "n": 12, **REF}),
+        ("hidden: seed=2, N=40", public.check_pairwise_distances, {"seed": 2, "n": 40, **REF}),
         ("hidden: float32/float64, N=25, reflections", _pairwise_extra, {}),
     ])
 
@@ -100,7 +110,7 @@ def _symmetrize_extra(fn, fb, seed: int = 4) -> None:
         expect_tensor(fb, out, "symmetrize")
         fb.expect(tuple(out.shape) == (9, 3), f"D6 group: expected the shape of f(x), [9, 3], got {list(out.shape)}",
                   fatal=True)
-        ref = public.symmetrize(f, data.pos, group)
+        ref = reference.symmetrize(f, data.pos, group)
         err = float((out - ref).abs().max())
         fb.expect(err < 1e-9, f"D6 (12 elements, with reflections): wrong average, max error {err:.2e}: average over "
                   "every element of `group`, whatever its size")
@@ -119,8 +129,8 @@ def _symmetrize_extra(fn, fb, seed: int = 4) -> None:
 def hidden_symmetrize(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_symmetrize, {}),
-        ("hidden: seed=1, N=20", public.check_symmetrize, {"seed": 1, "n": 20}),
-        ("hidden: seed=2, N=3", public.check_symmetrize, {"seed": 2, "n": 3}),
+        ("hidden: seed=1, N=20", public.check_symmetrize, {"seed": 1, "n": 20, **REF}),
+        ("hidden: seed=2, N=3", public.check_symmetrize, {"seed": 2, "n": 3, **REF}),
         ("hidden: dihedral group D6, float32", _symmetrize_extra, {}),
     ])
 
@@ -141,7 +151,7 @@ def _radial_extra(fn, fb, seed: int = 5, n: int = 30) -> None:
             expect_tensor(fb, out, "radial_field")
             fb.expect(tuple(out.shape) == (n, 3), f"{dtype}, N={n}: expected shape [{n}, 3], got {list(out.shape)}",
                       fatal=True)
-            ref = public.radial_field(data.pos.double(), phi)
+            ref = reference.radial_field(data.pos.double(), phi)
             err = float((out.double() - ref).abs().max()) / max(1.0, float(ref.abs().max()))
             fb.expect(err < 10 * tol, f"{dtype}, N={n}: wrong field, scaled max error {err:.2e}")
             for name, T in _symmetries(data, seed).items():
@@ -153,8 +163,8 @@ def _radial_extra(fn, fb, seed: int = 5, n: int = 30) -> None:
 def hidden_radial_field(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_radial_field, {}),
-        ("hidden: seed=1, N=15", public.check_radial_field, {"seed": 1, "n": 15}),
-        ("hidden: seed=2, N=2", public.check_radial_field, {"seed": 2, "n": 2}),
+        ("hidden: seed=1, N=15", public.check_radial_field, {"seed": 1, "n": 15, **REF}),
+        ("hidden: seed=2, N=2", public.check_radial_field, {"seed": 2, "n": 2, **REF}),
         ("hidden: N=30, float32, reflections", _radial_extra, {}),
     ])
 
@@ -184,7 +194,7 @@ def _gated_extra(fn, fb, seed: int = 6, n: int = 64, channels: int = 8, scale: f
         fb.expect(e < 10 * tol, f"not equivariant under {name}: course_lib.symmetry error {e:.2e} "
                   f"(tolerance {10 * tol:.0e}); scale each vector by its scalar gate only: clamping, ReLU or "
                   "any function of the x, y, z components breaks rotations", ok=f"{name}: {e:.1e}")
-    ref = public.gated_nonlinearity(data.s.double(), data.v.double())
+    ref = reference.gated_nonlinearity(data.s.double(), data.v.double())
     err = float((out.double() - ref).abs().max()) / max(1.0, float(ref.abs().max()))
     fb.expect(err < 10 * tol, f"wrong values, scaled max error {err:.2e} (expected "
               "sigmoid(scalars)[..., None] * vectors, for vectors of any size)")
@@ -193,8 +203,8 @@ def _gated_extra(fn, fb, seed: int = 6, n: int = 64, channels: int = 8, scale: f
 def hidden_gated_nonlinearity(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_gated_nonlinearity, {}),
-        ("hidden: seed=1, N=64, C=8", public.check_gated_nonlinearity, {"seed": 1, "n": 64, "channels": 8}),
-        ("hidden: seed=2, N=1, C=1", public.check_gated_nonlinearity, {"seed": 2, "n": 1, "channels": 1}),
+        ("hidden: seed=1, N=64, C=8", public.check_gated_nonlinearity, {"seed": 1, "n": 64, "channels": 8, **REF}),
+        ("hidden: seed=2, N=1, C=1", public.check_gated_nonlinearity, {"seed": 2, "n": 1, "channels": 1, **REF}),
         ("hidden: vectors of size ~10, N=64, C=8", _gated_extra, {"scale": 10.0}),
         ("hidden: float32, N=64, C=8", _gated_extra, {"dtype": torch.float32}),
     ])

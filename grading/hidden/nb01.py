@@ -1,18 +1,28 @@
 """Hidden tests of notebook 01 (invariant MPNN energies in a periodic box).
 
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
-:mod:`course_lib.teaching.exercises.nb01` first (exactly the notebook's self-check), then the same checker
-with other seeds and sizes, then extra cases (3D boxes, batch dimensions, float32, box symmetries
-measured with ``course_lib.symmetry``).
+:mod:`course_lib.teaching.exercises.nb01` first (exactly the notebook's self-check, on its stored expected
+outputs), then the same checker with other seeds and sizes (expected outputs computed by the reference
+solutions of ``reference/nb01.py``, never stored in the package), then extra cases (3D boxes, batch
+dimensions, float32, box symmetries measured with ``course_lib.symmetry``).
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import torch
 
 from course_lib import symmetry as S
 from course_lib.teaching.exercises import nb01 as public
 from course_lib.teaching.grading import run_cases
+
+_spec = importlib.util.spec_from_file_location("_course_reference_nb01",
+                                               Path(__file__).with_name("reference") / "nb01.py")
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
+REF = {"expected": reference.compute}
 
 
 def _minimum_image_extra(fn, fb, seed: int = 3) -> None:
@@ -23,7 +33,7 @@ def _minimum_image_extra(fn, fb, seed: int = 3) -> None:
     fb.expect(isinstance(out, torch.Tensor) and out.shape == dx.shape,
               f"3D box with input of shape {list(dx.shape)}: expected the same shape back (work on the last axis "
               "only)", fatal=True)
-    ref = public.minimum_image(dx, L)
+    ref = reference.minimum_image(dx, L)
     err = float((out - ref).abs().max())
     fb.expect(err < 1e-9, f"3D box L = (4, 9, 6.5), input [5, 7, 3]: max error {err:.2e} against the closest image")
     # the result does not depend on which periodic image of the displacement is given
@@ -47,8 +57,8 @@ def _minimum_image_extra(fn, fb, seed: int = 3) -> None:
 def hidden_minimum_image(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_minimum_image, {}),
-        ("hidden: seed=1, n=1000", public.check_minimum_image, {"seed": 1, "n": 1000}),
-        ("hidden: seed=2, n=3", public.check_minimum_image, {"seed": 2, "n": 3}),
+        ("hidden: seed=1, n=1000", public.check_minimum_image, {"seed": 1, "n": 1000, **REF}),
+        ("hidden: seed=2, n=3", public.check_minimum_image, {"seed": 2, "n": 3, **REF}),
         ("hidden: 3D box, batch axes, float32", _minimum_image_extra, {}),
     ])
 
@@ -56,16 +66,16 @@ def hidden_minimum_image(fn, fb) -> None:
 def hidden_message_passing_step(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_message_passing_step, {}),
-        ("hidden: seed=1", public.check_message_passing_step, {"seed": 1}),
-        ("hidden: seed=2", public.check_message_passing_step, {"seed": 2}),
+        ("hidden: seed=1", public.check_message_passing_step, {"seed": 1, **REF}),
+        ("hidden: seed=2", public.check_message_passing_step, {"seed": 2, **REF}),
     ])
 
 
 def hidden_invariance_error(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_invariance_error, {}),
-        ("hidden: seed=1", public.check_invariance_error, {"seed": 1}),
-        ("hidden: seed=2", public.check_invariance_error, {"seed": 2}),
+        ("hidden: seed=1", public.check_invariance_error, {"seed": 1, **REF}),
+        ("hidden: seed=2", public.check_invariance_error, {"seed": 2, **REF}),
     ])
 
 

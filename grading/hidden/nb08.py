@@ -1,18 +1,28 @@
 """Hidden tests of notebook 08 (molecular dynamics with the learned potentials).
 
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
-:mod:`course_lib.teaching.exercises.nb08` first (exactly the notebook's self-check), then the same checker with
-other seeds and sizes, then extra cases (2-D systems, a harmonic oscillator against its exact solution,
+:mod:`course_lib.teaching.exercises.nb08` first (exactly the notebook's self-check, on its stored expected
+outputs), then the same checker with other seeds and sizes (expected outputs from ``reference/nb08.py``),
+then extra cases (2-D systems, a harmonic oscillator against its exact solution,
 equivariance of a step, a long trajectory for h(r)).
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
 from course_lib.teaching.exercises import nb08 as public
 from course_lib.teaching.exercises.common import close_arrays
 from course_lib.teaching.grading import run_cases
+
+_spec = importlib.util.spec_from_file_location("_course_reference_nb08",
+                                               Path(__file__).with_name("reference") / "nb08.py")
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
+REF = {"expected": reference.compute}
 
 
 def _verlet_extra(fn, fb, seed: int = 11) -> None:
@@ -60,11 +70,11 @@ def _histogram_extra(fn, fb, seed: int = 5) -> None:
     traj = np.cumsum(0.05 * g.standard_normal((200, 9, 3)), axis=0) + 1.5 * g.standard_normal((1, 9, 3))
     edges = np.linspace(0.0, 8.0, 41)
     h = fn(traj, edges)
-    ref = public.distance_histogram(traj, edges)
+    ref = reference.distance_histogram(traj, edges)
     fb.expect(close_arrays(h, ref, atol=1e-10, rtol=1e-9),
               "a 200-frame trajectory of 9 atoms: your h(r) differs from the reference")
     covered = float(np.sum(np.asarray(h) * np.diff(edges)))
-    inside = float(np.mean(np.sum(public.distance_histogram(traj, np.array([0.0, 8.0])) * 8.0)))
+    inside = float(np.mean(np.sum(reference.distance_histogram(traj, np.array([0.0, 8.0])) * 8.0)))
     fb.expect(abs(covered - inside) < 1e-9, f"sum(h * width) = {covered:.3f}, but {inside:.3f} pairs per frame lie in "
               "the range: h must count pairs per frame and per unit length")
 
@@ -72,8 +82,8 @@ def _histogram_extra(fn, fb, seed: int = 5) -> None:
 def hidden_velocity_verlet_step(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_velocity_verlet_step, {}),
-        ("hidden: seed=1, 2-D, 7 atoms", public.check_velocity_verlet_step, {"seed": 1, "n": 7, "d": 2}),
-        ("hidden: seed=2, dt=0.01", public.check_velocity_verlet_step, {"seed": 2, "dt": 0.01}),
+        ("hidden: seed=1, 2-D, 7 atoms", public.check_velocity_verlet_step, {"seed": 1, "n": 7, "d": 2, **REF}),
+        ("hidden: seed=2, dt=0.01", public.check_velocity_verlet_step, {"seed": 2, "dt": 0.01, **REF}),
         ("hidden: oscillators, rotation", _verlet_extra, {}),
     ])
 
@@ -81,8 +91,9 @@ def hidden_velocity_verlet_step(fn, fb) -> None:
 def hidden_distance_histogram(fn, fb) -> None:
     run_cases(fb, fn, [
         ("public check", public.check_distance_histogram, {}),
-        ("hidden: seed=1, 1 frame, 10 atoms", public.check_distance_histogram, {"seed": 1, "frames": 1, "n": 10}),
-        ("hidden: seed=2, 2-D", public.check_distance_histogram, {"seed": 2, "d": 2}),
+        ("hidden: seed=1, 1 frame, 10 atoms", public.check_distance_histogram,
+         {"seed": 1, "frames": 1, "n": 10, **REF}),
+        ("hidden: seed=2, 2-D", public.check_distance_histogram, {"seed": 2, "d": 2, **REF}),
         ("hidden: long trajectory", _histogram_extra, {}),
     ])
 

@@ -20,7 +20,7 @@ from course_lib.teaching import checks
 __all__ = ["check", "load_checkers"]
 
 #: modules of this package that hold no checkers
-_NOT_CHECKERS = {"common"}
+_NOT_CHECKERS = {"common", "stored"}
 
 
 def load_checkers() -> dict[str, checks.Exercise]:
@@ -32,11 +32,16 @@ def load_checkers() -> dict[str, checks.Exercise]:
 
 
 def check(exercise_id: str, obj, verbose: bool = True, **kwargs) -> checks.CheckResult:
-    """Run the public self-check of an exercise on the student's function/class and print feedback."""
+    """Run the public self-check of an exercise on the student's function/class and print feedback.
+
+    Returns the :class:`~course_lib.teaching.checks.CheckResult`; as the last expression of a notebook cell
+    it is not shown a second time (it was printed already).
+    """
     load_checkers()
     if exercise_id not in checks.EXERCISES:
         raise KeyError(f"unknown exercise {exercise_id!r}; known: {sorted(checks.EXERCISES)}")
     res = checks.run_checker(checks.EXERCISES[exercise_id].checker, exercise_id, obj, **kwargs)
     if verbose:
         print(res)
+        res.printed = True
     return res

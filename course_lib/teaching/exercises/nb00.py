@@ -1,4 +1,4 @@
-"""Notebook 00 (symmetry primer): checkers of the exercises and their reference solutions.
+"""Notebook 00 (symmetry primer): checkers of the exercises.
 
 Exercises (id, points):
 
@@ -7,10 +7,10 @@ Exercises (id, points):
 - ``00.radial_field`` (2): ``radial_field(pos, phi) -> [N, d]``: ``sum_j phi(|x_ij|) x_ij``.
 - ``00.gated_nonlinearity`` (2): ``gated_nonlinearity(scalars [N, C], vectors [N, C, 3])``.
 
-The reference solutions below have the same names and signatures as the functions the student
-writes; later cells of the notebook import them (``nb00.pairwise_distances``, ...) so that the
-notebook runs top to bottom before the exercises are solved. Every symmetry test of a checker goes
-through :mod:`course_lib.symmetry`, with fixed seeds, so the feedback is deterministic.
+No reference solution is here: the values a correct solution (and each known mistake) gives on the
+checker's inputs come from the checker's ``expected`` provider (stored outputs in the notebook, see
+:mod:`course_lib.teaching.exercises.stored`; the reference itself in the hidden tests). Every symmetry
+test goes through :mod:`course_lib.symmetry`, with fixed seeds, so the feedback is deterministic.
 """
 
 from __future__ import annotations
@@ -20,75 +20,15 @@ from torch_geometric.data import Data
 
 from course_lib import symmetry as S
 from course_lib.teaching.checks import Feedback, exercise
-from course_lib.teaching.exercises.common import call_student, close, expect_tensor, rng, shape_of, source_of
+from course_lib.teaching.exercises.common import call_student, close, expect_tensor, shape_of, source_of
+from course_lib.teaching.exercises.stored import provider
 
 __all__ = [
-    "pairwise_distances",
-    "symmetrize",
-    "radial_field",
-    "gated_nonlinearity",
-    "random_rotations",
+    "check_pairwise_distances",
+    "check_symmetrize",
+    "check_radial_field",
+    "check_gated_nonlinearity",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Reference solutions
-# --------------------------------------------------------------------------------------------
-
-
-def pairwise_distances(pos: torch.Tensor) -> torch.Tensor:
-    """``D[i, j] = |pos_i - pos_j|`` for ``pos [N, d]``; returns ``[N, N]`` with a zero diagonal.
-
-    The gradient of the square root is undefined on the diagonal (distance 0): differentiate only
-    the off-diagonal entries (e.g. the pairs ``i < j``).
-    """
-    diff = pos[:, None, :] - pos[None, :, :]  # [N, N, d], diff[i, j] = pos_i - pos_j
-    return (diff**2).sum(dim=-1).sqrt()
-
-
-def symmetrize(f, x: torch.Tensor, group) -> torch.Tensor:
-    """The group average ``(1/|G|) sum_g f(x g^T)`` of a function ``f`` of points ``x [M, d]``.
-
-    ``group`` is a list of ``[d, d]`` matrices (a finite group). For ``Z2 = [I, -I]`` this is
-    ``(f(x) + f(-x)) / 2``. The result is invariant under every element of the group.
-    """
-    outs = [f(x @ g.to(x).T) for g in group]
-    return torch.stack(outs).mean(dim=0)
-
-
-def radial_field(pos: torch.Tensor, phi) -> torch.Tensor:
-    """``v_i = sum_{j != i} phi(|x_ij|) x_ij`` with ``x_ij = pos_i - pos_j``; returns ``[N, d]``.
-
-    ``phi`` maps distances of shape ``[..., 1]`` to weights of shape ``[..., 1]`` (for instance a
-    small MLP ``nn.Sequential(nn.Linear(1, 16), nn.SiLU(), nn.Linear(16, 1))``). The term ``j = i``
-    vanishes because ``x_ii = 0``.
-    """
-    diff = pos[:, None, :] - pos[None, :, :]  # [N, N, d]
-    r = (diff**2).sum(dim=-1, keepdim=True).sqrt()  # [N, N, 1]
-    return (phi(r) * diff).sum(dim=1)
-
-
-def gated_nonlinearity(scalars: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """Gate each vector channel by the sigmoid of its scalar: ``sigmoid(s)[..., None] * v``.
-
-    ``scalars [N, C]``, ``vectors [N, C, 3]`` -> ``[N, C, 3]``.
-    """
-    return torch.sigmoid(scalars)[..., None] * vectors
-
-
-def random_rotations(n: int, generator=None, dtype=torch.float64) -> torch.Tensor:
-    """``n`` independent Haar-random rotations of SO(3), ``[n, 3, 3]`` (batched QR).
-
-    Same construction as :func:`course_lib.symmetry.random_rotation`, for many matrices at once
-    (data augmentation draws one rotation per training sample).
-    """
-    g = rng(generator)
-    a = torch.randn(n, 3, 3, generator=g, dtype=torch.float64)
-    q, r = torch.linalg.qr(a)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    flip = torch.linalg.det(q) < 0
-    q[flip, :, 0] = -q[flip, :, 0]
-    return q.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,8 +67,10 @@ _SYMMETRY_HINT = {
 
 
 @exercise("00.pairwise_distances", "Pairwise distances with broadcasting")
-def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6) -> None:
+def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6, expected=None) -> None:
+    want = provider(expected)
     data = _cloud(n, 3, seed)
+    ref = want("00.pairwise_distances", "values", data.pos)
     pos = data.pos.clone()
     out = call_student(fb, fn, (pos,), f"pairwise_distances(pos) with pos of shape [{n}, 3]")
     expect_tensor(fb, out, "pairwise_distances")
@@ -147,7 +89,6 @@ def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6) -> Non
               "negative values: compute the differences directly or clamp(min=0) before the square root",
               fatal=True)
     fb.expect(out.dtype == pos.dtype, f"keep the dtype of pos ({pos.dtype}), got {out.dtype}")
-    ref = pairwise_distances(pos)
     diag = float(out.diagonal().abs().max())
     fb.expect(diag < 1e-6, f"the diagonal must be exactly 0 (the distance of a point to itself), got "
               f"max |D[i, i]| = {diag:.3g}: do not fill it with another value, and avoid the "
@@ -172,19 +113,21 @@ def check_pairwise_distances(fn, fb: Feedback, seed: int = 0, n: int = 6) -> Non
                   f"{err:.2e} > 1e-09): {_SYMMETRY_HINT[name]}", ok=f"{name}: error {err:.1e}")
 
     if close(out, ref, atol=1e-7, rtol=1e-7):
-        fb.expect(True, "values")
+        fb.expect(True, "values", values=True)
         pos2 = _cloud(n - 1, 2, seed + 2, dtype=torch.float32).pos
-        out2 = call_student(fb, fn, (pos2,), "pairwise_distances(pos) with 2D points (pos of shape "
+        ref2 = want("00.pairwise_distances", "values", pos2)
+        out2 = call_student(fb, fn, (pos2.clone(),), "pairwise_distances(pos) with 2D points (pos of shape "
                             f"[{n - 1}, 2])", "do not hard-code the dimension 3")
-        fb.expect(isinstance(out2, torch.Tensor) and close(out2, pairwise_distances(pos2), atol=1e-5, rtol=1e-5),
-                  "wrong result for 2D points in float32: do not hard-code the dimension d = 3 or the dtype")
+        fb.expect(isinstance(out2, torch.Tensor) and close(out2, ref2, atol=1e-5, rtol=1e-5),
+                  "wrong result for 2D points in float32: do not hard-code the dimension d = 3 or the dtype",
+                  values=True)
     elif close(out, ref**2, atol=1e-7, rtol=1e-7):
-        fb.expect(False, "these are squared distances: take the square root (.sqrt())")
+        fb.expect(False, "these are squared distances: take the square root (.sqrt())", values=True)
     else:
-        k = int((out - ref).abs().argmax())
+        k = int((out.to(ref.dtype) - ref).abs().argmax())
         i, j = divmod(k, n)
         fb.expect(False, f"wrong values: D[{i}, {j}] should be |pos[{i}] - pos[{j}]| = {float(ref[i, j]):.4f}, "
-                  f"you returned {float(out[i, j]):.4f} (the Euclidean norm over the coordinate axis)")
+                  f"you returned {float(out[i, j]):.4f} (the Euclidean norm over the coordinate axis)", values=True)
     fb.expect("cdist" not in source_of(fn), "the exercise asks for broadcasting, not torch.cdist: "
               "subtract pos[None, :, :] from pos[:, None, :] and reduce the last axis")
 
@@ -200,21 +143,23 @@ def _z2(d: int, dtype=torch.float64) -> list[torch.Tensor]:
 
 
 @exercise("00.symmetrize", "Symmetrization by group averaging")
-def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
+def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7, expected=None) -> None:
+    want = provider(expected)
     f = _mlp(3, 2, seed)
     data = _cloud(n, 3, seed)
     x = data.pos.clone()
     group = _z2(3)
+    ref = want("00.symmetrize", "values", f, data.pos, group)
     with torch.no_grad():
         out = call_student(fb, fn, (f, x, group), f"symmetrize(f, x, Z2) with x of shape [{n}, 3] and f: "
                            f"[{n}, 3] -> [{n}, 2]")
         expect_tensor(fb, out, "symmetrize")
         fb.expect(torch.equal(x, data.pos), "symmetrize modified x in place; build the transformed "
                   "inputs as new tensors (x @ g.T)")
-        want = tuple(f(x).shape)
+        shape = tuple(f(x).shape)
         extra = (" (you stacked the |G| outputs: take the mean over that axis)"
-                 if tuple(out.shape) == (len(group), *want) else "")
-        fb.expect(tuple(out.shape) == want, f"the result must have the shape of f(x), {list(want)}, "
+                 if tuple(out.shape) == (len(group), *shape) else "")
+        fb.expect(tuple(out.shape) == shape, f"the result must have the shape of f(x), {list(shape)}, "
                   f"got {shape_of(out, brackets='[]')}{extra}", fatal=True)
 
         def sym(d):
@@ -225,17 +170,17 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
                   f"error {err:.2e} > 1e-09): evaluate f on g x for every element g of the group and "
                   "average the results", ok=f"Z2: error {err:.1e}")
 
-        ref = symmetrize(f, x, group)
         if close(out, ref, atol=1e-7, rtol=1e-7):
-            fb.expect(True, "values")
+            fb.expect(True, "values", values=True)
         elif close(out, 2 * ref, atol=1e-7, rtol=1e-7):
             fb.expect(False, "you returned the sum f(x) + f(-x); divide by len(group): the group "
-                             "*average* leaves an already invariant function unchanged")
-        elif close(out, f(x), atol=1e-7, rtol=1e-7):
-            fb.expect(False, "you returned f(x) unchanged; average f over the transformed inputs")
+                             "*average* leaves an already invariant function unchanged", values=True)
+        elif close(out, f(data.pos), atol=1e-7, rtol=1e-7):
+            fb.expect(False, "you returned f(x) unchanged; average f over the transformed inputs", values=True)
         else:
             fb.expect(False, "wrong values: expected the average of f(x @ g.T) over the elements g of the "
-                             "group, i.e. (f(x) + f(-x)) / 2 for Z2 (apply g to the input x, not to f(x))")
+                             "group, i.e. (f(x) + f(-x)) / 2 for Z2 (apply g to the input x, not to f(x))",
+                      values=True)
 
         # an already invariant function must be left unchanged (the average is a projection)
         f_even = lambda y: (y**2).sum(dim=-1, keepdim=True)
@@ -250,11 +195,11 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
                                         "a cubic symmetry")):
             f2 = _mlp(dim, 1, seed + dim)
             data2 = _cloud(5, dim, seed + 10 + dim)
-            out2 = call_student(fb, fn, (f2, data2.pos, grp), f"symmetrize(f, x, group) with group = {gname}")
-            if not fb.expect(isinstance(out2, torch.Tensor)
-                             and close(out2, symmetrize(f2, data2.pos, grp), atol=1e-7, rtol=1e-7),
+            ref2 = want("00.symmetrize", "values", f2, data2.pos, grp)
+            out2 = call_student(fb, fn, (f2, data2.pos.clone(), grp), f"symmetrize(f, x, group) with group = {gname}")
+            if not fb.expect(isinstance(out2, torch.Tensor) and close(out2, ref2, atol=1e-7, rtol=1e-7),
                              f"wrong result for group = {gname}: loop over *all* elements of `group` "
-                             "(not only x and -x) and divide by len(group)"):
+                             "(not only x and -x) and divide by len(group)", values=True):
                 continue
             T = S.orthogonal(grp[1]) if dim == 2 else S.box_symmetry(3, "rot90")
             err = S.equivariance_error(lambda d, f2=f2, grp=grp: fn(f2, d.pos, grp), data2, T, output="scalar")
@@ -266,10 +211,20 @@ def check_symmetrize(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _gauss(r: torch.Tensor) -> torch.Tensor:
+    """phi(r) = exp(-r^2), the radial weight of the 2D case."""
+    return torch.exp(-(r**2))
+
+
 @exercise("00.radial_field", "An E(3)-equivariant radial vector field")
-def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
+def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7, expected=None) -> None:
+    want = provider(expected)
     phi = _mlp(1, 1, seed)
     data = _cloud(n, 3, seed)
+    ref = want("00.radial_field", "values", data.pos, phi)
+    squared = want("00.radial_field", "phi of r squared", data.pos, phi)
+    pos2 = data.pos[:5, :2].float()
+    ref2 = want("00.radial_field", "values", pos2, _gauss)
     pos = data.pos.clone()
     with torch.no_grad():
         out = call_student(fb, fn, (pos, phi), f"radial_field(pos, phi) with pos of shape [{n}, 3] and phi an MLP "
@@ -295,28 +250,25 @@ def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
             fb.expect(err < 1e-9, f"not equivariant under {name}: course_lib.symmetry error {err:.2e} "
                       f"(tolerance 1e-09); {_SYMMETRY_HINT[name]}", ok=f"{name}: error {err:.1e}")
 
-        ref = radial_field(pos, phi)
         if close(out, ref, atol=1e-7, rtol=1e-7):
-            fb.expect(True, "values")
+            fb.expect(True, "values", values=True)
         elif close(out, -ref, atol=1e-7, rtol=1e-7):
             fb.expect(False, "your vectors point the wrong way: use x_ij = pos_i - pos_j "
-                             "(from neighbour j to node i)")
-        elif close(out, radial_field(pos, lambda r: phi(r**2)), atol=1e-7, rtol=1e-7):
-            fb.expect(False, "phi must receive the distance |x_ij|, not its square")
+                             "(from neighbour j to node i)", values=True)
+        elif close(out, squared, atol=1e-7, rtol=1e-7):
+            fb.expect(False, "phi must receive the distance |x_ij|, not its square", values=True)
         elif all(e < 1e-9 for e in errors.values()):
             fb.expect(False, "equivariant, but not the requested field: v_i = sum_j phi(|x_ij|) "
-                             "(pos_i - pos_j), with phi applied to distances of shape [N, N, 1]")
+                             "(pos_i - pos_j), with phi applied to distances of shape [N, N, 1]", values=True)
         else:
-            fb.expect(False, "wrong values: expected v_i = sum_j phi(|x_ij|) (pos_i - pos_j)")
+            fb.expect(False, "wrong values: expected v_i = sum_j phi(|x_ij|) (pos_i - pos_j)", values=True)
 
         if not close(out, ref, atol=1e-7, rtol=1e-7):
             return
-        pos2 = data.pos[:5, :2].float()
-        gauss = lambda r: torch.exp(-(r**2))
-        out2 = call_student(fb, fn, (pos2, gauss),
+        out2 = call_student(fb, fn, (pos2.clone(), _gauss),
                             "radial_field(pos, phi) with 2D float32 points and phi(r) = exp(-r^2)")
-        fb.expect(isinstance(out2, torch.Tensor) and close(out2, radial_field(pos2, gauss), atol=1e-5, rtol=1e-5),
-                  "wrong result for 2D points and phi(r) = exp(-r^2): do not hard-code d = 3")
+        fb.expect(isinstance(out2, torch.Tensor) and close(out2, ref2, atol=1e-5, rtol=1e-5),
+                  "wrong result for 2D points and phi(r) = exp(-r^2): do not hard-code d = 3", values=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,11 +277,16 @@ def check_radial_field(fn, fb: Feedback, seed: int = 0, n: int = 7) -> None:
 
 
 @exercise("00.gated_nonlinearity", "A gated nonlinearity for vector features")
-def check_gated_nonlinearity(fn, fb: Feedback, seed: int = 0, n: int = 5, channels: int = 4) -> None:
+def check_gated_nonlinearity(fn, fb: Feedback, seed: int = 0, n: int = 5, channels: int = 4,
+                             expected=None) -> None:
+    want = provider(expected)
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(n, channels, generator=g, dtype=torch.float64)
     v = torch.randn(n, channels, 3, generator=g, dtype=torch.float64)
     s0, v0 = s.clone(), v.clone()
+    ref = want("00.gated_nonlinearity", "values", s0, v0)
+    norm_gate = want("00.gated_nonlinearity", "norm gate", s0, v0)
+    relu_gate = want("00.gated_nonlinearity", "relu gate", s0, v0)
     out = call_student(fb, fn, (s, v), f"gated_nonlinearity(scalars, vectors) with scalars of shape [{n}, {channels}] "
                        f"and vectors of shape [{n}, {channels}, 3]",
                        "the gate has shape [N, C] and the vectors [N, C, 3]: give the gate a trailing axis with "
@@ -355,20 +312,19 @@ def check_gated_nonlinearity(fn, fb: Feedback, seed: int = 0, n: int = 5, channe
                   "x, y, z components (ReLU, tanh, ...) does not commute with rotations and reflections",
                   ok=f"{name}: error {err:.1e}")
 
-    ref = gated_nonlinearity(s, v)
     out_s = call_student(fb, fn, (s + 1.0, v), "gated_nonlinearity(scalars + 1, vectors)")
     uses_s = isinstance(out_s, torch.Tensor) and not close(out_s, out, atol=1e-7, rtol=1e-7)
     if close(out, ref, atol=1e-7, rtol=1e-7):
-        fb.expect(True, "values")
-    elif close(out, v * torch.sigmoid(v.norm(dim=-1, keepdim=True)), atol=1e-7, rtol=1e-7):
+        fb.expect(True, "values", values=True)
+    elif close(out, norm_gate, atol=1e-7, rtol=1e-7):
         fb.expect(False, "you gated each vector with sigmoid of its own norm: that is a norm nonlinearity "
                          "(also equivariant); here the gate of channel c comes from the scalars: "
-                         "sigmoid(scalars[:, c])")
+                         "sigmoid(scalars[:, c])", values=True)
     elif not uses_s:
         fb.expect(False, "the output does not depend on the scalars: the gate of channel c must be "
-                         "sigmoid(scalars[:, c]), multiplied onto vectors[:, c, :]")
-    elif close(out, torch.relu(s)[..., None] * v, atol=1e-7, rtol=1e-7):
-        fb.expect(False, "use the sigmoid as gate (the exercise asks for sigmoid(scalars)), not ReLU")
+                         "sigmoid(scalars[:, c]), multiplied onto vectors[:, c, :]", values=True)
+    elif close(out, relu_gate, atol=1e-7, rtol=1e-7):
+        fb.expect(False, "use the sigmoid as gate (the exercise asks for sigmoid(scalars)), not ReLU", values=True)
     else:
-        fb.expect(False, "wrong values: expected sigmoid(scalars)[..., None] * vectors (channel c of "
-                         "every vector is scaled by sigmoid(scalars[:, c]))")
+        fb.expect(False, "wrong values: expected the vectors of channel c scaled by the gate of scalar c "
+                         "(a sigmoid of scalars[:, c])", values=True)

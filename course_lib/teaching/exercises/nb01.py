@@ -1,4 +1,4 @@
-"""Checkers (and reference solutions) of notebook 01: invariant MPNN energies in a periodic box.
+"""Checkers of notebook 01: invariant MPNN energies in a periodic box.
 
 Exercises:
 
@@ -6,8 +6,8 @@ Exercises:
 - ``01.message_passing_step``: one message / aggregate / update step with sum aggregation.
 - ``01.invariance_error``: measure how much a model's energy changes under a symmetry of the box.
 
-Later notebook cells use the reference solutions below, never the student's code, so a student
-notebook with unfinished exercises still runs from top to bottom.
+No reference solution is here: the expected outputs (of the correct solution and of the known
+mistakes) come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
 """
 
 from __future__ import annotations
@@ -15,52 +15,47 @@ from __future__ import annotations
 import torch
 
 from course_lib import symmetry as S
-from course_lib.graph import scatter_sum
-from course_lib.neighbors import minimum_image as reference_minimum_image
 from course_lib.teaching.checks import exercise
 from course_lib.teaching.exercises.common import close, expect_tensor, shape_of
+from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["minimum_image", "message_passing_step", "invariance_error"]
+__all__ = ["check_minimum_image", "check_message_passing_step", "check_invariance_error"]
 
+_MINIMUM_IMAGE_MISTAKES = {
+    "floor": "you rounded down (floor): the closest image needs the nearest whole number of boxes, "
+             "dx - L * round(dx / L)",
+    "trunc": "int() / trunc rounds towards zero: use round, dx - L * round(dx / L)",
+    "shift added": "sign error: you added L * round(dx / L); subtract it, dx - L * round(dx / L)",
+    "negated": "the result has the opposite sign: return dx - L * round(dx / L), not L * round(dx / L) - dx",
+}
 
-# ------------------------------------------------------------------------- reference solutions
-
-
-def minimum_image(dx: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    """Reference solution of 01.minimum_image: dx [..., d], L broadcastable -> [..., d]."""
-    return reference_minimum_image(dx, L)
-
-
-def message_passing_step(h, e, edge_index, phi_e, phi_h):
-    """Reference solution of 01.message_passing_step (see the notebook for the equations)."""
-    j, i = edge_index
-    m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
-    m_i = scatter_sum(m_ij, i, h.shape[0])
-    return h + phi_h(torch.cat([h, m_i], dim=-1))
-
-
-def invariance_error(model, data, transform) -> float:
-    """Reference solution of 01.invariance_error: max |E(g x) - E(x)| over the graphs of ``data``."""
-    with torch.no_grad():
-        return float((model(transform(data)) - model(data)).abs().max())
-
-
-# ------------------------------------------------------------------------- helpers
-
-
-# ------------------------------------------------------------------------- checkers
+_MESSAGE_MISTAKES = {
+    "summed at the source": "you summed the messages into the source node j (edge_index[0]) instead of the "
+                            "target node i (edge_index[1]): aggregate with index i, m_i = sum over edges "
+                            "whose target is i",
+    "target-source swapped": "messages went to the wrong node: in the PyG convention edge_index[0] is the "
+                             "source j and edge_index[1] the target i (j, i = edge_index), and m_ij is summed "
+                             "over edges with the same target i",
+    "no residual": "the residual connection is missing: return h + phi_h([h, m_i])",
+    "mean": "you averaged the messages; this exercise uses sum aggregation (m_i = sum_j m_ij)",
+    "h_j first": "the message input is in the wrong order: phi_e takes [h_i, h_j, e_ij] (target first), "
+                 "you gave [h_j, h_i, e_ij]",
+    "m_i first": "the update input is in the wrong order: phi_h takes [h_i, m_i], you gave [m_i, h_i]",
+}
 
 
 @exercise("01.minimum_image", "minimum-image displacement in a periodic box")
-def check_minimum_image(fn, fb, seed: int = 0, n: int = 200):
+def check_minimum_image(fn, fb, seed: int = 0, n: int = 200, expected=None):
+    want = provider(expected)
     g = torch.Generator().manual_seed(seed)
     L = torch.tensor([10.0, 7.0], dtype=torch.float64)
     dx = (torch.rand(n, 2, generator=g, dtype=torch.float64) - 0.5) * 4 * L  # up to two boxes away
+    ref = want("01.minimum_image", "values", dx, L)
+    mistakes = {name: want("01.minimum_image", name, dx, L) for name in _MINIMUM_IMAGE_MISTAKES}
     out = fn(dx.clone(), L)
     expect_tensor(fb, out)
     fb.expect(out.shape == dx.shape, f"the output has shape {shape_of(out)}; expected {tuple(dx.shape)} "
               "(one reduced vector per input vector)", fatal=True)
-    ref = reference_minimum_image(dx, L)
     fb.expect(bool((out.abs() <= L / 2 + 1e-9).all()),
               "some components are longer than L/2: the minimum image of a displacement has every component "
               "in [-L/2, L/2]; subtract L * round(dx / L)")
@@ -68,12 +63,15 @@ def check_minimum_image(fn, fb, seed: int = 0, n: int = 200):
     fb.expect(torch.allclose(shift, shift.round(), atol=1e-9),
               "the output differs from the input by something that is not a whole number of box lengths: "
               "you may only add or subtract multiples of L (per component)")
-    fb.expect(close(out, ref, atol=1e-9, rtol=1e-5), "the result is not the closest periodic image (use round, not "
-              "floor or int(), which truncates towards zero)")
+    same = [name for name, value in mistakes.items() if close(out, value, atol=1e-9, rtol=1e-5)]
+    fb.expect(close(out, ref, atol=1e-9, rtol=1e-5), _MINIMUM_IMAGE_MISTAKES[same[0]] if same else
+              "the result is not the closest periodic image: expected dx - L * round(dx / L), component by "
+              "component", values=True)
     # per-component box lengths must be respected
     dx2 = torch.tensor([[6.0, 6.0]], dtype=torch.float64)
     fb.expect(close(fn(dx2, L), torch.tensor([[-4.0, -1.0]], dtype=torch.float64), atol=1e-9, rtol=1e-5),
-              "with L = (10, 7) the vector (6, 6) must become (-4, -1): use each component's own box length")
+              "with L = (10, 7) the vector (6, 6) must become (-4, -1): use each component's own box length",
+              values=True)
     # the input must not be modified in place
     before = dx.clone()
     fn(dx, L)
@@ -86,43 +84,30 @@ def check_minimum_image(fn, fb, seed: int = 0, n: int = 200):
 
 
 @exercise("01.message_passing_step", "one message / aggregate / update step")
-def check_message_passing_step(fn, fb, seed: int = 0):
+def check_message_passing_step(fn, fb, seed: int = 0, expected=None):
+    want = provider(expected)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     N, H, K = 6, 8, 5
     h = torch.randn(N, H, generator=g, dtype=torch.float64)
     src = torch.tensor([1, 2, 0, 3, 4, 5, 2, 0])
     dst = torch.tensor([0, 0, 1, 1, 2, 2, 3, 4])
     edge_index = torch.stack([src, dst])
     e = torch.randn(edge_index.shape[1], K, generator=g, dtype=torch.float64)
-    phi_e = torch.nn.Sequential(torch.nn.Linear(2 * H + K, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
-    phi_h = torch.nn.Sequential(torch.nn.Linear(2 * H, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
-    out = fn(h, e, edge_index, phi_e, phi_h)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        phi_e = torch.nn.Sequential(torch.nn.Linear(2 * H + K, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
+        phi_h = torch.nn.Sequential(torch.nn.Linear(2 * H, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
+    inputs = (h, e, edge_index, phi_e, phi_h)
+    ref = want("01.message_passing_step", "values", *inputs)
+    mistakes = {name: want("01.message_passing_step", name, *inputs) for name in _MESSAGE_MISTAKES}
+    out = fn(h.clone(), e.clone(), edge_index.clone(), phi_e, phi_h)
     fb.expect(isinstance(out, torch.Tensor) and out.shape == (N, H),
               f"the output has shape {shape_of(out)}; expected {(N, H)}: one updated feature vector per node",
               fatal=True)
-    ref = message_passing_step(h, e, edge_index, phi_e, phi_h)
-    if close(out, ref, atol=1e-6, rtol=1e-5):
-        fb.expect(True, "matches the reference")
-    else:
-        # diagnose the common mistakes
-        swapped = message_passing_step(h, e, edge_index.flip(0), phi_e, phi_h)
-        no_res = ref - h
-        j, i = edge_index
-        m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
-        deg = torch.bincount(i, minlength=N).clamp_min(1).to(h.dtype)[:, None]
-        mean = h + phi_h(torch.cat([h, scatter_sum(m_ij, i, N) / deg], dim=-1))
-        if close(out, swapped, atol=1e-6, rtol=1e-5):
-            msg = ("messages went to the wrong node: in the PyG convention edge_index[0] is the source j and "
-                   "edge_index[1] the target i, and m_ij is summed over edges with the same target i")
-        elif close(out, no_res, atol=1e-6, rtol=1e-5):
-            msg = "the residual connection is missing: return h + phi_h([h, m_i])"
-        elif close(out, mean, atol=1e-6, rtol=1e-5):
-            msg = "you averaged the messages; this exercise uses sum aggregation (m_i = sum_j m_ij)"
-        else:
-            msg = ("the output differs from m_ij = phi_e([h_i, h_j, e_ij]), m_i = sum_j m_ij, "
-                   "h_i + phi_h([h_i, m_i]); check the order of the concatenations")
-        fb.expect(False, msg)
+    same = [name for name, value in mistakes.items() if close(out, value, atol=1e-6, rtol=1e-5)]
+    fb.expect(close(out, ref, atol=1e-6, rtol=1e-5), _MESSAGE_MISTAKES[same[0]] if same else
+              "the output differs from m_ij = phi_e([h_i, h_j, e_ij]), m_i = sum_j m_ij over the edges with "
+              "target i, h_i + phi_h([h_i, m_i])", ok="matches the expected values", values=True)
     # permutation equivariance of the step itself
     perm = torch.randperm(N, generator=g)
     inv = torch.empty_like(perm)
@@ -131,15 +116,18 @@ def check_message_passing_step(fn, fb, seed: int = 0):
     fb.expect(close(out_p, out[perm], atol=1e-6, rtol=1e-5),
               "relabelling the nodes does not just relabel your output: the step is not permutation "
               "equivariant (do not use the node order, e.g. cumulative sums or fixed positions)")
+    if same:  # a named mistake is diagnosed once, not again by its consequences
+        return
     # a node without incoming edges only gets phi_h(h, 0)
     lone = N - 1
-    expected_lone = h[lone] + phi_h(torch.cat([h[lone], torch.zeros(H, dtype=h.dtype)]))
+    with torch.no_grad():
+        expected_lone = h[lone] + phi_h(torch.cat([h[lone], torch.zeros(H, dtype=h.dtype)]))
     fb.expect(close(out[lone], expected_lone, atol=1e-6, rtol=1e-5),
-              "a node with no incoming edges must receive m_i = 0 (the empty sum)")
+              "a node with no incoming edges must receive m_i = 0 (the empty sum)", values=True)
 
 
 @exercise("01.invariance_error", "measure the invariance error of an energy model")
-def check_invariance_error(fn, fb, seed: int = 0):
+def check_invariance_error(fn, fb, seed: int = 0, expected=None):
     from torch_geometric.data import Batch
 
     from course_lib.data import make_graph
@@ -153,22 +141,24 @@ def check_invariance_error(fn, fb, seed: int = 0):
         charge = (torch.randint(0, 2, (n,), generator=g) * 2 - 1).double()
         graphs.append(make_graph(pos, dtype=torch.float64, charge=charge, box=[10.0, 10.0]))
     batch = Batch.from_data_list(graphs)
-    torch.manual_seed(seed)
-    good = InvariantMPNN(hidden=16, num_layers=2).double().eval()
-    bad = AbsolutePositionGNN(hidden=16, num_layers=2).double().eval()
+    want = provider(expected)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        good = InvariantMPNN(hidden=16, num_layers=2).double().eval()
+        bad = AbsolutePositionGNN(hidden=16, num_layers=2).double().eval()
     Ts = S.standard_transforms(batch, generator=seed)
     for name in ("periodic translation", "box rotation 90"):
         T = Ts[name]
+        ref_bad = float(want("01.invariance_error", "values", bad, batch, T))
         got_good = fn(good, batch, T)
         fb.expect(isinstance(got_good, (float, int)) or (isinstance(got_good, torch.Tensor) and got_good.numel() == 1),
                   f"return a single number (a float), got {shape_of(got_good)}", fatal=True)
         got_good = float(got_good)
         got_bad = float(fn(bad, batch, T))
-        ref_bad = invariance_error(bad, batch, T)
         fb.expect(got_good < 1e-9, f"{name}: for the invariant MPNN your error is {got_good:.2e}, expected ~0: "
                   "compare the model's energies on the transformed batch and on the original batch")
         fb.expect(got_bad > 1e-6, f"{name}: for a model that is NOT invariant your error is {got_bad:.2e}: "
                   "did you apply the transform (transform(data)) before calling the model?")
         fb.expect(abs(got_bad - ref_bad) <= 1e-6 * max(1.0, ref_bad),
                   f"{name}: for the non-invariant model you report {got_bad:.4e}, expected {ref_bad:.4e} "
-                  "(the largest absolute energy difference over the graphs of the batch)")
+                  "(the largest absolute energy difference over the graphs of the batch)", values=True)

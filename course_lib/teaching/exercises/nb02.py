@@ -1,4 +1,4 @@
-"""Checkers (and reference solutions) of notebook 02: EGNN trajectory prediction in a periodic box.
+"""Checkers of notebook 02: EGNN trajectory prediction in a periodic box.
 
 Exercises:
 
@@ -7,7 +7,8 @@ Exercises:
   ``x_i <- x_i + C_i sum_j x_ij phi_ij`` with ``x_ij = x_i - x_j`` (minimum image) and
   ``C_i = 1 / (1 + deg_i)``, wrapped back into the box.
 
-Later notebook cells use the reference solutions below, never the student's code.
+No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
+come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
 """
 
 from __future__ import annotations
@@ -15,34 +16,12 @@ from __future__ import annotations
 import torch
 
 from course_lib import symmetry as S
-from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image, radius_graph
 from course_lib.teaching.checks import exercise
 from course_lib.teaching.exercises.common import expect_tensor, shape_of
+from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["periodic_mse", "equivariant_update"]
-
-
-# ------------------------------------------------------------------------- reference solutions
-
-
-def periodic_mse(pred: torch.Tensor, target: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    """Reference solution of 02.periodic_mse: mean over nodes and components of min_image(pred - target)^2."""
-    return minimum_image(pred - target, L).pow(2).mean()
-
-
-def equivariant_update(x: torch.Tensor, edge_index: torch.Tensor, phi: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
-    """Reference solution of 02.equivariant_update.
-
-    x [N, d] positions in [0, L); edge_index [2, E] (row 0 = source j, row 1 = target i);
-    phi [E, 1] invariant per-edge scalars; L [d] box sides. Returns the new positions [N, d] in [0, L).
-    """
-    j, i = edge_index
-    x_ij = minimum_image(x[i] - x[j], L)  # from j to i
-    deg = scatter_sum(torch.ones_like(phi), i, x.shape[0])  # [N, 1]
-    C = 1.0 / (1.0 + deg)
-    new = x + C * scatter_sum(x_ij * phi, i, x.shape[0])
-    return new - L * torch.floor(new / L)
+__all__ = ["check_periodic_mse", "check_equivariant_update"]
 
 
 # ------------------------------------------------------------------------- helpers
@@ -70,17 +49,17 @@ def _problem(seed: int, n: int = 12, L: float = 6.0, cutoff: float = 2.5):
 
 
 @exercise("02.periodic_mse", "mean squared position error in a periodic box")
-def check_periodic_mse(fn, fb, seed: int = 0, n: int = 50):
+def check_periodic_mse(fn, fb, seed: int = 0, n: int = 50, expected=None):
     g = torch.Generator().manual_seed(seed)
     L = torch.tensor([10.0, 8.0], dtype=torch.float64)
     target = torch.rand(n, 2, generator=g, dtype=torch.float64) * L
     pred = target + 0.3 * torch.randn(n, 2, generator=g, dtype=torch.float64)
     pred = pred - L * torch.floor(pred / L)  # wrapped: some predictions sit across a boundary
+    ref = provider(expected)("02.periodic_mse", "values", pred, target, L)
     out = fn(pred.clone(), target.clone(), L)
     fb.expect(isinstance(out, torch.Tensor) and out.dim() == 0,
               f"return a scalar tensor (0-dim), got {shape_of(out)}: take the mean over nodes and components",
               fatal=True)
-    ref = periodic_mse(pred, target, L)
     plain = (pred - target).pow(2).mean()
     fb.expect(not torch.isclose(out.double(), plain, rtol=1e-6).item() or torch.isclose(plain, ref).item(),
               "you compare raw coordinates: a particle predicted at x = 0.1 whose target is x = L - 0.1 is only "
@@ -92,7 +71,7 @@ def check_periodic_mse(fn, fb, seed: int = 0, n: int = 50):
               "components too (.mean() over every entry)")
     fb.expect(torch.isclose(out.double(), ref, rtol=1e-6).item(),
               f"the value {float(out):.6f} differs from the expected {float(ref):.6f}: mean over all entries "
-              "of minimum_image(pred - target, L) ** 2")
+              "of minimum_image(pred - target, L) ** 2", values=True)
     # invariance: shifting both by a periodic translation must not change the loss
     shift = torch.tensor([3.7, -2.2], dtype=torch.float64)
     moved = fn((pred + shift) % L, (target + shift) % L, L)
@@ -101,43 +80,36 @@ def check_periodic_mse(fn, fb, seed: int = 0, n: int = 50):
               "be invariant under periodic translations (minimum image)")
 
 
+_UPDATE_MISTAKES = {
+    "negated": "the update has the wrong sign: use x_ij = x_i - x_j (from j to i), so that phi_ij > 0 pushes i "
+               "away from j",
+    "flipped": "the messages go to the wrong node: edge_index[0] is the source j and edge_index[1] the target i; "
+               "sum over the edges that end at i",
+    "no minimum image": "pairs that interact through the boundary move the wrong way: reduce x_i - x_j with the "
+                        "minimum image before multiplying by phi",
+    "mean": "you divide by deg_i; the course uses C_i = 1 / (1 + deg_i), which stays finite for an isolated particle",
+    "no normalisation": "the normalisation C_i = 1 / (1 + deg_i) is missing",
+}
+
+
 @exercise("02.equivariant_update", "EGNN coordinate update: per-edge scalars times edge vectors")
-def check_equivariant_update(fn, fb, seed: int = 0):
+def check_equivariant_update(fn, fb, seed: int = 0, expected=None):
+    want = provider(expected)
     x, edge_index, phi, L = _problem(seed)
+    ref = want("02.equivariant_update", "values", x, edge_index, phi, L)
+    mistakes = {name: want("02.equivariant_update", name, x, edge_index, phi, L) for name in _UPDATE_MISTAKES}
     out = fn(x.clone(), edge_index, phi.clone(), L)
     expect_tensor(fb, out)
     fb.expect(out.shape == x.shape, f"the output has shape {shape_of(out)}; expected {tuple(x.shape)} "
               "(one new position per particle)", fatal=True)
-    ref = equivariant_update(x, edge_index, phi, L)
-    ok = _periodic_close(out, ref, L)
-    if not ok:
-        if _periodic_close(out, equivariant_update(x, edge_index, -phi, L), L):
-            fb.expect(False, "the update has the wrong sign: use x_ij = x_i - x_j (from j to i), so that "
-                      "phi_ij > 0 pushes i away from j")
-        elif _periodic_close(out, equivariant_update(x, edge_index.flip(0), phi, L), L):
-            fb.expect(False, "the messages go to the wrong node: edge_index[0] is the source j and "
-                      "edge_index[1] the target i; sum over the edges that end at i")
-        else:
-            j, i = edge_index
-            raw = x + scatter_sum((x[i] - x[j]) * phi, i, x.shape[0]) / (
-                1.0 + scatter_sum(torch.ones_like(phi), i, x.shape[0]))
-            deg = scatter_sum(torch.ones_like(phi), i, x.shape[0]).clamp_min(1)
-            mean = x + scatter_sum(minimum_image(x[i] - x[j], L) * phi, i, x.shape[0]) / deg
-            nosum = x + scatter_sum(minimum_image(x[i] - x[j], L) * phi, i, x.shape[0])
-            if _periodic_close(out, raw, L):
-                fb.expect(False, "pairs that interact through the boundary move the wrong way: reduce "
-                          "x_i - x_j with the minimum image before multiplying by phi")
-            elif _periodic_close(out, mean, L):
-                fb.expect(False, "you divide by deg_i; the course uses C_i = 1 / (1 + deg_i), which stays "
-                          "finite for an isolated particle")
-            elif _periodic_close(out, nosum, L):
-                fb.expect(False, "the normalisation C_i = 1 / (1 + deg_i) is missing")
-            else:
-                err = float(minimum_image(out - ref, L).abs().max())
-                fb.expect(False, f"the new positions differ from the expected ones by up to {err:.3g}: "
-                          "x_i + C_i * sum_j min_image(x_i - x_j) * phi_ij with C_i = 1 / (1 + deg_i)")
+    if not _periodic_close(out, ref, L):
+        same = [name for name, value in mistakes.items() if _periodic_close(out, value, L)]
+        err = float(minimum_image(out.double() - ref, L).abs().max()) if out.is_floating_point() else float("nan")
+        fb.expect(False, _UPDATE_MISTAKES[same[0]] if same else
+                  f"the new positions differ from the expected ones by up to {err:.3g}: "
+                  "x_i + C_i * sum_j min_image(x_i - x_j) * phi_ij with C_i = 1 / (1 + deg_i)", values=True)
         return
-    fb.expect(True, "values")
+    fb.expect(True, "values", values=True)
     # two particles attracting each other through the left/right boundary: particle 0 leaves the box
     x2 = torch.tensor([[0.02, 3.0], [5.8, 3.0]], dtype=torch.float64)
     e2 = torch.tensor([[1, 0], [0, 1]])

@@ -1,4 +1,4 @@
-"""Checkers (and reference solutions) of notebook 08: molecular dynamics with the learned potentials.
+"""Checkers of notebook 08: molecular dynamics with the learned potentials.
 
 Exercises:
 
@@ -7,40 +7,57 @@ Exercises:
 - ``08.distance_histogram``: ``h(r)``, the mean number of atom pairs per frame and per unit length at
   distance r, from a trajectory.
 
-Later notebook cells use the reference solutions below (and :mod:`course_lib.observables`), never the
-student's code, so a student notebook with unfinished exercises still runs from top to bottom.
+No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
+come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from course_lib.observables import distance_histogram as _distance_histogram
 from course_lib.teaching.checks import exercise
 from course_lib.teaching.exercises.common import close_arrays, shape_of
+from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["velocity_verlet_step", "distance_histogram"]
+__all__ = ["check_velocity_verlet_step", "check_distance_histogram"]
 
-
-# ------------------------------------------------------------------------- reference solutions
-
-
-def velocity_verlet_step(pos, vel, forces, masses, dt, force_fn):
-    """Reference solution of 08.velocity_verlet_step.
-
-    pos, vel, forces ``[N, d]``; masses ``[N]``; dt a float; ``force_fn(pos) -> forces [N, d]``.
-    Returns ``(new_pos, new_vel, new_forces)``; calls ``force_fn`` once.
-    """
-    acc = forces / masses[:, None]
-    new_pos = pos + dt * vel + 0.5 * dt ** 2 * acc
-    new_forces = force_fn(new_pos)
-    new_vel = vel + 0.5 * dt * (acc + new_forces / masses[:, None])
-    return new_pos, new_vel, new_forces
-
-
-def distance_histogram(positions, edges):
-    """Reference solution of 08.distance_histogram: positions ``[F, N, d]``, edges ``[B + 1]`` -> ``h [B]``."""
-    return _distance_histogram(positions, edges)
+_POSITION_MISTAKES = {
+    "pos: no acceleration": "the position update misses the acceleration term + dt^2/2 * F/m",
+    "pos: no 1/2": "the acceleration term of the position update is dt^2/2 * F/m: you forgot the factor 1/2",
+    "pos: no mass": "divide the forces by the masses (a = F/m, with masses[:, None] so that each atom's row is "
+                    "divided by its own mass)",
+    "pos: times mass": "the acceleration is F / m, not F * m",
+    "pos: new velocity": "the positions must move with the *old* velocity plus the acceleration term "
+                         "(x + dt v + dt^2/2 a), not with the updated velocity",
+}
+_VELOCITY_MISTAKES = {
+    "vel: old forces only": "the velocity update uses only the old forces (an Euler step): average the old and "
+                            "the new acceleration, v + dt/2 (F_old + F_new)/m",
+    "vel: new forces only": "the velocity update uses only the new forces: average the old and the new "
+                            "acceleration, v + dt/2 (F_old + F_new)/m",
+    "vel: no 1/2": "the velocity update needs dt/2 (F_old + F_new)/m: you forgot the 1/2",
+    "vel: no mass": "divide the forces by the masses in the velocity update too",
+}
+_HISTOGRAM_MISTAKES = {
+    "pairs twice": "every pair is counted twice (i, j) and (j, i): count each pair once, i < j "
+                   "(np.triu_indices(N, k=1))",
+    "all entries": "you counted all N x N entries of the distance matrix: that counts each pair twice and adds the "
+                   "N zero self-distances i = j; use the pairs i < j only",
+    "self pairs": "the N zero distances of each atom to itself (i = j) are counted: use the pairs i < j only",
+    "no frames": "divide by the number of frames: h(r) is a mean per frame",
+    "no width": "divide each bin by its width: h(r) is a density per unit length (the bins here have different "
+                "widths)",
+    "first width": "divide each bin by its own width (the bins here have different widths), not by the width of "
+                   "the first bin",
+    "mean width": "divide each bin by its own width (the bins here have different widths), not by the mean bin "
+                  "width",
+    "normalised": "h(r) is not normalised to 1: it counts pairs, so sum(h * width) is the mean number of pairs per "
+                  "frame in the range (do not use density=True)",
+    "probability": "h(r) is not a probability per bin: divide the pair counts by the number of frames and by the "
+                   "bin widths",
+    "per distance": "h(r) is not a probability per bin: divide the pair counts by the number of frames and by the "
+                    "bin widths (not by the number of distances)",
+}
 
 
 # ------------------------------------------------------------------------- helpers
@@ -84,11 +101,21 @@ def _state(seed: int, n: int, d: int):
 # ------------------------------------------------------------------------- checkers
 
 
+def _first(out, candidates: dict, texts: dict, default: str) -> str:
+    return next((texts[k] for k, v in candidates.items() if close_arrays(out, v, atol=1e-10, rtol=1e-9)), default)
+
+
 @exercise("08.velocity_verlet_step", "one velocity-Verlet step")
-def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt: float = 0.05):
+def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt: float = 0.05, expected=None):
+    want = provider(expected)
     pos, vel, masses = _state(seed, n, d)
     field = _CountingForces(n, d, seed)
     forces = field(pos)
+    inputs = (pos, vel, forces, masses, dt)
+    ref_pos, ref_vel, ref_forces = (np.asarray(a) for a in want("08.velocity_verlet_step", "values", *inputs,
+                                                                  _CountingForces(n, d, seed)))
+    mistakes = {name: np.asarray(want("08.velocity_verlet_step", name, *inputs, _CountingForces(n, d, seed)))
+                for name in (*_POSITION_MISTAKES, *_VELOCITY_MISTAKES)}
     args = [a.copy() for a in (pos, vel, forces, masses)]
     field.calls = 0
     out = fn(*args, dt, field)
@@ -103,44 +130,18 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
     calls = field.calls
     fb.expect(calls == 1, f"force_fn was called {calls} times; velocity Verlet needs exactly one new force "
               "evaluation per step (the forces at the start are given: reuse them)")
-    acc = forces / masses[:, None]
-    ref_pos, ref_vel, ref_forces = velocity_verlet_step(pos, vel, forces, masses, dt, _CountingForces(n, d, seed))
-    if close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9):
-        fb.expect(True, "positions OK")
-    else:
-        candidates = [
-            (pos + dt * vel, "the position update misses the acceleration term + dt^2/2 * F/m"),
-            (pos + dt * vel + dt ** 2 * acc, "the acceleration term of the position update is dt^2/2 * F/m: "
-             "you forgot the factor 1/2"),
-            (pos + dt * vel + 0.5 * dt ** 2 * forces, "divide the forces by the masses (a = F/m, with "
-             "masses[:, None] so that each atom's row is divided by its own mass)"),
-            (pos + dt * vel + 0.5 * dt ** 2 * forces * masses[:, None], "the acceleration is F / m, not F * m"),
-            (pos + dt * ref_vel, "the positions must move with the *old* velocity plus the acceleration term "
-             "(x + dt v + dt^2/2 a), not with the updated velocity"),
-        ]
-        msg = next((m for c, m in candidates if close_arrays(new_pos, c, atol=1e-10, rtol=1e-9)),
-                   "new_pos differs from x + dt v + dt^2/2 F/m")
-        fb.expect(False, msg)
+    pos_ok = close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9)
+    fb.expect(pos_ok, _first(new_pos, {k: mistakes[k] for k in _POSITION_MISTAKES}, _POSITION_MISTAKES,
+                             "new_pos differs from x + dt v + dt^2/2 F/m"), ok="positions OK", values=True)
     fb.expect(close_arrays(new_forces, _CountingForces(n, d, seed)(new_pos), atol=1e-10, rtol=1e-9),
               "new_forces must be force_fn(new_pos), the forces at the *new* positions (they are the "
               "starting forces of the next step)")
-    if close_arrays(new_vel, ref_vel, atol=1e-10, rtol=1e-9):
-        fb.expect(True, "velocities OK")
-    elif close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9):
-        acc_new = ref_forces / masses[:, None]
-        candidates = [
-            (vel + dt * acc, "the velocity update uses only the old forces (an Euler step): average the old and "
-             "the new acceleration, v + dt/2 (F_old + F_new)/m"),
-            (vel + dt * acc_new, "the velocity update uses only the new forces: average the old and the new "
-             "acceleration, v + dt/2 (F_old + F_new)/m"),
-            (vel + dt * (acc + acc_new), "the velocity update needs dt/2 (F_old + F_new)/m: you forgot the 1/2"),
-            (vel + 0.5 * dt * (forces + ref_forces), "divide the forces by the masses in the velocity update too"),
-        ]
-        msg = next((m for c, m in candidates if close_arrays(new_vel, c, atol=1e-10, rtol=1e-9)),
-                   "new_vel differs from v + dt/2 (F_old + F_new) / m")
-        fb.expect(False, msg)
+    vel_ok = close_arrays(new_vel, ref_vel, atol=1e-10, rtol=1e-9)
+    if vel_ok or pos_ok:  # with wrong positions the new forces differ: no diagnosis of the velocities
+        fb.expect(vel_ok, _first(new_vel, {k: mistakes[k] for k in _VELOCITY_MISTAKES}, _VELOCITY_MISTAKES,
+                                 "new_vel differs from v + dt/2 (F_old + F_new) / m"), ok="velocities OK", values=True)
     # physics: time reversibility and energy conservation over many steps (only if one step is right)
-    if close_arrays(new_pos, ref_pos, atol=1e-10, rtol=1e-9) and close_arrays(new_vel, ref_vel, atol=1e-10, rtol=1e-9):
+    if pos_ok and vel_ok:
         back = fn(ref_pos, -ref_vel, ref_forces, masses, dt, _CountingForces(n, d, seed))
         err = float(np.abs(back[0] - pos).max())
         fb.expect(err < 1e-10, f"not time-reversible: stepping back with -v does not return to the start "
@@ -156,53 +157,25 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
 
 
 @exercise("08.distance_histogram", "the distance histogram h(r) of a trajectory")
-def check_distance_histogram(fn, fb, seed: int = 0, frames: int = 7, n: int = 6, d: int = 3):
+def check_distance_histogram(fn, fb, seed: int = 0, frames: int = 7, n: int = 6, d: int = 3, expected=None):
+    want = provider(expected)
     g = np.random.default_rng(seed)
     positions = 2.0 * g.standard_normal((frames, n, d))
     edges = np.concatenate([[0.0], np.cumsum(0.3 + 0.4 * g.random(12))])  # uneven bins starting at r = 0
+    ref = np.asarray(want("08.distance_histogram", "values", positions, edges))
+    one_ref = np.asarray(want("08.distance_histogram", "values", positions[:1], edges))
+    mistakes = {name: np.asarray(want("08.distance_histogram", name, positions, edges)) for name in _HISTOGRAM_MISTAKES}
     h = fn(positions.copy(), edges.copy())
-    ref = distance_histogram(positions, edges)
     fb.expect(np.shape(h) == ref.shape, f"h has shape {shape_of(h, arrays=True)}; expected {ref.shape}: one value "
               f"per bin (len(edges) - 1 = {len(edges) - 1})", fatal=True)
-    if close_arrays(h, ref, atol=1e-10, rtol=1e-9):
-        fb.expect(True, "matches the reference")
-    else:
-        width = np.diff(edges)
-        i, j = np.triu_indices(n, k=1)
-        dist = np.linalg.norm(positions[:, j] - positions[:, i], axis=-1).ravel()
-        counts = np.histogram(dist, bins=edges)[0]
-        self_counts = counts.copy()
-        self_counts[0] += frames * n
-        candidates = [
-            (2 * ref, "every pair is counted twice (i, j) and (j, i): count each pair once, i < j "
-             "(np.triu_indices(N, k=1))"),
-            ((2 * counts + np.eye(len(counts))[0] * frames * n) / (frames * width),
-             "you counted all N x N entries of the distance matrix: that counts each pair twice and adds the N "
-             "zero self-distances i = j; use the pairs i < j only"),
-            (self_counts / (frames * width), "the N zero distances of each atom to itself (i = j) are counted: "
-             "use the pairs i < j only"),
-            (counts / width, "divide by the number of frames: h(r) is a mean per frame"),
-            (counts / frames, "divide each bin by its width: h(r) is a density per unit length (the bins here "
-             "have different widths)"),
-            (counts / (frames * width[0]), "divide each bin by its own width (the bins here have different "
-             "widths), not by the width of the first bin"),
-            (counts / (frames * width.mean()), "divide each bin by its own width (the bins here have different "
-             "widths), not by the mean bin width"),
-            (counts / (counts.sum() * width), "h(r) is not normalised to 1: it counts pairs, so "
-             "sum(h * width) is the mean number of pairs per frame in the range (do not use density=True)"),
-            (counts / counts.sum(), "h(r) is not a probability per bin: divide the pair counts by the number of "
-             "frames and by the bin widths"),
-            (counts / dist.size, "h(r) is not a probability per bin: divide the pair counts by the number of "
-             "frames and by the bin widths (not by the number of distances)"),
-        ]
-        msg = next((m for c, m in candidates if close_arrays(h, c, atol=1e-10, rtol=1e-9)),
-                   "h differs from (pair counts per bin) / (frames x bin width), pairs i < j")
-        fb.expect(False, msg)
+    fb.expect(close_arrays(h, ref, atol=1e-10, rtol=1e-9),
+              _first(h, mistakes, _HISTOGRAM_MISTAKES, "h differs from (pair counts per bin) / (frames x bin width), "
+                     "pairs i < j"), ok="matches the expected values", values=True)
     # the same trajectory in another orientation and atom order: h(r) only sees distances
     R, _ = np.linalg.qr(g.standard_normal((d, d)))
     moved = positions[:, g.permutation(n)] @ R.T + g.standard_normal(d)
     fb.expect(close_arrays(fn(moved, edges), ref, atol=1e-10, rtol=1e-9), "rotating, translating or relabelling the "
               "atoms changed your h(r): it must depend on the interatomic distances only")
     one = fn(positions[:1], edges)
-    fb.expect(close_arrays(one, distance_histogram(positions[:1], edges), atol=1e-10, rtol=1e-9),
-              "a single frame ([1, N, d]) gives a wrong h(r)")
+    fb.expect(close_arrays(one, one_ref, atol=1e-10, rtol=1e-9), "a single frame ([1, N, d]) gives a wrong h(r)",
+              values=True)

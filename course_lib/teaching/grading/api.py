@@ -25,7 +25,8 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
     {"seed": 1, "n": 20})``. Every message is prefixed with ``[label]``. A case stops at its own
     fatal failures and a student exception ends only that case (it becomes a failure message), so
     one bad case does not hide the others. ``NotImplementedError`` propagates (the exercise is not
-    done). The per-case scores (``passed / total``, 0 for a case that stopped or raised) are kept in
+    done). The per-case scores (``Feedback.score()``: weighted towards the value checks; 0 for a case
+    that stopped or raised) are kept in
     ``fb.cases``; the grader's fraction is their mean. A case that crashes in the test's own code (no
     frame of the student's code in the traceback) is left out of the score and reported in
     ``fb.test_errors``: a bug in a hidden test never costs the student points.
@@ -54,7 +55,7 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
         fb.passed.extend(f"[{label}] {m}" for m in sub.passed)
         fb.failed.extend(f"[{label}] {m}" for m in sub.failed)
         total = len(sub.passed) + len(sub.failed)
-        scores.append((label, 0.0 if stopped or total == 0 else len(sub.passed) / total))
+        scores.append((label, 0.0 if stopped or total == 0 else sub.score()))
 
 
 def student_in_traceback(exc: BaseException, test_files: Iterable[str] = ()) -> bool:

@@ -401,7 +401,7 @@ def run_hidden_test(checks, api, hidden_fn, obj, job: dict, state: dict, events:
     if cases:
         fraction = sum(score for _, score in cases) / len(cases)
     else:
-        fraction = 0.0 if fb.__dict__.get("stopped") or not total else len(fb.passed) / total
+        fraction = 0.0 if fb.__dict__.get("stopped") or not total else fb.score()
     return {"status": "checked", "flags": flags, "n_passed": len(fb.passed), "n_total": total,
             "failed": list(fb.failed), "fraction": 0.0 if error or not_implemented else fraction, "error": error,
             "not_implemented": not_implemented, "n_cases": len(cases or []),

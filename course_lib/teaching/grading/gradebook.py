@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,8 @@ from course_lib.teaching.grading.course import CourseNotebook, safe_name
 if TYPE_CHECKING:
     from course_lib.teaching.grading.kernel import RunReport
 
-__all__ = ["COLUMNS", "STATUSES", "Row", "Graded", "fmt", "write_outputs", "STATUS_WORD", "feedback"]
+__all__ = ["COLUMNS", "STATUSES", "Row", "Graded", "fmt", "write_outputs", "STATUS_WORD", "feedback", "md_inline",
+           "md_fence"]
 
 COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", "message")
 STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "flagged")
@@ -99,36 +101,57 @@ STATUS_WORD = {"pass": "passed", "partial": "partly passed", "fail": "failed", "
                 "timeout": "time limit", "missing": "missing", "flagged": "flagged for review"}
 
 
+def md_inline(text: str) -> str:
+    """``text`` (a message, possibly with the student's own words) as one line of Markdown that renders as
+    written: whitespace collapsed, no block syntax at the start (heading, list, quote, rule, table), no raw
+    HTML outside code spans, and backticks kept as code spans only when they pair up."""
+    text = " ".join(str(text).split())
+    parts = text.split("`") if text.count("`") % 2 == 0 else [text.replace("`", "\\`")]
+    parts = [p if k % 2 else p.replace("<", "\\<") for k, p in enumerate(parts)]
+    text = "`".join(parts)
+    if re.match(r"#{1,6}(\s|$)|[>*+=|-]", text):
+        return "\\" + text
+    return re.sub(r"^(\d{1,9})([.)])(?=\s|$)", r"\1\\\2", text)
+
+
+def md_fence(text: str) -> list[str]:
+    """``text`` as a fenced code block whose fence is longer than any run of backticks inside it."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
 def feedback(student: str, graded: list[Graded], rows: list[Row]) -> str:
-    lines = [f"# Feedback for {student}", ""]
+    lines = [f"# Feedback for {md_inline(student)}", ""]
     grand, grand_max = 0.0, 0
     for g in sorted(graded, key=lambda g: g.notebook):
         mine = [r for r in rows if r.student == student and r.notebook == g.notebook]
         pts, mx = sum(r.points for r in mine), sum(r.max_points for r in mine)
         grand, grand_max = grand + pts, grand_max + mx
-        lines += [f"## {g.notebook}: {fmt(pts)} / {mx} points", ""]
+        lines += [f"## {md_inline(g.notebook)}: {fmt(pts)} / {mx} points", ""]
         if g.run is not None:
-            lines += [f"Notebook run: {g.run.message}.", ""]
-        lines += [f"- note: {n}" for n in g.notes]
+            lines += [f"Notebook run: {md_inline(g.run.message)}.", ""]
+        if g.notes:
+            lines += [f"- note: {md_inline(n)}" for n in g.notes] + [""]
         lines += ["| exercise | points | result |", "|---|---|---|"]
-        lines += [f"| {r.exercise} | {fmt(r.points)} / {r.max_points} | {STATUS_WORD.get(r.status, r.status)} |"
-                  for r in mine]
+        lines += [f"| {md_inline(r.exercise).replace('|', '&#124;')} | {fmt(r.points)} / {r.max_points} | "
+                  f"{STATUS_WORD.get(r.status, r.status)} |" for r in mine]
         lines.append("")
         previous = None
         for r in mine:
             same = r.message == previous and not r.details
-            lines += [f"### {r.exercise}: {STATUS_WORD.get(r.status, r.status)} ({fmt(r.points)} / {r.max_points})",
-                      "", "Same as above." if same else r.message, ""]
+            lines += [f"### {md_inline(r.exercise)}: {STATUS_WORD.get(r.status, r.status)} "
+                      f"({fmt(r.points)} / {r.max_points})", "", "Same as above." if same else md_inline(r.message), ""]
             previous = r.message
             if r.details and r.status != "pass":
-                lines += ["What failed (messages of the checks; `[label]` names the test case):", ""]
-                lines += [f"- {d}" for d in r.details[:30]]
+                lines += ["What failed (messages of the checks; `[label]` names the test cases):", ""]
+                lines += [f"- {md_inline(d)}" for d in r.details[:30]]
                 if len(r.details) > 30:
                     lines.append(f"- ... and {len(r.details) - 30} more")
                 lines.append("")
             if r.output.strip() and r.status != "pass":
-                lines += ["Output of your code while it was graded (capped):", "", "```",
-                          cap_text(r.output.strip(), 2000), "```", ""]
+                lines += ["Output of your code while it was graded (capped):", "",
+                          *md_fence(cap_text(r.output.strip(), 2000)), ""]
     lines += [f"**Total: {fmt(grand)} / {grand_max} points**", "",
               "The public self-checks in your notebook are a subset of the tests the grader runs (other seeds and "
               "sizes, more symmetry transforms); each exercise cell is run on its own with the notebook's imports.",

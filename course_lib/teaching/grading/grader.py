@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,15 +33,13 @@ from course_lib.teaching.grading.scan import import_aliases, scan_code
 from course_lib.teaching.grading.session import Limits, Session
 from course_lib.teaching.notebook import cell_source
 
-__all__ = ["summarize", "Grader", "grade", "dedupe"]
+__all__ = ["summarize", "merge_cases", "Grader", "grade", "dedupe"]
 
 
 def summarize(res: dict) -> tuple[str, str, float, list[str]]:
     """status, message, fraction, details of a child result of status "checked"."""
     failed = res.get("failed", [])
-    unique = list(dict.fromkeys(failed))
-    counts = Counter(failed)
-    details = [m + (f" (x{counts[m]})" if counts[m] > 1 else "") for m in unique]
+    details = merge_cases(failed)
     n_passed, n_total = res.get("n_passed", 0), res.get("n_total", 0)
     cases = res.get("n_cases", 0)
     in_cases = f" in {cases} test cases" if cases > 1 else ""
@@ -55,8 +52,28 @@ def summarize(res: dict) -> tuple[str, str, float, list[str]]:
     if fraction >= 1.0 and not failed:
         return "pass", f"all {n_total} checks passed{in_cases}", 1.0, details
     head = f"{n_passed}/{n_total} checks passed{in_cases}"
-    first = unique[0] if unique else "a test case stopped early"
+    first = failed[0] if failed else "a test case stopped early"
     return ("partial" if fraction > 0 else "fail"), f"{head}; first problem: {first}", fraction, details
+
+
+def merge_cases(failed: list[str]) -> list[str]:
+    """Each failure message once, whatever the test cases it came from (in order of first appearance).
+
+    Messages of :func:`~course_lib.teaching.grading.api.run_cases` start with ``[case label]``; one
+    mistake seen in three cases becomes one line that names the three cases.
+    """
+    cases: dict[str, list[str]] = {}
+    for m in failed:
+        label, text = ("", m)
+        if m.startswith("[") and "] " in m:
+            label, text = m[1:].split("] ", 1)
+        cases.setdefault(text, []).append(label)
+    details = []
+    for text, labels in cases.items():
+        named = list(dict.fromkeys(x for x in labels if x))
+        where = f" [{'; '.join(named)}]" if named else ""
+        details.append(text + where + (f" (x{len(labels)})" if len(labels) > 1 and not named else ""))
+    return details
 
 
 class Grader:
