@@ -14,6 +14,9 @@ What is timed, per model, setting (``cpu1`` = 1 torch thread, ``cpuN`` = all cor
   ``MSE(E) + MSE(F)``, backward, Adam step. Next-state models (EGNN in the box and its baseline): the one-step
   loss :func:`course_lib.models.egnn.next_step_loss`. N-body models: the position MSE of the EGNN paper. The
   neighbour list is built inside every step, as in training.
+  ``nequip_matched`` is the course NequIP at the settings of the comparison with the official package
+  (``CONFIG`` of ``benchmarks/nequip_compare.py``: l_max 1 with ``32x0e+32x1e+32x1o``, fixed Bessel frequencies,
+  SiLU gates); its batch of 5 is the official run's.
 - ``infer``: energy models: energies and forces in eval mode (what MD and the ASE calculator need); the others
   one forward pass under ``torch.no_grad()``.
 
@@ -34,13 +37,14 @@ not timed here when that environment is absent (the JSON says why) and the commi
 
 ``--baseline-src DIR``: DIR holds another copy of ``course_lib`` (e.g. ``git archive <commit> course_lib |
 tar -x -C DIR``, and a link DIR/data to this checkout's data/); each model is timed in a fresh subprocess with
-DIR first on ``sys.path``, then in one with this checkout, alternately (same load for both), and
-``ratio_after_over_before`` is added for every row.
+DIR first on ``sys.path``, then in one with this checkout, alternately (same load for both), ``--rounds`` times, and
+``ratio_after_over_before`` (median over the rounds) is added for every row.
 
 The JSON: ``command``, ``date``, ``machine`` (:func:`course_lib.utils.machine_info`: load average included),
-``settings``, ``config``, ``rows`` (one per model, setting and batch: ``train``/``infer`` with ``median_ms``,
+``config``, ``rows`` (one per model, setting and batch: ``train``/``infer`` with ``median_ms``,
 ``min_ms``, ``median_cpu_ms``, ``per_frame_ms``, ``per_frame_cpu_ms``), ``skipped`` (what could not run and
-why), ``nequip_official``, and with ``--baseline-src`` ``baseline`` and the ratios.
+why), ``nequip_official``, and with ``--baseline-src`` ``baseline`` and the ratios. The same rows as a markdown
+table go to the ``.md`` file next to the JSON.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ MODELS = {
     "nequip_l0": ("molecules", "energy"),
     "nequip_l1": ("molecules", "energy"),
     "nequip_l2": ("molecules", "energy"),
+    "nequip_matched": ("molecules", "energy"),  # the settings of the official package's comparison (nequip_compare)
     "egnn_box": ("trajectories", "dynamics"),
     "abs_coord_gnn": ("trajectories", "dynamics"),
     "egnn_nbody": ("nbody", "nbody"),
@@ -104,6 +109,13 @@ def make_model(name: str, graphs, quick: bool):
         from course_lib.models.nequip import NequIP
 
         model = NequIP(l_max=int(name[-1]), hidden=8 if quick else 32, num_layers=2 if quick else 3)
+    elif name == "nequip_matched":
+        from course_lib.models.nequip import NequIP
+
+        config = dict(_nequip_compare_config())
+        if quick:
+            config.update(hidden=8, num_layers=2, hidden_irreps="8x0e+8x1e+8x1o")
+        model = NequIP(**config)
     else:
         model = {
             "mpnn": lambda: mpnn.InvariantMPNN(),
@@ -119,6 +131,16 @@ def make_model(name: str, graphs, quick: bool):
     if hasattr(model, "fit_energy_scale"):
         model.fit_energy_scale(graphs[:100])
     return model
+
+
+def _nequip_compare_config() -> dict:
+    """``CONFIG`` of ``benchmarks/nequip_compare.py``: the course NequIP at the official package's settings."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nequip_compare", HERE / "nequip_compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CONFIG
 
 
 def load_graphs(dataset: str, n: int) -> list[Data]:
@@ -285,19 +307,27 @@ def _subprocess_rows(src: Path, model: str, args, tmp: Path, tag: str) -> list[d
 
 
 def run_alternating(args) -> tuple[list[dict], list[dict]]:
-    """Each model timed with the baseline's course_lib, then with this checkout's, in fresh processes."""
-    rows, before = [], []
+    """Each model timed with the baseline's course_lib, then with this checkout's, in fresh processes, ``--rounds``
+    times. ``ratio_after_over_before`` is the median over the rounds of the ratio of the two medians of a round
+    (``ratio_rounds``: every round's); the rows are those of the last round."""
+    rows, before, ratios = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            before += _subprocess_rows(Path(args.baseline_src), model, args, Path(tmp), "before")
-            rows += _subprocess_rows(ROOT, model, args, Path(tmp), "after")
-    key = {(r["model"], r["setting"], r["batch"]): r for r in before}
+            for _ in range(args.rounds):
+                b_rows = _subprocess_rows(Path(args.baseline_src), model, args, Path(tmp), "before")
+                a_rows = _subprocess_rows(ROOT, model, args, Path(tmp), "after")
+                key = {(r["model"], r["setting"], r["batch"]): r for r in b_rows}
+                for r in a_rows:
+                    b = key[(r["model"], r["setting"], r["batch"])]
+                    ratios.setdefault((r["model"], r["setting"], r["batch"]), []).append({
+                        f"{part}_{what}": r[part][what] / b[part][what]
+                        for part in ("train", "infer") for what in ("median_ms", "median_cpu_ms")})
+            before += b_rows
+            rows += a_rows
     for r in rows:
-        b = key.get((r["model"], r["setting"], r["batch"]))
-        if b is not None:
-            r["ratio_after_over_before"] = {
-                f"{part}_{what}": r[part][what] / b[part][what]
-                for part in ("train", "infer") for what in ("median_ms", "median_cpu_ms")}
+        rounds = ratios[(r["model"], r["setting"], r["batch"])]
+        r["ratio_rounds"] = rounds
+        r["ratio_after_over_before"] = {k: statistics.median(q[k] for q in rounds) for k in rounds[0]}
     return rows, before
 
 
@@ -333,6 +363,35 @@ def nequip_official(skip: bool) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------------
+
+
+def markdown(res: dict) -> str:
+    """The rows as a markdown table (median ms per step / call; CPU time for CPU rows, wall time for CUDA)."""
+    ratios = any("ratio_after_over_before" in r for r in res["rows"])
+    head = "| model | setting | batch | train step, ms | infer, ms | train per frame, ms |"
+    rule = "|---|---|---|---|---|---|"
+    if ratios:
+        head += " train after/before | infer after/before |"
+        rule += "---|---|"
+    lines = [f"`{res['command']}`, {res['date']}, load average {res['machine']['load_average'][0]:.1f} at the start, "
+             f"{res['load_average_end'][0]:.1f} at the end. CPU rows: CPU time of the process; CUDA rows: wall time.",
+             "", head, rule]
+    for r in res["rows"]:
+        key = "median_ms" if r["device"].startswith("cuda") else "median_cpu_ms"
+        per = "per_frame_ms" if key == "median_ms" else "per_frame_cpu_ms"
+        line = (f"| {r['model']} | {r['setting']} | {r['batch']} | {r['train'][key]:.2f} | {r['infer'][key]:.2f} | "
+                f"{r['train'][per]:.3f} |")
+        if ratios:
+            q = r.get("ratio_after_over_before", {})
+            line += "".join(f" {q[f'{part}_{key}']:.2f} |" if f"{part}_{key}" in q else " - |"
+                            for part in ("train", "infer"))
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
 
@@ -346,6 +405,7 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny models and batches, 3 repeats (pipeline check)")
     ap.add_argument("--baseline-src", default=None, help="folder with another course_lib to compare with")
+    ap.add_argument("--rounds", type=int, default=1, help="with --baseline-src: before/after alternations per model")
     ap.add_argument("--no-official", action="store_true", help="do not look for the official nequip package")
     ap.add_argument("--note", default=None, help="free text stored in the JSON (e.g. the state of the machine)")
     ap.add_argument("--out", default=None, help="JSON path (default results/throughput.json; --quick: temp folder)")
@@ -388,6 +448,7 @@ def main(argv=None) -> dict:
         "load_average_end": os.getloadavg(),
         "note": args.note,
         "config": {"models": args.models, "device": args.device, "threads": args.threads, "repeats": args.repeats,
+               "rounds": args.rounds if args.baseline_src else None,
                    "warmup": args.warmup, "batches": QUICK_BATCHES if args.quick else BATCHES, "dtype": "float32"},
         "rows": rows,
         "skipped": skipped,
@@ -400,7 +461,8 @@ def main(argv=None) -> dict:
                                             if args.quick else HERE / "results" / "throughput.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {path}")
+    path.with_suffix(".md").write_text(markdown(res))
+    print(f"wrote {path} and {path.with_suffix('.md').name}")
     return res
 
 
