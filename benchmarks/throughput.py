@@ -262,8 +262,9 @@ def settings_for(devices: list[str], threads: list[str]) -> list[tuple[str, torc
     return out
 
 
-def run_local(args) -> tuple[list[dict], list[dict]]:
-    """Time every requested model in this process; returns (rows, skipped)."""
+def run_local(args, partial: Path | None = None) -> tuple[list[dict], list[dict]]:
+    """Time every requested model in this process; returns (rows, skipped). With ``partial``, the rows so far are
+    written there after every model (``{"partial": true, "rows": ...}``), so a run cut short keeps its numbers."""
     rows, skipped = [], []
     data_cache: dict[str, list] = {}
     for label, device, threads in settings_for(args.device, args.threads):
@@ -282,6 +283,8 @@ def run_local(args) -> tuple[list[dict], list[dict]]:
                     continue
                 row.update(setting=label, device=str(device), threads=threads)
                 rows.append(row)
+                if partial is not None:
+                    partial.write_text(json.dumps({"partial": True, "rows": rows, "skipped": skipped}, indent=1))
                 print(f"{label:6s} {name:14s} batch {bs:4d}: train {row['train']['median_ms']:8.2f} ms "
                       f"(CPU {row['train']['median_cpu_ms']:8.2f}), infer {row['infer']['median_ms']:8.2f} ms "
                       f"(CPU {row['infer']['median_cpu_ms']:8.2f})", flush=True)
@@ -431,13 +434,17 @@ def main(argv=None) -> dict:
         check_device(d)
     machine_start = machine_info(cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                                  cuda_version=torch.version.cuda)
+    path = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_throughput_quick.json"
+                                            if args.quick else HERE / "results" / "throughput.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     before = None
     if args.baseline_src:
         rows, before = run_alternating(args)
         skipped = []
     else:
-        rows, skipped = run_local(args)
+        rows, skipped = run_local(args, path.with_suffix(".partial.json"))
+        path.with_suffix(".partial.json").unlink(missing_ok=True)
     res = {
         "benchmark": "training-step and inference throughput of the course's models",
         "command": "python " + " ".join(["benchmarks/throughput.py", *argv]),
@@ -457,9 +464,6 @@ def main(argv=None) -> dict:
     }
     if before is not None:
         res["baseline"] = {"src": str(Path(args.baseline_src).resolve()), "rows": before}
-    path = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_throughput_quick.json"
-                                            if args.quick else HERE / "results" / "throughput.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown(res))
     print(f"wrote {path} and {path.with_suffix('.md').name}")
