@@ -37,14 +37,19 @@ HERE = Path(__file__).resolve().parent
 def time_steps(model, batch, repeats: int, warmup: int) -> list[float]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+    cuda = batch.pos.device.type == "cuda"
     times, cpu = [], []
     for k in range(warmup + repeats):
+        if cuda:
+            torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         E, F = energy_and_forces(model, batch, create_graph=True)
         loss = ((E - batch.energy) ** 2).mean() + ((F - batch.forces) ** 2).mean()
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         if k >= warmup:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
@@ -62,21 +67,26 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (timed with torch.cuda.synchronize)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 2, 1
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available here; use --device cpu")
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     graphs = load_molecules("ethanol", "train", dtype=dtype)
-    batch = Batch.from_data_list(graphs[: args.batch])
+    batch = Batch.from_data_list(graphs[: args.batch]).to(device)
     results = []
     for l_max in (int(v) for v in args.lmax.split(",")):
         torch.manual_seed(0)
         model = NequIP(l_max=l_max, parity=args.parity == "true", hidden=args.features,
                        num_layers=args.layers).to(dtype)
         model.fit_energy_scale(graphs[:100])
+        model.to(device)
         times, cpu = time_steps(model, batch, args.repeats, args.warmup)
         row = {"l_max": l_max, "median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
                "median_cpu_ms": 1e3 * statistics.median(cpu),
@@ -91,7 +101,8 @@ def main(argv=None) -> dict:
         "command": "python " + " ".join([os.path.relpath(__file__, HERE.parent), *(argv or sys.argv[1:])]),
         "config": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
+                    "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None},
         "results": results,
     }
     path = Path(args.out) if args.out else (Path(os.environ.get("TMPDIR", "/tmp")) / "nequip_step_quick.json"

@@ -80,8 +80,8 @@ def fully_connected_edges(batch: torch.Tensor) -> torch.Tensor:
     if batch.numel() == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=batch.device)
     j, i = same_graph_pairs(batch, torch.bincount(batch))
-    keep = i != j
-    return torch.stack([j[keep], i[keep]], dim=0)
+    keep = torch.nonzero(i != j).squeeze(1)  # one host-device synchronisation for both rows
+    return torch.stack([j.index_select(0, keep), i.index_select(0, keep)], dim=0)
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:

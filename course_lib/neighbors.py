@@ -192,10 +192,12 @@ def radius_graph(
         else:
             j, i, shift = _pairs_vesin(pos64, cutoff, box64, counts)
         # Deterministic order: by target i, then source j. With cutoff < L/2 a pair (i, j)
-        # appears at most once, so the key is unique.
-        order = torch.argsort(i * max(N, 1) + j)
-        j, i = j[order], i[order]
-        shift = shift[order] if periodic else None
+        # appears at most once, so the key is unique. The brute-force search enumerates the pairs
+        # in this order already (same_graph_pairs, chunks of increasing i): only vesin's output is sorted.
+        if method != "brute":
+            order = torch.argsort(i * max(N, 1) + j)
+            j, i = j[order], i[order]
+            shift = shift[order] if periodic else None
 
     # 2) Recompute the vectors from pos so that they carry gradients.
     edge_vec = pos[j] - pos[i]
@@ -236,11 +238,11 @@ def _pairs_brute(pos64, cutoff, box64, batch, counts):
             L = box64[batch[i]]
             shift = -torch.round(vec / L)  # integer image shift (stored as float)
             vec = vec + shift * L
-        keep = ((vec * vec).sum(-1) < cutoff * cutoff) & (i != j)
-        sources.append(j[keep])
-        targets.append(i[keep])
+        keep = torch.nonzero(((vec * vec).sum(-1) < cutoff * cutoff) & (i != j)).squeeze(1)  # one sync, not three
+        sources.append(j.index_select(0, keep))
+        targets.append(i.index_select(0, keep))
         if shift is not None:
-            shifts.append(shift[keep].long())
+            shifts.append(shift.index_select(0, keep).long())
         start = stop
 
     empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -333,14 +335,17 @@ def _check_pos_and_batch(pos, batch):
     batch = batch.long()
     if N == 0:
         return pos, batch, 0
-    if int(batch.min()) < 0:
+    # one host-device synchronisation for the three checks (matters on a GPU, where each one waits for the queue)
+    smallest, unsorted, largest = torch.stack([batch.min(), (batch[1:] < batch[:-1]).any().long(),
+                                               batch.max()]).tolist()
+    if smallest < 0:
         raise ValueError("batch contains negative graph indices")
-    if bool((batch[1:] < batch[:-1]).any()):
+    if unsorted:
         raise ValueError(
             "batch must be sorted (nodes of graph 0 first, then graph 1, ...), as produced by "
             "torch_geometric's Batch / DataLoader"
         )
-    return pos, batch, int(batch.max()) + 1
+    return pos, batch, largest + 1
 
 
 def _check_cutoff(cutoff) -> float:

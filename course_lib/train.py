@@ -127,17 +127,20 @@ def fit(
             batch = _to(batch, device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
+            loss.backward()
+            # one host-device synchronisation per step, after the backward pass has been queued (on a GPU a
+            # check before it would stall the queue between forward and backward); no weight is updated yet
+            value = float(loss.detach())
+            if not math.isfinite(value):
                 raise FloatingPointError(
-                    f"loss became {float(loss.detach())} at epoch {epoch}: lower the learning rate (now {lr}) "
+                    f"loss became {value} at epoch {epoch}: lower the learning rate (now {lr}) "
                     "or check the data for NaNs"
                 )
-            loss.backward()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             n = getattr(batch, "num_graphs", 1)
-            total += float(loss.detach()) * n
+            total += value * n
             count += n
         hist.train.append(total / max(count, 1))
         val = hist.train[-1] if val_loader is None else evaluate(model, val_loader, loss_fn, device,

@@ -170,10 +170,9 @@ class EGNNLayer(nn.Module):
             edge_vec = minimum_image(edge_vec, box[batch[i]])
         x_ij = -edge_vec  # as in the paper: x_i - x_j
         d2 = (x_ij * x_ij).sum(-1, keepdim=True)  # |x_ij|^2, [E, 1]
-        if self.cutoff is None:
-            w = torch.ones_like(d2)
-        else:
-            w = cosine_cutoff(d2.clamp_min(1e-24).sqrt(), self.cutoff)  # smooth cutoff weight, [E, 1]
+        # smooth cutoff weight w_ij [E, 1]; None for w_ij = 1 (fully connected: the products with 1 are skipped,
+        # the numbers are the same)
+        w = None if self.cutoff is None else cosine_cutoff(d2.clamp_min(1e-24).sqrt(), self.cutoff)
 
         inputs = [h[i], h[j], d2]
         if self.edge_dim:
@@ -182,10 +181,13 @@ class EGNNLayer(nn.Module):
                 raise ValueError(f"EGNNLayer(edge_dim={self.edge_dim}) needs edge_attr [E, {self.edge_dim}], "
                                  f"got {shape}")
             inputs.append(edge_attr.to(x.dtype))
-        m_ij = w * self.phi_e(torch.cat(inputs, dim=-1))  # [E, H]
+        m_ij = self.phi_e(torch.cat(inputs, dim=-1))  # [E, H]
+        if w is not None:
+            m_ij = w * m_ij
 
-        C = 1.0 / (1.0 + scatter_sum(w, i, n))  # smooth 1/(number of neighbours), [N, 1]
-        dx = C * scatter_sum(w * x_ij * self.coord_weight(m_ij), i, n)  # [N, d]
+        C = 1.0 / (1.0 + scatter_sum(torch.ones_like(d2) if w is None else w, i, n))  # smooth 1/(neighbours), [N, 1]
+        pair = x_ij * self.coord_weight(m_ij) if w is None else w * x_ij * self.coord_weight(m_ij)  # [E, d]
+        dx = C * scatter_sum(pair, i, n)  # [N, d]
         if self.velocity:
             if v is None:
                 raise ValueError("EGNNLayer(velocity=True) needs v [N, d]")

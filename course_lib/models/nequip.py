@@ -157,6 +157,15 @@ def _path_exists(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, ir_out: o3.Irrep) -
 # --------------------------------------------------------------------------------------------
 
 
+class _UntrainedSpecies(ValueError):
+    """Atomic numbers ``z`` known to the species table but absent from the training data."""
+
+    def __init__(self, z: list[int]):
+        super().__init__(f"untrained species {z}")
+        self.z = z
+
+
+
 class SpeciesEmbedding(nn.Module):
     """z [N] (atomic numbers) -> (one-hot a [N, S], scalar features h [N, F]).
 
@@ -176,16 +185,29 @@ class SpeciesEmbedding(nn.Module):
         self.irreps_out = o3.Irreps(f"{hidden}x0e")
         self.linear = o3.Linear(self.irreps_attr, self.irreps_out)
 
-    def index(self, z: torch.Tensor) -> torch.Tensor:
-        """Species index [N] (position of z in ``species``); ValueError for unknown atomic numbers."""
+    def index(self, z: torch.Tensor, trained: torch.Tensor | None = None) -> torch.Tensor:
+        """Species index [N] (position of z in ``species``); ValueError for unknown atomic numbers.
+
+        ``trained`` (bool [S], optional): also refuse species whose entry is False, when any entry is True
+        (the model's record of its training species). Both checks cost one host-device synchronisation.
+        """
         z = z.long()
         bad = (z < 0) | (z >= len(self.z_to_index))
         idx = self.z_to_index[z.clamp(0, len(self.z_to_index) - 1)]
         bad = bad | (idx < 0)
-        if bool(bad.any()):
+        untrained = None
+        if trained is not None:
+            trained = trained.to(idx.device)
+            untrained = ~trained[idx.clamp_min(0)] & ~bad & trained.any()
+            bad_any, untrained_any = torch.stack([bad.any(), untrained.any()]).tolist()
+        else:
+            bad_any, untrained_any = bool(bad.any()), False
+        if bad_any:
             unknown = sorted({int(v) for v in z[bad]})
             raise ValueError(f"'z' has atomic numbers {unknown} that the model does not know: its species are "
                              f"{self.species}; build the model with species=... including them")
+        if untrained_any:
+            raise _UntrainedSpecies(sorted({int(v) for v in z[untrained]}))
         return idx
 
     def embed(self, idx: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,8 +257,9 @@ class ConvolutionBlock(nn.Module):
     - the fused form (default, used when every input irrep has the same multiplicity u): all
       Clebsch-Gordan coefficients of all paths are stacked into one constant ``C [dim Y, D_in, P]``
       (D_in = sum of the input irrep dimensions, P = sum of the output dimensions of the paths), so
-      ``A_e = sum_s Y_es C_s`` [E, D_in, P] is one matrix product per layer and the whole tensor
-      product is one batched matrix product ``x_j [E, u, D_in] @ A_e`` times the per-path weights.
+      ``A_e = sum_s Y_es C_s`` [E, P, D_in] is one matrix product per layer and the whole tensor
+      product is one batched matrix product ``A_e @ x_j`` (``x_j`` [E, D_in, u], channels last) times
+      the per-path weights.
       e3nn runs a few small einsums per path; for a molecule (tens of atoms) the cost of a training
       step is mostly the number of operations (forward, backward and double backward), so one
       batched product instead of one einsum per path makes the l_max = 2 step ~25% faster
@@ -294,20 +317,21 @@ class ConvolutionBlock(nn.Module):
             C[sh_off[path.i_in2]:sh_off[path.i_in2 + 1], in_off[path.i_in1]:in_off[path.i_in1 + 1],
               p_off[k]:p_off[k + 1]] = w3j.transpose(0, 1)
             path_of_column[p_off[k]:p_off[k + 1]] = k
-        # x in e3nn's layout (block b = [u, d_b] flattened, one block after the other) -> [u, D_in]
+        # x in e3nn's layout (block b = [u, d_b] flattened, one block after the other) -> [D_in, u]
         block_start = [0]
         for _, ir in self.irreps_in:
             block_start.append(block_start[-1] + u * ir.dim)
         gather_in = [block_start[b] + c * ir.dim + m
-                     for c in range(u) for b, (_, ir) in enumerate(self.irreps_in) for m in range(ir.dim)]
-        # [u, P] -> e3nn's layout of irreps_out (the block at position i_out is path k's [u, d3])
+                     for b, (_, ir) in enumerate(self.irreps_in) for m in range(ir.dim) for c in range(u)]
+        # [P, u] -> e3nn's layout of irreps_out (the block at position i_out is path k's [u, d3])
         k_of_block = {path.i_out: k for k, path in enumerate(ins)}
-        gather_out = [c * P + p_off[k_of_block[b]] + m for b in range(len(self.irreps_out))
+        gather_out = [(p_off[k_of_block[b]] + m) * u + c for b in range(len(self.irreps_out))
                       for c in range(u) for m in range(out_dims[k_of_block[b]])]
         self.u, self.num_paths, self.P = u, len(ins), P
-        # [dim Y, D_in * P], kept in float64 (a plain attribute, not a buffer, so that model.float().double()
-        # cannot round it): exact Clebsch-Gordan coefficients make the float64 model equivariant to ~1e-15
-        self._cg64 = C.reshape(self.irreps_sh.dim, -1)
+        # [dim Y, P * D_in] (column p * D_in + d = C[:, d, p]), kept in float64 (a plain attribute, not a buffer,
+        # so that model.float().double() cannot round it): exact Clebsch-Gordan coefficients make the float64
+        # model equivariant to ~1e-15
+        self._cg64 = C.permute(0, 2, 1).reshape(self.irreps_sh.dim, -1).contiguous()
         self._cg_cache: dict = {}
         self.register_buffer("path_of_column", path_of_column, persistent=False)
         self.register_buffer("gather_in", torch.tensor(gather_in), persistent=False)
@@ -319,19 +343,23 @@ class ConvolutionBlock(nn.Module):
             self._cg_cache[key] = self._cg64.to(device=like.device, dtype=like.dtype)
         return self._cg_cache[key]
 
-    def _fused_messages(self, xu_j: torch.Tensor, sh: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """xu_j [E, u, D_in], sh [E, dim Y], w [E, num_paths * u] -> messages [E, u, P]."""
+    def _fused_messages(self, x_j: torch.Tensor, sh: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x_j [E, D_in, u], sh [E, dim Y], w [E, num_paths * u] -> messages [E, P, u].
+
+        Channels last: every tensor of size E is contiguous and the per-path weights are copied row by row
+        (``index_select`` on dim 1 of ``[E, num_paths, u]``), which is much cheaper than gathering along an inner,
+        strided dimension (forward, backward and double backward all see the same layout)."""
         E, P = sh.shape[0], self.P
-        A = (sh @ self._cg(sh)).view(E, -1, P)                                 # [E, D_in, P]
-        w = w.view(E, self.num_paths, self.u).transpose(1, 2).index_select(2, self.path_of_column)  # [E, u, P]
-        return torch.bmm(xu_j, A) * w
+        A = (sh @ self._cg(sh)).view(E, P, -1)                                 # [E, P, D_in]
+        w = w.view(E, self.num_paths, self.u).index_select(1, self.path_of_column)  # [E, P, u]
+        return torch.bmm(A, x_j) * w
 
     def _channels(self, x: torch.Tensor) -> torch.Tensor:
-        """e3nn layout [N, irreps_in] -> [N, u, D_in]."""
-        return x.index_select(1, self.gather_in).view(x.shape[0], self.u, -1)
+        """e3nn layout [N, irreps_in] -> [N, D_in, u]."""
+        return x.index_select(1, self.gather_in).view(x.shape[0], -1, self.u)
 
     def _e3nn_layout(self, m: torch.Tensor) -> torch.Tensor:
-        """[N, u, P] -> e3nn layout [N, irreps_out]."""
+        """[N, P, u] -> e3nn layout [N, irreps_out]."""
         return m.reshape(m.shape[0], -1).index_select(1, self.gather_out)
 
     def tensor_product(self, x_j: torch.Tensor, sh: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -502,17 +530,17 @@ class NequIP(nn.Module):
         self.register_buffer("trained_mask", torch.zeros(S, dtype=torch.bool))
 
     # -- inputs -----------------------------------------------------------------------------------
-    def check_inputs(self, batch) -> None:
-        """Clear errors for inputs that violate the data contract (the field is named)."""
+    def check_inputs(self, batch) -> torch.Tensor:
+        """Clear errors for inputs that violate the data contract (the field is named); returns the species
+        index [N] of the atoms."""
         check_model_inputs(batch, need=("z",), dims=(3,), who="NequIP")
-        z = batch.z
-        idx = self.embedding.index(z)  # raises for atomic numbers outside ``species``
-        trained = self.trained_mask.to(idx.device)
-        if bool(trained.any()) and not bool(trained[idx].all()):
-            bad = sorted({int(zz) for zz, ok in zip(z.tolist(), trained[idx].tolist()) if not ok})
-            raise ValueError(f"atomic numbers {bad} are in this model's species table {self.species} but were not in "
-                             f"its training data (trained on {self.trained_species}): their embeddings are untrained, "
-                             "so the energies would be meaningless; train on data that contains them")
+        try:  # raises for atomic numbers outside ``species`` and for species absent from the training data
+            return self.embedding.index(batch.z, trained=self.trained_mask)
+        except _UntrainedSpecies as err:
+            raise ValueError(f"atomic numbers {err.z} are in this model's species table {self.species} but were not "
+                             f"in its training data (trained on {self.trained_species}): their embeddings are "
+                             "untrained, so the energies would be meaningless; train on data that contains them"
+                             ) from None
 
     def edges(self, batch):
         """(edge_index [2, E], edge_vec [E, 3] = r_j - r_i): all pairs closer than the cutoff, within each
@@ -545,8 +573,7 @@ class NequIP(nn.Module):
     # -- forward ----------------------------------------------------------------------------------
     def atomic_energies(self, batch) -> torch.Tensor:
         """Per-atom energies E_i [N] (before sum pooling)."""
-        self.check_inputs(batch)
-        idx = self.embedding.index(batch.z)                   # [N] position of z in ``species``
+        idx = self.check_inputs(batch)                        # [N] position of z in ``species``
         a, h = self.embedding.embed(idx, batch.pos.dtype)     # [N, S], [N, F]
         edge_index, edge_vec = self.edges(batch)              # [2, E], [E, 3]
         sh = self.spherical_harmonics(edge_vec)               # [E, (l_max + 1)^2]

@@ -206,7 +206,7 @@ class SchNet(nn.Module):
         """Clear errors for inputs that violate the data contract (the field is named)."""
         check_model_inputs(batch, need=("z",), dims=(3,), who="SchNet")
         z = batch.z
-        if z.numel() and (int(z.min()) < 1 or int(z.max()) > self.max_z):
+        if bool(((z < 1) | (z > self.max_z)).any()):  # one host-device synchronisation
             raise ValueError(f"'z' has atomic numbers in [{int(z.min())}, {int(z.max())}], outside the embedding "
                              f"table 1..max_z = 1..{self.max_z}")
 
