@@ -196,6 +196,8 @@ def setup_process(setup: dict) -> dict:
     except (ImportError, ValueError, OSError, AttributeError):
         pass
     sys.dont_write_bytecode = True
+    if setup.get("sandboxed"):
+        not_dumpable()
     guard = load_file(HERE / "guard.py", "_autograder_guard_file")
     notebook = load_file(HERE.parent / "notebook.py", "_autograder_notebook_file")
     state, events = guard.install_from_source([setup["hidden_dir"]] if setup.get("hidden_dir") else [],
@@ -265,8 +267,43 @@ def server_main() -> int:
         stdout.write(f"started {pid}\n".encode())
         stdout.flush()
         _, status = os.waitpid(pid, 0)
+        if setup.get("sandboxed"):
+            end_other_processes()
         stdout.write(f"exited {pid} {status}\n".encode())
         stdout.flush()
+
+
+def end_other_processes() -> None:
+    """SIGKILL every process of the sandbox's PID namespace but its init (1) and this server: whatever the
+    student's code left running (``setsid``, double fork) ends before the next exercise starts."""
+    import signal
+
+    me = os.getpid()
+    for _ in range(200):
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) not in (1, me)]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+
+
+def not_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: other processes of the sandbox (the student's) cannot open this
+    process's ``/proc/<pid>/fd`` or memory (inherited by the forked exercise processes)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 # --------------------------------------------------------------------------------------------

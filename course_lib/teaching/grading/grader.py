@@ -106,7 +106,7 @@ class Grader:
         aliases = import_aliases([cell_source(c) for c in cells if c.get("cell_type") == "code"])
         global_flags = self._scan_other_cells(cells, cnb.student_sources, located, aliases)
 
-        lib = self.s.student_library(work)
+        lib = None if self.s.sandboxed else self.s.student_library(work)  # the sandbox binds the pristine copy
         run = None
         if self.s.run_notebooks:
             run = run_notebook(self.s, nb, work, lib)
@@ -120,10 +120,11 @@ class Grader:
             else:
                 run_flags.setdefault(target, []).append(reason)
 
-        setup = {"student_lib": str(lib.root.parent), "protected": self.s.protected(lib),
-                 "hidden_dir": str(self.s.hidden) if self.s.hidden else None,
+        setup = {"student_lib": str(lib.root.parent if lib else self.s.pristine.parent),
+                 "protected": self.s.protected(lib), "hidden_dir": str(self.s.hidden) if self.s.hidden else None,
                  "checker_module": f"course_lib.teaching.exercises.nb{cnb.number}", "instructor_imports": cnb.imports}
-        runner = ExerciseRunner(self.s, work, setup)
+        hidden = self.s.hidden / f"nb{cnb.number}.py" if self.s.hidden else None
+        runner = ExerciseRunner(self.s, work, setup, hidden if hidden is not None and hidden.is_file() else None)
         try:
             imports = submission_imports(cells, cnb.imports)
             rows = [self._grade_exercise(sub, cnb, e, located[e.id], aliases, imports, runner, lib,
@@ -178,8 +179,8 @@ class Grader:
         job = {"exercise": e.id, "slug": cnb.slug, "target": e.target, "name": e.name,
                "submission_imports": submission_imports, "cell": loc.source,
                "hidden": str(hidden) if hidden is not None and hidden.is_file() else None}
-        res = runner.run(job, f"ex-{e.id}")
-        lib_changes = [f"changed the course_lib file {rel}" for rel in lib.verify()]
+        res = runner.run(job, f"ex-{safe_name(e.id)}")
+        lib_changes = [f"changed the course_lib file {rel}" for rel in lib.verify()] if lib else []
         flags = list(dict.fromkeys(static + global_flags + run_flags + res.get("flags", []) + lib_changes))
         notes += res.get("notes", [])
         notes += [f"a hidden test case crashed and was left out of the score: {t}" for t in res.get("test_errors", [])]
@@ -191,7 +192,7 @@ class Grader:
             if res.get("source", "").startswith("public"):
                 notes.append(f"graded with the {res['source']}")
             if status in ("pass", "partial"):
-                row.points = round(e.points * fraction, 2)
+                row.points = min(float(e.points), max(0.0, round(e.points * fraction, 2)))
         else:
             message = res.get("message", "")
         row.status, row.message = status, message
