@@ -114,13 +114,13 @@ from course_lib.teaching.grading.course import (
     ExerciseSpec,
     Located,
     find_exercise_cell,
-    find_submissions,
     identify,
     load_course,
     read_notebook,
 )
 from course_lib.teaching.grading.gradebook import COLUMNS, STATUSES, Row
 from course_lib.teaching.grading.grader import grade
+from course_lib.teaching.grading.inputs import find_submissions, read_submission, student_id
 from course_lib.teaching.grading.library import LibraryGuard
 from course_lib.teaching.grading.scan import import_aliases, scan_code
 from course_lib.teaching.grading.session import Limits, namespace_available
@@ -144,6 +144,8 @@ __all__ = [
     "CourseNotebook",
     "ExerciseSpec",
     "find_submissions",
+    "read_submission",
+    "student_id",
     "read_notebook",
     "identify",
     "namespace_available",

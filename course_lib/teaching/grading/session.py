@@ -165,5 +165,13 @@ class Session:
                 pass
         return LibraryGuard(lib / "course_lib")
 
+    def hidden_lines(self, number: str) -> frozenset[str]:
+        """The lines (20 characters or more, stripped) of the hidden test module ``nbNN.py``."""
+        path = self.hidden / f"nb{number}.py" if self.hidden else None
+        if path is None or not path.is_file():
+            return frozenset()
+        return frozenset(x.strip() for x in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                         if len(x.strip()) >= 20)
+
     def protected(self, lib: LibraryGuard | None) -> list[str]:
         return [*([str(lib.root)] if lib else []), str(LIB_DIR), str(self.pristine)]
