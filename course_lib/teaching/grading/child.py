@@ -99,7 +99,9 @@ def cap_text(text: str, limit: int) -> str:
 # runtime snapshot
 # --------------------------------------------------------------------------------------------
 
-WATCHED_EXTRA = ("builtins", "math", "importlib", "importlib.util", "torch", "torch.linalg", "torch.nn.functional")
+WATCHED_EXTRA = ("builtins", "math", "importlib", "importlib.util", "importlib._bootstrap",
+                 "importlib._bootstrap_external", "torch", "torch.linalg", "torch.nn.functional", "torch.overrides",
+                 "json", "json.encoder", "json.decoder", "os", "io", "gc", "linecache", "traceback", "numpy")
 
 
 def _ident(obj) -> tuple:
@@ -214,6 +216,8 @@ def setup_process(setup: dict) -> dict:
              {"__name__": "__autograder_baseline__"})
     except Exception as exc:  # noqa: BLE001
         notes.append(f"the notebook's imports raised {type(exc).__name__}: {exc}")
+    if "torch" in sys.modules:
+        TENSOR_ATTRS.update(vars(sys.modules["torch"].Tensor))
     return {"state": state, "events": events, "notes": notes, "strip_magics": notebook.strip_magics}
 
 
@@ -323,7 +327,7 @@ def grade_exercise(setup: dict, ctx: dict, job: dict) -> dict:
     notes = list(ctx["notes"])
     state["phase"] = "student"
     obj, failure = run_student_code(setup, ctx, job, notes)
-    flags = list(dict.fromkeys(snapshot_diff(before, snapshot()) + events))
+    flags = list(dict.fromkeys(snapshot_diff(before, snapshot()) + events + torch_tampering()))
     if failure is not None:
         return {"status": failure[0], "flags": flags, "notes": notes, "message": failure[1]}
     if flags:
@@ -334,16 +338,76 @@ def grade_exercise(setup: dict, ctx: dict, job: dict) -> dict:
         checks, api, hidden_fn, source = load_checking_code(setup, job, saved)
     except IntegrityError as exc:
         return {"status": "error", "message": str(exc)}
-    return dict(run_hidden_test(checks, api, hidden_fn, obj, job, state, events), notes=notes, source=source)
+    lies: list[str] = []
+    res = run_hidden_test(checks, api, hidden_fn, plain_outputs(obj, lies), job, state, events)
+    res["flags"] = list(dict.fromkeys(res["flags"] + lies + torch_tampering()))
+    return dict(res, notes=notes, source=source)
+
+
+def torch_tampering() -> list[str]:
+    """Reasons to flag a torch left in a lying state: active torch-function / dispatch modes, attributes
+    added to ``torch.Tensor`` (values compared by the checker would then not be the computed ones)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    reasons = []
+    try:
+        if torch._C._len_torch_function_stack():
+            reasons.append("left a torch function mode active (torch.overrides.TorchFunctionMode)")
+    except AttributeError:
+        pass
+    try:
+        if torch._C._len_torch_dispatch_stack():
+            reasons.append("left a torch dispatch mode active (TorchDispatchMode)")
+    except AttributeError:
+        pass
+    added = sorted(set(vars(torch.Tensor)) - TENSOR_ATTRS) if TENSOR_ATTRS else []
+    if added:
+        reasons.append("added attributes to torch.Tensor (" + ", ".join(added[:4]) + ")")
+    return reasons
+
+
+TENSOR_ATTRS: set = set()  # the attributes of torch.Tensor before student code (set by setup_process)
+
+
+def plain_outputs(obj, lies: list[str]):
+    """``obj`` (a function) wrapped so that every tensor it returns reaches the checker as a plain
+    ``torch.Tensor``: a subclass (which could lie about its values) is flagged and stripped."""
+    torch = sys.modules.get("torch")
+    if torch is None or isinstance(obj, type) or not callable(obj):
+        return obj
+    tensor, as_subclass, type_of = torch.Tensor, torch.Tensor.as_subclass, type
+
+    def plain(value):
+        if isinstance(value, tensor) and type_of(value) is not tensor and not isinstance(value, torch.nn.Parameter):
+            lies.append(f"returned a torch.Tensor subclass ({type_of(value).__name__}) instead of a tensor")
+            return as_subclass(value, tensor)
+        if type_of(value) in (tuple, list):
+            return type_of(value)(plain(v) for v in value)
+        return value
+
+    def wrapper(*args, **kwargs):
+        return plain(obj(*args, **kwargs))
+
+    import functools
+
+    try:
+        return functools.wraps(obj)(wrapper)
+    except (AttributeError, TypeError):
+        return wrapper
 
 
 def run_student_code(setup: dict, ctx: dict, job: dict, notes: list[str]):
     """``(obj, None)``, or ``(None, (status, message))`` when the student's cell or target fails."""
     import builtins
     import linecache
+    import types
 
     strip_magics = ctx["strip_magics"]
-    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+    main = types.ModuleType("__main__")  # `import __main__` gives the student's namespace, never this program
+    sys.modules["__main__"] = main
+    ns: dict = main.__dict__
+    ns["__builtins__"] = builtins
 
     def run_code(source: str, label: str):
         source = strip_magics(source)
