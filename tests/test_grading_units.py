@@ -233,18 +233,14 @@ def _run_cells(tmp_path: Path, sources: list[str], limits) -> object:
 
 def test_notebook_run_times_out_cleanly(tmp_path):
     """The looping cell is the first cell: no import or earlier cell shares its time limit, so it times
-    out on its own, whatever the load. What follows is checked for what holds in every case: either the
-    kernel recovered and the next cell ran, or the run says it did not recover and the rest did not run."""
+    out on its own, whatever the load; the run stops there (an infinite loop costs one cell time-out)."""
     limits = grading.Limits(cell_timeout=3, notebook_timeout=600)
     report = _run_cells(tmp_path, ["while True:\n    pass", "after = 1"], limits)
     assert report.status == "timeout", report.message
     loop, after = report.cells
     assert (loop.index, loop.status, loop.detail, loop.head) == (0, "timeout", "did not finish within 3 s",
                                                                   "while True:")
-    if after.status == "not run":
-        assert "the kernel did not recover after the time-out" in report.message
-    else:
-        assert after.status in ("ok", "timeout") and after.index == 1  # it went on after the interrupt
+    assert after.status == "not run" and "the run stops at the first cell time-out" in report.message
     assert "time-outs in cell 0 `while True:` (did not finish within 3 s)" in report.message
 
 

@@ -127,7 +127,8 @@ def snapshot(prefixes: tuple[str, ...] = ("course_lib",), extra: Iterable[str] =
         strict = any(name == p or name.startswith(p + ".") for p in prefixes)
         for attr, value in list(vars(mod).items()):
             entries[attr] = _ident(value)
-            if strict and isinstance(value, type) and getattr(value, "__module__", None) == name:
+            own_class = isinstance(value, type) and getattr(value, "__module__", None) == name
+            if own_class and (strict or name not in ("torch", "numpy", "builtins")):
                 for k, v in list(vars(value).items()):
                     entries[f"{attr}.{k}"] = _ident(getattr(v, "__func__", v))
             elif strict and isinstance(value, dict) and not attr.startswith("__"):
@@ -204,6 +205,7 @@ def setup_process(setup: dict) -> dict:
     notebook = load_file(HERE.parent / "notebook.py", "_autograder_notebook_file")
     state, events = guard.install_from_source([setup["hidden_dir"]] if setup.get("hidden_dir") else [],
                                               setup["protected"], student_files=guard.STUDENT_FILES)
+    state["phase"] = "loading"  # the grader's own setup (and the server's forks); "student" from grade_exercise on
     sys.path.insert(0, setup["student_lib"])
     notes = []
     for name in ("course_lib.teaching.checks", "course_lib.symmetry", setup["checker_module"]):

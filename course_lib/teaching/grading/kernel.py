@@ -228,11 +228,11 @@ class NotebookRun:
                 at_limit if by_notebook else f"did not finish within {limits.cell_timeout:g} s"), head))
             self.status = "timeout"
             self.collect(index)
-            if by_notebook or not recover(client):
-                self._not_run(n + 1)
-                self.stop = at_limit if by_notebook else "the kernel did not recover after the time-out"
-                return False
-            return True
+            # the run stops at its first time-out: an infinite loop costs one --cell-timeout, however many
+            # later cells call the looping function
+            self._not_run(n + 1)
+            self.stop = at_limit if by_notebook else "the run stops at the first cell time-out"
+            return False
         except DeadKernelError:
             self.cells.append(CellRun(index, "error", "the kernel died (crash, os._exit or out of memory)", head))
             self._not_run(n + 1)
@@ -245,31 +245,6 @@ class NotebookRun:
             self.status = "error"
         self.collect(index)
         return True
-
-
-def recover(client) -> bool:
-    """Interrupt the kernel after a time-out; True when it answers again within a few seconds."""
-    from queue import Empty
-
-    from jupyter_core.utils import ensure_async, run_sync
-
-    async def probe() -> bool:
-        await ensure_async(client.km.interrupt_kernel())
-        msg_id = client.kc.execute("pass", silent=True)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            try:
-                reply = await ensure_async(client.kc.get_shell_msg(timeout=max(0.1, end - time.monotonic())))
-            except Empty:
-                return False
-            if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return True
-        return False
-
-    try:
-        return bool(run_sync(probe)())
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def run_message(status: str, stop: str, cells: list[CellRun], n_code: int) -> str:
