@@ -302,7 +302,7 @@ def test_attack_gets_its_exact_verdict(exercises, name):
     allowed = attacks(exercises["ctx"])[name][1]
     assert row["status"] in allowed and row["points"] == "0.00", (name, row["status"], row["message"][:500])
     if name == "crash_in_string":
-        assert "your code raised RuntimeError" in row["message"] and "left out" not in row["message"]
+        assert "raised RuntimeError: boom" in row["message"] and "left out" not in row["message"]
     feedback = (exercises["out"] / "feedback" / f"{name}.md").read_text(encoding="utf-8")
     assert "HIDDEN = {" not in feedback and "def _pairwise_extra" not in feedback  # no hidden-test source
     assert len(row["message"]) <= 4_100
@@ -372,7 +372,7 @@ KERNEL_ATTACKS = {
         for _ in range(500):
             try:
                 if os.fork() == 0:
-                    import time; time.sleep(60); os._exit(0)
+                    os.execv("/bin/sleep", ["sleep", "60"])
             except OSError as e:
                 print("fork stopped:", e); break
         import torch

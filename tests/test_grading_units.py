@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -254,3 +255,37 @@ def test_notebook_run_audits_the_kernel(tmp_path):
     assert first.status == "error" and "PermissionError" in first.detail and "hidden tests" in first.detail
     assert after.status == "ok"
     assert report.status == "error"
+
+
+# --------------------------------------------------------------------------------------------
+# the submissions folder as hostile input; the results folder
+# --------------------------------------------------------------------------------------------
+
+
+def test_submissions_folder_is_read_as_hostile_input(tmp_path):
+    from course_lib.teaching.grading.gradebook import csv_cell
+
+    subs = tmp_path / "subs"
+    (subs / "bob").mkdir(parents=True)
+    (subs / "alice.IPYNB").write_text("{}")
+    (subs / "bob" / "00_x.ipynb").write_text("{}")
+    (subs / ".secret.ipynb").write_text("{}")
+    (subs / "notes.txt").write_text("x")
+    os.mkfifo(subs / "pipe.ipynb")
+    (subs / "link.ipynb").symlink_to(subs / "alice.IPYNB")
+    (subs / "bob" / "link_dir").symlink_to(tmp_path, target_is_directory=True)
+    found, skipped = grading.find_submissions(subs)
+    assert sorted((s.student, s.path.name) for s in found) == [("alice", "alice.IPYNB"), ("bob", "00_x.ipynb")]
+    reasons = {k.name: k.reason for k in skipped}
+    assert "FIFO" in reasons["pipe.ipynb"] and "symbolic link" in reasons["link.ipynb"]
+    assert "dot" in reasons[".secret.ipynb"] and "not a .ipynb" in reasons["notes.txt"]
+    assert "symbolic link" in reasons["bob/link_dir"]
+    with pytest.raises(ValueError, match="FIFO"):  # O_NONBLOCK: never hangs
+        grading.read_submission(subs / "pipe.ipynb")
+    with pytest.raises(ValueError):
+        grading.read_submission(subs / "link.ipynb")
+    ids = {grading.student_id(n) for n in ("Zoë", "Zoé", "Zoe", "zoe", "=cmd()", "-x")}
+    assert len(ids) == 6 and all(re.fullmatch(r"[A-Za-z0-9._-]+", i) and i[0] not in "-." for i in ids)
+    assert grading.student_id("alice") == "alice"
+    cells = ("=1+1", "+1", "-1", "@x", "\tx", "ok")
+    assert [csv_cell(x) for x in cells] == ["'=1+1", "'+1", "'-1", "'@x", "'\tx", "ok"]

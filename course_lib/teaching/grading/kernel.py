@@ -66,6 +66,12 @@ def make_client_class():
             content = msg.get("content", {})
             size = len(content.get("text", "")) + sum(len(str(v)) for v in (content.get("data") or {}).values())
             size += sum(len(str(x)) for x in content.get("traceback", []) or [])
+            room = self.output_limit - used.get(cell_index, 0)
+            if msg.get("msg_type") == "stream" and size > room > 0:  # keep the head of a huge stream message
+                note = f"\n[autograder: output beyond {self.output_limit} characters dropped]\n"
+                content["text"] = content.get("text", "")[:room] + note
+                self.__dict__.setdefault("_dropped", {})[cell_index] = size - room
+                size = room
             if used.get(cell_index, 0) + size > self.output_limit and msg.get("msg_type") != "error":
                 dropped = self.__dict__.setdefault("_dropped", {})
                 if cell_index not in dropped:
