@@ -3,6 +3,7 @@ tamper snapshot, static scan, library guard, notebook reading, run_cases, the gu
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -242,7 +243,20 @@ def test_notebook_run_times_out_cleanly(tmp_path):
     assert (loop.index, loop.status, loop.detail, loop.head) == (0, "timeout", "did not finish within 3 s",
                                                                   "while True:")
     assert after.status == "not run" and "the run stops at the first cell time-out" in report.message
+    assert _processes_mentioning(str(tmp_path)) == []  # the kernel (and its sandbox) did not survive the run
     assert "time-outs in cell 0 `while True:` (did not finish within 3 s)" in report.message
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if text in cmd and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmd[:100]}")
+    return found
 
 
 def test_notebook_run_audits_the_kernel(tmp_path):
@@ -289,3 +303,25 @@ def test_submissions_folder_is_read_as_hostile_input(tmp_path):
     assert grading.student_id("alice") == "alice"
     cells = ("=1+1", "+1", "-1", "@x", "\tx", "ok")
     assert [csv_cell(x) for x in cells] == ["'=1+1", "'+1", "'-1", "'@x", "'\tx", "ok"]
+
+
+def test_without_the_sandbox_the_grader_refuses_unless_unsafe(tmp_path, monkeypatch):
+    from course_lib.teaching.grading import sandbox
+
+    monkeypatch.setitem(sandbox._PROBLEM, "result", "bubblewrap is not installed (simulated)")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "bob.ipynb").write_text('{"cells": [  "00.pairwise_distances"')  # broken JSON: nothing runs
+    assert grading.main([str(subs), "--out", str(tmp_path / "out"), "--no-run"]) == 2
+    assert not (tmp_path / "out").exists()
+    assert grading.main([str(subs), "--out", str(tmp_path / "out"), "--no-run", "--unsafe",
+                         "--notebook", "00"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "gradebook.csv", encoding="utf-8")))
+    assert rows and all(r["message"].startswith("[UNSAFE: no sandbox]") for r in rows)
+    assert "UNSAFE" in json.loads((tmp_path / "out" / "run.json").read_text())["sandbox"]
+    assert "UNSAFE" in (tmp_path / "out" / "feedback" / "bob.md").read_text()
+    # a second run into the same folder is refused, then allowed with --overwrite (the old results replaced)
+    assert grading.main([str(subs), "--out", str(tmp_path / "out"), "--no-run", "--unsafe", "--notebook", "00"]) == 2
+    assert grading.main([str(subs), "--out", str(tmp_path / "out"), "--no-run", "--unsafe", "--notebook", "00",
+                         "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "subs"]  # no staging folder left behind
