@@ -46,7 +46,7 @@ class BoxLimits:
     """Resource limits of one sandbox (MiB, seconds, processes)."""
 
     memory_mb: int = 2560  # address space (RLIMIT_AS) of every process: torch + a kernel need ~0.8 GiB
-    nproc: int = 64  # processes (pids cgroup; RLIMIT_NPROC where the grader is not root)
+    nproc: int = 64  # processes of one sandbox (pids cgroup; RLIMIT_NPROC 16x this for the whole grading user)
     fsize_mb: int = 64  # largest file a process may write (RLIMIT_FSIZE)
     cpu_s: int = 3600  # CPU seconds of each process (RLIMIT_CPU): a backstop, the wall-clock limits act first
     tmp_mb: int = 256  # size of the private /tmp
@@ -120,7 +120,9 @@ def bwrap_command(argv: list[str], ro: list[str], rw: list[str], limits: BoxLimi
     """``prlimit ... bwrap ... -- argv``: ``ro`` / ``rw`` host paths bound at the same path (read-only /
     writable), ``extra_ro`` ``(host, inside)`` pairs bound read-only."""
     mib = 1024 * 1024
-    cmd = [shutil.which("prlimit") or "prlimit", f"--as={limits.memory_mb * mib}", f"--nproc={limits.nproc}",
+    # RLIMIT_NPROC counts every process of the grading user (not only this sandbox's), and does not apply
+    # when the grader is root: a loose backstop; the pids cgroup gives the per-sandbox limit
+    cmd = [shutil.which("prlimit") or "prlimit", f"--as={limits.memory_mb * mib}", f"--nproc={16 * limits.nproc}",
            f"--fsize={limits.fsize_mb * mib}", f"--cpu={limits.cpu_s}", "--core=0", "--",
            shutil.which("bwrap") or "bwrap", "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
            "--gid", str(SANDBOX_UID), "--die-with-parent", "--new-session", "--hostname", "sandbox",
