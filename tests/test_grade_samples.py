@@ -113,7 +113,8 @@ def test_samples_statuses_and_points(graded):
         assert row["message"].startswith("flagged for review:")
     assert "course_lib.symmetry.equivariance_error" in by["cheater", "00.pairwise_distances"]["message"]
     assert "run_checker" in by["cheater", "00.symmetrize"]["message"]
-    assert "read the hidden tests" in by["cheater", "00.radial_field"]["message"]
+    # the sandbox has no view of the hidden-tests folder of the checkout: the attempt is flagged by the scan
+    assert "grading/hidden" in by["cheater", "00.radial_field"]["message"]
     assert by["cheater", "00.gated_nonlinearity"]["status"] == "pass"  # flags are per exercise
 
 
@@ -156,10 +157,10 @@ def test_notebook_run_of_the_samples_is_reported(graded_run):
     assert loop["status"] == "timeout"  # the looping check cell can never finish
     looping = [c for c in loop["cells"] if "check(\"00.pairwise_distances\"" in c["head"]]
     assert looping and all(c["status"] in ("timeout", "not run") for c in looping)
-    cheater = graded_run["runs"]["cheater"]
-    if all(c["status"] in ("ok", "error") for c in cheater["cells"]):  # every cell ran within the limits
-        assert any("read the hidden tests" in reason for _, reason in cheater["events"])
-    assert (graded_run["out"] / "executed" / "cheater" / "00_symmetry_primer.ipynb").is_file()
+    executed = graded_run["out"] / "executed" / "cheater" / "00_symmetry_primer.ipynb"
+    assert executed.is_file()
+    # the kernel's sandbox has no view of the hidden tests: the cheater's cell cannot show them
+    assert "def _pairwise_extra" not in executed.read_text(encoding="utf-8")
 
 
 @needs_nb00

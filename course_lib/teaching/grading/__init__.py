@@ -5,11 +5,18 @@ Command line (from the repository root)::
     python -m course_lib.teaching.grading SUBMISSIONS_DIR --out RESULTS_DIR [--hidden HIDDEN_DIR]
         [--cell-timeout S] [--notebook-timeout S] [--exercise-timeout S] [--fast | --full]
         [--jobs N] [--no-run] [--notebook NN_slug] [--notebooks DIR] [--network auto|namespace|guard]
+        [--memory-mb MB] [--overwrite] [--unsafe]
 
 ``SUBMISSIONS_DIR`` holds the notebooks as downloaded from Colab or JupyterLab, either one file per
 student (``alice.ipynb``: the student id is the file name) or one folder per student
 (``alice/00_symmetry_primer.ipynb``: the student id is the folder name). Which course notebook a
 submission is comes from its content (exercise ids, check calls, the Colab badge), or ``--notebook``.
+
+Every process that runs student code runs in the bubblewrap sandbox of :mod:`.sandbox` (no network, no
+view of the submissions, results, checkout or hidden tests of the notebook run; memory, process, file
+size and CPU limits); without it the grader refuses to grade unless ``--unsafe`` (then every row says
+so). The results are written into a new folder and swapped in; an earlier run is replaced only with
+``--overwrite``. INSTRUCTORS.md states what is and is not guaranteed.
 
 Outputs in ``RESULTS_DIR``: ``gradebook.csv`` and ``gradebook.json`` (one row per student, notebook
 and exercise: ``student, notebook, exercise, points, max_points, status, message``; status is one of
@@ -21,6 +28,9 @@ Modules (one concern each; this package's ``__init__`` re-exports the public API
 
     api.py        run_cases: the helper of the hidden test modules (grading/hidden/nbNN.py)
     scan.py       static scan of the student's code (scan_code, import_aliases)
+    sandbox.py    the bubblewrap sandbox of every process that runs student code, limits, pids cgroup
+    inputs.py     the submissions folder as hostile input: regular files only, safe student ids
+    protocol.py   what an exercise process may send back (validated by the parent)
     guard.py      network block and audit hook, installed in the kernel and the exercise process
     library.py    the installed course_lib: file snapshot, verify and restore, pristine copy
     course.py     course notebooks, exercises and points; submissions; finding the exercise cells
@@ -92,18 +102,12 @@ Tampering (flagged for review: 0 points, ``flagged`` status, reasons in the mess
   written by the grader: when it changes while grading (someone edits the checkout) a warning is
   printed; the grading used the copies taken at the start.
 
-Network: the kernel and the exercise processes run in a new network namespace (``unshare -rn``:
-no network interface but a loopback that is down; the kernel talks to the grader over Unix-socket
-IPC) when the machine allows unprivileged user namespaces; otherwise (and in addition) Python's
-``socket`` module refuses connections to anything but localhost and the proxy variables point to a
-closed port. Guaranteed: the checking code and the verdict come from files the submission cannot
-change, a submission cannot crash or stall the grading of the others, and each exercise process is
-killed at its time limit. *Not* guaranteed (this is not an OS sandbox; run the grader as an
-unprivileged user in a container for hostile input): without the namespace, code can reach the
-network through C extensions or subprocesses; student code shares its process with the checker, so
-deliberately obfuscated code (frame walking, ``gc``, ``ctypes``) could forge a result - the scans
-above flag the usual ways to do so for human review; memory is not limited; files the grading
-user can read outside the hidden-tests folder are readable.
+Sandbox: see :mod:`course_lib.teaching.grading.sandbox` and INSTRUCTORS.md. With ``--unsafe`` (no
+sandbox) the older guards remain: a network namespace (``unshare -rn``) where available, and Python's
+``socket`` refusing non-local connections. Not guaranteed even in the sandbox: the exercise process
+runs the student's function and the checker in one interpreter, so a deliberately obfuscated attack on
+the interpreter could forge that one exercise's result or read that notebook's hidden-test file (it
+cannot reach anything else).
 """
 
 from course_lib.teaching.grading.api import run_cases
@@ -114,13 +118,13 @@ from course_lib.teaching.grading.course import (
     ExerciseSpec,
     Located,
     find_exercise_cell,
-    find_submissions,
     identify,
     load_course,
     read_notebook,
 )
 from course_lib.teaching.grading.gradebook import COLUMNS, STATUSES, Row
 from course_lib.teaching.grading.grader import grade
+from course_lib.teaching.grading.inputs import find_submissions, read_submission, student_id
 from course_lib.teaching.grading.library import LibraryGuard
 from course_lib.teaching.grading.scan import import_aliases, scan_code
 from course_lib.teaching.grading.session import Limits, namespace_available
@@ -144,6 +148,8 @@ __all__ = [
     "CourseNotebook",
     "ExerciseSpec",
     "find_submissions",
+    "read_submission",
+    "student_id",
     "read_notebook",
     "identify",
     "namespace_available",

@@ -11,10 +11,14 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-from course_lib.teaching.grading.guard import STUDENT_FILES
+from course_lib.teaching.grading.guard import GUARD_FILENAME, STUDENT_FILES
 from course_lib.teaching.grading.library import LIB_DIR
 
-__all__ = ["run_cases", "student_in_traceback"]
+__all__ = ["run_cases", "student_in_traceback", "GRADER_PSEUDO_FILES"]
+
+#: Code-object file names in ``<...>`` that are not the student's: frozen standard-library modules, the
+#: guard, the instructor's imports; every other ``<...>`` frame is code compiled at run time by the student.
+GRADER_PSEUDO_FILES = ("<frozen ", GUARD_FILENAME, "<instructor imports>")
 
 
 def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
@@ -70,8 +74,10 @@ def student_in_traceback(exc: BaseException, test_files: Iterable[str] = ()) -> 
         tb = tb.tb_next
         if name.startswith(STUDENT_FILES):
             return True
-        if name.startswith("<") or os.path.realpath(name) in tests:
+        if name.startswith(GRADER_PSEUDO_FILES) or os.path.realpath(name) in tests:
             continue
+        if name.startswith("<"):  # code the student compiled themselves ("<string>", exec, eval)
+            return True
         real = os.path.realpath(name)
         if not any(real == r or real.startswith(r + os.sep) for r in lib_roots):
             return True

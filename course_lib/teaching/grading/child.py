@@ -99,7 +99,9 @@ def cap_text(text: str, limit: int) -> str:
 # runtime snapshot
 # --------------------------------------------------------------------------------------------
 
-WATCHED_EXTRA = ("builtins", "math", "importlib", "importlib.util", "torch", "torch.linalg", "torch.nn.functional")
+WATCHED_EXTRA = ("builtins", "math", "importlib", "importlib.util", "importlib._bootstrap",
+                 "importlib._bootstrap_external", "torch", "torch.linalg", "torch.nn.functional", "torch.overrides",
+                 "json", "json.encoder", "json.decoder", "os", "io", "gc", "linecache", "traceback", "numpy")
 
 
 def _ident(obj) -> tuple:
@@ -125,7 +127,8 @@ def snapshot(prefixes: tuple[str, ...] = ("course_lib",), extra: Iterable[str] =
         strict = any(name == p or name.startswith(p + ".") for p in prefixes)
         for attr, value in list(vars(mod).items()):
             entries[attr] = _ident(value)
-            if strict and isinstance(value, type) and getattr(value, "__module__", None) == name:
+            own_class = isinstance(value, type) and getattr(value, "__module__", None) == name
+            if own_class and (strict or name not in ("torch", "numpy", "builtins")):
                 for k, v in list(vars(value).items()):
                     entries[f"{attr}.{k}"] = _ident(getattr(v, "__func__", v))
             elif strict and isinstance(value, dict) and not attr.startswith("__"):
@@ -196,10 +199,13 @@ def setup_process(setup: dict) -> dict:
     except (ImportError, ValueError, OSError, AttributeError):
         pass
     sys.dont_write_bytecode = True
+    if setup.get("sandboxed"):
+        not_dumpable()
     guard = load_file(HERE / "guard.py", "_autograder_guard_file")
     notebook = load_file(HERE.parent / "notebook.py", "_autograder_notebook_file")
     state, events = guard.install_from_source([setup["hidden_dir"]] if setup.get("hidden_dir") else [],
                                               setup["protected"], student_files=guard.STUDENT_FILES)
+    state["phase"] = "loading"  # the grader's own setup (and the server's forks); "student" from grade_exercise on
     sys.path.insert(0, setup["student_lib"])
     notes = []
     for name in ("course_lib.teaching.checks", "course_lib.symmetry", setup["checker_module"]):
@@ -212,6 +218,8 @@ def setup_process(setup: dict) -> dict:
              {"__name__": "__autograder_baseline__"})
     except Exception as exc:  # noqa: BLE001
         notes.append(f"the notebook's imports raised {type(exc).__name__}: {exc}")
+    if "torch" in sys.modules:
+        TENSOR_ATTRS.update(vars(sys.modules["torch"].Tensor))
     return {"state": state, "events": events, "notes": notes, "strip_magics": notebook.strip_magics}
 
 
@@ -265,8 +273,43 @@ def server_main() -> int:
         stdout.write(f"started {pid}\n".encode())
         stdout.flush()
         _, status = os.waitpid(pid, 0)
+        if setup.get("sandboxed"):
+            end_other_processes()
         stdout.write(f"exited {pid} {status}\n".encode())
         stdout.flush()
+
+
+def end_other_processes() -> None:
+    """SIGKILL every process of the sandbox's PID namespace but its init (1) and this server: whatever the
+    student's code left running (``setsid``, double fork) ends before the next exercise starts."""
+    import signal
+
+    me = os.getpid()
+    for _ in range(200):
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) not in (1, me)]
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+
+
+def not_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: other processes of the sandbox (the student's) cannot open this
+    process's ``/proc/<pid>/fd`` or memory (inherited by the forked exercise processes)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +329,7 @@ def grade_exercise(setup: dict, ctx: dict, job: dict) -> dict:
     notes = list(ctx["notes"])
     state["phase"] = "student"
     obj, failure = run_student_code(setup, ctx, job, notes)
-    flags = list(dict.fromkeys(snapshot_diff(before, snapshot()) + events))
+    flags = list(dict.fromkeys(snapshot_diff(before, snapshot()) + events + torch_tampering()))
     if failure is not None:
         return {"status": failure[0], "flags": flags, "notes": notes, "message": failure[1]}
     if flags:
@@ -297,16 +340,76 @@ def grade_exercise(setup: dict, ctx: dict, job: dict) -> dict:
         checks, api, hidden_fn, source = load_checking_code(setup, job, saved)
     except IntegrityError as exc:
         return {"status": "error", "message": str(exc)}
-    return dict(run_hidden_test(checks, api, hidden_fn, obj, job, state, events), notes=notes, source=source)
+    lies: list[str] = []
+    res = run_hidden_test(checks, api, hidden_fn, plain_outputs(obj, lies), job, state, events)
+    res["flags"] = list(dict.fromkeys(res["flags"] + lies + torch_tampering()))
+    return dict(res, notes=notes, source=source)
+
+
+def torch_tampering() -> list[str]:
+    """Reasons to flag a torch left in a lying state: active torch-function / dispatch modes, attributes
+    added to ``torch.Tensor`` (values compared by the checker would then not be the computed ones)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return []
+    reasons = []
+    try:
+        if torch._C._len_torch_function_stack():
+            reasons.append("left a torch function mode active (torch.overrides.TorchFunctionMode)")
+    except AttributeError:
+        pass
+    try:
+        if torch._C._len_torch_dispatch_stack():
+            reasons.append("left a torch dispatch mode active (TorchDispatchMode)")
+    except AttributeError:
+        pass
+    added = sorted(set(vars(torch.Tensor)) - TENSOR_ATTRS) if TENSOR_ATTRS else []
+    if added:
+        reasons.append("added attributes to torch.Tensor (" + ", ".join(added[:4]) + ")")
+    return reasons
+
+
+TENSOR_ATTRS: set = set()  # the attributes of torch.Tensor before student code (set by setup_process)
+
+
+def plain_outputs(obj, lies: list[str]):
+    """``obj`` (a function) wrapped so that every tensor it returns reaches the checker as a plain
+    ``torch.Tensor``: a subclass (which could lie about its values) is flagged and stripped."""
+    torch = sys.modules.get("torch")
+    if torch is None or isinstance(obj, type) or not callable(obj):
+        return obj
+    tensor, as_subclass, type_of = torch.Tensor, torch.Tensor.as_subclass, type
+
+    def plain(value):
+        if isinstance(value, tensor) and type_of(value) is not tensor and not isinstance(value, torch.nn.Parameter):
+            lies.append(f"returned a torch.Tensor subclass ({type_of(value).__name__}) instead of a tensor")
+            return as_subclass(value, tensor)
+        if type_of(value) in (tuple, list):
+            return type_of(value)(plain(v) for v in value)
+        return value
+
+    def wrapper(*args, **kwargs):
+        return plain(obj(*args, **kwargs))
+
+    import functools
+
+    try:
+        return functools.wraps(obj)(wrapper)
+    except (AttributeError, TypeError):
+        return wrapper
 
 
 def run_student_code(setup: dict, ctx: dict, job: dict, notes: list[str]):
     """``(obj, None)``, or ``(None, (status, message))`` when the student's cell or target fails."""
     import builtins
     import linecache
+    import types
 
     strip_magics = ctx["strip_magics"]
-    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+    main = types.ModuleType("__main__")  # `import __main__` gives the student's namespace, never this program
+    sys.modules["__main__"] = main
+    ns: dict = main.__dict__
+    ns["__builtins__"] = builtins
 
     def run_code(source: str, label: str):
         source = strip_magics(source)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from course_lib.teaching.grading.gradebook import STATUSES
 from course_lib.teaching.grading.grader import grade
+from course_lib.teaching.grading.sandbox import BoxLimits
 from course_lib.teaching.grading.session import Limits
 
 __all__ = ["main"]
@@ -44,13 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--network", choices=("auto", "namespace", "guard"), default="auto",
                    help="network isolation: a network namespace when available (auto), required, or the Python "
                         "socket guard only")
+    p.add_argument("--memory-mb", type=int, default=BoxLimits.memory_mb, metavar="MB",
+                   help=f"address-space limit of every sandboxed process (default {BoxLimits.memory_mb})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in RESULTS_DIR (default: refuse)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="grade even where the sandbox (bubblewrap) cannot start; every gradebook row says so")
     args = p.parse_args(argv)
-    limits = Limits(args.cell_timeout, args.notebook_timeout, args.exercise_timeout, fast=args.fast)
+    limits = Limits(args.cell_timeout, args.notebook_timeout, args.exercise_timeout, fast=args.fast,
+                    box=BoxLimits(memory_mb=args.memory_mb))
     try:
         rows = grade(args.submissions, args.out, args.hidden, limits, jobs=args.jobs, run_notebooks=args.run,
                      notebook=args.notebook, notebook_dir=args.notebooks, network=args.network,
-                     log=lambda m: print(m, flush=True))
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+                     log=lambda m: print(m, flush=True), overwrite=args.overwrite, unsafe=args.unsafe)
+    except (FileNotFoundError, FileExistsError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = Counter(r.status for r in rows)

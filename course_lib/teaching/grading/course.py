@@ -11,9 +11,7 @@ import ast
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from course_lib.teaching.notebook import (
     SETUP_TAG,
@@ -29,11 +27,8 @@ __all__ = [
     "ExerciseSpec",
     "CourseNotebook",
     "load_course",
-    "Submission",
-    "find_submissions",
     "read_notebook",
     "identify",
-    "safe_name",
     "Located",
     "find_exercise_cell",
     "check_call_pattern",
@@ -97,35 +92,6 @@ def load_course(notebook_dir=None) -> dict[str, CourseNotebook]:
     return course
 
 
-# --------------------------------------------------------------------------------------------
-# submissions
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Submission:
-    student: str
-    path: Path
-
-
-def find_submissions(folder, exclude: Iterable[Path] = ()) -> list[Submission]:
-    """``*.ipynb`` files of ``folder`` (student = file name) and of its sub-folders (student = folder name)."""
-    folder = Path(folder)
-    excluded = {Path(p).resolve() for p in exclude}
-    subs = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.resolve() in excluded:
-            continue
-        if entry.is_file() and entry.suffix == ".ipynb":
-            subs.append(Submission(entry.stem, entry))
-        elif entry.is_dir():
-            for path in sorted(entry.rglob("*.ipynb")):
-                rel = path.relative_to(entry)
-                if not any(part.startswith(".") for part in rel.parts):
-                    subs.append(Submission(entry.name, path))
-    return subs
-
-
 def read_notebook(data: bytes):
     """``(notebook, None)`` or ``(None, problem)`` for the bytes of an ``.ipynb`` file."""
     import warnings
@@ -169,10 +135,6 @@ def identify(text: str, course: dict[str, CourseNotebook]) -> str | None:
     if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]):
         return None
     return ranked[0][1]
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "student"
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from course_lib.teaching.grading.child import cap_text
-from course_lib.teaching.grading.course import CourseNotebook, safe_name
+from course_lib.teaching.grading.course import CourseNotebook
+from course_lib.teaching.grading.inputs import safe_name
 
 if TYPE_CHECKING:
     from course_lib.teaching.grading.kernel import RunReport
 
-__all__ = ["COLUMNS", "STATUSES", "Row", "Graded", "fmt", "write_outputs", "STATUS_WORD", "feedback", "md_inline",
-           "md_fence"]
+__all__ = ["COLUMNS", "STATUSES", "Row", "Graded", "fmt", "csv_cell", "write_outputs", "STATUS_WORD", "feedback",
+           "md_inline", "md_fence"]
 
 COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", "message")
 STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "flagged")
@@ -57,7 +58,22 @@ def fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
-def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNotebook]) -> list[Row]:
+def csv_cell(value) -> str:
+    """A spreadsheet-safe CSV cell: text starting with ``= + - @``, a tab or a carriage return (a formula
+    for Excel, LibreOffice, Google Sheets) gets a leading apostrophe."""
+    text = str(value)
+    return "'" + text if text[:1] in FORMULA_STARTS else text
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+MESSAGE_LIMIT = 4_000  # characters of a gradebook message (the CSV reader's default field limit is 131072)
+
+
+def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNotebook],
+                  run_info: dict | None = None) -> list[Row]:
+    """Write the results folder ``out`` (see the module doc; ``run_info`` goes into ``run.json``)."""
+    (out / "run.json").write_text(json.dumps(run_info or {}, indent=1) + "\n", encoding="utf-8")
+
     def order(r: Row):
         cnb = course.get(r.notebook)
         ids = [e.id for e in cnb.exercises] if cnb else []
@@ -65,12 +81,15 @@ def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNote
 
     rows = sorted((r for g in results for r in g.rows), key=order)
     for r in rows:
-        r.message = " ".join(r.message.split())
+        r.message = cap_text(" ".join(r.message.split()), MESSAGE_LIMIT)
+        r.points = min(max(0.0, r.points), float(r.max_points))
+        r.status = r.status if r.status in STATUSES else "error"
     with open(out / "gradebook.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(COLUMNS)
         for r in rows:
-            w.writerow([r.student, r.notebook, r.exercise, fmt(r.points), r.max_points, r.status, r.message])
+            w.writerow([csv_cell(x) for x in (r.student, r.notebook, r.exercise, fmt(r.points), r.max_points,
+                                              r.status, r.message)])
     records = [dict(r.record(), points=round(r.points, 2)) for r in rows]
     (out / "gradebook.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     totals: dict[tuple[str, str], list[float]] = {}
@@ -82,7 +101,7 @@ def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNote
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(("student", "notebook", "points", "max_points"))
         for (student, nb), (pts, mx) in sorted(totals.items()):
-            w.writerow([student, nb, fmt(pts), mx])
+            w.writerow([csv_cell(student), csv_cell(nb), fmt(pts), mx])
     runs = [{"student": g.student, "notebook": g.notebook, "submission": Path(g.path).name,
              **(g.run.record() if g.run else {"status": "not run", "message": "", "cells": [], "events": []})}
             for g in sorted(results, key=lambda g: (g.student, g.notebook))]

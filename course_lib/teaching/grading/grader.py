@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -15,17 +16,15 @@ from pathlib import Path
 from course_lib.teaching.grading.course import (
     ExerciseSpec,
     Located,
-    Submission,
     check_call_pattern,
     find_exercise_cell,
-    find_submissions,
     identify,
     load_course,
     read_notebook,
-    safe_name,
     submission_imports,
 )
 from course_lib.teaching.grading.gradebook import Graded, Row, fmt, write_outputs
+from course_lib.teaching.grading.inputs import Skipped, Submission, find_submissions, read_submission, safe_name
 from course_lib.teaching.grading.kernel import run_notebook
 from course_lib.teaching.grading.library import LibraryGuard
 from course_lib.teaching.grading.runner import ExerciseRunner
@@ -96,7 +95,11 @@ class Grader:
         return [Row(student, slug, e.id, 0.0, e.points, "error", message) for e in self.s.course[slug].exercises]
 
     def _grade(self, sub: Submission) -> Graded:
-        data = sub.path.read_bytes()
+        try:
+            data = read_submission(sub.path)
+        except ValueError as exc:
+            return Graded(sub.student, self.forced or "?", self._error_rows(sub.student, self.forced, str(exc)),
+                          path=str(sub.path))
         text = data.decode("utf-8", "replace")
         nb, problem = read_notebook(data)
         slug = self.forced or identify(text + " " + sub.path.name, self.s.course)
@@ -108,8 +111,7 @@ class Grader:
         cnb = self.s.course[slug]
         work = Path(tempfile.mkdtemp(prefix="sub-", dir=self.s.tmp))
         (work / "run").mkdir()
-        copy = work / "run" / sub.path.name
-        copy.write_bytes(data)
+        (work / "run" / "submission.ipynb").write_bytes(data)
 
         cells = nb.cells
         located = {e.id: find_exercise_cell(cells, e.id, e.name) for e in cnb.exercises}
@@ -123,7 +125,7 @@ class Grader:
         aliases = import_aliases([cell_source(c) for c in cells if c.get("cell_type") == "code"])
         global_flags = self._scan_other_cells(cells, cnb.student_sources, located, aliases)
 
-        lib = self.s.student_library(work)
+        lib = None if self.s.sandboxed else self.s.student_library(work)  # the sandbox binds the pristine copy
         run = None
         if self.s.run_notebooks:
             run = run_notebook(self.s, nb, work, lib)
@@ -137,10 +139,11 @@ class Grader:
             else:
                 run_flags.setdefault(target, []).append(reason)
 
-        setup = {"student_lib": str(lib.root.parent), "protected": self.s.protected(lib),
-                 "hidden_dir": str(self.s.hidden) if self.s.hidden else None,
+        setup = {"student_lib": str(lib.root.parent if lib else self.s.pristine.parent),
+                 "protected": self.s.protected(lib), "hidden_dir": str(self.s.hidden) if self.s.hidden else None,
                  "checker_module": f"course_lib.teaching.exercises.nb{cnb.number}", "instructor_imports": cnb.imports}
-        runner = ExerciseRunner(self.s, work, setup)
+        hidden = self.s.hidden / f"nb{cnb.number}.py" if self.s.hidden else None
+        runner = ExerciseRunner(self.s, work, setup, hidden if hidden is not None and hidden.is_file() else None)
         try:
             imports = submission_imports(cells, cnb.imports)
             rows = [self._grade_exercise(sub, cnb, e, located[e.id], aliases, imports, runner, lib,
@@ -195,12 +198,12 @@ class Grader:
         job = {"exercise": e.id, "slug": cnb.slug, "target": e.target, "name": e.name,
                "submission_imports": submission_imports, "cell": loc.source,
                "hidden": str(hidden) if hidden is not None and hidden.is_file() else None}
-        res = runner.run(job, f"ex-{e.id}")
-        lib_changes = [f"changed the course_lib file {rel}" for rel in lib.verify()]
+        res = runner.run(job, f"ex-{safe_name(e.id)}")
+        lib_changes = [f"changed the course_lib file {rel}" for rel in lib.verify()] if lib else []
         flags = list(dict.fromkeys(static + global_flags + run_flags + res.get("flags", []) + lib_changes))
         notes += res.get("notes", [])
         notes += [f"a hidden test case crashed and was left out of the score: {t}" for t in res.get("test_errors", [])]
-        row.output = res.get("output", "")
+        row.output = scrub(res.get("output", ""), self.s.hidden_lines(cnb.number))
         status = res.get("status")
         if status == "checked":
             status, message, fraction, details = summarize(res)
@@ -208,7 +211,7 @@ class Grader:
             if res.get("source", "").startswith("public"):
                 notes.append(f"graded with the {res['source']}")
             if status in ("pass", "partial"):
-                row.points = round(e.points * fraction, 2)
+                row.points = min(float(e.points), max(0.0, round(e.points * fraction, 2)))
         else:
             message = res.get("message", "")
         row.status, row.message = status, message
@@ -234,8 +237,12 @@ class Grader:
 
 def grade(submissions, out, hidden=None, limits: Limits | None = None, jobs: int = 1, run_notebooks: bool = True,
           notebook: str | None = None, notebook_dir=None, network: str = "auto",
-          log: Callable[[str], None] | None = None) -> list[Row]:
-    """Grade every submission of ``submissions`` into ``out``; return the gradebook rows (sorted)."""
+          log: Callable[[str], None] | None = None, overwrite: bool = False, unsafe: bool = False) -> list[Row]:
+    """Grade every submission of ``submissions`` into ``out``; return the gradebook rows (sorted).
+
+    The results are written into a new folder next to ``out`` and swapped in when complete; an ``out``
+    that holds an earlier run is replaced only with ``overwrite``.
+    """
     limits = limits or Limits()
     log = log or (lambda _msg: None)
     submissions, out = Path(submissions), Path(out)
@@ -244,44 +251,92 @@ def grade(submissions, out, hidden=None, limits: Limits | None = None, jobs: int
     hidden = Path(hidden).resolve() if hidden else None
     if hidden is not None and not hidden.is_dir():
         raise FileNotFoundError(f"no hidden-tests folder {hidden}")
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite):
+        raise FileExistsError(f"{out} holds the results of an earlier run (or is not a folder): choose a new "
+                              "--out folder, or pass --overwrite to replace them")
     course = load_course(notebook_dir)
     if not course:
         raise RuntimeError("no notebook with exercises found (notebooks/NN_slug.py); pass --notebooks DIR")
-    forced = None
-    if notebook:
-        matches = [s for s in course if s == notebook or s[:2] == notebook[:2] and len(notebook) <= 2]
-        if len(matches) != 1:
-            raise ValueError(f"--notebook {notebook!r}: choose one of {sorted(course)}")
-        forced = matches[0]
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in ("feedback", "executed"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    subs = find_submissions(submissions, exclude=[out])
-    with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        session = Session(course, hidden, limits, out, run_notebooks, network, Path(tmp))
-        session.submissions = submissions
-        log(f"{len(subs)} submission(s); network isolation: "
-            f"{'network namespace + socket guard' if session.namespace else 'socket guard only'}; "
-            f"{'fast' if limits.fast else 'full'} mode; hidden tests: {hidden or 'none (public checks only)'}")
-        grader = Grader(session, forced)
+    forced = _forced_notebook(notebook, course)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subs, skipped = find_submissions(submissions, exclude=[out])
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="grade-") as tmp:  # mode 0700, one per run
+            session = Session(course, hidden, limits, staging, run_notebooks, network, Path(tmp), unsafe=unsafe)
+            session.submissions = submissions
+            results = _grade_all(session, forced, subs, skipped, jobs, log)
+        rows = write_outputs(staging, dedupe(results), course, {
+            "sandbox": session.describe(), "skipped": [vars(k) for k in skipped],
+            "limits": {**{k: v for k, v in vars(limits).items() if k != "box"}, "box": vars(limits.box)}})
+        _swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rows
 
-        def one(sub: Submission) -> Graded:
-            t0 = time.monotonic()
-            g = grader.grade(sub)
-            pts = sum(r.points for r in g.rows)
-            mx = sum(r.max_points for r in g.rows)
-            log(f"  {sub.student} ({sub.path.name}): {g.notebook} {fmt(pts)}/{mx} "
-                f"[{', '.join(r.status for r in g.rows)}] in {time.monotonic() - t0:.0f} s")
-            return g
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(one, subs))
-        changed = session.library.changed()
-        if changed:
-            log(f"warning: the installed course_lib changed while grading ({', '.join(changed[:5])}); the grading "
-                "used the copy taken at the start")
-    results = dedupe(results)
-    return write_outputs(out, results, course)
+def _forced_notebook(notebook: str | None, course) -> str | None:
+    if not notebook:
+        return None
+    matches = [s for s in course if s == notebook or s[:2] == notebook[:2] and len(notebook) <= 2]
+    if len(matches) != 1:
+        raise ValueError(f"--notebook {notebook!r}: choose one of {sorted(course)}")
+    return matches[0]
+
+
+def _grade_all(session: Session, forced, subs: list[Submission], skipped: list[Skipped], jobs: int,
+               log) -> list[Graded]:
+    log(f"{len(subs)} submission(s), {len(skipped)} skipped entr{'y' if len(skipped) == 1 else 'ies'}; "
+        f"{session.describe()}; {'fast' if session.limits.fast else 'full'} mode; hidden tests: "
+        f"{session.hidden or 'none (public checks only)'}")
+    for k in skipped:
+        log(f"  skipped {k.name}: {k.reason}")
+    grader = Grader(session, forced)
+
+    def one(sub: Submission) -> Graded:
+        t0 = time.monotonic()
+        g = grader.grade(sub)
+        pts = sum(r.points for r in g.rows)
+        mx = sum(r.max_points for r in g.rows)
+        log(f"  {sub.student} ({sub.path.name}): {g.notebook} {fmt(pts)}/{mx} "
+            f"[{', '.join(r.status for r in g.rows)}] in {time.monotonic() - t0:.0f} s")
+        return g
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(one, subs))
+    results += [Graded(k.student, forced or "?", [Row(k.student, forced or "?", "?", 0.0, 0, "error",
+                                                      f"{k.name} skipped: {k.reason}")], path=k.name)
+                for k in skipped if k.notebook_like]
+    changed = session.library.changed()
+    if changed:
+        log(f"warning: the installed course_lib changed while grading ({', '.join(changed[:5])}); the grading "
+            "used the copy taken at the start")
+    if not session.sandboxed:
+        for g in results:
+            g.notes.insert(0, "UNSAFE: graded without the sandbox (--unsafe)")
+            for r in g.rows:
+                r.message = "[UNSAFE: no sandbox] " + r.message
+    return results
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Make ``staging`` the results folder ``out``: renames on one file system (the earlier results, if any,
+    are removed only after the new ones are in place)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "results")
+    os.rename(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def scrub(text: str, secret_lines: frozenset[str]) -> str:
+    """``text`` without the lines that are lines of the hidden tests (a student's output never shows them)."""
+    if not secret_lines or not text:
+        return text
+    return "\n".join("[line removed by the autograder]" if line.strip() in secret_lines else line
+                     for line in text.split("\n"))
 
 
 def dedupe(results: list[Graded]) -> list[Graded]:

@@ -19,7 +19,8 @@ import ast
 from pathlib import Path
 
 __all__ = [
-    "STUDENT_FILES", "GUARD_FILENAME", "GUARD_PROGRAM", "block_network", "make_audit_hook", "install_guard",
+    "STUDENT_FILES", "GUARD_FILENAME", "GUARD_PROGRAM", "block_network", "make_audit_hook", "student_policy",
+    "install_guard",
     "guard_source", "install_from_source", "kernel_startup_source",
 ]
 
@@ -28,7 +29,7 @@ STUDENT_FILES = ("<exercise cell", "<imports cell")
 #: File name of the guard's code in the exercise process (tracebacks show it, the checks skip it).
 GUARD_FILENAME = "<autograder guard>"
 #: The functions that make the guard program (they use nothing else of this module).
-GUARD_PROGRAM = ("block_network", "make_audit_hook", "install_guard")
+GUARD_PROGRAM = ("block_network", "make_audit_hook", "student_policy", "install_guard")
 
 
 def block_network():
@@ -104,11 +105,16 @@ def make_audit_hook(hidden_dirs, protected_dirs, log_path, student_files):
             except OSError:
                 pass
 
+    policy_events, policy = student_policy(state, record, prefixes, student_on_stack)
+
     def hook(event, args):
-        if state["busy"] or not (event == "open" or event in reading or event in writing):
+        if state["busy"] or not (event == "open" or event in reading or event in writing or event in policy_events):
             return
         state["busy"] = True
         try:
+            if event in policy_events:
+                policy(event, args)
+                return
             if event == "open":
                 mode = args[1] if len(args) > 1 else None
                 flags = args[2] if len(args) > 2 else 0
@@ -140,6 +146,37 @@ def make_audit_hook(hidden_dirs, protected_dirs, log_path, student_files):
             state["busy"] = False
 
     return hook, state, events
+
+
+def student_policy(state, record, prefixes, student_on_stack):
+    """``(events, policy)``: in the exercise process (``prefixes`` set), student code may neither start a
+    process nor inspect frames or objects of the grader (``sys._getframe``, ``gc.get_referrers``, a
+    traceback's ``tb_frame``, ctypes): ``policy(event, args)`` records it and raises ``PermissionError``."""
+    import sys
+
+    spawning = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+                "pty.spawn", "os.kill", "os.killpg"}
+    inspecting = {"sys._getframe", "sys._current_frames", "gc.get_referrers", "gc.get_referents", "gc.get_objects",
+                  "ctypes.dlopen", "ctypes.dlsym", "ctypes.addressof", "ctypes.cdata", "object.__getattr__",
+                  "sys.settrace", "sys.setprofile"}
+    frame_attrs = {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals", "f_locals"}
+
+    def caller_is_student():
+        frame = sys._getframe(3)
+        return frame is not None and frame.f_code.co_filename.startswith(prefixes)
+
+    def policy(event, args):
+        if not prefixes or state["phase"] == "loading":
+            return
+        if event in spawning and (state["phase"] == "student" or student_on_stack()):
+            record("started a process (" + event + ") in the exercise process")
+            raise PermissionError(1, "[autograder] exercise code may not start processes")
+        if event in inspecting and caller_is_student() and (
+                event != "object.__getattr__" or (len(args) > 1 and args[1] in frame_attrs)):
+            record("inspected the grader's frames or objects (" + event + ")")
+            raise PermissionError(1, "[autograder] frame and object inspection is not allowed")
+
+    return spawning | inspecting, policy
 
 
 def install_guard(hidden_dirs=(), protected_dirs=(), log_path=None, student_files=()):

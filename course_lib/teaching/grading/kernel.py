@@ -8,14 +8,17 @@ time-outs of the feedback (``runs.json``); it never decides points.
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from course_lib.teaching.grading.guard import kernel_startup_source
 from course_lib.teaching.grading.library import LibraryGuard
+from course_lib.teaching.grading.sandbox import Cgroup
+from course_lib.teaching.grading.sandbox import sandbox_env as boxed_env
 from course_lib.teaching.grading.session import Session, sandbox_env
 from course_lib.teaching.notebook import cell_source
 
@@ -63,6 +66,12 @@ def make_client_class():
             content = msg.get("content", {})
             size = len(content.get("text", "")) + sum(len(str(v)) for v in (content.get("data") or {}).values())
             size += sum(len(str(x)) for x in content.get("traceback", []) or [])
+            room = self.output_limit - used.get(cell_index, 0)
+            if msg.get("msg_type") == "stream" and size > room > 0:  # keep the head of a huge stream message
+                note = f"\n[autograder: output beyond {self.output_limit} characters dropped]\n"
+                content["text"] = content.get("text", "")[:room] + note
+                self.__dict__.setdefault("_dropped", {})[cell_index] = size - room
+                size = room
             if used.get(cell_index, 0) + size > self.output_limit and msg.get("msg_type") != "error":
                 dropped = self.__dict__.setdefault("_dropped", {})
                 if cell_index not in dropped:
@@ -86,7 +95,7 @@ def error_line(cell) -> str | None:
     return None
 
 
-def run_notebook(session: Session, nb, work: Path, lib: LibraryGuard) -> RunReport:
+def run_notebook(session: Session, nb, work: Path, lib: LibraryGuard | None) -> RunReport:
     """Run ``nb`` (cwd ``work/run``, the private ``lib`` first on the path); the executed cells stay in ``nb``."""
     return NotebookRun(session, nb, work, lib).run()
 
@@ -94,10 +103,12 @@ def run_notebook(session: Session, nb, work: Path, lib: LibraryGuard) -> RunRepo
 class NotebookRun:
     """One notebook run; :meth:`run` executes the code cells in order and reports them."""
 
-    def __init__(self, session: Session, nb, work: Path, lib: LibraryGuard):
+    def __init__(self, session: Session, nb, work: Path, lib: LibraryGuard | None):
         self.s, self.nb, self.work, self.lib = session, nb, work, lib
         self.limits = session.limits
-        self.audit_log = work / "audit.log"
+        self.kdir = work / "kernel"  # the only folder of the host the sandboxed kernel may write
+        self.audit_log = self.kdir / "audit.log"
+        self.cgroup: Cgroup | None = None
         self.cells: list[CellRun] = []
         self.events: list[tuple[int, str]] = []
         self.status, self.stop = "ok", ""
@@ -109,23 +120,60 @@ class NotebookRun:
         from jupyter_client import AsyncKernelManager
         from jupyter_client.kernelspec import KernelSpecManager
 
-        work = self.work
-        ipython = work / "ipython"
+        self.kdir.mkdir(mode=0o700, exist_ok=True)
+        ipython = self.kdir / "ipython"  # IPython wants it writable (else it skips the startup files)
         startup = ipython / "profile_default" / "startup"
         startup.mkdir(parents=True, exist_ok=True)
         self.audit_log.touch()
         hidden = [self.s.hidden] if self.s.hidden else []
         (startup / "00-autograder.py").write_text(
             kernel_startup_source(hidden, self.s.protected(self.lib), self.audit_log), encoding="utf-8")
-        env = sandbox_env(self.limits.fast, os.environ.get("OMP_NUM_THREADS", "1"))
+        if self.s.sandboxed:
+            env = boxed_env(self.limits.fast, "1")
+            lib_root = self.s.pristine.parent
+        else:
+            env = sandbox_env(self.limits.fast, os.environ.get("OMP_NUM_THREADS", "1"))
+            lib_root = self.lib.root.parent
         env["IPYTHONDIR"] = str(ipython)
-        env["PYTHONPATH"] = os.pathsep.join([str(self.lib.root.parent), *filter(None, [env.get("PYTHONPATH")])])
-        ksm = KernelSpecManager(kernel_dirs=[str(self.s.kernel_dir)])
+        env["PYTHONPATH"] = os.pathsep.join([str(lib_root), *filter(None, [env.get("PYTHONPATH")])])
+        ksm = KernelSpecManager(kernel_dirs=[str(self._kernel_spec())])
         km_kwargs = {"kernel_name": "course-grader", "kernel_spec_manager": ksm}
-        if self.s.namespace:  # Unix-socket IPC: TCP on 127.0.0.1 would not cross the network namespace
-            ipc = Path(tempfile.mkdtemp(prefix="k", dir=self.s.tmp))
-            km_kwargs.update(transport="ipc", ip=str(ipc / "k"))
-        return env, AsyncKernelManager(**km_kwargs)
+        if self.s.namespace or self.s.sandboxed:  # Unix-socket IPC: TCP would not cross the network namespace
+            km_kwargs.update(transport="ipc", ip=str(self.kdir / "k"))
+        km = AsyncKernelManager(**km_kwargs)
+        km.connection_file = str(self.kdir / "connection.json")
+        return env, km
+
+    def _kernel_spec(self) -> Path:
+        """The kernel spec folder of this run: the kernel started in the sandbox (or as before with --unsafe)."""
+        if not self.s.sandboxed:
+            return self.s.kernel_dir
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        self.cgroup = Cgroup(self.limits.box.nproc)
+        spec = {"argv": self.s.boxed(argv, rw=[self.kdir], cgroup=self.cgroup),
+                "display_name": "course grader (sandbox)", "language": "python"}
+        folder = self.work / "kernelspec"
+        (folder / "course-grader").mkdir(parents=True, exist_ok=True)
+        (folder / "course-grader" / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+        return folder
+
+    def shutdown(self, km) -> None:
+        """Stop the kernel and every process it started (nbclient does not when it is given the manager)."""
+        from jupyter_core.utils import run_sync
+
+        try:
+            if km is not None and run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=True)
+        except Exception:  # noqa: BLE001, S110 - the cgroup / process kill below still runs
+            pass
+        try:
+            proc = getattr(getattr(km, "provisioner", None), "process", None)
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        except Exception:  # noqa: BLE001, S110
+            pass
+        if self.cgroup is not None:
+            self.cgroup.kill()
 
     def collect(self, index: int) -> None:
         """New audit-log lines and changed course_lib files, attributed to cell ``index`` (-1: none)."""
@@ -134,7 +182,7 @@ class NotebookRun:
         for line in new.decode("utf-8", "replace").splitlines():
             if line.strip() and (index, line.strip()) not in self.events:
                 self.events.append((index, line.strip()))
-        for rel in self.lib.verify():
+        for rel in self.lib.verify() if self.lib is not None else []:
             self.events.append((index, f"changed the course_lib file {rel}"))
 
     def run(self) -> RunReport:
@@ -155,6 +203,7 @@ class NotebookRun:
             return RunReport("error", f"the notebook could not be run: {type(exc).__name__}: {exc}", self.cells,
                              self.events)
         finally:
+            self.shutdown(km)
             kernel_log.close()
             self.collect(-1)
         return RunReport(self.status, run_message(self.status, self.stop, self.cells, len(self.code_indices)),
@@ -185,11 +234,11 @@ class NotebookRun:
                 at_limit if by_notebook else f"did not finish within {limits.cell_timeout:g} s"), head))
             self.status = "timeout"
             self.collect(index)
-            if by_notebook or not recover(client):
-                self._not_run(n + 1)
-                self.stop = at_limit if by_notebook else "the kernel did not recover after the time-out"
-                return False
-            return True
+            # the run stops at its first time-out: an infinite loop costs one --cell-timeout, however many
+            # later cells call the looping function
+            self._not_run(n + 1)
+            self.stop = at_limit if by_notebook else "the run stops at the first cell time-out"
+            return False
         except DeadKernelError:
             self.cells.append(CellRun(index, "error", "the kernel died (crash, os._exit or out of memory)", head))
             self._not_run(n + 1)
@@ -202,31 +251,6 @@ class NotebookRun:
             self.status = "error"
         self.collect(index)
         return True
-
-
-def recover(client) -> bool:
-    """Interrupt the kernel after a time-out; True when it answers again within a few seconds."""
-    from queue import Empty
-
-    from jupyter_core.utils import ensure_async, run_sync
-
-    async def probe() -> bool:
-        await ensure_async(client.km.interrupt_kernel())
-        msg_id = client.kc.execute("pass", silent=True)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            try:
-                reply = await ensure_async(client.kc.get_shell_msg(timeout=max(0.1, end - time.monotonic())))
-            except Empty:
-                return False
-            if reply.get("parent_header", {}).get("msg_id") == msg_id:
-                return True
-        return False
-
-    try:
-        return bool(run_sync(probe)())
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def run_message(status: str, stop: str, cells: list[CellRun], n_code: int) -> str:

@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 from course_lib.teaching.grading.child import CHILD_FLAG, SERVER_FLAG, cap_text
+from course_lib.teaching.grading.protocol import validate_result
+from course_lib.teaching.grading.sandbox import Cgroup
+from course_lib.teaching.grading.sandbox import sandbox_env as boxed_env
 from course_lib.teaching.grading.session import Session, sandbox_env
 
 __all__ = ["CHILD_PATH", "ExerciseRunner", "kill_group"]
@@ -32,21 +35,31 @@ class ExerciseRunner:
     gets a new ``python -I`` process (``--exercise-child``) that does the same setup itself.
     """
 
-    def __init__(self, session: Session, work: Path, setup: dict):
+    def __init__(self, session: Session, work: Path, setup: dict, hidden_file: Path | None = None):
         self.s = session
         self.work = work
         self.setup = dict(setup, output_limit=session.limits.output_limit, pristine=str(session.pristine),
-                          pristine_hashes=session.pristine_hashes)
+                          pristine_hashes=session.pristine_hashes, sandboxed=session.sandboxed)
         self.cwd = work / "cwd"
         self.cwd.mkdir(parents=True, exist_ok=True)
-        self.env = sandbox_env(session.limits.fast, "1")
+        self.xfer = work / "ex"  # the only folder of the host an exercise sandbox may write
+        self.xfer.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.hidden_file = hidden_file
+        self.cgroup: Cgroup | None = None
+        self.env = boxed_env(session.limits.fast, "1") if session.sandboxed else sandbox_env(session.limits.fast, "1")
         self.server: subprocess.Popen | None = None
         self._buffer = b""
         if hasattr(os, "fork") and sys.platform.startswith("linux"):
             self._start_server()
 
     def _cmd(self, flag: str) -> list[str]:
-        return [*self.s.prefix, sys.executable, "-I", "-B", str(self.s.pristine / CHILD_PATH), flag]
+        argv = [sys.executable, "-I", "-B", str(self.s.pristine / CHILD_PATH), flag]
+        if not self.s.sandboxed:
+            return [*self.s.prefix, *argv]
+        if self.cgroup is None:
+            self.cgroup = Cgroup(self.s.limits.box.nproc)
+        ro = [self.hidden_file] if self.hidden_file is not None else []
+        return self.s.boxed(argv, rw=[self.xfer], ro=ro, cgroup=self.cgroup)
 
     def _start_server(self) -> None:
         try:
@@ -94,13 +107,23 @@ class ExerciseRunner:
                 pass
             kill_group(self.server)
             self.server = None
+            self._buffer = b""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+            self.cgroup = None
 
     def run(self, job: dict, name: str) -> dict:
-        work = self.work / name
-        work.mkdir(parents=True, exist_ok=True)
+        """The exercise's result, validated (:func:`course_lib.teaching.grading.protocol.validate_result`)."""
+        return validate_result(self._run(job, name), self.s.limits.output_limit)
+
+    def _run(self, job: dict, name: str) -> dict:
+        work = self.xfer / f"{name}-{secrets.token_hex(8)}"
+        work.mkdir(mode=0o700)
         token = secrets.token_hex(16)
         result, output = work / "result.json", work / "output.txt"
         job = dict(job, token=token, result=str(result), output=str(output))
+        if self.server is None and self.s.sandboxed and hasattr(os, "fork") and sys.platform.startswith("linux"):
+            self._start_server()  # the sandbox was ended after a time-out: a fresh one
         if self.server is not None:
             code = self._run_forked(job)
         else:
@@ -136,6 +159,9 @@ class ExerciseRunner:
             self.close()
             return self._run_process(job)
         line = self._read_line(self.s.limits.exercise_timeout)
+        if line is None and self.s.sandboxed:  # the pid is the sandbox's own: end the whole sandbox
+            self.close()
+            return "timeout"
         if line is None:
             for kill in (lambda: os.killpg(pid, 9), lambda: os.kill(pid, 9)):
                 try:
@@ -145,10 +171,11 @@ class ExerciseRunner:
             if (self._read_line(15.0) or "").split()[:2] != ["exited", str(pid)]:
                 self.close()
             return "timeout"
-        try:
-            os.killpg(pid, 9)  # whatever the student's code left running in the exercise's session
-        except OSError:
-            pass
+        if not self.s.sandboxed:  # (in the sandbox, the server itself ends every other process after each job)
+            try:
+                os.killpg(pid, 9)  # whatever the student's code left running in the exercise's session
+            except OSError:
+                pass
         return f"exit status {line.split()[-1]}" if line.startswith("exited") else f"server said {line!r}"
 
     def _run_process(self, job: dict) -> str:
@@ -169,6 +196,9 @@ class ExerciseRunner:
                 return "timeout"
             finally:
                 kill_group(proc)
+                if self.cgroup is not None:
+                    self.cgroup.kill()
+                    self.cgroup = None
         return f"exit code {code}"
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course_lib.teaching.grading.library import LIB_DIR, LibraryGuard
+from course_lib.teaching.grading.sandbox import BoxLimits, Cgroup, bwrap_command, sandbox_problem
 
 __all__ = ["Limits", "PROXY", "sandbox_env", "namespace_available", "Session"]
 
@@ -30,6 +31,7 @@ class Limits:
     exercise_timeout: float = 60.0
     output_limit: int = 20_000  # characters of output kept per cell / per exercise process
     fast: bool = True
+    box: BoxLimits = BoxLimits()  # memory, processes, file size, CPU time of each sandbox
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ class Session:
     """Everything shared by the submissions of one grading run."""
 
     def __init__(self, course, hidden: Path | None, limits: Limits, out: Path, run_notebooks: bool,
-                 network: str, tmp: Path):
+                 network: str, tmp: Path, unsafe: bool = False):
         self.course = course
         self.hidden = hidden
         self.limits = limits
@@ -99,9 +101,18 @@ class Session:
         self.library = LibraryGuard(LIB_DIR)
         self.pristine = tmp / "pristine" / "course_lib"
         self.pristine_hashes = self.library.copy_to(self.pristine)
-        if network == "namespace" and not namespace_available():
+        problem = sandbox_problem()
+        if problem is not None and not unsafe:
+            raise RuntimeError(f"the sandbox cannot start on this machine: {problem}. Student code must not run "
+                               "without it; fix that (see INSTRUCTORS.md), or pass --unsafe to grade anyway (every "
+                               "gradebook row then says so)")
+        self.sandboxed = problem is None
+        self.unsafe_reason = problem
+        self._bind_course_data()
+        if network == "namespace" and not self.sandboxed and not namespace_available():
             raise RuntimeError("--network namespace: `unshare -rn` does not work on this machine")
-        self.namespace = network == "namespace" or (network == "auto" and namespace_available())
+        self.namespace = not self.sandboxed and (network == "namespace" or (network == "auto" and
+                                                                            namespace_available()))
         self.prefix = [shutil.which("unshare") or "unshare", "-rn"] if self.namespace else []
         self.kernel_dir = tmp / "kernels"
         spec_dir = self.kernel_dir / "course-grader"
@@ -109,6 +120,27 @@ class Session:
         spec = {"argv": [*self.prefix, sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "course grader", "language": "python"}
         (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+
+    def _bind_course_data(self) -> None:
+        """Empty mount points next to the pristine copy for the checkout's ``data/`` (bound read-only)."""
+        self.course_binds: list[tuple[str, str]] = []
+        data = LIB_DIR.parent / "data"
+        if (LIB_DIR.parent / "pyproject.toml").is_file() and data.is_dir():
+            (self.pristine.parent / "data").mkdir(exist_ok=True)
+            self.course_binds.append((str(data.resolve()), str(self.pristine.parent / "data")))
+
+    def boxed(self, argv: list[str], rw: list[Path], ro: list[Path] = (), cgroup: Cgroup | None = None,
+              cwd: str = "/tmp/work") -> list[str]:
+        """``argv`` in the sandbox (see :mod:`course_lib.teaching.grading.sandbox`): the pristine course_lib and
+        ``ro`` read-only, ``rw`` writable; in a pids cgroup when ``cgroup`` is given."""
+        cmd = bwrap_command(argv, ro=[str(self.pristine.parent), *map(str, ro)], rw=[str(p) for p in rw],
+                            limits=self.limits.box, cwd=cwd, extra_ro=self.course_binds)
+        return cgroup.wrap(cmd) if cgroup is not None else cmd
+
+    def describe(self) -> str:
+        if self.sandboxed:
+            return "bubblewrap sandbox (uid 65534, no network, read-only system, limits)"
+        return f"UNSAFE: no sandbox ({self.unsafe_reason}; graded with --unsafe)"
 
     def student_library(self, work: Path) -> LibraryGuard:
         """A private copy of course_lib for one submission (``work/lib/course_lib``); the kernel and the
@@ -133,5 +165,13 @@ class Session:
                 pass
         return LibraryGuard(lib / "course_lib")
 
-    def protected(self, lib: LibraryGuard) -> list[str]:
-        return [str(lib.root), str(LIB_DIR), str(self.pristine)]
+    def hidden_lines(self, number: str) -> frozenset[str]:
+        """The lines (20 characters or more, stripped) of the hidden test module ``nbNN.py``."""
+        path = self.hidden / f"nb{number}.py" if self.hidden else None
+        if path is None or not path.is_file():
+            return frozenset()
+        return frozenset(x.strip() for x in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                         if len(x.strip()) >= 20)
+
+    def protected(self, lib: LibraryGuard | None) -> list[str]:
+        return [*([str(lib.root)] if lib else []), str(LIB_DIR), str(self.pristine)]
