@@ -58,8 +58,15 @@ class ExerciseRunner:
             return [*self.s.prefix, *argv]
         if self.cgroup is None:
             self.cgroup = Cgroup(self.s.limits.box.nproc)
-        ro = [self.hidden_file] if self.hidden_file is not None else []
-        return self.s.boxed(argv, rw=[self.xfer], ro=ro, cgroup=self.cgroup)
+        return self.s.boxed(argv, rw=[self.xfer], ro=self.hidden_files(), cgroup=self.cgroup)
+
+    def hidden_files(self) -> list[Path]:
+        """What the exercise sandbox may read of the instructor's material: this notebook's hidden tests and
+        their reference solutions (``reference/nbNN.py`` beside them), nothing else of the hidden folder."""
+        if self.hidden_file is None:
+            return []
+        reference = self.hidden_file.parent / "reference" / self.hidden_file.name
+        return [self.hidden_file, *([reference] if reference.is_file() else [])]
 
     def _start_server(self) -> None:
         try:
