@@ -33,7 +33,7 @@ REFERENCES = REPO / "grading" / "hidden" / "reference"
 #: (issue 14: not converted to stored expected outputs yet). The name test is a strict xfail for them:
 #: converting one makes it pass, and then the notebook must leave this set. (Their verbatim-body test is
 #: a non-strict xfail: some of those references happen to be written differently from the notebook's cell.)
-NOT_CONVERTED = {"06", "07"}
+NOT_CONVERTED = {"06"}
 
 #: exercises whose answer the science library implements by design, and the module of the wheel that does: the
 #: notebook has the student rebuild a piece of a library model and then points at its source (05: "read
