@@ -88,7 +88,7 @@ from course_lib.models import energy_and_forces
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
 from course_lib.simulate.molecules import reference_energies
-from course_lib.teaching.exercises import check, nb05
+from course_lib.teaching.exercises import check
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -214,13 +214,12 @@ check("05.gaussian_expansion", gaussian_expansion)
 # %%
 r = torch.linspace(0, 5, 400)
 mu = model.rbf.mu
-e = nb05.gaussian_expansion(r, mu, model.rbf.gamma)
+e = model.rbf(r)  # the library's expansion (course_lib.models.radial.GaussianRBF, no cutoff in SchNet)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 axes[0].plot(r, e[:, ::5])
 axes[0].set_xlabel("r (Å)")
 axes[0].set_title(f"every 5th Gaussian $e_k(r)$, gamma = {model.rbf.gamma:.0f} / Å²")
-axes[1].imshow(nb05.gaussian_expansion(torch.tensor([0.96, 1.09, 1.43, 2.1, 3.5]), mu, model.rbf.gamma),
-               aspect="auto", cmap="viridis")
+axes[1].imshow(model.rbf(torch.tensor([0.96, 1.09, 1.43, 2.1, 3.5])), aspect="auto", cmap="viridis")
 axes[1].set_yticks(range(5), ["O-H 0.96", "C-H 1.09", "C-O 1.43", "C...H 2.1", "3.5"])
 axes[1].set_xlabel("Gaussian k")
 axes[1].set_title("five distances as feature vectors")

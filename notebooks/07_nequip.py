@@ -203,7 +203,7 @@ check("07.radial_basis", radial_basis)
 
 # %%
 r = torch.linspace(0.3, 4.6, 400, dtype=torch.float64)
-B = nb07.radial_basis(r, R_MAX)
+B = radial_basis(r, R_MAX)  # your basis
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for n in range(8):
     axes[0].plot(r, B[:, n], lw=1.2, label=f"n = {n + 1}")
@@ -244,7 +244,7 @@ assert abs(derivatives_at_cutoff(lambda x: cosine_cutoff(x, R_MAX), 1e-5)[2]) > 
 # %%
 # NBVAL_CHECK_OUTPUT
 rbf = BesselRBF(8, R_MAX, p=6)
-same = torch.allclose(rbf.double()(r), nb07.radial_basis(r, R_MAX), atol=1e-6)
+same = torch.allclose(rbf.double()(r), radial_basis(r, R_MAX), atol=1e-6)
 assert same
 print("BesselRBF(8, 4.0) equals the Bessel basis x envelope:", same)
 
@@ -399,7 +399,7 @@ def convolution(x, pos, edge_index, tp, radial, rbf, avg_num_neighbors):
 check("07.convolution", convolution)
 
 # %% [markdown]
-# The same on ethanol, in float64, with the reference solution `nb07.convolution`: it agrees with the
+# The same on ethanol, in float64, with your `convolution`: it agrees with the
 # block's own forward (which runs a fused form of the tensor product, see the `ConvolutionBlock`
 # docstring), and the output rotates with $D_{out}$ when positions and features rotate together.
 
@@ -413,16 +413,16 @@ x64 = torch.randn(mol.num_nodes, irreps_x.dim, dtype=torch.float64, generator=to
 Y64 = o3.spherical_harmonics(irreps_sh, pos64[edge_index[0]] - pos64[edge_index[1]], True, normalization="component")
 with torch.no_grad():
     m_block = conv64(x64, Y64, rbf64((pos64[edge_index[0]] - pos64[edge_index[1]]).norm(dim=-1)), edge_index)
-    m_ours = nb07.convolution(x64, pos64, edge_index, conv64.tp, conv64.radial, rbf64, avg)
+    m_ours = convolution(x64, pos64, edge_index, conv64.tp, conv64.radial, rbf64, avg)
 
 
 def conv_fn(p, h):
-    return nb07.convolution(h, p, edge_index, conv64.tp, conv64.radial, rbf64, avg)
+    return convolution(h, p, edge_index, conv64.tp, conv64.radial, rbf64, avg)
 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(report("nb07.convolution = ConvolutionBlock.forward", float((m_ours - m_block).abs().max()), 1e-12))
+print(report("convolution = ConvolutionBlock.forward", float((m_ours - m_block).abs().max()), 1e-12))
 for name, R in group.items():
     err = nb07.irreps_equivariance_error(conv_fn, (pos64, x64), ("xyz", irreps_x), conv64.tp.irreps_out, R)
     print(report(f"convolution, {name}", err, 1e-12))
@@ -444,7 +444,7 @@ with torch.no_grad():
         first = torch.arange(centres) * (n + 1)                                       # index of each centre
         ei = torch.stack([(first[:, None] + torch.arange(1, n + 1)).flatten(), first.repeat_interleave(n)])
         h = torch.randn(p.shape[0], irreps_x.dim, dtype=torch.float64, generator=g)
-        out = nb07.convolution(h, p, ei, conv64.tp, conv64.radial, rbf64, 1.0)[first]
+        out = convolution(h, p, ei, conv64.tp, conv64.radial, rbf64, 1.0)[first]
         raw.append(float(out.pow(2).mean().sqrt()))
         normed.append(raw[-1] / math.sqrt(n))
 plt.figure(figsize=(4.5, 3.2))
@@ -531,7 +531,7 @@ check("07.gate", gate)
 # %% [markdown]
 # In the model, the gate sits at the end of every interaction block as `GateNonlinearity`: the block's
 # linear map outputs the scalars, the gates and the gated channels in e3nn's sorted layout, and e3nn's
-# `Gate` splits them. The reference `nb07.gate` is that gate:
+# `Gate` splits them. Your `gate` is that gate:
 
 # %%
 hidden = o3.Irreps("4x0e+2x0o+2x1o+2x1e+1x2e")
@@ -544,7 +544,7 @@ irreps_gate_in = (gnl.gate.irreps_scalars, o3.Irreps(f"{g_part.shape[1]}x0e"), g
 
 
 def our_gate(s, g_, v):
-    return nb07.gate(s, g_, v, gnl.gate.irreps_scalars, gnl.gate.irreps_gated)
+    return gate(s, g_, v, gnl.gate.irreps_scalars, gnl.gate.irreps_gated)
 
 
 def silu_everywhere(s, g_, v):  # the mistake: an activation on the components of the l > 0 features
@@ -553,7 +553,7 @@ def silu_everywhere(s, g_, v):  # the mistake: an activation on the components o
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(report("nb07.gate = GateNonlinearity", float((our_gate(s_part, g_part, v_part) - gnl(y)).abs().max()), 1e-12))
+print(report("gate = GateNonlinearity", float((our_gate(s_part, g_part, v_part) - gnl(y)).abs().max()), 1e-12))
 for name, R in group.items():
     err = nb07.irreps_equivariance_error(our_gate, (s_part, g_part, v_part), irreps_gate_in, gnl.irreps_out, R)
     print(report(f"gate, {name}", err, 1e-12))

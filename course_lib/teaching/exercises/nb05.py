@@ -1,4 +1,4 @@
-"""Checkers (and reference solutions) of notebook 05: SchNet energies and forces of molecules.
+"""Checkers of notebook 05: SchNet energies and forces of molecules.
 
 Exercises:
 
@@ -6,39 +6,50 @@ Exercises:
 - ``05.cfconv``: the continuous-filter convolution c_i = sum_j y_j o W(r_ij).
 - ``05.force_loss``: the energy+force loss rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2.
 
-Later notebook cells use the reference solutions below (and ``course_lib.models.schnet``), never the
-student's code, so a student notebook with unfinished exercises still runs from top to bottom.
+No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
+come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from course_lib.graph import scatter_sum
-from course_lib.losses import energy_force_loss
 from course_lib.teaching.checks import exercise
 from course_lib.teaching.exercises.common import close, expect_tensor, shape_of
+from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["gaussian_expansion", "cfconv", "force_loss"]
+__all__ = ["check_gaussian_expansion", "check_cfconv", "check_force_loss", "random_molecules", "small_schnet"]
+
+_GAUSSIAN_MISTAKES = {
+    "not squared": "the distance to the centre must be squared: exp(-gamma (r - mu_k)^2)",
+    "positive exponent": "the sign of the exponent is wrong: exp(-gamma (r - mu_k)^2) decays away from mu_k",
+    "divided by gamma": "gamma multiplies the squared distance (exp(-gamma d^2)); you divided by it",
+}
+_CFCONV_MISTAKES = {
+    "flipped": "messages went to the wrong atom: edge_index[0] is the source j (whose features y_j are filtered) "
+               "and edge_index[1] the target i that sums them",
+    "target features": "you filtered the target's own features y_i; the message of edge (j -> i) is y_j o W_ij",
+    "dot product": "o is the elementwise product (one filter per feature), not a dot product",
+    "mean": "you averaged over neighbours; SchNet sums (the energy is extensive)",
+}
+_LOSS_MISTAKES = {
+    "force sign": "the predicted forces are MINUS the gradient of the energy: F = -dE/dR; compare F with -dÊ/dR "
+                  "(or F + dÊ/dR with zero)",
+    "no 1/N": "the force term must be divided by the number of atoms N of each molecule ((1/N) sum_i ||...||^2)",
+    "mean over components": "sum the squared error over the 3 components of each force (||.||^2); you averaged "
+                            "over them",
+    "rho on forces": "rho multiplies the energy term, not the force term",
+    "global N": "normalise the force term per molecule (its own N), then average over molecules",
+    "no force term": "the force term is missing",
+    "no energy term": "the energy term rho (E - Ê)^2 is missing",
+}
 
 
-# ------------------------------------------------------------------------- reference solutions
-
-
-def gaussian_expansion(r: torch.Tensor, mu: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Reference solution of 05.gaussian_expansion: r [E], mu [K] -> [E, K]."""
-    return torch.exp(-gamma * (r[:, None] - mu[None, :]) ** 2)
-
-
-def cfconv(y: torch.Tensor, W: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-    """Reference solution of 05.cfconv: y [N, F], W [E, F], edge_index [2, E] -> [N, F]."""
-    j, i = edge_index
-    return scatter_sum(y[j] * W, i, y.shape[0])
-
-
-def force_loss(model, batch, rho: float) -> torch.Tensor:
-    """Reference solution of 05.force_loss (a scalar tensor that can be back-propagated)."""
-    return energy_force_loss(model, batch, rho=rho)
+def _diagnose(out, want, exercise_id: str, inputs: tuple, mistakes: dict, default: str) -> str:
+    """The text of the first known mistake whose output ``out`` matches, else ``default`` (every mistake's
+    output is asked for, so that the stored file holds them all)."""
+    outputs = {name: want(exercise_id, name, *inputs) for name in mistakes}
+    return next((mistakes[name] for name, v in outputs.items() if close(out, v, atol=1e-8, rtol=1e-6)), default)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -79,7 +90,7 @@ def small_schnet(seed: int, dtype=torch.float64):
 
 
 @exercise("05.gaussian_expansion", "expand distances in Gaussians")
-def check_gaussian_expansion(fn, fb, seed: int = 0, n: int = 50, k: int = 20):
+def check_gaussian_expansion(fn, fb, seed: int = 0, n: int = 50, k: int = 20, expected=None):
     g = torch.Generator().manual_seed(seed)
     r = torch.rand(n, generator=g, dtype=torch.float64) * 5.0
     mu = torch.linspace(0.0, 5.0, k, dtype=torch.float64)
@@ -91,19 +102,12 @@ def check_gaussian_expansion(fn, fb, seed: int = 0, n: int = 50, k: int = 20):
                   "distance, one column per Gaussian (use r[:, None] - mu[None, :])", fatal=True)
     fb.expect(out.shape == (n, k), f"the output has shape {shape_of(out)}; expected {(n, k)}: one row per distance "
               "r_ij, one column per centre mu_k", fatal=True)
-    ref = gaussian_expansion(r, mu, gamma)
-    if not close(out, ref, atol=1e-8, rtol=1e-6):
-        if close(out, torch.exp(-gamma * (r[:, None] - mu[None, :]).abs()), atol=1e-8, rtol=1e-6):
-            msg = "the distance to the centre must be squared: exp(-gamma (r - mu_k)^2)"
-        elif close(out, torch.exp(gamma * (r[:, None] - mu[None, :]) ** 2), atol=1e-8, rtol=1e-6):
-            msg = "the sign of the exponent is wrong: exp(-gamma (r - mu_k)^2) decays away from mu_k"
-        elif close(out, torch.exp(-(r[:, None] - mu[None, :]) ** 2 / gamma), atol=1e-8, rtol=1e-6):
-            msg = "gamma multiplies the squared distance (exp(-gamma d^2)); you divided by it"
-        else:
-            msg = "the values differ from exp(-gamma (r_ij - mu_k)^2)"
-        fb.expect(False, msg)
-    else:
-        fb.expect(True, "matches the reference")
+    want = provider(expected)
+    inputs = (r, mu, gamma)
+    msg = _diagnose(out, want, "05.gaussian_expansion", inputs, _GAUSSIAN_MISTAKES,
+                    "the values differ from exp(-gamma (r_ij - mu_k)^2)")
+    fb.expect(close(out, want("05.gaussian_expansion", "values", *inputs), atol=1e-8, rtol=1e-6), msg,
+              ok="matches the reference", values=True)
     fb.expect(bool((out <= 1 + 1e-12).all()) and bool((out >= 0).all()),
               "a Gaussian exp(-gamma d^2) lies in [0, 1]; some of your values do not")
     # the largest entry of each row sits at the nearest centre
@@ -120,7 +124,7 @@ def check_gaussian_expansion(fn, fb, seed: int = 0, n: int = 50, k: int = 20):
 
 
 @exercise("05.cfconv", "the continuous-filter convolution")
-def check_cfconv(fn, fb, seed: int = 0):
+def check_cfconv(fn, fb, seed: int = 0, expected=None):
     g = torch.Generator().manual_seed(seed)
     N, F = 6, 5
     y = torch.randn(N, F, generator=g, dtype=torch.float64)
@@ -132,23 +136,12 @@ def check_cfconv(fn, fb, seed: int = 0):
     fb.expect(isinstance(out, torch.Tensor) and out.shape == (N, F),
               f"the output has shape {shape_of(out)}; expected {(N, F)}: one filtered feature vector per atom "
               "(use scatter_sum(..., index, num_nodes) with num_nodes = y.shape[0])", fatal=True)
-    ref = cfconv(y, W, edge_index)
-    if close(out, ref, atol=1e-8, rtol=1e-6):
-        fb.expect(True, "matches the reference")
-    else:
-        if close(out, cfconv(y, W, edge_index.flip(0)), atol=1e-8, rtol=1e-6):
-            msg = ("messages went to the wrong atom: edge_index[0] is the source j (whose features y_j are "
-                   "filtered) and edge_index[1] the target i that sums them")
-        elif close(out, scatter_sum(y[dst] * W, dst, N), atol=1e-8, rtol=1e-6):
-            msg = "you filtered the target's own features y_i; the message of edge (j -> i) is y_j o W_ij"
-        elif close(out, scatter_sum((y[src] * W).sum(-1, keepdim=True).expand(-1, F), dst, N), atol=1e-8, rtol=1e-6):
-            msg = "o is the elementwise product (one filter per feature), not a dot product"
-        else:
-            deg = torch.bincount(dst, minlength=N).clamp_min(1).double()[:, None]
-            msg = ("you averaged over neighbours; SchNet sums (the energy is extensive)"
-                   if close(out, ref / deg, atol=1e-8, rtol=1e-6)
-                   else "the output differs from c_i = sum over edges (j -> i) of y_j * W_ij")
-        fb.expect(False, msg)
+    want = provider(expected)
+    inputs = (y, W, edge_index)
+    msg = _diagnose(out, want, "05.cfconv", inputs, _CFCONV_MISTAKES,
+                    "the output differs from c_i = sum over edges (j -> i) of y_j * W_ij")
+    fb.expect(close(out, want("05.cfconv", "values", *inputs), atol=1e-8, rtol=1e-6), msg, ok="matches the reference",
+              values=True)
     fb.expect(close(out[5], torch.zeros(F, dtype=torch.float64), atol=1e-8, rtol=1e-6),
               "an atom without neighbours must get c_i = 0 (the empty sum)")
     # the order of the edges does not matter
@@ -163,7 +156,7 @@ def check_cfconv(fn, fb, seed: int = 0):
 
 
 @exercise("05.force_loss", "the energy + force loss")
-def check_force_loss(fn, fb, seed: int = 0):
+def check_force_loss(fn, fb, seed: int = 0, expected=None):
     batch = random_molecules(seed)
     model = small_schnet(seed)
     model.train()
@@ -173,34 +166,11 @@ def check_force_loss(fn, fb, seed: int = 0):
               f"return one scalar tensor (the mean over the molecules of the batch), got {shape_of(out)}", fatal=True)
     fb.expect(out.requires_grad, "the loss is detached: return a tensor that depends on the model's parameters "
               "(do not call .item(), float() or .detach())", fatal=True)
-    ref = force_loss(model, batch, rho)
-    if close(out, ref, atol=1e-8, rtol=1e-6):
-        fb.expect(True, "matches the reference")
-    else:
-        from course_lib.models import energy_and_forces
-
-        E, Fp = energy_and_forces(model, batch)
-        n = torch.bincount(batch.batch).double()
-        sq = torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(0, batch.batch,
-                                                                            ((Fp - batch.forces) ** 2).sum(-1))
-        e_term = rho * (E - batch.energy) ** 2
-        sign = torch.zeros_like(sq).index_add_(0, batch.batch, ((Fp + batch.forces) ** 2).sum(-1))
-        candidates = [
-            ((e_term + sign / n).mean(), "the predicted forces are MINUS the gradient of the energy: F = -dE/dR; "
-             "compare F with -dÊ/dR (or F + dÊ/dR with zero)"),
-            ((e_term + sq).mean(), "the force term must be divided by the number of atoms N of each molecule "
-             "((1/N) sum_i ||...||^2)"),
-            ((e_term + sq / n / 3).mean(), "sum the squared error over the 3 components of each force (||.||^2); "
-             "you averaged over them"),
-            (((E - batch.energy) ** 2 + rho * sq / n).mean(), "rho multiplies the energy term, not the force term"),
-            ((e_term + sq.sum() / n.sum()).mean(), "normalise the force term per molecule (its own N), then average "
-             "over molecules"),
-            (e_term.mean(), "the force term is missing"),
-            ((sq / n).mean(), "the energy term rho (E - Ê)^2 is missing"),
-        ]
-        msg = next((m for val, m in candidates if close(out, val, atol=1e-8, rtol=1e-6)),
-                   "the value differs from the mean over molecules of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2")
-        fb.expect(False, msg)
+    want = provider(expected)
+    msg = _diagnose(out, want, "05.force_loss", (model, batch, rho), _LOSS_MISTAKES,
+                    "the value differs from the mean over molecules of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2")
+    fb.expect(close(out, want("05.force_loss", "values", model, batch, rho), atol=1e-8, rtol=1e-6), msg,
+              ok="matches the reference", values=True)
     # training needs the second derivative: the loss must back-propagate into the parameters through the forces
     model.zero_grad()
     torch.manual_seed(seed)
@@ -216,7 +186,7 @@ def check_force_loss(fn, fb, seed: int = 0):
               "course_lib.models.energy_and_forces with the model in training mode)")
     # rho must scale only the energy term
     l1, l0 = (float(torch.as_tensor(fn(model, batch, r)).detach()) for r in (1.0, 0.0))
-    ref1, ref0 = (float(force_loss(model, batch, r).detach()) for r in (1.0, 0.0))
+    ref1, ref0 = (float(want("05.force_loss", "values", model, batch, r)) for r in (1.0, 0.0))
     fb.expect(abs((l1 - l0) - (ref1 - ref0)) < 1e-8 * max(1.0, abs(ref1 - ref0)),
               "changing rho changes the loss by the wrong amount: rho multiplies (E - Ê)^2 only")
     # the batch is not modified (positions are still a leaf without gradient tracking)

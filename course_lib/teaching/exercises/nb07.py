@@ -1,4 +1,4 @@
-"""Checkers (and reference solutions) of notebook 07: NequIP from its parts.
+"""Checkers of notebook 07: NequIP from its parts.
 
 Exercises:
 
@@ -13,66 +13,24 @@ Exercises:
   l > 0 channels, each activation rescaled to unit second moment (compared with the e3nn ``Gate`` inside
   :class:`course_lib.models.nequip.GateNonlinearity`).
 
-Later notebook cells use the reference solutions below (and ``course_lib.models.nequip``), never the
-student's code, so a student notebook with unfinished exercises still runs from top to bottom.
+No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
+come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
 
 from course_lib import irreps as _irreps
-from course_lib.graph import scatter_sum
-from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
 from course_lib.teaching.checks import exercise
 from course_lib.teaching.exercises.common import close, expect_tensor, random_rotation_and_reflection, shape_of
+from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["radial_basis", "convolution", "gate", "irreps_equivariance_error"]
-
-
-# ------------------------------------------------------------------------- reference solutions
-
-
-def radial_basis(r: torch.Tensor, cutoff: float, num_basis: int = 8, p: int = 6) -> torch.Tensor:
-    """Reference solution of 07.radial_basis: r [E] (> 0) -> [E, num_basis], Bessel basis x envelope."""
-    return bessel_basis(r, cutoff, num_basis) * polynomial_envelope(r, cutoff, p)[:, None]
-
-
-def convolution(x, pos, edge_index, tp, radial, rbf, avg_num_neighbors: float) -> torch.Tensor:
-    """Reference solution of 07.convolution: x [N, tp.irreps_in1.dim], pos [N, 3], edge_index [2, E]
-    (row 0: neighbour j, row 1: centre i) -> m [N, tp.irreps_out.dim]."""
-    from e3nn import o3
-
-    j, i = edge_index
-    r_ij = pos[j] - pos[i]                                                     # [E, 3], centre -> neighbour
-    Y = o3.spherical_harmonics(tp.irreps_in2, r_ij, normalize=True, normalization="component")
-    w = radial(rbf(r_ij.norm(dim=-1)))                                         # [E, tp.weight_numel]
-    messages = tp(x[j], Y, w)                                                  # [E, tp.irreps_out.dim]
-    return scatter_sum(messages, i, x.shape[0]) / math.sqrt(avg_num_neighbors)
-
-
-def gate(scalars, gates, gated, irreps_scalars, irreps_gated) -> torch.Tensor:
-    """Reference solution of 07.gate: scalars [N, irreps_scalars.dim], gates [N, irreps_gated.num_irreps],
-    gated [N, irreps_gated.dim] -> [N, irreps_scalars.dim + irreps_gated.dim]."""
-    from e3nn import o3
-
-    silu, tanh, sigmoid = _normalised("silu"), _normalised("tanh"), _normalised("sigmoid")
-    irreps_scalars, irreps_gated = o3.Irreps(irreps_scalars), o3.Irreps(irreps_gated)
-    out = []
-    for (_, ir), sl in zip(irreps_scalars, irreps_scalars.slices()):
-        out.append(silu(scalars[:, sl]) if ir.p == 1 else tanh(scalars[:, sl]))  # odd scalars need an odd act
-    g = sigmoid(gates)
-    k = 0
-    for (mul, ir), sl in zip(irreps_gated, irreps_gated.slices()):
-        block = gated[:, sl].reshape(-1, mul, ir.dim)                           # [N, mul, 2l + 1]
-        out.append((g[:, k:k + mul, None] * block).reshape(-1, mul * ir.dim))  # one gate per channel
-        k += mul
-    return torch.cat(out, dim=-1)
+__all__ = ["check_radial_basis", "check_convolution", "check_gate", "irreps_equivariance_error"]
 
 
 # ------------------------------------------------------------------------- helpers
@@ -84,6 +42,13 @@ def _normalised(name: str):
     from e3nn.math import normalize2mom
 
     return normalize2mom({"silu": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[name])
+
+
+def _diagnose(out, want, exercise_id: str, inputs: tuple, mistakes: dict, default: str, **tol) -> str:
+    """The text of the first known mistake whose output ``out`` matches, else ``default`` (every mistake's
+    output is asked for, so that the stored file holds them all)."""
+    outputs = {name: want(exercise_id, name, *inputs) for name in mistakes}
+    return next((mistakes[name] for name, v in outputs.items() if close(out, v, **tol)), default)
 
 
 @contextlib.contextmanager
@@ -114,13 +79,25 @@ def _transforms(seed: int) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------- 07.radial_basis
 
 
-def _envelope_without_cutoff(r, cutoff, p):
-    x = r / cutoff
-    return 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+_RADIAL_MISTAKES = {
+    "no envelope": "the polynomial envelope is missing: multiply every B_n(r) by u(r / r_c) (zero beyond r_c), so "
+                   "the basis goes smoothly to zero at the cutoff",
+    "envelope beyond cutoff": "beyond the cutoff the envelope must be 0 (the polynomial u(x) does not stay 0 for "
+                              "x > 1: use torch.where(x < 1, u, 0))",
+    "cosine cutoff": "this is SchNet's cosine cutoff; NequIP uses the polynomial envelope u(x) = 1 - (p+1)(p+2)/2 x^p "
+                     "+ p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)",
+    "p = 6": "use the exponent p that is passed in (this call has p = {p}); you used p = 6",
+    "n from 0": "n runs from 1 to num_basis (n = 0 gives sin(0) = 0, a useless basis function)",
+    "no 2/r_c": "the prefactor 2 / r_c is missing: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r",
+    "no 1/r": "divide by r: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r (the spherical Bessel function j_0)",
+    "no /r_c in sine": "the argument of the sine is n pi r / r_c: divide by the cutoff inside the sine",
+    "no pi": "the argument of the sine is n pi r / r_c: the factor pi is missing",
+}
 
 
 @exercise("07.radial_basis", "Bessel radial basis times the polynomial envelope")
-def check_radial_basis(fn, fb, seed: int = 0, n: int = 60, cutoff: float = 4.0, num_basis: int = 8, p: int = 6):
+def check_radial_basis(fn, fb, seed: int = 0, n: int = 60, cutoff: float = 4.0, num_basis: int = 8, p: int = 6,
+                       expected=None):
     g = torch.Generator().manual_seed(seed)
     r = 0.05 + torch.rand(n, generator=g, dtype=torch.float64) * (1.3 * cutoff)   # some beyond the cutoff
     r[:3] = torch.tensor([0.5 * cutoff, cutoff, 1.2 * cutoff], dtype=torch.float64)
@@ -133,39 +110,14 @@ def check_radial_basis(fn, fb, seed: int = 0, n: int = 60, cutoff: float = 4.0, 
     fb.expect(out.shape == (n, num_basis), f"the output has shape {shape_of(out)}; expected {(n, num_basis)}: one row "
               "per distance r, one column per n = 1..num_basis", fatal=True)
     fb.expect(torch.equal(r_in, r), "your function modified its input r in place; work on new tensors")
-    ref = radial_basis(r, cutoff, num_basis, p)
-    if close(out, ref, atol=1e-9, rtol=1e-7):
-        fb.expect(True, "matches the reference")
-    else:
-        nn_ = torch.arange(1, num_basis + 1, dtype=torch.float64)
-        env = polynomial_envelope(r, cutoff, p)[:, None]
-        bessel = bessel_basis(r, cutoff, num_basis)
-        n0 = torch.arange(0, num_basis, dtype=torch.float64)
-        candidates = [
-            (bessel, "the polynomial envelope is missing: multiply every B_n(r) by u(r / r_c) (zero beyond r_c), "
-             "so the basis goes smoothly to zero at the cutoff"),
-            (bessel * _envelope_without_cutoff(r, cutoff, p)[:, None],
-             "beyond the cutoff the envelope must be 0 (the polynomial u(x) does not stay 0 for x > 1: use "
-             "torch.where(x < 1, u, 0))"),
-            (bessel * cosine_cutoff(r, cutoff)[:, None],
-             "this is SchNet's cosine cutoff; NequIP uses the polynomial envelope u(x) = 1 - (p+1)(p+2)/2 x^p + "
-             "p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)"),
-            (bessel * polynomial_envelope(r, cutoff, 6)[:, None],
-             f"use the exponent p that is passed in (this call has p = {p}); you used p = 6"),
-            ((2.0 / cutoff) * torch.sin(n0 * math.pi * r[:, None] / cutoff) / r[:, None] * env,
-             "n runs from 1 to num_basis (n = 0 gives sin(0) = 0, a useless basis function)"),
-            (torch.sin(nn_ * math.pi * r[:, None] / cutoff) / r[:, None] * env,
-             "the prefactor 2 / r_c is missing: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r"),
-            ((2.0 / cutoff) * torch.sin(nn_ * math.pi * r[:, None] / cutoff) * env,
-             "divide by r: B_n(r) = (2 / r_c) sin(n pi r / r_c) / r (the spherical Bessel function j_0)"),
-            ((2.0 / cutoff) * torch.sin(nn_ * math.pi * r[:, None]) / r[:, None] * env,
-             "the argument of the sine is n pi r / r_c: divide by the cutoff inside the sine"),
-            ((2.0 / cutoff) * torch.sin(nn_ * r[:, None] / cutoff) / r[:, None] * env,
-             "the argument of the sine is n pi r / r_c: the factor pi is missing"),
-        ]
-        msg = next((m for val, m in candidates if close(out, val, atol=1e-9, rtol=1e-7)),
-                   "the values differ from (2 / r_c) sin(n pi r / r_c) / r * u(r / r_c), n = 1..num_basis")
-        fb.expect(False, msg)
+    want = provider(expected)
+    inputs = (r, cutoff, num_basis, p)
+    mistakes = {k: m.format(p=p) for k, m in _RADIAL_MISTAKES.items() if k != "p = 6" or p != 6}
+    msg = _diagnose(out, want, "07.radial_basis", inputs, mistakes,
+                    "the values differ from (2 / r_c) sin(n pi r / r_c) / r * u(r / r_c), n = 1..num_basis",
+                    atol=1e-9, rtol=1e-7)
+    fb.expect(close(out, want("07.radial_basis", "values", *inputs), atol=1e-9, rtol=1e-7), msg,
+              ok="matches the reference", values=True)
     beyond = r >= cutoff
     fb.expect(bool((out[beyond].abs() < 1e-12).all()),
               "distances at or beyond the cutoff must give exactly 0 (the atom is not a neighbour)")
@@ -216,67 +168,39 @@ def _conv_setup(seed: int, l_max: int, mul: int, n_atoms: int, r_max: float, dty
     return conv, rbf, pos.to(dtype), x.to(dtype), edge_index, avg
 
 
-def _conv_variant(conv, rbf, x, pos, edge_index, avg, src="j", vec=1.0, norm="sqrt", sh_norm=True,
-                  sh_normalization="component", roles="ji"):
-    """The convolution with one deliberate change, for diagnosing a mistake."""
-    from e3nn import o3
-
-    j, i = edge_index if roles == "ji" else edge_index.flip(0)
-    r = vec * (pos[j] - pos[i])
-    Y = o3.spherical_harmonics(conv.tp.irreps_in2, r, normalize=sh_norm, normalization=sh_normalization)
-    w = conv.radial(rbf(r.norm(dim=-1)))
-    m = scatter_sum(conv.tp((x[j] if src == "j" else x[i]), Y, w), i, x.shape[0])
-    deg = torch.bincount(i, minlength=x.shape[0]).clamp_min(1).to(m.dtype)[:, None]
-    return {"sqrt": m / math.sqrt(avg), "avg": m / avg, "none": m, "mean": m / deg, "sqrt_deg": m / deg.sqrt()}[norm]
-
-
-def _edge_harmonics(irreps_sh, pos, edge_index):
-    """Y(r_ij) [E, irreps_sh.dim] of the edges j -> i, r_ij = pos[j] - pos[i] (component normalisation)."""
-    from e3nn import o3
-
-    j, i = edge_index
-    return o3.spherical_harmonics(irreps_sh, pos[j] - pos[i], normalize=True, normalization="component")
-
-
-#: mistake -> (the change to the convolution that makes it, the message), tried in this order
+#: mistake -> its message, tried in this order
 _CONV_MISTAKES = {
-    "roles": ({"roles": "ij"}, "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e "
-              "goes to i = edge_index[1, e] and carries x_j (you swapped the two rows)"),
-    "src_i": ({"src": "i"}, "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own "
-              "x_i"),
-    "vec": ({"vec": -1.0}, "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours "
-            "points the other way, which flips the sign of every odd-l spherical harmonic"),
-    "mean": ({"norm": "mean"}, "you averaged over the actual neighbours; NequIP sums and divides by the constant "
-             "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses the cutoff)"),
-    "avg": ({"norm": "avg"}, "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ "
-            "sqrt(n))"),
-    "none": ({"norm": "none"}, "the normalisation is missing: divide the sum over neighbours by "
-             "sqrt(avg_num_neighbors)"),
-    "sqrt_deg": ({"norm": "sqrt_deg"}, "divide by the constant sqrt(avg_num_neighbors), not by the square root of each "
-                 "atom's own neighbour count (that would make the energy jump when a neighbour crosses the cutoff)"),
-    "unnormalised_sh": ({"sh_norm": False}, "the spherical harmonics take the DIRECTION only: normalize=True "
-                        "(otherwise Y^l scales with |r|^l)"),
-    "integral": ({"sh_normalization": "integral"}, "use normalization='component' for the spherical harmonics "
-                 "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does"),
-    "norm_sh": ({"sh_normalization": "norm"}, "use normalization='component' for the spherical harmonics "
-                "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does"),
+    "roles": "edge_index[0] is the neighbour j and edge_index[1] the centre i: the message of edge e "
+        "goes to i = edge_index[1, e] and carries x_j (you swapped the two rows)",
+    "src_i": "the message of edge (j -> i) carries the NEIGHBOUR's features x_j, not the centre's own "
+        "x_i",
+    "vec": "the edge vector is r_ij = pos[j] - pos[i] (from the centre i to the neighbour j); yours "
+        "points the other way, which flips the sign of every odd-l spherical harmonic",
+    "mean": "you averaged over the actual neighbours; NequIP sums and divides by the constant "
+        "sqrt(avg_num_neighbors) (a division by the actual count would jump when a neighbour crosses the cutoff)",
+    "avg": "divide by the SQUARE ROOT of avg_num_neighbors (a sum of n terms of size 1 has size ~ "
+        "sqrt(n))",
+    "none": "the normalisation is missing: divide the sum over neighbours by "
+        "sqrt(avg_num_neighbors)",
+    "sqrt_deg": "divide by the constant sqrt(avg_num_neighbors), not by the square root of each "
+        "atom's own neighbour count (that would make the energy jump when a neighbour crosses the cutoff)",
+    "unnormalised_sh": "the spherical harmonics take the DIRECTION only: normalize=True "
+        "(otherwise Y^l scales with |r|^l)",
+    "integral": "use normalization='component' for the spherical harmonics "
+        "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does",
+    "norm_sh": "use normalization='component' for the spherical harmonics "
+        "(sum_m Y_m^2 = 2l + 1), as ConvolutionBlock does",
 }
 
 
-def _check_convolution_values(fb, out, conv, rbf, x, pos, edge_index, avg) -> None:
+def _check_convolution_values(fb, out, want, conv, rbf, x, pos, edge_index, avg) -> None:
     """The output against ConvolutionBlock; when it differs, the message of the first known mistake that matches."""
-    with torch.no_grad():
-        r = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
-        ref = conv(x, _edge_harmonics(conv.tp.irreps_in2, pos, edge_index), rbf(r), edge_index)
-    if close(out, ref, atol=1e-10, rtol=1e-7):
-        fb.expect(True, "matches course_lib.models.nequip.ConvolutionBlock")
-        return
-    with torch.no_grad():
-        v = {k: _conv_variant(conv, rbf, x, pos, edge_index, avg, **kw) for k, (kw, _) in _CONV_MISTAKES.items()}
-    msg = next((_CONV_MISTAKES[k][1] for k, val in v.items() if close(out, val, atol=1e-10, rtol=1e-7)),
-               "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), radial(rbf(|r_ij|)))"
-               " with r_ij = pos[j] - pos[i]")
-    fb.expect(False, msg)
+    inputs = (conv, rbf, x, pos, edge_index, avg)
+    msg = _diagnose(out, want, "07.convolution", inputs, _CONV_MISTAKES,
+                    "the output differs from m_i = 1/sqrt(avg_num_neighbors) sum_j tp(x_j, Y(r_ij), "
+                    "radial(rbf(|r_ij|))) with r_ij = pos[j] - pos[i]", atol=1e-10, rtol=1e-7)
+    fb.expect(close(out, want("07.convolution", "values", *inputs), atol=1e-10, rtol=1e-7), msg,
+              ok="matches course_lib.models.nequip.ConvolutionBlock", values=True)
 
 
 def _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, avg, seed: int) -> None:
@@ -301,7 +225,8 @@ def _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, av
 
 
 @exercise("07.convolution", "the tensor-product convolution of NequIP")
-def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5):
+def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_atoms: int = 8, r_max: float = 2.5,
+                      expected=None):
     conv, rbf, pos, x, edge_index, avg = _conv_setup(seed, l_max, mul, n_atoms, r_max)
     tp, radial = conv.tp, conv.radial
     N, D_out = n_atoms, tp.irreps_out.dim
@@ -314,7 +239,7 @@ def check_convolution(fn, fb, seed: int = 0, l_max: int = 1, mul: int = 3, n_ato
     fb.expect(out.shape == (N, D_out), f"the output has shape {shape_of(out)}; expected {(N, D_out)} = "
               "[number of atoms, tp.irreps_out.dim] (create the sum with x.shape[0] rows)", fatal=True)
     fb.expect(torch.equal(x_in, x) and torch.equal(pos_in, pos), "your function modified x or pos in place")
-    _check_convolution_values(fb, out, conv, rbf, x, pos, edge_index, avg)
+    _check_convolution_values(fb, out, provider(expected), conv, rbf, x, pos, edge_index, avg)
     fb.expect(close(out[-1], torch.zeros(D_out, dtype=out.dtype), atol=1e-9, rtol=1e-7),
               "the isolated atom (no neighbours) must get m_i = 0 (the empty sum)")
     _check_convolution_symmetries(fn, fb, out, conv, rbf, x, pos, edge_index, avg, seed)
@@ -351,37 +276,27 @@ def _gate_setup(seed: int, muls=(3, 2, 2, 2, 1), n: int = 6, dtype=torch.float64
     return ref, scalars, gates, gated
 
 
-def _gate_reference(ref, scalars, gates, gated):
-    return torch.cat([ref.act_scalars(scalars), ref.mul(gated, ref.act_gates(gates))], dim=-1)
-
-
-def _gate_variant(scalars, gates, gated, irreps_scalars, irreps_gated, scalar_act="ok", gate_act="sigmoid",
-                  normalise=True, expand="interleave", gated_act=None):
-    acts = {k: (_normalised(k) if normalise else f) for k, f in
-            (("silu", F.silu), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid))}
-    acts["none"] = lambda s: s
-    out = []
-    for (_, ir), sl in zip(irreps_scalars, irreps_scalars.slices()):
-        a = {"ok": "silu" if ir.p == 1 else "tanh", "silu": "silu", "none": "none"}[scalar_act]
-        out.append(acts[a](scalars[:, sl]))
-    g = acts[gate_act](gates)
-    if gated_act is not None:  # an activation on the components of the l > 0 features (not equivariant)
-        out.append(acts[gated_act](gated))
-        return torch.cat(out, dim=-1)
-    if expand == "interleave":
-        reps = torch.cat([torch.full((mul,), ir.dim) for mul, ir in irreps_gated])
-        out.append(torch.repeat_interleave(g, reps, dim=1) * gated)
-    else:  # the gates of a block tiled instead of repeated per channel
-        k, blocks = 0, []
-        for (mul, ir), sl in zip(irreps_gated, irreps_gated.slices()):
-            blocks.append(g[:, k:k + mul].repeat(1, ir.dim) * gated[:, sl])
-            k += mul
-        out.append(torch.cat(blocks, dim=-1))
-    return torch.cat(out, dim=-1)
+_GATE_MISTAKES = {
+    "not normalised": "the activations are not rescaled: e3nn multiplies each activation f by the constant c with "
+                      "E[(c f(z))^2] = 1 for z ~ N(0, 1); wrap them with e3nn.math.normalize2mom (SiLU x 1.68, tanh "
+                      "x 1.59, sigmoid x 1.85)",
+    "silu on odd scalars": "odd scalars (0o, pseudo-scalars) need an ODD activation (tanh): SiLU(-s) != -SiLU(s), so "
+                           "a SiLU on a pseudo-scalar breaks reflections",
+    "scalars unchanged": "the scalars are returned unchanged: apply SiLU to the even scalars (0e) and tanh to the odd "
+                         "ones (0o)",
+    "silu gates": "the gates go through a SIGMOID (as in NequIP's paper version), not SiLU",
+    "no gate activation": "the gates multiply the l > 0 channels after a sigmoid: sigmoid(g) * v",
+    "tiled gates": "gate k multiplies all 2l + 1 components of channel k: repeat each gate 2l + 1 times "
+                   "(repeat_interleave, or reshape the block to [N, mul, 2l + 1] and multiply by gates[:, :, None]); "
+                   "you tiled them",
+    **{f"{a} on gated{'' if nrm else ', not normalised'}":
+       "an activation was applied to the components of the l > 0 features: that breaks rotations; multiply each "
+       "channel by its (activated) gate scalar instead" for a in ("silu", "sigmoid", "tanh") for nrm in (True, False)},
+}
 
 
 @exercise("07.gate", "the gated nonlinearity")
-def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6):
+def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6, expected=None):
     ref_gate, scalars, gates, gated = _gate_setup(seed, muls, n)
     irreps_scalars, irreps_gated = ref_gate.irreps_scalars, ref_gate.irreps_gated
     dim_out = irreps_scalars.dim + irreps_gated.dim
@@ -396,32 +311,13 @@ def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6):
               f"irreps_scalars.dim + irreps_gated.dim] ({irreps_scalars} then {irreps_gated})", fatal=True)
     fb.expect(all(torch.equal(a, b) for a, b in zip(args, (scalars, gates, gated))),
               "your function modified its inputs in place (e.g. gated *= ...); work on new tensors")
-    ref = _gate_reference(ref_gate, scalars, gates, gated)
-    if close(out, ref, atol=1e-6, rtol=5e-3):
-        fb.expect(True, "matches e3nn's Gate (as used by course_lib.models.nequip.GateNonlinearity)")
-    else:
-        base = (scalars, gates, gated, irreps_scalars, irreps_gated)
-        candidates = [
-            ({"normalise": False}, "the activations are not rescaled: e3nn multiplies each activation f by the "
-             "constant c with E[(c f(z))^2] = 1 for z ~ N(0, 1); wrap them with e3nn.math.normalize2mom "
-             "(SiLU x 1.68, tanh x 1.59, sigmoid x 1.85)"),
-            ({"scalar_act": "silu"}, "odd scalars (0o, pseudo-scalars) need an ODD activation (tanh): SiLU(-s) != "
-             "-SiLU(s), so a SiLU on a pseudo-scalar breaks reflections"),
-            ({"scalar_act": "none"}, "the scalars are returned unchanged: apply SiLU to the even scalars (0e) and "
-             "tanh to the odd ones (0o)"),
-            ({"gate_act": "silu"}, "the gates go through a SIGMOID (as in NequIP's paper version), not SiLU"),
-            ({"gate_act": "none"}, "the gates multiply the l > 0 channels after a sigmoid: sigmoid(g) * v"),
-            ({"expand": "tile"}, "gate k multiplies all 2l + 1 components of channel k: repeat each gate 2l + 1 times "
-             "(repeat_interleave, or reshape the block to [N, mul, 2l + 1] and multiply by gates[:, :, None]); you "
-             "tiled them"),
-        ]
-        candidates += [({"gated_act": a, "normalise": nrm}, "an activation was applied to the components of the l > 0 "
-                        "features: that breaks rotations; multiply each channel by its (activated) gate scalar instead")
-                       for a in ("silu", "sigmoid", "tanh") for nrm in (True, False)]
-        msg = next((m for kw, m in candidates if close(out, _gate_variant(*base, **kw), atol=1e-6, rtol=5e-3)),
-                   "the output differs from [SiLU(0e scalars), tanh(0o scalars), sigmoid(gates) * gated] (each "
-                   "activation normalised with e3nn.math.normalize2mom)")
-        fb.expect(False, msg)
+    want = provider(expected)
+    inputs = (ref_gate, scalars, gates, gated)
+    msg = _diagnose(out, want, "07.gate", inputs, _GATE_MISTAKES,
+                    "the output differs from [SiLU(0e scalars), tanh(0o scalars), sigmoid(gates) * gated] (each "
+                    "activation normalised with e3nn.math.normalize2mom)", atol=1e-6, rtol=5e-3)
+    fb.expect(close(out, want("07.gate", "values", *inputs), atol=1e-6, rtol=5e-3), msg,
+              ok="matches e3nn's Gate (as used by course_lib.models.nequip.GateNonlinearity)", values=True)
     # O(3): scalars 0e/0o and gated irreps rotate with their D matrices, the gates are 0e (invariant)
     from e3nn import o3
 
