@@ -105,7 +105,7 @@ from course_lib.symmetry import (
     reflection_matrix,
     standard_transforms,
 )
-from course_lib.teaching.exercises import check, nb06
+from course_lib.teaching.exercises import check
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%
@@ -316,10 +316,12 @@ check("06.wigner_d_from_harmonics", wigner_d_from_harmonics)
 # %%
 for l in range(4):
     for name, R in elements.items():
-        D_fit = nb06.wigner_d_from_harmonics(l, R)
+        D_fit = wigner_d_from_harmonics(l, R)  # your fit
         D_e3nn = o3.Irrep(l, (-1) ** l).D_from_matrix(R)  # generators in the default dtype, float32
         D_lib = wigner_D(o3.Irrep(l, (-1) ** l), R)  # the same in float64
-        residual = nb06._sh_error(D_fit, l, R, seed=0)
+        x_test = torch.randn(50, 3, generator=torch.Generator().manual_seed(2000), dtype=torch.float64)
+        residual = float((o3.spherical_harmonics(l, x_test @ R.T, normalize=True)
+                          - o3.spherical_harmonics(l, x_test, normalize=True) @ D_fit.T).abs().max())
         print(f"l = {l}, {name:10s}: |Y(Rx) - D_fit Y(x)| = {residual:.1e}, |D_fit - D_e3nn| = "
               f"{float((D_fit - D_e3nn).abs().max()):.1e}, |D_fit - wigner_D| = "
               f"{float((D_fit - D_lib).abs().max()):.1e}")
@@ -355,7 +357,7 @@ def chirality(data):
     """The signed volume r_Br . (r_Cl x r_F) around the carbon of CHFClBr, shape [1] (a pseudoscalar)."""
     at = {int(z): data.pos[k] for k, z in enumerate(data.z)}  # atoms by atomic number: order-independent
     r_br, r_cl, r_f = (at[z] - at[6] for z in (35, 17, 9))
-    return (r_br * nb06.cross_product_from_cg(r_cl, r_f)).sum(-1, keepdim=True)
+    return (r_br * torch.linalg.cross(r_cl, r_f, dim=-1)).sum(-1, keepdim=True)
 
 
 def distances(data):
@@ -760,13 +762,13 @@ class RadialTensorProduct(nn.Module):
 check("06.radial_tensor_product", RadialTensorProduct)
 
 # %% [markdown]
-# With the reference `nb06.RadialTensorProduct`, features up to $l = 2$ and spherical harmonics up to
+# With your `RadialTensorProduct`, features up to $l = 2$ and spherical harmonics up to
 # $l = 2$: the module finds all the paths itself, and its messages are equivariant.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 torch.manual_seed(0)
-message = nb06.RadialTensorProduct("4x0e + 4x1o + 2x2e", "1x0e + 1x1o + 1x2e", "4x0e + 4x1o + 4x1e + 2x2e")
+message = RadialTensorProduct("4x0e + 4x1o + 2x2e", "1x0e + 1x1o + 1x2e", "4x0e + 4x1o + 4x1e + 2x2e")
 print(message.tp)
 h_src = torch.randn(edge_vec.shape[0], message.irreps_in.dim, generator=torch.Generator().manual_seed(7))
 with torch.no_grad():
@@ -849,7 +851,7 @@ candidates = {  # name: (function, input irreps, output irreps, input)
     "SiLU on 0e only": (lambda x: on_block(x, sl_0e, torch.nn.functional.silu), irreps_f, irreps_f, x_f),
     "SiLU on 0o (not odd)": (lambda x: on_block(x, sl_0o, torch.nn.functional.silu), irreps_f, irreps_f, x_f),
     "tanh on 0o (odd)": (lambda x: on_block(x, sl_0o, torch.tanh), irreps_f, irreps_f, x_f),
-    "norm activation (exercise)": (lambda x: nb06.norm_activation(x, irreps_f), irreps_f, irreps_f, x_f),
+    "norm activation (exercise)": (lambda x: norm_activation(x, irreps_f), irreps_f, irreps_f, x_f),
     "e3nn NormActivation(SiLU)": (e3nn_norm, irreps_f, irreps_f, x_f.float()),
     "e3nn Gate": (gate, gate.irreps_in, gate.irreps_out, x_gate),
 }
@@ -872,7 +874,7 @@ with torch.no_grad():
         fn, ir_in, ir_out, x = candidates[name]
         for el, R in elements.items():
             print(assert_irreps_equivariant(fn, x, ir_in, ir_out, R, name=f"{name} | {el}"))
-    same = torch.allclose(e3nn_norm(x_f.float()).double(), nb06.norm_activation(x_f, irreps_f), atol=1e-5)
+    same = torch.allclose(e3nn_norm(x_f.float()).double(), norm_activation(x_f, irreps_f), atol=1e-5)
     assert same
     print("NormActivation(irreps, silu) == norm_activation(x, irreps):", same)
     try:

@@ -33,7 +33,7 @@ REFERENCES = REPO / "grading" / "hidden" / "reference"
 #: (issue 14: not converted to stored expected outputs yet). The name test is a strict xfail for them:
 #: converting one makes it pass, and then the notebook must leave this set. (Their verbatim-body test is
 #: a non-strict xfail: some of those references happen to be written differently from the notebook's cell.)
-NOT_CONVERTED = {"06"}
+NOT_CONVERTED: set[str] = set()
 
 #: exercises whose answer the science library implements by design, and the module of the wheel that does: the
 #: notebook has the student rebuild a piece of a library model and then points at its source (05: "read
@@ -74,9 +74,14 @@ def _solutions() -> dict[str, list[tuple[str, tuple[str, ...]]]]:
         solutions = next((n for n in tree.body if isinstance(n, ast.Assign)
                           and any(getattr(t, "id", "") == "SOLUTIONS" for t in n.targets)), None)
         names = {ast.literal_eval(k): v.id for k, v in zip(solutions.value.keys, solutions.value.values)}
-        defs = {fn.name: fn for fn in tree.body if isinstance(fn, ast.FunctionDef)}
+        defs = {fn.name: fn for fn in tree.body if isinstance(fn, (ast.FunctionDef, ast.ClassDef))}
         for exercise_id, name in names.items():
-            out.setdefault(exercise_id, []).append((f"reference/{path.name}: {name}", _dumps(_body(defs[name]))))
+            node = defs[name]
+            functions = [node] if isinstance(node, ast.FunctionDef) else [  # a class: every method's body
+                m for m in node.body if isinstance(m, ast.FunctionDef) and _body(m)]
+            for fn in functions:
+                where = f"reference/{path.name}: {name}" + ("" if fn is node else f".{fn.name}")
+                out.setdefault(exercise_id, []).append((where, _dumps(_body(fn))))
     return out
 
 

@@ -1,4 +1,4 @@
-"""Notebook 06 (irreps, spherical harmonics and tensor products): checkers and reference solutions.
+"""Notebook 06 (irreps, spherical harmonics and tensor products): checkers.
 
 Exercises (id, points):
 
@@ -12,8 +12,10 @@ Exercises (id, points):
   tensor product of node features with the spherical harmonics of the edge vectors, with per-edge
   weights from a radial MLP of the edge length.
 
-The reference solutions below have the names and signatures of what the student writes; later cells
-of the notebook use them (``nb06.cross_product_from_cg``, ...). Symmetry tests go through
+No reference solution is here: the correct values come from the library (``course_lib.irreps.wigner_D``,
+``torch.linalg.cross``) or, with the outputs of the known mistakes, from the checker's ``expected``
+provider (:mod:`course_lib.teaching.exercises.stored`; the references live with the hidden tests, in
+``grading/hidden/reference/nb06.py``). Symmetry tests go through
 :mod:`course_lib.symmetry` (Cartesian vectors and pseudovectors) and :mod:`course_lib.irreps` (irreps
 features), with fixed seeds, so the feedback is deterministic.
 """
@@ -25,13 +27,11 @@ import re
 
 import torch
 from e3nn import o3
-from e3nn.nn import FullyConnectedNet
 from torch import nn
 from torch_geometric.data import Data
 
 from course_lib import irreps as I
 from course_lib import symmetry as S
-from course_lib.models.radial import GaussianRBF
 from course_lib.teaching.checks import Feedback, exercise
 from course_lib.teaching.exercises.common import (
     call_student,
@@ -42,98 +42,16 @@ from course_lib.teaching.exercises.common import (
     shape_of,
     source_of,
 )
+from course_lib.teaching.exercises.stored import provider
 
 __all__ = [
-    "wigner_d_from_harmonics",
-    "cross_product_from_cg",
-    "norm_activation",
-    "uvu_instructions",
-    "RadialTensorProduct",
+    "check_wigner_d_from_harmonics",
+    "check_cross_product_from_cg",
+    "check_norm_activation",
+    "check_radial_tensor_product",
+    "NORM_IRREPS",
+    "TP_CONFIGS",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Reference solutions
-# --------------------------------------------------------------------------------------------
-
-
-def wigner_d_from_harmonics(l: int, R: torch.Tensor) -> torch.Tensor:
-    """The ``[2l+1, 2l+1]`` matrix ``D`` with ``Y^l(R x) = D Y^l(x)`` for all ``x``, for ``R [3, 3]`` in O(3).
-
-    Fitted by least squares from the real spherical harmonics at ``4l + 4`` random points (at least
-    ``2l + 1`` are needed): with ``Y [P, 2l+1]`` the harmonics at the points and ``Y_R [P, 2l+1]`` at
-    the rotated points, ``Y_R = Y D^T``. For ``det R = -1`` the fit includes the parity ``(-1)^l``.
-    """
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(4 * l + 4, 3, generator=g, dtype=torch.float64).to(R.dtype)
-    Y = o3.spherical_harmonics(l, x, normalize=True)  # [P, 2l+1]
-    Y_R = o3.spherical_harmonics(l, x @ R.T, normalize=True)  # [P, 2l+1], row p = Y(R x_p)
-    return torch.linalg.lstsq(Y, Y_R).solution.T
-
-
-def cross_product_from_cg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a x b`` for ``a, b [..., 3]`` from the l = 1 part of ``1 (x) 1``: ``sqrt(6) C[i, j, k] a_i b_j``.
-
-    ``C = o3.wigner_3j(1, 1, 1)`` is the Levi-Civita symbol divided by its Frobenius norm ``sqrt(6)``.
-    """
-    C = o3.wigner_3j(1, 1, 1, dtype=a.dtype, device=a.device)  # [3, 3, 3]
-    return math.sqrt(6.0) * torch.einsum("ijk,...i,...j->...k", C, a, b)
-
-
-def norm_activation(x: torch.Tensor, irreps) -> torch.Tensor:
-    """Scale every copy ``x_u`` of every irrep by ``sigmoid(|x_u|)``: ``[N, irreps.dim] -> [N, irreps.dim]``.
-
-    e3nn stores a block ``mul x ir`` as ``mul`` consecutive copies of ``2l+1`` components, so the
-    block reshapes to ``[N, mul, 2l+1]``. Equal to ``e3nn.nn.NormActivation(irreps, silu)``, which
-    computes ``f(|x_u|) x_u / |x_u|`` (``silu(n) / n = sigmoid(n)``).
-    """
-    irreps = o3.Irreps(irreps)
-    out = []
-    for (mul, ir), sl in zip(irreps, irreps.slices()):
-        block = x[..., sl].reshape(*x.shape[:-1], mul, ir.dim)  # [N, mul, 2l+1]
-        gate = torch.sigmoid(block.norm(dim=-1, keepdim=True))  # [N, mul, 1], invariant
-        out.append((gate * block).reshape(*x.shape[:-1], mul * ir.dim))
-    return torch.cat(out, dim=-1)
-
-
-def uvu_instructions(irreps_in1, irreps_in2, irreps_out) -> list[tuple[int, int, int, str, bool]]:
-    """Every "uvu" path ``(i1, i2, i_out, "uvu", True)`` the selection rules allow.
-
-    A path needs ``ir_out`` in ``ir1 x ir2`` (``|l1 - l2| <= l_out <= l1 + l2`` and ``p_out = p1 p2``)
-    and, for "uvu" (output channel u = input channel u), the same multiplicity in and out.
-    """
-    irreps_in1, irreps_in2, irreps_out = o3.Irreps(irreps_in1), o3.Irreps(irreps_in2), o3.Irreps(irreps_out)
-    instructions = []
-    for i1, (mul1, ir1) in enumerate(irreps_in1):
-        for i2, (_, ir2) in enumerate(irreps_in2):
-            for i_out, (mul_out, ir_out) in enumerate(irreps_out):
-                if ir_out in ir1 * ir2 and mul_out == mul1:
-                    instructions.append((i1, i2, i_out, "uvu", True))
-    return instructions
-
-
-class RadialTensorProduct(nn.Module):
-    """Edge messages ``m_e = TP(h_e, Y(r_e / |r_e|); w(|r_e|))``: a "uvu" tensor product with per-edge weights.
-
-    ``h [E, irreps_in.dim]`` (the features of each edge's source node), ``edge_vec [E, 3]``. The
-    weights ``[E, tp.weight_numel]`` come from a radial MLP of Gaussian features of the edge length:
-    they are invariant, so every edge applies an equivariant bilinear map. Returns ``[E, irreps_out.dim]``.
-    """
-
-    def __init__(self, irreps_in, irreps_sh, irreps_out, num_basis: int = 8, cutoff: float = 3.0, hidden: int = 16):
-        super().__init__()
-        self.irreps_in, self.irreps_sh = o3.Irreps(irreps_in), o3.Irreps(irreps_sh)
-        self.irreps_out = o3.Irreps(irreps_out)
-        self.rbf = GaussianRBF(num_basis, cutoff)  # |r| [E] -> [E, num_basis]
-        instructions = uvu_instructions(self.irreps_in, self.irreps_sh, self.irreps_out)
-        self.tp = o3.TensorProduct(self.irreps_in, self.irreps_sh, self.irreps_out, instructions,
-                                   shared_weights=False, internal_weights=False)
-        self.radial = FullyConnectedNet([num_basis, hidden, self.tp.weight_numel], torch.nn.functional.silu)
-
-    def forward(self, h: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
-        sh = o3.spherical_harmonics(self.irreps_sh, edge_vec, normalize=True, normalization="component")
-        weights = self.radial(self.rbf(edge_vec.norm(dim=-1)))  # [E, tp.weight_numel]
-        return self.tp(h, sh, weights)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +83,8 @@ def _sh_error(D: torch.Tensor, l: int, R: torch.Tensor, seed: int) -> float:
 
 
 @exercise("06.wigner_d_from_harmonics", "Wigner-D matrices fitted from spherical harmonics")
-def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3) -> None:
+def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3, expected=None) -> None:
+    del expected  # nothing is stored: course_lib.irreps.wigner_D gives the exact matrices
     elements = _elements(seed)
     results: dict[tuple[int, str], torch.Tensor] = {}
     for l in range(lmax + 1):
@@ -189,7 +108,7 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
         problems = []  # (priority, message): the most telling mistake of this l is reported
         for name, R in elements.items():
             D = results[(l, name)]
-            ref = wigner_d_from_harmonics(l, R)  # exact to ~1e-14 (e3nn's D_from_matrix: ~1e-6)
+            ref = I.wigner_D(o3.Irrep(l, (-1) ** l), R)  # float64 generators: exact to ~1e-14
             if close_scaled(D, ref, 1e-8):
                 continue
             if l % 2 == 1 and float(torch.linalg.det(R)) < 0 and close_scaled(D, -ref, 1e-5):
@@ -235,7 +154,8 @@ def check_wigner_d_from_harmonics(fn, fb: Feedback, seed: int = 0, lmax: int = 3
 
 
 @exercise("06.cross_product_from_cg", "The cross product from Clebsch-Gordan coefficients")
-def check_cross_product_from_cg(fn, fb: Feedback, seed: int = 0, n: int = 6) -> None:
+def check_cross_product_from_cg(fn, fb: Feedback, seed: int = 0, n: int = 6, expected=None) -> None:
+    del expected  # nothing is stored: torch.linalg.cross gives the answer
     g = rng(seed)
     a = torch.randn(n, 3, generator=g, dtype=torch.float64)
     b = torch.randn(n, 3, generator=g, dtype=torch.float64)
@@ -300,45 +220,28 @@ def check_cross_product_from_cg(fn, fb: Feedback, seed: int = 0, n: int = 6) -> 
 NORM_IRREPS = "2x0e + 1x0o + 3x1o + 1x1e + 2x2e"
 
 
-def _blockwise(x: torch.Tensor, irreps, fn) -> torch.Tensor:
-    """Apply ``fn(block [N, mul, 2l+1], mul, ir)`` to each block (e3nn layout) and concatenate."""
-    out = []
-    for (mul, ir), sl in zip(irreps, irreps.slices()):
-        block = x[..., sl].reshape(*x.shape[:-1], mul, ir.dim)
-        out.append(fn(block, mul, ir).reshape(*x.shape[:-1], mul * ir.dim))
-    return torch.cat(out, dim=-1)
-
-
-def _norm_mistakes(x: torch.Tensor, irreps) -> dict[str, torch.Tensor]:
-    sig = torch.sigmoid
-
-    def transposed(block, mul, ir):  # copies read as [2l+1, mul] instead of [mul, 2l+1]
-        t = block.reshape(*block.shape[:-2], ir.dim, mul)
-        return (sig(t.norm(dim=-2, keepdim=True)) * t).reshape(block.shape)
-
-    node_norm = x.norm(dim=-1, keepdim=True)
-    return {
-        "you applied sigmoid to each component separately (sigmoid(x) * x or sigmoid(|x_i|) * x_i); a function of "
-        "single components does not commute with rotations: use the norm of each copy (2l+1 components)":
-            x * sig(x.abs()),
-        "componentwise sigmoid(x) * x does not commute with rotations: gate each copy by sigmoid of its norm":
-            x * sig(x),
-        "e3nn stores a block 'mul x ir' copy by copy: reshape it to [N, mul, 2l+1] (not [N, 2l+1, mul]) and take the "
-        "norm over the last axis": _blockwise(x, irreps, transposed),
-        "you took one norm over all copies of a block: every copy u (2l+1 components) gets its own gate "
-        "sigmoid(|x_u|)": _blockwise(x, irreps, lambda b, m, ir: sig(b.norm(dim=(-2, -1), keepdim=True)) * b),
-        "you took one norm over all features of a node: every copy of every irrep gets its own gate":
-            sig(node_norm) * x,
-        "you divided by the norm (sigmoid(|x_u|) x_u / |x_u|, e3nn's normalize=True): the exercise asks for "
-        "sigmoid(|x_u|) x_u": _blockwise(x, irreps, lambda b, m, ir: sig(b.norm(dim=-1, keepdim=True)) * b
-                                         / b.norm(dim=-1, keepdim=True).clamp(min=1e-12)),
-        "the scalar copies (l = 0) are unchanged: they get the same gate sigmoid(|s|) as every other copy":
-            _blockwise(x, irreps, lambda b, m, ir: b if ir.l == 0 else sig(b.norm(dim=-1, keepdim=True)) * b),
-    }
+#: the known mistakes of 06.norm_activation (their outputs come from the provider) and what to tell
+NORM_MISTAKES = {
+    "componentwise abs": "you applied sigmoid to each component separately (sigmoid(x) * x or sigmoid(|x_i|) * x_i); "
+    "a function of single components does not commute with rotations: use the norm of each copy (2l+1 components)",
+    "componentwise x": "componentwise sigmoid(x) * x does not commute with rotations: gate each copy by sigmoid of "
+    "its norm",
+    "transposed layout": "e3nn stores a block 'mul x ir' copy by copy: reshape it to [N, mul, 2l+1] (not "
+    "[N, 2l+1, mul]) and take the norm over the last axis",
+    "one norm per block": "you took one norm over all copies of a block: every copy u (2l+1 components) gets its "
+    "own gate sigmoid(|x_u|)",
+    "one norm per node": "you took one norm over all features of a node: every copy of every irrep gets its own gate",
+    "divided by the norm": "you divided by the norm (sigmoid(|x_u|) x_u / |x_u|, e3nn's normalize=True): the "
+    "exercise asks for sigmoid(|x_u|) x_u",
+    "scalars unchanged": "the scalar copies (l = 0) are unchanged: they get the same gate sigmoid(|s|) as every "
+    "other copy",
+}
 
 
 @exercise("06.norm_activation", "A norm nonlinearity for irreps features")
-def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: str = NORM_IRREPS) -> None:
+def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: str = NORM_IRREPS,
+                          expected=None) -> None:
+    want = provider(expected)
     irreps = o3.Irreps(irreps)
     g = rng(seed)
     x = 1.5 * torch.randn(n, irreps.dim, generator=g, dtype=torch.float64)
@@ -358,13 +261,14 @@ def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: s
         fb.expect(err < 1e-9, f"not equivariant under {name}: course_lib.irreps error {err:.2e} (tolerance 1e-09); "
                   "gate each copy of an irrep with a function of its norm only", ok=f"{name}: error {err:.1e}")
 
-    ref = norm_activation(x, irreps)
+    ref = want("06.norm_activation", "values", x, str(irreps))
+    mistakes = {variant: want("06.norm_activation", variant, x, str(irreps)) for variant in NORM_MISTAKES}
     values_ok = close_scaled(out, ref, 1e-10)
     if values_ok:
         fb.expect(True, "values")
     else:
-        for message, wrong in _norm_mistakes(x, irreps).items():
-            if close_scaled(out, wrong, 1e-10):
+        for variant, message in NORM_MISTAKES.items():
+            if close_scaled(out, mistakes[variant], 1e-10):
                 fb.expect(False, message)
                 break
         else:
@@ -379,8 +283,10 @@ def check_norm_activation(fn, fb: Feedback, seed: int = 0, n: int = 5, irreps: s
         return  # the case below tests other irreps for a correct formula
     other = o3.Irreps("1x2e + 2x1o + 3x0e + 1x3o")
     x2 = torch.randn(3, other.dim, generator=g, dtype=torch.float64)
-    out2 = call_student(fb, fn, (x2, other), f"norm_activation(x, irreps) with irreps = {other}")
-    fb.expect(isinstance(out2, torch.Tensor) and close_scaled(out2, norm_activation(x2, other), 1e-10),
+    out2 = call_student(fb, fn, (x2, other), f"norm_activation(x, irreps) with irreps = {other}",
+                        "do not assume sorted irreps or l <= 2; loop over zip(irreps, irreps.slices())")
+    ref2 = want("06.norm_activation", "values", x2, str(other))
+    fb.expect(isinstance(out2, torch.Tensor) and close_scaled(out2, ref2, 1e-10),
               f"wrong result for irreps = {other}: do not assume sorted irreps or l <= 2; loop over "
               "zip(irreps, irreps.slices())")
 
@@ -430,21 +336,22 @@ def _build_radial_tensor_product(cls, fb: Feedback, seed: int, irreps_in, irreps
     return m, tp, radial
 
 
-def _check_uvu_paths(fb: Feedback, tp, irreps_in, irreps_sh, irreps_out) -> None:
+def _check_uvu_paths(fb: Feedback, want, tp, irreps_in, irreps_sh, irreps_out) -> None:
     """The instructions of ``tp``: 'uvu' only, every allowed path and no other, per-edge weights."""
     modes = sorted({ins.connection_mode for ins in tp.instructions})
     fb.expect(modes == ["uvu"], f"every instruction must use the connection mode 'uvu' (output channel u = input "
               f"channel u), got {modes}: 'uvw' mixes all channels and has mul1 * mul2 * mul_out weights per path")
-    want = {ins[:3] for ins in uvu_instructions(irreps_in, irreps_sh, irreps_out)}
+    paths = want("06.radial_tensor_product", "paths", str(irreps_in), str(irreps_sh), str(irreps_out))
+    allowed = {tuple(int(v) for v in row) for row in paths.reshape(-1, 3).tolist()}
     got = {(ins.i_in1, ins.i_in2, ins.i_out) for ins in tp.instructions}
-    missing = sorted(want - got)
-    extra = sorted(got - want)
+    missing = sorted(allowed - got)
+    extra = sorted(got - allowed)
     names = lambda paths: "; ".join(_path_name(irreps_in, irreps_sh, irreps_out, p) for p in paths[:4])
     fb.expect(not missing, f"{len(missing)} allowed path(s) missing, e.g. {names(missing)}: include every "
               "(i1, i2, i_out) with ir_out in ir1 * ir2 (|l1 - l2| <= l <= l1 + l2 and parity p1 p2) and the same "
               "multiplicity in and out", ok="all allowed paths")
     fb.expect(not extra, f"path(s) that should not be there: {names(extra)}", ok="no extra path")
-    n_weights = sum(irreps_in[i1].mul * irreps_sh[i2].mul for i1, i2, _ in want)
+    n_weights = sum(irreps_in[i1].mul * irreps_sh[i2].mul for i1, i2, _ in allowed)
     fb.expect(tp.weight_numel == n_weights, f"the tensor product should have {n_weights} weights "
               f"(mul_in x mul_sh per uvu path), it has {tp.weight_numel}")
     fb.expect(not tp.shared_weights and not tp.internal_weights, "each edge needs its own weights: build the "
@@ -505,10 +412,11 @@ def _check_edge_symmetries(fb: Feedback, m, out, h, edge_vec, irreps_in, irreps_
 
 
 @exercise("06.radial_tensor_product", "A uvu tensor product with per-edge radial weights")
-def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 0, n_edges: int = 10) -> None:
+def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 0, n_edges: int = 10,
+                                expected=None) -> None:
     irreps_in, irreps_sh, irreps_out = (o3.Irreps(s) for s in TP_CONFIGS[config])
     m, tp, radial = _build_radial_tensor_product(cls, fb, seed, irreps_in, irreps_sh, irreps_out)
-    _check_uvu_paths(fb, tp, irreps_in, irreps_sh, irreps_out)
+    _check_uvu_paths(fb, provider(expected), tp, irreps_in, irreps_sh, irreps_out)
 
     h, edge_vec = _edges(n_edges, irreps_in, seed)
     out = call_student(fb, m, (h.clone(), edge_vec.clone()),
