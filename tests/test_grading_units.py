@@ -114,10 +114,15 @@ def test_static_scan():
                  "sys.modules['course_lib.teaching.checks'] = m", "open('../grading/hidden/nb00.py')",
                  "Path('grading') / 'hidden'", "import inspect; inspect.stack()", "os._exit(0)"):
         assert grading.scan_code(code, aliases), code
-    ref = "course_lib.teaching.exercises.nb00.symmetrize"
-    assert "reference solution" in grading.scan_code("def symmetrize(f, x, g):\n    return nb00.symmetrize(f, x, g)",
-                                                    aliases, reference=ref)[0]
-    assert grading.scan_code("y = nb00.pairwise_distances(x)", aliases, reference=ref) == []
+    # an exercise cell may not use the self-check machinery (checkers, stored expected outputs); check() is fine
+    copy = "def symmetrize(f, x, g):\n    return nb00.check_symmetrize(f, x, g)"
+    assert "self-check machinery `course_lib.teaching.exercises.nb00.check_symmetrize`" in grading.scan_code(
+        copy, aliases, exercise_cell=True)[0]
+    stored = ("from course_lib.teaching.exercises.stored import STORED\n"
+              "def f(x):\n    return STORED('00.f', 'values', x)")
+    assert "self-check machinery" in grading.scan_code(stored, aliases, exercise_cell=True)[0]
+    assert grading.scan_code("from course_lib.teaching.exercises import check", aliases, exercise_cell=True) == []
+    assert grading.scan_code(copy, aliases) == []  # outside exercise cells: the check cells call check()
 
 
 def test_library_guard_reports_and_restores(tmp_path):

@@ -192,8 +192,7 @@ class Grader:
                 row.status, row.message = "flagged", "flagged for review: " + "; ".join(static)
             row.details = notes
             return row
-        reference = f"course_lib.teaching.exercises.nb{cnb.number}.{e.name}"
-        static = scan_code(loc.source, aliases, reference=reference)
+        static = scan_code(loc.source, aliases, exercise_cell=True)
         hidden = self.s.hidden / f"nb{cnb.number}.py" if self.s.hidden else None
         job = {"exercise": e.id, "slug": cnb.slug, "target": e.target, "name": e.name,
                "submission_imports": submission_imports, "cell": loc.source,

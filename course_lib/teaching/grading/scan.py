@@ -73,12 +73,35 @@ def _dotted(node: ast.AST) -> list[str] | None:
     return None
 
 
-def scan_code(source: str, aliases: dict[str, str] | None = None, reference: str | None = None) -> list[str]:
+#: an exercise cell may call ``check`` of this package and nothing else of it (the checkers, the stored expected
+#: outputs of the public cases): using them is a way to copy an answer, not to compute it
+CHECKER_PACKAGE = "course_lib.teaching.exercises"
+
+
+def _uses_checkers(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    """The dotted name of the self-check machinery that ``node`` uses, if any (``check`` is allowed)."""
+    if isinstance(node, ast.Attribute):
+        chain = _dotted(node)
+        if chain and chain[0] in aliases:
+            name = ".".join([aliases[chain[0]], *chain[1:]])
+            if name.startswith(CHECKER_PACKAGE + ".") and name != f"{CHECKER_PACKAGE}.check":
+                return name
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(CHECKER_PACKAGE):
+        names = [f"{node.module}.{a.name}" for a in node.names]
+        bad = [n for n in names if n != f"{CHECKER_PACKAGE}.check"]
+        return bad[0] if bad else None
+    if isinstance(node, ast.Import):
+        bad = [a.name for a in node.names if a.name.startswith(CHECKER_PACKAGE)]
+        return bad[0] if bad else None
+    return None
+
+
+def scan_code(source: str, aliases: dict[str, str] | None = None, exercise_cell: bool = False) -> list[str]:
     """Reasons to flag ``source`` for review (empty list: nothing suspicious).
 
-    ``aliases``: see :func:`import_aliases` (names bound to course_lib modules); ``reference``: the
-    dotted name of this exercise's reference solution (``course_lib.teaching.exercises.nb00.symmetrize``),
-    whose use is flagged.
+    ``aliases``: see :func:`import_aliases` (names bound to course_lib modules). ``exercise_cell``: the
+    source is a graded exercise cell, which must not use the self-check machinery
+    (:data:`CHECKER_PACKAGE`: the checkers and their stored expected outputs).
     """
     aliases = dict(import_aliases([source]), **(aliases or {}))
     code = _strip_comments(source)
@@ -112,11 +135,8 @@ def scan_code(source: str, aliases: dict[str, str] | None = None, reference: str
                 if name not in seen:
                     seen.add(name)
                     reasons.append(f"assigns {'into ' if into else ''}`{name}` (patching the course library)")
-        if reference and isinstance(node, ast.Attribute):
-            chain = _dotted(node)
-            if chain and chain[0] in aliases and ".".join([aliases[chain[0]], *chain[1:]]) == reference:
-                reasons.append(f"uses the reference solution `{reference.split('.', 2)[-1]}`")
-        if reference and isinstance(node, ast.ImportFrom) and node.module:
-            if any(f"{node.module}.{a.name}" == reference for a in node.names):
-                reasons.append(f"imports the reference solution `{reference.split('.', 2)[-1]}`")
+        used = _uses_checkers(node, aliases) if exercise_cell else None
+        if used and used not in seen:
+            seen.add(used)
+            reasons.append(f"uses the self-check machinery `{used}` in an exercise cell")
     return list(dict.fromkeys(reasons))
