@@ -64,6 +64,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # Exercises: `00.pairwise_distances` (1 point), `00.symmetrize` (2), `00.radial_field` (2),
 # `00.gated_nonlinearity` (2). Each one is followed by a self-check cell.
+# The prediction `00.field_translation` (1 point for committing one) and the short answer
+# `00.permutation_forces` (2 points, marked by your instructor) are graded separately.
 
 # %%
 import itertools
@@ -100,6 +102,7 @@ from course_lib.symmetry import (
     translation,
 )
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%
@@ -1014,10 +1017,17 @@ for tname, T in standard_transforms(batch, generator=0).items():
 
 # %% [markdown]
 # The converse check is as instructive. Put the charges in a uniform external field $\mathcal{E}$:
-# $E_{\text{field}} = E_{\text{pair}} - \sum_i q_i\, \mathcal{E}\cdot x_i$. The field picks a direction,
-# so the energy is no longer rotation invariant, and neither are the forces. It is not translation
-# invariant either (the energy shifts by $-\sum_i q_i\,\mathcal{E}\cdot t$), but it shifts by a
-# *constant*, so the forces are still unchanged by translations: only the gradient matters.
+# $E_{\text{field}} = E_{\text{pair}} - \sum_i q_i\, \mathcal{E}\cdot x_i$.
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). Move every charge by the
+# same vector $t$. What happens to the energy and to the forces?
+#
+# (a) both are unchanged; (b) the energy changes, the forces do not; (c) both change.
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="00.field_translation" points=1 choices="a,b,c"
+field_prediction = None  # replace None by "a", "b" or "c"
 
 # %%
 class InField(nn.Module):
@@ -1044,6 +1054,36 @@ print(assert_not_equivariant(f_only, batch, T["rotation"], output="vector", name
 print(assert_not_equivariant(e_only, batch, T["translation"], output="invariant",
                              name="energy in a field | translation"))
 print(assert_equivariant(f_only, batch, T["translation"], output="vector", name="forces in a field | translation"))
+
+# %%
+reveal("00.field_translation", field_prediction, "b")
+
+# %% [markdown]
+# The field picks a direction, so the energy is no longer rotation invariant, and neither are the
+# forces. It is not translation invariant either (the energy shifts by $-\sum_i q_i\,\mathcal{E}\cdot t$),
+# but it shifts by a *constant*, so the forces are still unchanged by translations: only the gradient
+# matters.
+#
+# ### Short answer `00.permutation_forces` (2 points, marked by your instructor)
+#
+# Section 5 proved that the forces of a rotation-invariant energy are rotation equivariant. Prove in a
+# few lines that the forces of a permutation-invariant energy, $E(Px) = E(x)$ for every permutation
+# matrix $P$ acting on the atoms, are permutation equivariant, $F(Px) = P\,F(x)$. Say which property
+# of $P$ you use.
+
+# %% [markdown] answer="00.permutation_forces" points=2
+# Differentiate $E(Px) = E(x)$ with respect to $x$ (positions stacked as an $N \times 3$ array, $P$
+# acting on the atom index). The chain rule gives $P^\top (\nabla E)(Px) = (\nabla E)(x)$. A permutation
+# matrix is orthogonal, $P P^\top = I$, so multiplying by $P$ gives $(\nabla E)(Px) = P\,(\nabla E)(x)$,
+# and with $F = -\nabla E$: $F(Px) = P\,F(x)$. The force on the atom that moved to slot $i$ is the force
+# that atom had before.
+
+# %% [markdown] rubric="00.permutation_forces"
+# **Rubric (2 points).** 1 point: differentiates the invariance $E(Px) = E(x)$ with the chain rule and gets
+# $P^\top (\nabla E)(Px) = (\nabla E)(x)$ (or the same statement with indices, $\partial E/\partial
+# x_{\pi(i)}$). 1 point: uses $P^{-1} = P^\top$ (orthogonality) to conclude $F(Px) = P\,F(x)$. Half a
+# point off for a sign slip in $F = -\nabla E$ that does not change the conclusion; no point for a
+# numerical check without an argument.
 
 # %% [markdown]
 # ## 6. Summary

@@ -245,3 +245,31 @@ def test_stored_expected_outputs_are_up_to_date(notebook):
         assert sorted(stored.files) == sorted(fresh), "regenerate: python grading/hidden/reference/make_expected.py"
         for key in stored.files:
             np.testing.assert_allclose(stored[key], fresh[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_model_answers_and_rubrics_stay_with_the_instructor(wheel):
+    """The short answers' model answers and rubrics (instructor source notebooks) are in no student notebook and
+    nowhere in the wheel."""
+    from course_lib.teaching.notebook import answer_cells, rubric_cells
+
+    secrets = []
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb = assign.read_source(path)
+        secrets += [(f"{path.name}: answer {aid}", text) for aid, _, text in answer_cells(nb)]
+        secrets += [(f"{path.name}: rubric {rid}", text) for rid, text in rubric_cells(nb).items()]
+    student_text = _normalised(" ".join(cell_source(c) for p in sorted((REPO / "notebooks" / "student").glob("*.ipynb"))
+                                        for c in nbformat.read(p, as_version=4).cells))
+    with zipfile.ZipFile(wheel) as z:
+        wheel_text = _normalised(" ".join(z.read(n).decode("utf-8", "replace") for n in z.namelist()
+                                          if n.endswith((".py", ".md", ".txt", ".json"))))
+    for where, text in secrets:
+        # any 12 consecutive words of a model answer or rubric would give it away
+        words = _normalised(text).split()
+        for k in range(0, max(1, len(words) - 11), 6):
+            chunk = " ".join(words[k:k + 12])
+            assert chunk not in student_text, f"{where} is in a student notebook: {chunk!r}"
+            assert chunk not in wheel_text, f"{where} is in the wheel: {chunk!r}"

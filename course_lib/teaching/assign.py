@@ -69,9 +69,11 @@ import nbformat
 
 from course_lib.files import REPO_ROOT, REPOSITORY_ENV
 from course_lib.teaching.notebook import (
+    ANSWER_PLACEHOLDER,
     BADGE_TAG,
     HIDDEN_TAG,
     SETUP_TAG,
+    answer_cells,
     cell_source,
     cell_tags,
     check_target,
@@ -79,6 +81,9 @@ from course_lib.teaching.notebook import (
     exercise_registry,
     exercise_title,
     import_cells,
+    prediction_cells,
+    read_prediction,
+    rubric_cells,
 )
 
 __all__ = [
@@ -101,6 +106,7 @@ __all__ = [
     "stub_source",
     "imports_source",
     "lint",
+    "lint_responses",
     "Change",
     "plan",
     "keep_outputs",
@@ -287,10 +293,11 @@ def _clean_metadata(cell) -> dict:
     out = {}
     if md.get("tags"):
         out["tags"] = list(md["tags"])
-    if cell.get("cell_type") == "code" and "exercise" in md:
-        out["exercise"] = md["exercise"]
-        if "points" in md:
-            out["points"] = md["points"]
+    kept = {"code": ("exercise", "prediction"), "markdown": ("answer", "rubric")}.get(cell.get("cell_type"), ())
+    for key in kept:
+        if key in md:
+            out[key] = md[key]
+            out.update({k: md[k] for k in ("points", "choices") if k in md})
     return out
 
 
@@ -345,9 +352,10 @@ def build_student_notebook(nb, slug: str) -> nbformat.NotebookNode:
     """
     cells = _stamped_cells(slug, student=True)
     for i, cell in enumerate(nb.cells):
-        if _is_stamped(cell) or HIDDEN_TAG in cell_tags(cell):
-            continue
-        source = cell_source(cell)
+        md = cell.get("metadata", {})
+        if _is_stamped(cell) or HIDDEN_TAG in cell_tags(cell) or md.get("rubric"):
+            continue  # rubrics of the short answers are instructor material
+        source = ANSWER_PLACEHOLDER if cell.get("cell_type") == "markdown" and md.get("answer") else cell_source(cell)
         if cell.get("cell_type") == "code":
             exercise_id = cell.get("metadata", {}).get("exercise")
             if exercise_id:
@@ -469,6 +477,49 @@ def lint(nb, slug: str) -> list[str]:
             problems.append(f"{slug}: {exc}")
         if check_target(nb, exercise_id) is None:
             problems.append(f'{where}: the next code cell must call check("{exercise_id}", <object>)')
+    return problems + lint_responses(nb, slug)
+
+
+def _reveal_calls(nb) -> set[str]:
+    """Ids passed as the first argument of ``reveal("id", ...)`` in the code cells."""
+    ids = set()
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            ids |= set(re.findall(r"\breveal\(\s*[\"']([^\"']+)[\"']", cell_source(cell)))
+    return ids
+
+
+def lint_responses(nb, slug: str) -> list[str]:
+    """Convention problems of the prediction, short-answer and rubric cells (:mod:`course_lib.teaching.responses`)."""
+    problems = []
+    prefix = slug[:2] + "."
+    revealed = _reveal_calls(nb)
+    answers = {aid for aid, _, _ in answer_cells(nb)}
+    rubrics = rubric_cells(nb)
+    ids = [pid for pid, _, _, _ in prediction_cells(nb)] + sorted(answers)
+    for rid in sorted({i for i in ids if ids.count(i) > 1} | (answers & set(exercise_registry()))):
+        problems.append(f"{slug}: {rid}: the id is used twice (predictions, answers and exercises need their own)")
+    for pid, points, choices, source in prediction_cells(nb):
+        where = f"{slug}: prediction {pid}"
+        letters = [c.strip() for c in choices.split(",") if c.strip()]
+        if not pid.startswith(prefix) or points <= 0:
+            problems.append(f"{where}: the id must start with {prefix!r} and `points=N` be positive")
+        if choices != "number" and (len(letters) < 2 or any(len(c) != 1 for c in letters)):
+            problems.append(f'{where}: `choices` must be letters such as "a,b,c" or "number"')
+        value, problem = read_prediction(source, choices)
+        if value is not None or "still says None" not in (problem or ""):
+            problems.append(f"{where}: the cell must be one assignment `name = None` for the student to fill in")
+        if pid not in revealed:
+            problems.append(f'{where}: a later code cell must call reveal("{pid}", <prediction>, <outcome>)')
+    for aid, points, text in answer_cells(nb):
+        where = f"{slug}: answer {aid}"
+        if not aid.startswith(prefix) or points <= 0:
+            problems.append(f"{where}: the id must start with {prefix!r} and `points=N` be positive")
+        if not text.strip():
+            problems.append(f"{where}: write the model answer in the cell (the student version replaces it)")
+        if aid not in rubrics:
+            problems.append(f'{where}: needs a rubric cell (`# %% [markdown] rubric="{aid}"`) for the instructor')
+    problems += [f"{slug}: rubric {rid} has no answer cell" for rid in sorted(set(rubrics) - answers)]
     return problems
 
 
@@ -726,8 +777,13 @@ def _print_unexecuted(notebook_dir) -> None:
 def _cmd_list(notebook_dir) -> int:
     rows = []
     for source in source_files(notebook_dir):
-        for exercise_id, points, _ in exercise_cells(read_source(source)):
+        nb = read_source(source)
+        for exercise_id, points, _ in exercise_cells(nb):
             rows.append((source.stem, exercise_id, str(points), exercise_title(exercise_id) or "?"))
+        rows += [(source.stem, pid, str(points), f"prediction ({choices}): points for committing one")
+                 for pid, points, choices, _ in prediction_cells(nb)]
+        rows += [(source.stem, aid, str(points), "short answer: marked by hand with the rubric")
+                 for aid, points, _ in answer_cells(nb)]
     if not rows:
         print("no exercises")
         return 0
@@ -735,7 +791,7 @@ def _cmd_list(notebook_dir) -> int:
     widths = [max(len(r[k]) for r in [head, *rows]) for k in range(3)]
     for r in [head, *rows]:
         print("  ".join(r[k].ljust(widths[k]) for k in range(3)) + "  " + r[3])
-    print(f"{len(rows)} exercise(s), {sum(int(r[2]) for r in rows)} points")
+    print(f"{len(rows)} exercise(s), predictions and short answers, {sum(int(r[2]) for r in rows)} points")
     return 0
 
 

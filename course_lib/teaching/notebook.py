@@ -9,6 +9,7 @@ file by path (see :mod:`course_lib.teaching.grading.child`).
 from __future__ import annotations
 
 import ast
+import math
 import re
 
 __all__ = [
@@ -26,6 +27,12 @@ __all__ = [
     "exercise_title",
     "strip_magics",
     "defined_names",
+    "prediction_cells",
+    "read_prediction",
+    "answer_cells",
+    "rubric_cells",
+    "ANSWER_PLACEHOLDER",
+    "answer_text",
 ]
 
 BADGE_TAG = "course-badge"
@@ -79,6 +86,85 @@ def exercise_cells(nb) -> list[tuple[str, int, str]]:
         if cell.get("cell_type") == "code" and md.get("exercise"):
             out.append((str(md["exercise"]), int(md.get("points", 0)), cell_source(cell)))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# predictions (``prediction="NN.name" points=1 choices="a,b,c"`` code cells) and short answers
+# (``answer="NN.name" points=2`` markdown cells, with a ``rubric="NN.name"`` markdown cell for the instructor)
+# --------------------------------------------------------------------------------------------
+
+#: what the student version of an answer cell holds until the student writes there
+ANSWER_PLACEHOLDER = "*Your answer (double-click this cell to edit it):*"
+
+
+def prediction_cells(nb) -> list[tuple[str, int, str, str]]:
+    """``(prediction_id, points, choices, source)`` of every prediction cell, in notebook order.
+
+    ``choices`` is the cell's ``choices`` metadata: letters separated by commas (``"a,b,c"``) or
+    ``"number"`` for a numeric prediction.
+    """
+    out = []
+    for cell in nb.cells:
+        md = cell.get("metadata", {})
+        if cell.get("cell_type") == "code" and md.get("prediction"):
+            out.append((str(md["prediction"]), int(md.get("points", 0)), str(md.get("choices", "")),
+                        cell_source(cell)))
+    return out
+
+
+def read_prediction(source: str, choices: str) -> tuple[object, str | None]:
+    """``(value, None)`` for a committed prediction, ``(None, problem)`` otherwise.
+
+    The cell must be one assignment ``name = <literal>`` (read with :func:`ast.literal_eval`, never run):
+    a letter among ``choices`` (case and spaces ignored) or, for ``choices="number"``, a finite number.
+    """
+    try:
+        body = ast.parse(strip_magics(source)).body
+    except SyntaxError as exc:
+        return None, f"the prediction cell is not valid Python ({exc.msg}, line {exc.lineno})"
+    assigns = [n for n in body if isinstance(n, ast.Assign)]
+    if len(assigns) != 1:
+        return None, "the prediction cell must hold exactly one assignment `name = your prediction`"
+    try:
+        value = ast.literal_eval(assigns[0].value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None, "write the prediction as a plain value (a letter in quotes, or a number), not an expression"
+    if value is None or value == "" or value is Ellipsis:
+        return None, "no prediction committed (the cell still says None)"
+    if choices == "number":
+        try:
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        except OverflowError:  # an integer literal beyond the float range
+            number = None
+        if number is None or not math.isfinite(number):
+            return None, f"the prediction must be a finite number, got {str(value)[:40]!r}"
+        return number, None
+    allowed = [c.strip().lower() for c in choices.split(",") if c.strip()]
+    letter = str(value).strip().strip("()").lower()
+    if letter not in allowed:
+        return None, f"the prediction must be one of {', '.join(allowed)}, got {str(value)[:40]!r}"
+    return letter, None
+
+
+def answer_cells(nb) -> list[tuple[str, int, str]]:
+    """``(answer_id, points, text)`` of every short-answer (markdown) cell, in notebook order."""
+    out = []
+    for cell in nb.cells:
+        md = cell.get("metadata", {})
+        if cell.get("cell_type") == "markdown" and md.get("answer"):
+            out.append((str(md["answer"]), int(md.get("points", 0)), cell_source(cell)))
+    return out
+
+
+def answer_text(text: str) -> str:
+    """The student's words in an answer cell: the placeholder removed, whitespace trimmed ("" if unanswered)."""
+    return text.replace(ANSWER_PLACEHOLDER, "").strip()
+
+
+def rubric_cells(nb) -> dict[str, str]:
+    """``{answer_id: rubric text}`` of the instructor's rubric cells (markdown, ``rubric="NN.name"``)."""
+    return {str(c["metadata"]["rubric"]): cell_source(c) for c in nb.cells
+            if c.get("cell_type") == "markdown" and c.get("metadata", {}).get("rubric")}
 
 
 def check_calls(source: str) -> dict[str, str]:

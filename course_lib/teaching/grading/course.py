@@ -15,16 +15,20 @@ from dataclasses import dataclass, field
 
 from course_lib.teaching.notebook import (
     SETUP_TAG,
+    answer_cells,
     cell_source,
     check_target,
     defined_names,
     exercise_cells,
     exercise_title,
     import_cells,
+    prediction_cells,
+    rubric_cells,
 )
 
 __all__ = [
     "ExerciseSpec",
+    "ResponseSpec",
     "CourseNotebook",
     "load_course",
     "read_notebook",
@@ -46,11 +50,24 @@ class ExerciseSpec:
 
 
 @dataclass
+class ResponseSpec:
+    """A prediction (``kind="prediction"``, ``choices``) or a short answer (``kind="answer"``, ``rubric``)."""
+
+    id: str
+    kind: str
+    points: int
+    choices: str = ""
+    rubric: str = ""
+    name: str = ""  # the variable a prediction cell assigns (to find the cell when its metadata is lost)
+
+
+@dataclass
 class CourseNotebook:
     slug: str
     exercises: list[ExerciseSpec]
     imports: str  # the import-only cells of the instructor notebook
     student_sources: set[str]  # stripped code-cell sources of the distributed student notebook
+    responses: list[ResponseSpec] = field(default_factory=list)  # predictions and short answers, in order
 
     @property
     def number(self) -> str:
@@ -58,7 +75,8 @@ class CourseNotebook:
 
     @property
     def max_points(self) -> int:
-        return sum(e.points for e in self.exercises)
+        """The auto-graded points: exercises and predictions (short answers are marked by hand)."""
+        return sum(e.points for e in self.exercises) + sum(r.points for r in self.responses if r.kind == "prediction")
 
 
 def name_in_target(expr: str) -> str:
@@ -84,12 +102,26 @@ def load_course(notebook_dir=None) -> dict[str, CourseNotebook]:
             target = check_target(nb, exercise_id) or exercise_id.split(".", 1)[-1]
             exercises.append(ExerciseSpec(exercise_id, points, target, name_in_target(target),
                                           exercise_title(exercise_id) or ""))
-        if not exercises:
+        rubrics = rubric_cells(nb)
+        responses = [ResponseSpec(pid, "prediction", points, choices=choices, name=_assigned_name(source))
+                     for pid, points, choices, source in prediction_cells(nb)]
+        responses += [ResponseSpec(aid, "answer", points, rubric=rubrics.get(aid, ""))
+                      for aid, points, _ in answer_cells(nb)]
+        if not exercises and not responses:
             continue
         student = assign.build_student_notebook(nb, slug)
         sources = {cell_source(c).strip() for c in student.cells if c.get("cell_type") == "code"}
-        course[slug] = CourseNotebook(slug, exercises, assign.imports_source(nb), sources)
+        course[slug] = CourseNotebook(slug, exercises, assign.imports_source(nb), sources, responses)
     return course
+
+
+def _assigned_name(source: str) -> str:
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return ""
+    names = [t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    return names[0] if names else ""
 
 
 def read_notebook(data: bytes):
@@ -130,6 +162,8 @@ def identify(text: str, course: dict[str, CourseNotebook]) -> str | None:
         votes[slug] += 3 * text.count(slug)
         for e in cnb.exercises:
             votes[slug] += text.count(f'"{e.id}"') + text.count(f"Exercise {e.id}")
+        for r in cnb.responses:
+            votes[slug] += text.count(f'"{r.id}"')
     ranked = [(v, s) for s, v in votes.items() if v > 0]
     ranked.sort(reverse=True)
     if not ranked or (len(ranked) > 1 and ranked[0][0] == ranked[1][0]):

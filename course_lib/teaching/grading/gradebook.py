@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from course_lib.teaching.grading.kernel import RunReport
 
 __all__ = ["COLUMNS", "STATUSES", "Row", "Graded", "fmt", "csv_cell", "write_outputs", "STATUS_WORD", "feedback",
-           "md_inline", "md_fence"]
+           "md_inline", "md_fence", "write_answers"]
 
 COLUMNS = ("student", "notebook", "exercise", "points", "max_points", "status", "message")
-STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "flagged")
+STATUSES = ("pass", "partial", "fail", "error", "timeout", "missing", "flagged", "manual")
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Row:
     message: str
     details: list[str] = field(default_factory=list)  # feedback lines (not in the gradebook)
     output: str = ""  # what the student's code printed while graded (capped)
+    answer: str = ""  # a short answer's text (status "manual": marked by hand from answers/)
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in COLUMNS}
@@ -94,14 +95,18 @@ def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNote
     (out / "gradebook.json").write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
     totals: dict[tuple[str, str], list[float]] = {}
     for r in rows:
-        t = totals.setdefault((r.student, r.notebook), [0.0, 0])
-        t[0] += r.points
-        t[1] += r.max_points
+        t = totals.setdefault((r.student, r.notebook), [0.0, 0, 0])
+        if r.status == "manual":  # marked by hand: kept apart from the auto-graded points
+            t[2] += r.max_points
+        else:
+            t[0] += r.points
+            t[1] += r.max_points
     with open(out / "totals.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(("student", "notebook", "points", "max_points"))
-        for (student, nb), (pts, mx) in sorted(totals.items()):
-            w.writerow([csv_cell(student), csv_cell(nb), fmt(pts), mx])
+        w.writerow(("student", "notebook", "points", "max_points", "manual_max_points"))
+        for (student, nb), (pts, mx, manual) in sorted(totals.items()):
+            w.writerow([csv_cell(student), csv_cell(nb), fmt(pts), mx, manual])
+    write_answers(out, rows, course)
     runs = [{"student": g.student, "notebook": g.notebook, "submission": Path(g.path).name,
              **(g.run.record() if g.run else {"status": "not run", "message": "", "cells": [], "events": []})}
             for g in sorted(results, key=lambda g: (g.student, g.notebook))]
@@ -117,7 +122,36 @@ def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNote
 
 
 STATUS_WORD = {"pass": "passed", "partial": "partly passed", "fail": "failed", "error": "error",
-                "timeout": "time limit", "missing": "missing", "flagged": "flagged for review"}
+               "timeout": "time limit", "missing": "missing", "flagged": "flagged for review",
+               "manual": "marked by your instructor"}
+
+ANSWER_LIMIT = 6_000  # characters of a short answer kept for marking
+
+
+def write_answers(out: Path, rows: list[Row], course: dict[str, CourseNotebook]) -> None:
+    """``answers.csv`` (one row per student and short answer, a blank ``points`` column to fill in) and
+    ``answers/<notebook>.md`` (per question: the rubric, then every student's answer as a code block)."""
+    manual = [r for r in rows if r.status == "manual"]
+    with open(out / "answers.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(("student", "notebook", "question", "max_points", "points", "answer"))
+        for r in manual:
+            w.writerow([csv_cell(x) for x in (r.student, r.notebook, r.exercise, r.max_points, "",
+                                              cap_text(r.answer, ANSWER_LIMIT))])
+    folder = out / "answers"
+    folder.mkdir(exist_ok=True)
+    for slug in sorted({r.notebook for r in manual}):
+        specs = {spec.id: spec for spec in course[slug].responses} if slug in course else {}
+        lines = [f"# Short answers: {md_inline(slug)}", "",
+                 "Mark each answer with the rubric and write the points into `answers.csv`.", ""]
+        for question in dict.fromkeys(r.exercise for r in manual if r.notebook == slug):
+            spec = specs.get(question)
+            lines += [f"## {md_inline(question)} ({spec.points if spec else '?'} points)", "", "Rubric:", "",
+                      *(spec.rubric.strip().split("\n") if spec and spec.rubric.strip() else ["(no rubric)"]), ""]
+            for r in (r for r in manual if r.notebook == slug and r.exercise == question):
+                lines += [f"### {md_inline(r.student)}", "",
+                          *(md_fence(cap_text(r.answer, ANSWER_LIMIT)) if r.answer else ["(no answer)"]), ""]
+        (folder / f"{safe_name(slug)}.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def md_inline(text: str) -> str:
@@ -140,12 +174,17 @@ def md_fence(text: str) -> list[str]:
     return [fence, text, fence]
 
 
+def _points(r: Row) -> str:
+    return "by hand" if r.status == "manual" else fmt(r.points)
+
+
 def feedback(student: str, graded: list[Graded], rows: list[Row]) -> str:
     lines = [f"# Feedback for {md_inline(student)}", ""]
     grand, grand_max = 0.0, 0
     for g in sorted(graded, key=lambda g: g.notebook):
         mine = [r for r in rows if r.student == student and r.notebook == g.notebook]
-        pts, mx = sum(r.points for r in mine), sum(r.max_points for r in mine)
+        auto = [r for r in mine if r.status != "manual"]
+        pts, mx = sum(r.points for r in auto), sum(r.max_points for r in auto)
         grand, grand_max = grand + pts, grand_max + mx
         lines += [f"## {md_inline(g.notebook)}: {fmt(pts)} / {mx} points", ""]
         if g.run is not None:
@@ -153,14 +192,14 @@ def feedback(student: str, graded: list[Graded], rows: list[Row]) -> str:
         if g.notes:
             lines += [f"- note: {md_inline(n)}" for n in g.notes] + [""]
         lines += ["| exercise | points | result |", "|---|---|---|"]
-        lines += [f"| {md_inline(r.exercise).replace('|', '&#124;')} | {fmt(r.points)} / {r.max_points} | "
+        lines += [f"| {md_inline(r.exercise).replace('|', '&#124;')} | {_points(r)} / {r.max_points} | "
                   f"{STATUS_WORD.get(r.status, r.status)} |" for r in mine]
         lines.append("")
         previous = None
         for r in mine:
             same = r.message == previous and not r.details
             lines += [f"### {md_inline(r.exercise)}: {STATUS_WORD.get(r.status, r.status)} "
-                      f"({fmt(r.points)} / {r.max_points})", "", "Same as above." if same else md_inline(r.message), ""]
+                      f"({_points(r)} / {r.max_points})", "", "Same as above." if same else md_inline(r.message), ""]
             previous = r.message
             if r.details and r.status != "pass":
                 lines += ["What failed (messages of the checks; `[label]` names the test cases):", ""]

@@ -16,6 +16,7 @@ from pathlib import Path
 from course_lib.teaching.grading.course import (
     ExerciseSpec,
     Located,
+    ResponseSpec,
     check_call_pattern,
     find_exercise_cell,
     identify,
@@ -30,9 +31,9 @@ from course_lib.teaching.grading.library import LibraryGuard
 from course_lib.teaching.grading.runner import ExerciseRunner
 from course_lib.teaching.grading.scan import import_aliases, scan_code
 from course_lib.teaching.grading.session import Limits, Session
-from course_lib.teaching.notebook import cell_source
+from course_lib.teaching.notebook import answer_text, cell_source, defined_names, read_prediction
 
-__all__ = ["summarize", "merge_cases", "Grader", "grade", "dedupe"]
+__all__ = ["summarize", "merge_cases", "Grader", "grade", "dedupe", "response_rows"]
 
 
 def summarize(res: dict) -> tuple[str, str, float, list[str]]:
@@ -150,6 +151,7 @@ class Grader:
                                          global_flags, run_flags.get(e.id, [])) for e in cnb.exercises]
         finally:
             runner.close()
+        rows += response_rows(sub.student, cnb, cells, exercise_of_cell)
         return Graded(sub.student, slug, rows, run, str(sub.path), notes)
 
     @staticmethod
@@ -234,6 +236,44 @@ class Grader:
             pass
 
 
+def _find_response(cells, spec: ResponseSpec, taken: dict[int, str]):
+    """The submitted cell of a prediction or short answer: by its metadata, else (a prediction whose metadata
+    was lost) the one code cell that assigns the prediction's variable and nothing else."""
+    key = "prediction" if spec.kind == "prediction" else "answer"
+    for cell in cells:
+        if cell.get("metadata", {}).get(key) == spec.id:
+            return cell
+    if spec.kind == "prediction" and spec.name:
+        matches = [c for i, c in enumerate(cells) if i not in taken and c.get("cell_type") == "code"
+                   and defined_names(cell_source(c)) == [spec.name]]
+        return matches[0] if len(matches) == 1 else None
+    return None
+
+
+def response_rows(student: str, cnb, cells, taken: dict[int, str]) -> list[Row]:
+    """Rows of the predictions (read, never run: points for a committed prediction) and of the short answers
+    (status "manual": collected for marking by hand)."""
+    rows = []
+    for spec in cnb.responses:
+        cell = _find_response(cells, spec, taken)
+        if spec.kind == "prediction":
+            if cell is None:
+                rows.append(Row(student, cnb.slug, spec.id, 0.0, spec.points, "missing", "prediction cell not found"))
+                continue
+            value, problem = read_prediction(cell_source(cell), spec.choices)
+            ok = problem is None
+            rows.append(Row(student, cnb.slug, spec.id, float(spec.points) if ok else 0.0, spec.points,
+                            "pass" if ok else "missing", f"prediction: {value}" if ok else problem))
+            continue
+        text = answer_text(cell_source(cell)) if cell is not None and cell.get("cell_type") == "markdown" else ""
+        words = len(text.split())
+        message = (f"short answer ({words} words): marked by hand with the rubric (answers/{cnb.slug}.md)" if text
+                   else "no short answer written")
+        rows.append(Row(student, cnb.slug, spec.id, 0.0, spec.points, "manual" if text else "missing", message,
+                        answer=text))
+    return rows
+
+
 def grade(submissions, out, hidden=None, limits: Limits | None = None, jobs: int = 1, run_notebooks: bool = True,
           notebook: str | None = None, notebook_dir=None, network: str = "auto",
           log: Callable[[str], None] | None = None, overwrite: bool = False, unsafe: bool = False) -> list[Row]:
@@ -295,8 +335,8 @@ def _grade_all(session: Session, forced, subs: list[Submission], skipped: list[S
     def one(sub: Submission) -> Graded:
         t0 = time.monotonic()
         g = grader.grade(sub)
-        pts = sum(r.points for r in g.rows)
-        mx = sum(r.max_points for r in g.rows)
+        pts = sum(r.points for r in g.rows if r.status != "manual")
+        mx = sum(r.max_points for r in g.rows if r.status != "manual")
         log(f"  {sub.student} ({sub.path.name}): {g.notebook} {fmt(pts)}/{mx} "
             f"[{', '.join(r.status for r in g.rows)}] in {time.monotonic() - t0:.0f} s")
         return g
