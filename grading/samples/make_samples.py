@@ -120,9 +120,16 @@ def radial_field(pos, phi):
     return (phi(r) * diff).sum(dim=1)
 '''
 
-#: sample name -> {exercise id: body (str) or ("cell", whole cell source)}, and options
+PERMUTATION_ANSWER = """\
+Chain rule on E(Px) = E(x): P^T grad E(Px) = grad E(x). P is orthogonal (P^-1 = P^T), so
+grad E(Px) = P grad E(x), and F = -grad E gives F(Px) = P F(x)."""
+
+#: sample name -> {exercise id: body (str) or ("cell", whole cell source)}, and options; "responses": the
+#: prediction cells' new source and the short answers' text, by id
 SAMPLES: dict[str, dict] = {
-    "correct": {"fill": CORRECT},
+    # a wrong prediction ("a") still earns the prediction's point: it is graded for being committed
+    "correct": {"fill": CORRECT, "responses": {"00.field_translation": 'field_prediction = "a"',
+                                                "00.permutation_forces": PERMUTATION_ANSWER}},
     "partial": {
         "fill": {"00.pairwise_distances": PAIRWISE, "00.symmetrize": SYMMETRIZE_SUM,
                  "00.gated_nonlinearity": GATED_NO_AXIS},  # 00.radial_field is left as the stub
@@ -132,7 +139,9 @@ SAMPLES: dict[str, dict] = {
     "broken_equivariance": {"fill": dict(CORRECT, **{"00.gated_nonlinearity": GATED_CLAMP})},
     "cheater": {"fill": dict(CORRECT, **{"00.pairwise_distances": ("cell", CHEAT_PAIRWISE_CELL),
                                          "00.symmetrize": ("cell", CHEAT_SYMMETRIZE_CELL),
-                                         "00.radial_field": ("cell", CHEAT_RADIAL_CELL)})},
+                                         "00.radial_field": ("cell", CHEAT_RADIAL_CELL)}),
+                "responses": {"00.field_translation": "field_prediction = __import__('os').getcwd()",
+                              "00.permutation_forces": '=HYPERLINK("http://example.invalid", "see my proof")'}},
 }
 
 _STUB_RE = re.compile(r"^([ \t]*)# YOUR CODE HERE\n[ \t]*raise NotImplementedError\(.*\)[ \t]*$", re.MULTILINE)
@@ -175,7 +184,13 @@ def make(student: nbformat.NotebookNode, spec: dict) -> nbformat.NotebookNode:
             cell.metadata.pop("exercise", None)
             cell.metadata.pop("points", None)
         done.add(exercise_id)
-    missing = set(spec["fill"]) - done
+    for cell in nb.cells:
+        md = cell.get("metadata", {})
+        rid = md.get("prediction") or md.get("answer")
+        if rid in spec.get("responses", {}):
+            cell.source = spec["responses"][rid]
+            done.add(rid)
+    missing = (set(spec["fill"]) | set(spec.get("responses", {}))) - done
     if missing:
         raise ValueError(f"exercise cells not found in the student notebook: {sorted(missing)}")
     return nb
