@@ -183,7 +183,8 @@ if "google.colab" in sys.modules:
     # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
     # (the environment variable replaces the repository in the course's Colab test only)
     repository = os.environ.get("{env}") or "{url}"
-    requirement = f"course_lib[{extras}] @ {{repository}}/archive/refs/heads/main.zip"
+    archive = "/".join([repository, "archive", "refs", "heads", "main.zip"])  # as GitHub serves the branch
+    requirement = f"course_lib[{extras}] @ {{archive}}"
     print(f"installing {{requirement}} (about a minute) ...")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
