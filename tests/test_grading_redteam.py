@@ -417,10 +417,12 @@ def test_kernel_attacks_change_nothing_outside_their_sandbox(kernel):
         assert rows[name, EX]["status"] == "pass" and rows[name, EX]["points"] == "1.00", (name, rows[name, EX])
 
 
-@pytest.mark.xfail(strict=False, reason="known defect (issue 14, open): after this cell (90 MB write, 30 MB print, "
-                   "fork bomb under the pids limit, 3 GB allocation) the kernel client sometimes fails with "
-                   "'Invalid Signature', the run report then has no cells; the grader, the points and the other "
-                   "submissions are not affected (test_kernel_attacks_change_nothing_outside_their_sandbox passes)")
+@pytest.mark.xfail(strict=False, reason="intermittent (issue 14): after this cell (90 MB write, 30 MB print, fork "
+                   "bomb under the pids limit, 3 GB allocation) the kernel client sometimes failed with 'Invalid "
+                   "Signature'. Forked copies of the kernel are now stopped (guard.fork_safe_kernel, tested in "
+                   "test_grading_units) and a garbled channel is recorded as a crashed run that keeps its cells; "
+                   "kept non-strict until the cause is confirmed. The grader, the points and the other submissions "
+                   "are never affected (test_kernel_attacks_change_nothing_outside_their_sandbox)")
 def test_kernel_resource_limits_stop_the_cell_with_a_message(kernel):
     import json
 

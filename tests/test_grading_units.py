@@ -252,6 +252,43 @@ def test_notebook_run_times_out_cleanly(tmp_path):
     assert "time-outs in cell 0 `while True:` (did not finish within 3 s)" in report.message
 
 
+def test_a_forked_copy_of_the_kernel_cannot_garble_the_run(tmp_path):
+    """A cell forks children that fail to exec (so they go on running the kernel's code): they finish their copy
+    of the cell and exit; the kernel's channel stays intact, every later cell runs, nothing is left running."""
+    fork = textwrap.dedent("""\
+        import os
+        for _ in range(4):
+            if os.fork() == 0:
+                try:
+                    os.execv("/nonexistent/program", ["x"])
+                except OSError:
+                    print("child", os.getpid(), "went on")
+        print("parent done")""")
+    # the kernel's live children after the forking cell (zombies are children that exited)
+    alive = textwrap.dedent("""\
+        import os, time
+        def alive_children():
+            out = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                    out.append(pid)
+            return out
+        for _ in range(50):
+            if not alive_children():
+                break
+            time.sleep(0.2)
+        assert not alive_children(), f"forked copies of the kernel still running: {alive_children()}" """)
+    report = _run_cells(tmp_path, [fork, alive, "x = 40 + 2\nprint(x)"],
+                        grading.Limits(cell_timeout=60, notebook_timeout=600))
+    assert report.status == "ok", report.message
+    assert [c.status for c in report.cells] == ["ok", "ok", "ok"]
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
 def _processes_mentioning(text: str) -> list[str]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = [
     "STUDENT_FILES", "GUARD_FILENAME", "GUARD_PROGRAM", "block_network", "make_audit_hook", "student_policy",
-    "install_guard",
+    "install_guard", "fork_safe_kernel",
     "guard_source", "install_from_source", "kernel_startup_source",
 ]
 
@@ -29,7 +29,7 @@ STUDENT_FILES = ("<exercise cell", "<imports cell")
 #: File name of the guard's code in the exercise process (tracebacks show it, the checks skip it).
 GUARD_FILENAME = "<autograder guard>"
 #: The functions that make the guard program (they use nothing else of this module).
-GUARD_PROGRAM = ("block_network", "make_audit_hook", "student_policy", "install_guard")
+GUARD_PROGRAM = ("block_network", "make_audit_hook", "student_policy", "install_guard", "fork_safe_kernel")
 
 
 def block_network():
@@ -195,6 +195,50 @@ def install_guard(hidden_dirs=(), protected_dirs=(), log_path=None, student_file
     return state, events
 
 
+def fork_safe_kernel():
+    """Make a process forked from the notebook kernel harmless to the kernel's channel.
+
+    A cell that calls ``os.fork()`` and whose child does not ``exec`` (or fails to: the process limit also
+    applies to ``execve``) leaves a copy of the kernel running the rest of the cell and then the kernel's
+    loop, on copies of the kernel's ZeroMQ sockets: its replies garble the channel (the kernel client fails
+    with "Invalid Signature") or steal the next request. In such a child, the kernel's session sends only
+    through the output pipe (the child's prints still reach the cell) and the child exits when its copy of
+    the cell ends. Runs in the kernel only (IPython start-up file).
+    """
+    import os
+
+    def after_in_child():
+        try:
+            from ipykernel.iostream import BackgroundSocket, IOPubThread
+            from IPython import get_ipython
+            from jupyter_client.session import Session
+        except Exception:  # noqa: BLE001, S110 - not a kernel: nothing to protect
+            return
+        send = Session.send
+
+        def child_send(self, stream, *args, **kwargs):
+            if isinstance(stream, (IOPubThread, BackgroundSocket)):
+                return send(self, stream, *args, **kwargs)  # piped to the kernel, which forwards it
+            return None  # the kernel's own sockets: only the kernel may reply on them
+
+        Session.send = child_send
+        shell = get_ipython()
+        if shell is not None:
+            def leave(*_):
+                import sys
+
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:  # noqa: BLE001, S110
+                        pass
+                os._exit(0)
+
+            shell.events.register("post_run_cell", leave)
+
+    os.register_at_fork(after_in_child=after_in_child)
+
+
 def guard_source() -> str:
     """The source of the functions of :data:`GUARD_PROGRAM`, read from this file: a complete program."""
     text = Path(__file__).read_text(encoding="utf-8")
@@ -216,4 +260,5 @@ def install_from_source(hidden_dirs, protected_dirs, log_path=None, student_file
 def kernel_startup_source(hidden_dirs, protected_dirs, log_path) -> str:
     """The IPython startup file of the grading kernel: the guard, installed, then its name deleted."""
     return (guard_source() + f"\ninstall_guard({tuple(map(str, hidden_dirs))!r}, "
-            f"{tuple(map(str, protected_dirs))!r}, {str(log_path)!r})\ndel {', '.join(GUARD_PROGRAM)}\n")
+            f"{tuple(map(str, protected_dirs))!r}, {str(log_path)!r})\nfork_safe_kernel()\n"
+            f"del {', '.join(GUARD_PROGRAM)}\n")

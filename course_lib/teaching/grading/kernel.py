@@ -245,6 +245,19 @@ class NotebookRun:
             self.status, self.stop = "crashed", "the kernel died"
             self.collect(index)
             return False
+        except Exception as exc:  # noqa: BLE001 - e.g. ValueError('Invalid Signature') from the kernel client
+            # The kernel's messages could not be read: a copy of the kernel made by os.fork() in the cell (whose
+            # exec failed, so it went on running the kernel's code on the same sockets) or a kernel killed in the
+            # middle of a message garbles the channel. The cell's outputs received so far are kept.
+            partial = error_line(cell)
+            self.cells.append(CellRun(index, "error", (
+                f"the kernel's messages could not be read ({type(exc).__name__}: {str(exc)[:120]}); it was "
+                "stopped, possibly out of memory or forked by the cell" + (f"; before that: {partial}" if partial
+                                                                             else "")), head))
+            self._not_run(n + 1)
+            self.status, self.stop = "crashed", "the kernel's messages could not be read"
+            self.collect(index)
+            return False
         err = error_line(cell)
         self.cells.append(CellRun(index, "error" if err else "ok", err or "", head))
         if err and self.status == "ok":
