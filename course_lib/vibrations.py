@@ -48,7 +48,8 @@ from torch_geometric.data import Data
 __all__ = ["WAVENUMBER_PER_SQRT_EIG", "CM_PER_FS", "eigenvalues_to_wavenumbers", "mass_weight",
            "hessian_autograd", "model_energy_function", "hessian_finite_difference", "relax",
            "rigid_body_basis", "rigid_overlap", "NormalModes", "normal_modes", "match_modes", "stretch_mode",
-           "HarmonicCalculator", "record_velocities", "velocity_autocorrelation", "vibrational_dos", "dos_peak"]
+           "HarmonicCalculator", "record_velocities", "velocity_autocorrelation", "vibrational_dos", "dos_peak",
+           "verlet_shift"]
 
 # -- units ---------------------------------------------------------------------------------------------------
 _EV_J = 1.602176634e-19        # J per eV (exact, SI 2019)
@@ -332,3 +333,15 @@ def dos_peak(wavenumbers, dos, low: float, high: float) -> float:
     if not sel.any():
         raise ValueError(f"no wavenumbers in [{low}, {high}] (the spectrum spans {wn.min():.0f}..{wn.max():.0f})")
     return float(wn[sel][np.argmax(d[sel])])
+
+
+def verlet_shift(wavenumbers, dt_fs: float) -> np.ndarray:
+    """Wavenumbers (cm⁻¹) at which velocity Verlet with timestep ``dt_fs`` makes a harmonic mode of
+    ``wavenumbers`` oscillate: ``ω' = (2/dt) asin(ω dt / 2)`` > ω (exact for a harmonic oscillator; the
+    relative shift is ≈ (ω dt)²/24, 0.5 % for an O–H stretch at 0.5 fs). Compare VDOS peaks with
+    ``verlet_shift(harmonic, dt)``, not with the harmonic wavenumbers themselves. NaN beyond the stability
+    limit ω dt > 2."""
+    nu = np.asarray(wavenumbers, dtype=np.float64)
+    x = 2 * np.pi * CM_PER_FS * nu * dt_fs / 2  # ω dt / 2
+    with np.errstate(invalid="ignore"):
+        return np.arcsin(x) * 2 / dt_fs / (2 * np.pi * CM_PER_FS)

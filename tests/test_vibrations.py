@@ -173,6 +173,16 @@ def test_vdos_of_a_harmonic_diatomic_peaks_at_its_frequency():
     peak = V.dos_peak(wn, dos, 100.0, 6000.0)
     # velocity Verlet oscillates at (2/dt) asin(omega dt / 2) > omega: 0.08 % at dt = 0.25 fs
     assert abs(peak - nu) < 0.01 * nu, (peak, nu)
+    assert V.verlet_shift(nu, 2.0) > 1.05 * nu  # a long step: the integrator's shift is visible
+    for step in (0.5, 1.0):  # ... and it is what the dynamics show: the peak moves with the timestep
+        atoms.set_positions([[0, 0, 0], [0, 0, 1.27]])
+        atoms.set_velocities(np.array([[0.0, 0.0, 0.01], [0.0, 0.0, -0.01 * m[0] / m[1]]]))
+        dyn = VelocityVerlet(atoms, timestep=step * units.fs)
+        frames = V.record_velocities(dyn, stride=1)
+        dyn.run(int(2000 / step))
+        wn, dos = V.vibrational_dos(V.velocity_autocorrelation(np.array(frames), m), dt_fs=step, pad=16)
+        shifted = float(V.verlet_shift(nu, step))
+        assert abs(V.dos_peak(wn, dos, 100.0, 6000.0) - shifted) < 0.3 * (shifted - nu), (step, shifted, nu)
     with pytest.raises(ValueError, match="no wavenumbers"):
         V.dos_peak(wn, dos, 1e6, 2e6)
 
