@@ -17,7 +17,9 @@ Writes ``vibrations.json`` into ``--out`` (default ``benchmarks/results/``) with
   (:func:`course_lib.vibrations.match_modes`), ``errors_cm[k] = model - xTB`` for xTB mode k (sorted by
   wavenumber); the O-H stretch is the xTB mode that stretches the O2-H3 bond most.
 - **VDOS** (``--vdos`` methods): NVE (velocity Verlet, 0.5 fs) from the method's relaxed structure with
-  Maxwell-Boltzmann velocities at ``--temperature`` K (zero momentum and rotation, :func:`course_lib.md.thermalize`),
+  Maxwell-Boltzmann velocities at 2 x ``--temperature`` K (zero momentum and rotation,
+  :func:`course_lib.md.thermalize`; starting at a minimum, equipartition halves the kinetic energy, so the run's
+  mean temperature is about ``--temperature`` x 21/27, the share of vibrational degrees of freedom; recorded),
   ``--vdos-ps`` ps per seed for ``--seeds`` seeds, velocities every 1 fs, mass-weighted VACF to 1/2 of the run,
   VDOS (:func:`course_lib.vibrations.vibrational_dos`); the O-H peak (largest DOS in 3300-4300 cm^-1) per seed
   and the seed-averaged spectrum up to 4500 cm^-1.
@@ -121,20 +123,22 @@ def harmonic(name: str, make, model, seed: int, quick: bool) -> tuple[dict, V.No
 
 def vdos(relaxed: Atoms, make, args) -> dict:
     steps = int(round(args.vdos_ps * 1000 / DT_FS))
-    peaks, spectra = [], []
+    peaks, spectra, temps = [], [], []
     for seed in range(args.seeds):
         atoms = relaxed.copy()
         atoms.calc = make()
-        thermalize(atoms, args.temperature, seed=seed)
+        # from a minimum, equipartition moves half of the kinetic energy into potential energy: start at 2T
+        thermalize(atoms, 2 * args.temperature, seed=seed)
         dyn = VelocityVerlet(atoms, timestep=DT_FS * units.fs)
         frames = V.record_velocities(dyn, stride=2)
-        run_md(dyn, steps, stride=1000)
+        rec = run_md(dyn, steps, stride=1000)
+        temps.append(float(rec.temperature.mean()))
         c = V.velocity_autocorrelation(np.array(frames), atoms.get_masses())
         wn, dos = V.vibrational_dos(c, dt_fs=2 * DT_FS)
         peaks.append(V.dos_peak(wn, dos, *OH_WINDOW))
         keep = wn <= 4500
         spectra.append(dos[keep])
-    return {"seeds": list(range(args.seeds)), "steps": steps, "oh_peak_cm": peaks,
+    return {"seeds": list(range(args.seeds)), "steps": steps, "oh_peak_cm": peaks, "mean_temperature_K": temps,
             "wavenumbers_cm": wn[keep][::2].tolist(), "dos": np.mean(spectra, axis=0)[::2].tolist()}
 
 
