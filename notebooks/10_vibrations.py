@@ -84,6 +84,7 @@ from ase import Atoms, units
 from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 
+from course_lib import stats
 from course_lib import vibrations as V
 from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_molecules, repo_file
@@ -147,7 +148,8 @@ relaxed = {}
 for name in LIVE:
     relaxed[name] = V.relax(ethanol_atoms(), ModelCalculator(models[name]), fmax=1e-4)
     fmax = np.linalg.norm(relaxed[name].get_forces(), axis=1).max()
-    print(f"{name:11s} relaxed: largest force {fmax * 1000:.3f} meV/A, energy {relaxed[name].get_potential_energy():.4f} eV")
+    energy = relaxed[name].get_potential_energy()
+    print(f"{name:11s} relaxed: largest force {fmax * 1000:.3f} meV/A, energy {energy:.4f} eV")
 
 # %% [markdown]
 # ## 2. The Hessian by automatic differentiation
@@ -373,7 +375,8 @@ for name in ("NequIP l=1", "NequIP l=2"):
 # **vibrational density of states** is the Fourier transform of the mass-weighted velocity autocorrelation
 # function of an NVE run,
 #
-# $$ C(\tau) = \frac{\sum_i m_i \langle \mathbf v_i(t)\cdot\mathbf v_i(t+\tau)\rangle_t}{\sum_i m_i\langle \mathbf v_i^2\rangle_t},
+# $$ C(\tau) = \frac{\sum_i m_i \langle \mathbf v_i(t)\cdot\mathbf v_i(t+\tau)\rangle_t}
+#   {\sum_i m_i\langle \mathbf v_i^2\rangle_t},
 # \qquad D(\tilde\nu) \propto \int C(\tau)\, w(\tau) \cos(2\pi c\tilde\nu\tau)\, d\tau, $$
 #
 # with a window w that suppresses the ripples of a finite run. For a harmonic potential its peaks sit at the
@@ -381,20 +384,25 @@ for name in ("NequIP l=1", "NequIP l=2"):
 # $\omega' = (2/\Delta t)\arcsin(\omega\Delta t/2)$, 0.5 % above ω for an O–H stretch at Δt = 0.5 fs
 # (`V.verlet_shift`; checked in `tests/test_vibrations.py` on a harmonic diatomic).
 #
-# A short run with SchNet, live, from its relaxed structure at 300 K (the benchmark ran 3 × 2 ps per method):
+# The runs start at the relaxed structure with velocities drawn at 600 K: from a minimum, half of the kinetic
+# energy flows into potential energy (equipartition), so the 21 vibrations settle at about 300 K. (ASE's
+# `get_temperature` divides by all 27 degrees of freedom, and the six rigid motions were removed from the
+# velocities, so it reads about 300 × 21/27 ≈ 230 K.) A short run with SchNet, live (the benchmark ran 3 × 2 ps
+# per method):
 
 # %%
 steps = 500 if FAST else 2000
 dt_fs = 0.5
 atoms = relaxed["SchNet"].copy()
 atoms.calc = ModelCalculator(models["SchNet"])
-thermalize(atoms, 300.0, seed=0)
+thermalize(atoms, 600.0, seed=0)  # 2 x 300 K: equipartition from a minimum halves the kinetic energy
 dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
 frames = V.record_velocities(dyn, stride=2)
 record = run_md(dyn, steps, stride=100)
 vacf = V.velocity_autocorrelation(np.array(frames), atoms.get_masses())
 wn_live, dos_live = V.vibrational_dos(vacf, dt_fs=2 * dt_fs)
-print(f"{steps} steps ({steps * dt_fs / 1000:.2f} ps), mean temperature {record.temperature.mean():.0f} K, "
+print(f"{steps} steps ({steps * dt_fs / 1000:.2f} ps), mean ASE temperature {record.temperature.mean():.0f} K "
+      f"(benchmark runs: {np.mean(res['SchNet']['vdos']['mean_temperature_K']):.0f} K), "
       f"total energy drift {record.drift() * 1000:.2e} eV/ps/atom; O-H peak of this short run "
       f"{V.dos_peak(wn_live, dos_live, *vib['protocol']['oh_window_cm']):.0f} cm^-1")
 
@@ -410,7 +418,7 @@ for ax, (lo, hi) in zip(axes, [(0, 4000), (3300, 3800)]):
     ax.set_xlim(lo, hi)
     ax.set_xlabel("wavenumber (cm$^{-1}$)")
 axes[0].set_ylabel("VDOS (normalised)")
-axes[0].set_title("VDOS at 300 K; ticks: harmonic wavenumbers shifted by velocity Verlet")
+axes[0].set_title("VDOS, vibrations at ~300 K; ticks: harmonic wavenumbers shifted by velocity Verlet")
 axes[1].set_title("the O-H stretch")
 axes[0].legend()
 plt.tight_layout()
@@ -419,24 +427,31 @@ plt.show()
 # %%
 peaks = {name: res[name]["vdos"]["oh_peak_cm"] for name in ("GFN2-xTB", "SchNet")}
 shifted = {name: float(V.verlet_shift(np.array(res[name]["wavenumbers_cm"])[oh], dt_fs)) for name in peaks}
+red = {name: shifted[name] - float(np.mean(peaks[name])) for name in peaks}
 claims.say("The O–H peak of the VDOS lies at {x:.0f} cm⁻¹ for xTB and {s:.0f} cm⁻¹ for SchNet; their harmonic O–H "
-           "wavenumbers are {hx:.0f} and {hs:.0f} cm⁻¹, {sx:.0f} and {ss:.0f} cm⁻¹ once shifted by the integrator.",
+           "wavenumbers are {hx:.0f} and {hs:.0f} cm⁻¹, {sx:.0f} and {ss:.0f} cm⁻¹ once shifted by the integrator: "
+           "the peaks sit {rx:.0f} and {rs:.0f} cm⁻¹ below.",
            x=peaks["GFN2-xTB"], s=peaks["SchNet"], hx=xtb_nu[oh], hs=np.array(res["SchNet"]["wavenumbers_cm"])[oh],
-           sx=shifted["GFN2-xTB"], ss=shifted["SchNet"])
+           sx=shifted["GFN2-xTB"], ss=shifted["SchNet"], rx=red["GFN2-xTB"], rs=red["SchNet"])
 
 # %% [markdown]
-# At 300 K the O–H stretch of ethanol is nearly harmonic: its VDOS peak sits within a few wavenumbers of the
-# harmonic value shifted by the integrator, for xTB and for SchNet, and the two VDOS peaks cannot be told apart
-# with three 2 ps runs each (the peak positions are resolved to about 4 cm⁻¹, the spacing of the padded
-# spectrum; the width of a peak, ~30 cm⁻¹, is set by the 1 ps correlation window).
+# At about 300 K the O–H stretch of ethanol is close to harmonic but not quite: its VDOS peak sits somewhat
+# *below* the harmonic value shifted by the integrator, for xTB and for SchNet alike. That is the anharmonic red
+# shift of a bond stretch (a Morse-like bond softens as it stretches), and it is the piece of physics a harmonic
+# analysis cannot give. The two VDOS peaks cannot be told apart with three 2 ps runs each (the peak positions are
+# resolved to about 4 cm⁻¹, the spacing of the padded spectrum; the width of a peak, ~30 cm⁻¹, is set by the 1 ps
+# correlation window).
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print(claims.tie(peaks["SchNet"], peaks["GFN2-xTB"], "SchNet VDOS O-H peak", "GFN2-xTB VDOS O-H peak"))
 for name in peaks:
-    gap = abs(float(np.mean(peaks[name])) - shifted[name])
-    print(claims.holds(gap < 15.0, f"{name}: the VDOS O-H peak is within 15 cm^-1 of the Verlet-shifted harmonic "
-                       "wavenumber", f"gap {gap:.1f} cm^-1"))
+    p = stats.summarize(peaks[name])
+    print(claims.holds(p.mean + claims.K_SIGMA * p.se < shifted[name],
+                       f"{name}: the VDOS O-H peak lies below the Verlet-shifted harmonic wavenumber (> 2 s.e.)",
+                       f"peak {p}, shifted harmonic {shifted[name]:.1f} cm^-1"))
+    print(claims.holds(shifted[name] - p.mean < 30.0, f"{name}: ... by less than 30 cm^-1 (1 % of the stretch)",
+                       f"gap {shifted[name] - p.mean:.1f} cm^-1"))
 
 # %% [markdown]
 # ## 7. What to take away
