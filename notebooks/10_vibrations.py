@@ -417,6 +417,8 @@ for ax, (lo, hi) in zip(axes, [(0, 4000), (3300, 3800)]):
     ax.plot(wn_live, dos_live, color="C1", lw=1, alpha=0.7, label=f"SchNet, live {steps * dt_fs / 1000:.2f} ps")
     ax.set_xlim(lo, hi)
     ax.set_xlabel("wavenumber (cm$^{-1}$)")
+in_oh = np.array(res["SchNet"]["vdos"]["wavenumbers_cm"]) > 3300  # same grid for both methods
+axes[1].set_ylim(0, 1.3 * max(np.array(res[n]["vdos"]["dos"])[in_oh].max() for n in ("GFN2-xTB", "SchNet")))
 axes[0].set_ylabel("VDOS (normalised)")
 axes[0].set_title("VDOS, vibrations at ~300 K; ticks: harmonic wavenumbers shifted by velocity Verlet")
 axes[1].set_title("the O-H stretch")
