@@ -1,4 +1,4 @@
-"""A committee of SchNet models differing only in their seed, and its calibration on the ethanol test frames (notebook 10).
+"""A committee of SchNet models differing only in their seed, and its calibration on ethanol test frames (notebook 10).
 
     OMP_NUM_THREADS=1 python benchmarks/committee.py          # 3 members, ~1-2 min each on one shared thread
     python benchmarks/committee.py --quick --out /tmp/c          # pipeline check (CI)

@@ -15,7 +15,6 @@ averages per-atom values over each frame; :func:`spearman` ranks the agreement o
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch_geometric.loader import DataLoader
 
 from course_lib.models import energy_and_forces
