@@ -65,7 +65,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 4. compare two potentials mode by mode (matched by eigenvector overlap) and read per-mode errors, e.g. the
 #    O–H stretch;
 # 5. compute a VDOS from an NVE trajectory and relate its peaks to harmonic frequencies (anharmonicity, and
-#    the frequency shift of the integrator itself).
+#    the frequency shift of the integrator itself);
+# 6. estimate a model's uncertainty with a committee and check it with a calibration plot.
 #
 # Exercise: `10.harmonic_wavenumbers` (3 points).
 #
@@ -85,6 +86,7 @@ from ase.md.verlet import VelocityVerlet
 from scipy.spatial.transform import Rotation
 
 from course_lib import stats
+from course_lib import uncertainty as U
 from course_lib import vibrations as V
 from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_molecules, repo_file
@@ -456,7 +458,90 @@ for name in peaks:
                        f"gap {shifted[name] - p.mean:.1f} cm^-1"))
 
 # %% [markdown]
-# ## 7. What to take away
+# ## 7. How sure is a model? A committee
+#
+# Everything above compared a model with the reference, which needs reference calculations. In production there
+# is no reference: the model must say itself where it is unsure. The simplest estimate is a **committee**: train
+# K models that differ *only in their seed* (initial weights, batch order), on the same data with the same budget,
+# and measure how much their forces disagree, $\sigma_a = \sqrt{\sum_k |\mathbf F_a^k - \bar{\mathbf F}_a|^2/(K-1)}$
+# for atom a (`course_lib.uncertainty.force_disagreement`). Where the data pin the energy surface down the members
+# agree; away from the data they need not. Whether the disagreement is a useful *error estimate* is an empirical
+# question: a **calibration plot** of disagreement against the true error of the committee's mean force, on test
+# frames.
+#
+# The committee here (`benchmarks/committee.py`) is three small SchNet models (32 features) trained on 200 frames
+# for 60 epochs each, smaller than the shipped models so that it fits the course's CPU budget; their validation
+# losses were still falling at the end (no plateau), so this is a committee of *under-trained* models. The test
+# frames come from the same 500 K trajectory as the training data: this measures interpolation.
+
+# %%
+committee = json.loads(repo_file("benchmarks/results/committee.json").read_text())
+print(f"`{committee['command']}` ({committee['date']})")
+for row in committee["members"]:
+    print(f"  member seed {row['seed']}: test force MAE {row['force_mae_meV_A']:.1f} meV/A, validation plateau: "
+          f"{row['curve']['plateau']['plateaued']}")
+err_atom = 1000 * np.array(committee["per_atom"]["error_eV_A"])  # |F_mean - F_xTB| per atom, meV/A
+sig_atom = 1000 * np.array(committee["per_atom"]["sigma_eV_A"])
+z_atom = np.array(committee["per_atom"]["z"])
+err_frame = 1000 * np.array(committee["per_frame"]["error_eV_A"])
+sig_frame = 1000 * np.array(committee["per_frame"]["sigma_eV_A"])
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+axes[0].scatter(sig_frame, err_frame, s=12)
+top = 1.05 * max(err_frame.max(), sig_frame.max())
+axes[0].plot([0, top], [0, top], "k--", lw=0.8, label="error = disagreement")
+axes[0].set_xlabel("committee disagreement, mean over the frame's atoms (meV/A)")
+axes[0].set_ylabel("error of the mean force (meV/A)")
+axes[0].set_title(f"{len(err_frame)} test frames")
+axes[0].legend()
+edges = np.quantile(sig_atom, np.linspace(0, 1, 9))
+which = np.clip(np.searchsorted(edges, sig_atom, side="right") - 1, 0, 7)
+centres = [sig_atom[which == b].mean() for b in range(8)]
+means = [err_atom[which == b].mean() for b in range(8)]
+axes[1].plot(centres, means, "o-", label="all atoms, 8 bins of disagreement")
+for z, label in ((1, "H"), (6, "C"), (8, "O")):
+    sel = z_atom == z
+    axes[1].plot(sig_atom[sel].mean(), err_atom[sel].mean(), "s", label=f"mean over {label} atoms")
+axes[1].plot([0, max(means)], [0, max(means)], "k--", lw=0.8)
+axes[1].set_xlabel("disagreement (meV/A)")
+axes[1].set_ylabel("mean error (meV/A)")
+axes[1].set_title("calibration, per atom")
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %%
+rho = U.spearman(sig_frame, err_frame)
+q1, q3 = np.quantile(sig_atom, [0.25, 0.75])
+low, high = err_atom[sig_atom <= q1], err_atom[sig_atom >= q3]
+ratio = float(np.median(err_atom / sig_atom))
+oxygen = z_atom == 8
+claims.say("Per frame, the disagreement and the error have a Spearman rank correlation of {rho:.2f}; atoms in the "
+           "most uncertain quarter have a mean error of {hi:.0f} meV/Å against {lo:.0f} meV/Å in the least uncertain "
+           "quarter. The error is typically {ratio:.1f} times the disagreement (median over atoms), and {ox:.1f} times "
+           "for the oxygen atom.", rho=rho, hi=high.mean(), lo=low.mean(), ratio=ratio,
+           ox=float(np.median(err_atom[oxygen] / sig_atom[oxygen])))
+
+# %% [markdown]
+# The committee's disagreement **ranks** frames and atoms by their error better than chance, but it is
+# **overconfident**: the true error is larger than the disagreement, most of all on the oxygen, the least
+# represented element (one atom per frame). Members trained on the same data share systematic errors that no
+# amount of seed-averaging reveals. A disagreement is a useful flag (label this frame, stop this run), not an
+# error bar, unless it is recalibrated on held-out data. (In the claims below the samples are atoms, which the
+# claims module calls "seeds".)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+n_frames = len(err_frame)
+print(claims.holds(rho > 2 / np.sqrt(n_frames - 1), "the disagreement ranks test frames by error better than "
+                   "chance (Spearman > 2 s.e. of zero correlation)", f"rho {rho:.3f}, n {n_frames}"))
+print(claims.greater(high, low, "error of the most uncertain quarter of atoms", "of the least uncertain quarter"))
+print(claims.holds(ratio > 1, "the committee is overconfident: the median error/disagreement ratio is above 1",
+                   f"ratio {ratio:.2f}"))
+
+# %% [markdown]
+# ## 8. What to take away
 #
 # - Frequencies probe the *curvature* of a learned energy surface; a test force MAE does not guarantee it mode by
 #   mode. Always check a potential on the observable you need, against the reference method, with the physics
@@ -465,6 +550,8 @@ for name in peaks:
 # - Harmonic frequencies need a minimum of the *model's* surface; a VDOS needs a stable, energy-conserving NVE run
 #   (notebook 08) and long enough correlation windows for the resolution you want (Δν̃ ≈ 1/(c τ_max): 33 cm⁻¹ for
 #   τ_max = 1 ps).
+# - A committee's disagreement flags where a model is unsure, but it is not an error bar until it is calibrated on
+#   held-out reference data.
 # - Further reading: the NequIP paper (Batzner et al., *Nat. Commun.* 13, 2453, 2022) compares learned potentials
 #   on MD observables; Fu et al. ("Forces are not enough", *TMLR* 2023) show that force errors and the quality of
 #   MD observables can disagree.
