@@ -42,7 +42,7 @@ SITE_DIR = BUILD_DIR / "site"
 MATHJAX_SPEC = "mathjax@3.2.2"
 #: Repository documents shown on the site, at the same relative path as in the repository.
 PAGES = ["INSTRUCTORS.md", "notebooks/README.md", "benchmarks/README.md", "benchmarks/results/nbody.md",
-         "benchmarks/nequip_official.md"]
+         "benchmarks/nequip_official.md", "project/README.md", "project/STARTER.md", "project/REPORT_TEMPLATE.md"]
 COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
 LOCAL_BADGE = "_static/colab-badge.svg"
 

@@ -1,0 +1,64 @@
+"""Hidden tests of notebook 10 (vibrations from a potential).
+
+Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
+:mod:`course_lib.teaching.exercises.nb10` first (exactly the notebook's self-check, on its stored expected
+outputs), then the same checker with other seeds and sizes (expected outputs from ``reference/nb10.py``),
+then extra cases (rotation invariance of the spectrum, a bent triatomic's six zero modes).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from course_lib.teaching.exercises import nb10 as public
+from course_lib.teaching.grading import run_cases
+
+_spec = importlib.util.spec_from_file_location("_course_reference_nb10",
+                                               Path(__file__).with_name("reference") / "nb10.py")
+reference = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference)
+REF = {"expected": reference.compute}
+
+
+def _springs_hessian(x, k=20.0):
+    """Hessian [3N, 3N] of sum_{i<j} k/2 (|r_ij| - d_ij)² at its minimum x [N, 3]: k u uᵀ blocks per pair."""
+    n = len(x)
+    h = np.zeros((3 * n, 3 * n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            u = (x[j] - x[i]) / np.linalg.norm(x[j] - x[i])
+            b = k * np.outer(u, u)
+            for a, c, s in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
+                h[3 * a:3 * a + 3, 3 * c:3 * c + 3] += s * b
+    return h
+
+
+def _extra(fn, fb, seed: int = 7) -> None:
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((4, 3)) * 1.2
+    m = np.array([12.0, 1.008, 16.0, 1.008])
+    nu = np.asarray(fn(_springs_hessian(x), m), dtype=np.float64)
+    fb.expect(np.shape(nu) == (12,) and np.sum(np.abs(nu) < 1e-2) == 6,
+              "a rigid spring network of 4 atoms at its minimum has exactly six zero wavenumbers (3 translations, "
+              f"3 rotations); you gave {np.round(nu, 2).tolist() if np.size(nu) < 40 else np.shape(nu)}")
+    q, _ = np.linalg.qr(g.standard_normal((3, 3)))
+    rot = np.kron(np.eye(4), q)  # the same rotation for every atom
+    nu_rot = np.asarray(fn(rot @ _springs_hessian(x) @ rot.T, m), dtype=np.float64)
+    fb.expect(np.shape(nu_rot) == np.shape(nu) and np.allclose(nu_rot, nu, atol=1e-2),
+              "rotating the molecule (R H Rᵀ) changed your wavenumbers: they must be invariant"
+              " (the six zero modes may differ by rounding, < 0.01 cm^-1)")
+
+
+def hidden_harmonic_wavenumbers(fn, fb) -> None:
+    run_cases(fb, fn, [
+        ("public check", public.check_harmonic_wavenumbers, {}),
+        ("hidden: seed=1, 3 atoms", public.check_harmonic_wavenumbers, {"seed": 1, "n": 3, **REF}),
+        ("hidden: seed=2, 9 atoms", public.check_harmonic_wavenumbers, {"seed": 2, "n": 9, **REF}),
+        ("hidden: zero modes, rotation", _extra, {}),
+    ])
+
+
+HIDDEN = {"10.harmonic_wavenumbers": hidden_harmonic_wavenumbers}
