@@ -1029,7 +1029,7 @@ print(f"  one ethanol, energy + forces, measured in that run (1 thread): {o_inf[
 # %%
 ours, theirs = compare["course"], compare["official"]
 rows = [("test energy MAE (meV)", ours["test"]["energy_mae_meV"], theirs["energy_mae_meV"], ".1f"),
-        ("  mean energy error (meV)", ours["test"]["energy_mean_error_meV"], theirs["energy_mean_error_meV"], "+.1f"),
+        ("  mean energy error (meV)", ours["test"]["energy_mean_error_meV"], theirs["energy_mean_error_meV"], ".1f"),
         ("  energy MAE, offset removed (meV)", offset_removed["NequIP l=1, 32 ch"],
          official["test"]["eager_recomputed"]["energy_mae_offset_removed_meV"], ".1f"),
         ("test force MAE (meV/Å)", ours["test"]["force_mae_meV_A"], theirs["force_mae_meV_A"], ".1f"),
