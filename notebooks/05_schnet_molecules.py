@@ -480,7 +480,32 @@ for n in sizes:
                       f"energy-only force MAE, n={n}", paired=True))
 print(claims.less(per_seed("forces", sizes[0]), per_seed("energy", sizes[-1]),
                   f"force-trained force MAE with {sizes[0]} frames", f"energy-only with {sizes[-1]} frames"))
-CLAIMS_PROSE_PLACEHOLDER
+# %%
+ratios = [stats.summarize(per_seed("energy", n)).mean / stats.summarize(per_seed("forces", n)).mean for n in sizes]
+claims.say("**What the runs show.** At every training-set size the force-trained model's test force error is far "
+           "below the energy-only model's: {lo:.0f} to {hi:.0f} times lower (means over seeds; the claims above "
+           "compare them seed by seed). Trained on {n0} frames with forces, SchNet reaches {f0:.0f} meV/Å; trained "
+           "on {n1} frames without them, {e1:.0f} meV/Å. The fitted learning-curve slopes (force MAE ∝ n^slope, "
+           "s.e. from the spread over seeds) are {se:.2f} for energy-only and {sf:.2f} for force training. "
+           "{pe} of {ne} energy-only and {pf} of {nf} force-trained runs reached a validation plateau within "
+           "{steps} steps: the others were still improving, so this is a comparison at equal budget, and their "
+           "errors are what this budget buys, not what the architecture can reach.",
+           lo=min(ratios), hi=max(ratios), n0=sizes[0], f0=stats.summarize(per_seed("forces", sizes[0])),
+           n1=sizes[-1], e1=stats.summarize(per_seed("energy", sizes[-1])), se=slopes["energy"], sf=slopes["forces"],
+           pe=plateaued["energy"], ne=len(curve["runs"]["energy"]), pf=plateaued["forces"],
+           nf=len(curve["runs"]["forces"]), steps=curve["steps_per_run"])
+
+# %% [markdown]
+# Why forces win: each frame of ethanol brings 27 force labels, and they pin down the *slope* of the
+# energy surface directly, where an energy-only model must infer it from differences between frames. This
+# is why every modern interatomic potential trains on forces.
+#
+# **Compared with the earlier version of this experiment.** An earlier run trained on the *first* $n$ frames
+# of the random split (the first 0.3 ps for $n = 25$, all in one hydroxyl well) with one seed, and tested on
+# random frames of the same trajectory (interpolation, plus conformers missing from the small training
+# sets). Its numbers are not comparable with these (`benchmarks/README.md` lists both); the conclusion,
+# force training far ahead at every size, is the same, and now rests on three seeds and a test set
+# separated in time.
 #
 # ## 6. Symmetry: checked, not claimed
 #
@@ -664,8 +689,10 @@ print(f"mean embedding distance: same group {np.mean(same):.2f}, different group
 # * Molecules keep the principles of the particle models (invariant energy from distances, locality, sum
 #   pooling) and add species embeddings and per-species reference energies.
 # * SchNet = Gaussian distance expansion → continuous filters → convolution that sums neighbours.
-# * Training on forces is the single most effective thing you can do for a force field: 3N labels per
-#   frame, and they are exactly the derivatives the dynamics needs.
+# * Training on forces pays off at every training-set size we tried: at equal optimizer steps, with three
+#   seeds and test frames later in time than the training frames, the force-trained SchNet's force errors
+#   were several times lower (section 5). 3N labels per frame, and they are exactly the derivatives the
+#   dynamics needs.
 # * Forces as $-\nabla \hat E$ are equivariant and conservative by construction, which we checked to
 #   rounding error and in an NVE run.
 #
