@@ -486,7 +486,8 @@ claims.say("**What the runs show.** At every training-set size the force-trained
            "below the energy-only model's: {lo:.0f} to {hi:.0f} times lower (means over seeds; the claims above "
            "compare them seed by seed). Trained on {n0} frames with forces, SchNet reaches {f0:.0f} meV/Å; trained "
            "on {n1} frames without them, {e1:.0f} meV/Å. The fitted learning-curve slopes (force MAE ∝ n^slope, "
-           "s.e. from the spread over seeds) are {se:.2f} for energy-only and {sf:.2f} for force training. "
+           "s.e. from the spread over seeds) are {se:.2f} for energy-only and {sf:.2f} for force training; with "
+           "three seeds, four sizes and mostly unconverged force runs we read nothing into their difference. "
            "{pe} of {ne} energy-only and {pf} of {nf} force-trained runs reached a validation plateau within "
            "{steps} steps: the others were still improving, so this is a comparison at equal budget, and their "
            "errors are what this budget buys, not what the architecture can reach.",
