@@ -85,7 +85,8 @@ def main(argv=None) -> dict:
                                               "no zero-point, vibrational entropy or anharmonic corrections"},
            "trans_fraction_in_shipped_data": trans_fraction_in_data()}
     (out / "ethanol_conformers.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(f"GFN2-xTB: E(trans) - E(gauche) = {delta:+.1f} meV (literature: {LITERATURE_TRANS_MINUS_GAUCHE_MEV:+.1f} meV); "
+    print(f"GFN2-xTB: E(trans) - E(gauche) = {delta:+.1f} meV "
+          f"(literature: {LITERATURE_TRANS_MINUS_GAUCHE_MEV:+.1f} meV); "
           f"trans fraction at {args.temperature:.0f} K implied {p_trans:.3f} (literature {p_trans_lit:.3f}), "
           f"in the data {res['trans_fraction_in_shipped_data']:.3f}")
     return res

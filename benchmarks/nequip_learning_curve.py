@@ -109,7 +109,8 @@ def main(argv=None) -> dict:
            "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)", "seed": args.seed,
            "split": args.split, "subsets": "course_lib.stats.random_subset(pool, n, seed): random, nested per seed",
            "runs": []}
-    path = out / (f"nequip_curve_l{args.lmax}.json" if args.seed == 0 else f"nequip_curve_l{args.lmax}_s{args.seed}.json")
+    suffix = "" if args.seed == 0 else f"_s{args.seed}"
+    path = out / f"nequip_curve_l{args.lmax}{suffix}.json"
     done = {}
     if path.exists() and not args.quick:  # resume: keep the runs of an interrupted call with the same settings
         old = json.loads(path.read_text())

@@ -1073,8 +1073,8 @@ print("One training run of each package (one seed each): the table compares two 
 #   $l_{max} = 0$ at every training size, as the paper reports; with one seed per point, first-$n$ training
 #   frames and no plateau, neither the size of that gap nor the steeper learning curve is established here.
 # * SchNet's one run on the full training set had lower test errors than NequIP's, but SchNet was trained
-#   with several times NequIP's frame-gradients (section 12) and NequIP had not converged: this says nothing about which architecture
-#   is more accurate. Equal-budget, multi-seed comparisons (learning curves for $l_{max}$ = 0, 1, 2, and SchNet
-#   against NequIP) remain to be run.
+#   with several times NequIP's frame-gradients (section 12) and NequIP had not converged: this says
+#   nothing about which architecture is more accurate. Equal-budget, multi-seed comparisons (learning
+#   curves for $l_{max}$ = 0, 1, 2, and SchNet against NequIP) remain to be run.
 #
 # Next: notebook 08 runs molecular dynamics with the trained potentials.

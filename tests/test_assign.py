@@ -650,7 +650,8 @@ def test_colab_setup_cells_install_the_extras_their_notebooks_need(monkeypatch):
 
 def test_notebooks_run_xtb_only_when_tblite_is_there():
     """Notebooks that can run without xTB skip its calls cleanly: every GFN2-xTB call of a notebook source
-    (``reference_energies``, ``xtb_calculator``, ``make_molecule``, ``optimize`` of the molecules module) sits under ``if HAVE_XTB`` (set from ``importlib.util.find_spec("tblite")``)."""
+    (``reference_energies``, ``xtb_calculator``, ``make_molecule``, ``optimize`` of the molecules module) sits
+    under ``if HAVE_XTB`` (set from ``importlib.util.find_spec("tblite")``)."""
     xtb_calls = {"reference_energies", "xtb_calculator", "make_molecule", "optimize"}
     for src in assign.source_files():
         text = src.read_text()

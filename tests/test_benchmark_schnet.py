@@ -59,7 +59,8 @@ def test_time_splits_separate_train_val_test_in_time():
     shipped = np.load(ROOT / "data" / "molecules" / "ethanol_time_splits.npz")
     assert all(np.array_equal(shipped[k], s[k]) for k in s)
     # the random splits (the old files) still load, and differ
-    assert len(load_molecules("ethanol", "test")) == 100 and len(load_molecules("ethanol", "test", scheme="time")) == 175
+    assert len(load_molecules("ethanol", "test")) == 100
+    assert len(load_molecules("ethanol", "test", scheme="time")) == 175
     with pytest.raises(ValueError, match="unknown split scheme"):
         load_molecules("ethanol", "test", scheme="block")
 
