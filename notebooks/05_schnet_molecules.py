@@ -493,10 +493,11 @@ for n in longer["sizes"]:
 # %%
 # NBVAL_CHECK_OUTPUT
 n_lo, n_hi = longer["sizes"][0], longer["sizes"][-1]
-print(claims.less(long_per_seed[n_hi], per_seed("forces", n_hi), f"force MAE, n={n_hi}, {longer['steps_per_run']} steps",
-                  f"{curve['steps_per_run']} steps", paired=True))
-print(claims.tie(long_per_seed[n_lo], per_seed("forces", n_lo), f"force MAE, n={n_lo}, {longer['steps_per_run']} steps",
-                 f"{curve['steps_per_run']} steps", paired=True))
+long_label, short_label = f"{longer['steps_per_run']} steps", f"{curve['steps_per_run']} steps"
+print(claims.less(long_per_seed[n_hi], per_seed("forces", n_hi), f"force MAE, n={n_hi}, {long_label}", short_label,
+                  paired=True))
+print(claims.tie(long_per_seed[n_lo], per_seed("forces", n_lo), f"force MAE, n={n_lo}, {long_label}", short_label,
+                 paired=True))
 
 # %%
 ends = [n_lo, n_hi]
