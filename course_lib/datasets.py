@@ -33,7 +33,7 @@ from course_lib.data import MIN_ATOM_DISTANCE, ContractError, validate, verify_c
 from course_lib.files import repo_file
 
 __all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file",
-           "MOLECULES", "load_molecules", "G2_FILE", "load_g2_conformers"]
+           "MOLECULES", "MOLECULE_SPLIT_SCHEMES", "load_molecules", "G2_FILE", "load_g2_conformers"]
 
 #: Dataset short names -> file names.
 FILES = {
