@@ -37,8 +37,9 @@ ethanol data, Maxwell-Boltzmann velocities at 500 K (zero momentum and angular m
   and one xTB replica as the reference. A replica *fails* at the first step with a bond (of the intact
   molecule) stretched beyond 2 x the sum of the covalent radii or NaN/inf (:class:`course_lib.md.MDGuard`);
   the failed replica is removed and the others continue. Reported per model: the failure times, the number
-  of replicas that reached the limit, and the test force MAE recorded in the checkpoint (the lecture's point:
-  at a *similar* force error, equivariant models are more stable).
+  of replicas that reached the limit, and the test force MAE recorded in the checkpoint (the claim of Fu et
+  al., "Forces are not enough", TMLR 2023, and of the NequIP paper: at a *similar* force error, equivariant
+  models are more stable; the shipped models do not have similar force errors, see notebook 08).
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ layers), or others given with ``--schnet`` / ``--nequip-l0`` / ``--nequip-l1``. 
 precision of the learned models (default float32). On a CUDA machine the learned models are also timed on
 the GPU (``torch.cuda.synchronize()`` around each call); xTB always runs on the CPU.
 
-The lecture's Table VI (NequIP, l = 1: 16 ms per force call for toluene, 15 atoms, against hours of
-CCSD(T)) is a speed-up against *ab-initio* methods; GFN2-xTB is a semi-empirical method that is itself
+Table VI of the NequIP preprint (Batzner et al., arXiv:2101.03164v1 (2021); NequIP, l = 1: 16 ms per force
+call for toluene, 15 atoms, against hours of CCSD(T)) is a speed-up against *ab-initio* methods; GFN2-xTB is a
+semi-empirical method that is itself
 thousands of times faster than DFT, so against it the learned models win only for larger systems (xTB's
 cost grows faster than linearly with the number of atoms, a local model's linearly).
 """
@@ -64,7 +65,7 @@ HOW_TO_MAKE = {
     "nequip_l0": "python benchmarks/nequip_learning_curve.py --lmax 0",
     "nequip_l1": "python benchmarks/nequip_learning_curve.py --lmax 1",
 }
-#: Literature row of the lecture's Table VI (NequIP l = 1 on a GPU against CCSD(T)), for the notebook's table.
+#: Literature rows of Table VI of arXiv:2101.03164v1 (NequIP l = 1 on a GPU against CCSD(T)), for the notebook's table.
 TABLE_VI = [{"system": "toluene", "atoms": 15, "nequip_ms": 16, "reference": "CCSD(T)", "reference_time": "4 hours",
              "speed_up": 900000},
             {"system": "formate on Cu", "atoms": 52, "nequip_ms": 58, "reference": "DFT", "reference_time": "1045.6 s",

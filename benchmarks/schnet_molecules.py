@@ -1,7 +1,8 @@
 """SchNet on the course's GFN2-xTB molecular data (notebook 05).
 
     python benchmarks/schnet_molecules.py final --molecules ethanol,malonaldehyde,aspirin
-    python benchmarks/schnet_molecules.py curve          # force MAE vs training frames, energy-only vs forces
+    python benchmarks/schnet_molecules.py curve --modes forces --seeds 0   # force MAE vs training frames; split
+    python benchmarks/schnet_molecules.py curve --modes energy --seeds 1   # over processes by mode and seed
     python benchmarks/schnet_molecules.py g2             # multi-molecule model for the species embeddings
     python benchmarks/schnet_molecules.py final --quick --out /tmp/s   # pipeline check (CI)
 
@@ -11,8 +12,10 @@ run in parallel processes:
 - ``final``: ``schnet_final.json`` and ``schnet_<molecule>.pt``: SchNet (the default hyper-parameters
   of ``course_lib.models.schnet.SchNet``) trained on the 800-frame train split of each molecule with the
   energy+force loss (rho = 0.01), test energy MAE (meV) and force MAE (meV/Å).
-- ``curve``: ``schnet_curve.json``: test force MAE vs number of training frames on ethanol, trained
-  on energies only vs energies + forces, the same number of optimizer steps per run.
+- ``curve``: ``schnet_curve.json`` (merged from one file per run in ``schnet_curve/``): test force MAE vs number of
+  training frames on ethanol, trained on energies only vs energies + forces, the same number of optimizer
+  steps per run, ``--seeds`` seeds each drawing its own random nested subsets of the time-block training
+  pool, tested on the later time block (generalisation; see ``load_molecules(scheme="time")``).
 - ``g2``: ``schnet_g2.json`` and ``schnet_g2.pt``: one SchNet trained on the conformers of the
   ``ase.collections.g2`` molecules (many elements), whose species embeddings notebook 05 projects on
   two principal components.
@@ -36,6 +39,7 @@ from torch_geometric.loader import DataLoader
 from course_lib.datasets import MOLECULES, load_molecules
 from course_lib.losses import energy_force_loss, molecule_errors
 from course_lib.models.schnet import SchNet
+from course_lib.stats import plateau, random_subset
 from course_lib.train import fit, save_checkpoint
 from course_lib.utils import machine_info, seed_everything
 
@@ -105,23 +109,68 @@ def part_final(args, out: Path) -> dict:
     return res
 
 
-def part_curve(args, out: Path) -> dict:
-    tr, va, te = _split("ethanol", args.quick)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    res = {"command": _command(args), "machine": machine_info(), "molecule": "ethanol", "rho": RHO,
-           "batch_size": BATCH, "steps_per_run": args.steps, "epoch_steps": 100, "sizes": sizes,
-           "runs": {m: [] for m in args.modes.split(",")}}
-    for mode in args.modes.split(","):
-        for n in sizes:
-            model, hist, err = train_schnet(tr[:n], va, te, args.steps, args.seed, forces=(mode == "forces"),
-                                            progress=not args.no_progress, desc=f"{mode} n={n}",
-                                            epoch_steps=2 if args.quick else 100)
-            res["runs"][mode].append({**err, "n_train": n, "epochs_run": len(hist.train), "seconds": hist.seconds})
-            print(f"{mode:7s} n={n:4d}  energy MAE {err['energy_mae_meV']:7.1f} meV  force MAE "
-                  f"{err['force_mae_meV_A']:6.1f} meV/A  ({hist.seconds:.0f} s)", flush=True)
-    res["machine"]["load_average_end"] = os.getloadavg()
+def _curve_row(mode: str, n: int, seed: int, err: dict, hist) -> dict:
+    return {**err, "mode": mode, "n_train": n, "seed": seed, "epochs_run": len(hist.train),
+            "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early, "val_curve": hist.val,
+            "plateau": plateau(hist.val) if len(hist.val) >= 5 else None, "seconds": hist.seconds}
+
+
+def merge_curve(out: Path) -> dict:
+    """Merge the per-run files ``schnet_curve/<mode>_n<size>_s<seed>.json`` into ``schnet_curve.json``
+    (runs grouped by mode, sorted by seed and size); the settings are those of the first run file."""
+    rows = [json.loads(f.read_text()) for f in sorted((out / "schnet_curve").glob("*.json"))]
+    if not rows:
+        raise FileNotFoundError(f"no finished runs in {out / 'schnet_curve'}: run the curve part first")
+    res = {k: v for k, v in rows[0].items() if k not in ("run", "command", "machine")}
+    res["commands"] = sorted({r["command"] for r in rows})
+    res["machines"] = [r["machine"] for r in rows]
+    res["sizes"] = sorted({r["run"]["n_train"] for r in rows})
+    res["seeds"] = sorted({r["run"]["seed"] for r in rows})
+    res["runs"] = {m: sorted((r["run"] for r in rows if r["run"]["mode"] == m), key=lambda r: (r["seed"], r["n_train"]))
+                   for m in sorted({r["run"]["mode"] for r in rows})}
     (out / "schnet_curve.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def part_curve(args, out: Path) -> dict:
+    """Learning curves on ethanol: for every seed, nested random subsets of the time-block training pool
+    (``course_lib.stats.random_subset``), the same optimizer steps per run, test on the later time block.
+
+    One file per finished run (``schnet_curve/<mode>_n<size>_s<seed>.json``; runs already there are skipped,
+    so a sweep resumes and can be split over processes by ``--modes``/``--seeds``), merged after every run
+    into ``schnet_curve.json`` (:func:`merge_curve`)."""
+    pool, va, te = (load_molecules("ethanol", s, scheme="time") for s in ("train", "val", "test"))
+    if args.quick:
+        pool, va, te = pool[:40], va[:10], te[:10]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    settings = {"molecule": "ethanol",
+                "split": "time blocks (ethanol_time_splits.npz): train pool = first 7 ps, val and test = later "
+                         "blocks after 250 fs gaps; the test error measures generalisation to an unseen stretch",
+                "subsets": "course_lib.stats.random_subset(pool, n, seed): random, nested per seed",
+                "n_pool": len(pool), "n_val": len(va), "n_test": len(te), "rho": RHO, "batch_size": BATCH,
+                "steps_per_run": args.steps, "epoch_steps": 2 if args.quick else 100}
+    folder = out / "schnet_curve"
+    folder.mkdir(parents=True, exist_ok=True)
+    for mode in args.modes.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for n in sizes:
+                path = folder / f"{mode}_n{n}_s{seed}.json"
+                if path.exists() and json.loads(path.read_text())["steps_per_run"] == args.steps:
+                    continue
+                sub = [pool[int(i)] for i in random_subset(range(len(pool)), n, seed)]
+                model, hist, err = train_schnet(sub, va, te, args.steps, seed, forces=(mode == "forces"),
+                                                progress=not args.no_progress, desc=f"{mode} n={n} seed={seed}",
+                                                epoch_steps=settings["epoch_steps"])
+                info = machine_info()
+                info["load_average_end"] = os.getloadavg()
+                row = {"command": _command(args), "machine": info, **settings,
+                       "run": _curve_row(mode, n, seed, err, hist)}
+                path.write_text(json.dumps(row, indent=2) + "\n")
+                print(f"{mode:7s} n={n:4d} seed={seed}  energy MAE {err['energy_mae_meV']:7.1f} meV  force MAE "
+                      f"{err['force_mae_meV_A']:6.1f} meV/A  ({len(hist.train)} epochs, {hist.seconds:.0f} s)",
+                      flush=True)
+                merge_curve(out)
+    return merge_curve(out)
 
 
 def part_g2(args, out: Path) -> dict:
@@ -170,6 +219,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny data and steps (pipeline check)")
     p.add_argument("--out", default=None, help="default: benchmarks/results/ (--quick: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="curve: seeds (each draws its own random subsets)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -177,7 +227,7 @@ def main(argv=None) -> dict:
     if args.steps is None:
         args.steps = 20 if args.quick else {"final": 20000, "curve": 3000, "g2": 15000}[args.part]
     if args.sizes is None:
-        args.sizes = "10,20" if args.quick else "25,50,100,200,400,800"
+        args.sizes = "10,20" if args.quick else "25,50,100,200"
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_schnet_quick" if args.quick
                                            else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from course_lib.data import MIN_ATOM_DISTANCE, ContractError, validate, verify_c
 from course_lib.files import repo_file
 
 __all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file",
-           "MOLECULES", "load_molecules", "G2_FILE", "load_g2_conformers"]
+           "MOLECULES", "MOLECULE_SPLIT_SCHEMES", "load_molecules", "G2_FILE", "load_g2_conformers"]
 
 #: Dataset short names -> file names.
 FILES = {
@@ -202,6 +202,8 @@ def trajectory_pairs(trajs: list[Data], steps: int = 1) -> list[Data]:
 
 #: Molecular data sets (``data/molecules/<name>.npz``, made by ``python -m course_lib.simulate.molecules``).
 MOLECULES = ("ethanol", "malonaldehyde", "aspirin")
+#: Split schemes of ``load_molecules``: scheme -> index file (see its docstring).
+MOLECULE_SPLIT_SCHEMES = {"random": "{name}_splits.npz", "time": "{name}_time_splits.npz"}
 _MOLECULE_DIR = "molecules"
 _REGENERATE_MOLECULES = (
     "regenerate with `python -m course_lib.simulate.molecules --out DIR --frames 1000` and pass root=DIR "
@@ -239,11 +241,15 @@ def _molecule_file(filename: str, root, regenerate: str = _REGENERATE_MOLECULES)
 
 
 def load_molecules(name: str = "ethanol", split: str = "train", root: str | Path | None = None,
-                   dtype: torch.dtype = torch.float32) -> list[Data]:
+                   dtype: torch.dtype = torch.float32, scheme: str = "random") -> list[Data]:
     """GFN2-xTB molecular-dynamics frames of one molecule as validated graphs
     ``Data(z [N], pos [N, 3] (Å), energy [1] (eV), forces [N, 3] (eV/Å))``.
 
-    ``split``: ``"train"`` | ``"val"`` | ``"test"`` (index files ``<name>_splits.npz``) or ``"all"``.
+    ``split``: ``"train"`` | ``"val"`` | ``"test"`` or ``"all"``. ``scheme``: which index file defines them:
+    ``"random"`` (``<name>_splits.npz``, frames drawn at random from one trajectory: a test frame is ~10 fs
+    from a training frame, so the test error measures **interpolation**) or ``"time"``
+    (``<name>_time_splits.npz``: train, val and test are consecutive blocks of the trajectory separated by
+    250 fs gaps, so the test error measures **generalisation** to a later, unseen stretch of the run).
     Energies are total xTB energies (hundreds of eV below zero): subtract per-species reference energies
     before training (e.g. ``SchNet.fit_energy_scale``), or a model has to learn a huge offset.
     """
@@ -256,7 +262,10 @@ def load_molecules(name: str = "ethanol", split: str = "train", root: str | Path
     if split == "all":
         idx = np.arange(len(arrays["energy"]))
     else:
-        with np.load(_molecule_file(f"{name}_splits.npz", root), allow_pickle=False) as f:
+        if scheme not in MOLECULE_SPLIT_SCHEMES:
+            raise ValueError(f"unknown split scheme {scheme!r}; choose one of {list(MOLECULE_SPLIT_SCHEMES)}")
+        with np.load(_molecule_file(MOLECULE_SPLIT_SCHEMES[scheme].format(name=name), root),
+                     allow_pickle=False) as f:
             idx = f[split]
     z = torch.as_tensor(arrays["z"], dtype=torch.long)
     graphs = []

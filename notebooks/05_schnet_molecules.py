@@ -66,6 +66,7 @@ _ = doctor()  # one line: library versions, device, fast mode
 # `course_lib.public_datasets` has loaders for the real rMD17 and QM9 when you are online.
 
 # %%
+import importlib.util
 import json
 
 import matplotlib.pyplot as plt
@@ -78,6 +79,7 @@ from ase.md.verlet import VelocityVerlet
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
+from course_lib import stats
 from course_lib import symmetry as S
 from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_g2_conformers, load_molecules, repo_file
@@ -88,6 +90,7 @@ from course_lib.models import energy_and_forces
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
 from course_lib.simulate.molecules import reference_energies
+from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
@@ -95,7 +98,10 @@ from course_lib.utils import FAST, get_device, seed_everything
 # %%
 seed_everything(0)
 device = get_device()
-print(f"fast mode: {FAST}; device: {device}")
+# GFN2-xTB (`tblite`, the `molecules` extra: `pip install "course_lib[molecules]"`) is used only for the
+# isolated-atom energies of section 1; everything else runs on the shipped data and models without it
+HAVE_XTB = importlib.util.find_spec("tblite") is not None
+print(f"fast mode: {FAST}; device: {device}; GFN2-xTB (tblite) available: {HAVE_XTB}")
 
 # %% [markdown]
 # ## 1. From particles in a box to molecules
@@ -165,7 +171,7 @@ plt.show()
 # output layer would have to be accurate to 1 part in $10^4$. Two standard cures:
 #
 # * subtract **isolated-atom energies** (computed with the same method): what is left is the
-#   atomisation energy, still several eV but physically meaningful;
+#   atomisation energy, still tens of eV (printed below) but physically meaningful;
 # * fit **per-species shifts** $\mu_z$ by least squares on the element counts of the training set and
 #   let the network predict $E = \sum_i \big(s\,\epsilon_i + \mu_{z_i}\big)$ (`SchNet.fit_energy_scale`).
 #   For a single molecule all frames have the same element counts, so this only removes the mean
@@ -173,11 +179,15 @@ plt.show()
 #   separates the elements.
 
 # %%
-E_atom = reference_energies(("H", "C", "O"))  # GFN2-xTB free atoms, eV
-symbol = {1: "H", 6: "C", 8: "O"}
-E_atoms_sum = sum(E_atom[symbol[z]] for z in g0.z.tolist())
-print("isolated-atom energies (eV):", {k: round(v, 3) for k, v in E_atom.items()})
-print(f"atomisation energy of frame 0: {float(g0.energy) - E_atoms_sum:.2f} eV (total {float(g0.energy):.2f} eV)")
+if HAVE_XTB:  # free-atom energies need an xTB calculation; without tblite this cell only says so
+    E_atom = reference_energies(("H", "C", "O"))  # GFN2-xTB free atoms, eV
+    symbol = {1: "H", 6: "C", 8: "O"}
+    E_atoms_sum = sum(E_atom[symbol[z]] for z in g0.z.tolist())
+    print("isolated-atom energies (eV):", {k: round(v, 3) for k, v in E_atom.items()})
+    print(f"atomisation energy of frame 0: {float(g0.energy) - E_atoms_sum:.2f} eV (total {float(g0.energy):.2f} eV)")
+else:
+    print("tblite is not installed: skipping the isolated-atom energies (pip install \"course_lib[molecules]\"); "
+          "the rest of the notebook does not need it")
 
 model = SchNet()
 fitted = model.fit_energy_scale(train_set)  # EnergyScale(shift, scale)
@@ -364,19 +374,29 @@ plt.show()
 # ### How good is that? The three molecules beside published numbers
 #
 # The benchmark trained one SchNet per molecule. Next to our numbers are the force MAEs reported for
-# the original MD17 data in the NequIP paper's Table I (1000 training frames; SchNet and NequIP with
-# $l = 1$; Batzner et al., Nat. Commun. 13, 2453 (2022)).
+# the original MD17 data in Table I of the first preprint version of the NequIP paper (Batzner et al.,
+# arXiv:2101.03164v1 (2021): 1000 training frames; SchNet, and NequIP with $l = 1$). The journal version
+# (Batzner et al., Nat. Commun. 13, 2453 (2022)) reports the revised MD17 data (rMD17, recomputed with
+# tighter DFT settings) and NequIP with $l = 3$; the preprint's numbers are used here
+# because they put SchNet and NequIP in one table on one data set.
 #
 # **Read the comparison with care**: the data differ (GFN2-xTB here, DFT in MD17; our own 500 K
 # trajectories; 800 training frames, not 1000), so the numbers are on the same scale, not the same
 # test. What carries over is the *ranking*: aspirin (21 atoms, floppy) is harder than ethanol.
+#
+# **What the test measures**: the splits used so far (`load_molecules(name, split)`, the default
+# `scheme="random"`) draw train, validation and test frames at random from one 10 ps trajectory, so
+# nearly every test frame lies 10 fs from a training frame. These test errors measure **interpolation**
+# between neighbouring frames, as in the MD17 benchmarks, which split their trajectories at random too.
+# Section 5 uses a test set that measures generalisation.
 
 # %%
 final = json.loads(repo_file("benchmarks/results/schnet_final.json").read_text())
-seed_table = {"ethanol": (16.9, 9.0), "malonaldehyde": (28.6, 14.6), "aspirin": (58.5, 15.1)}  # meV/Å, MD17
+# meV/Å, original MD17, Table I of arXiv:2101.03164v1 (SchNet, NequIP l = 1)
+preprint_table = {"ethanol": (16.9, 9.0), "malonaldehyde": (28.6, 14.6), "aspirin": (58.5, 15.1)}
 print(f"{'molecule':14s} {'E MAE (meV)':>12s} {'F MAE (meV/Å)':>14s}   {'MD17: SchNet':>12s} {'NequIP l=1':>10s}")
 for mol, row in final["molecules"].items():
-    ref = seed_table[mol]
+    ref = preprint_table[mol]
     print(f"{mol:14s} {row['energy_mae_meV']:12.1f} {row['force_mae_meV_A']:14.1f}   {ref[0]:12.1f} {ref[1]:10.1f}")
 print("made by:", final["command"], f"({final['machine']['threads']} thread)")
 
@@ -384,43 +404,152 @@ print("made by:", final["command"], f"({final['machine']['threads']} thread)")
 # ## 5. Forces are cheap labels: energy-only vs force training
 #
 # With $N$ atoms a frame carries $3N$ force components but one energy. Does it pay to train on them?
-# The benchmark trained SchNet on ethanol with 25 to 800 frames, once on energies only and once on
-# energies and forces ($\rho = 0.01$), with the same budget of optimizer steps (early stopping on the
-# validation loss ended a few small energy-only runs sooner), and measured the
-# **force** error on the test set.
+# `benchmarks/schnet_molecules.py curve` trained SchNet on ethanol with $n$ = 25 to 200 frames, once on
+# energies only and once on energies and forces ($\rho = 0.01$), with the same number of optimizer steps
+# for every run (printed below; the best weights on the validation set are tested), three seeds per point.
+# A seed fixes the initialisation, the batch order *and the training frames*: each seed draws its own
+# random frames (`course_lib.stats.random_subset`, nested, so a seed's 50 frames contain its 25).
+#
+# **What the test set measures here.** This experiment uses the time-block split
+# (`load_molecules(..., scheme="time")`): the training frames come from the first 7 ps of the
+# trajectory, the test frames from its last 1.75 ps, after a 250 fs gap. A test frame is therefore not a
+# near-copy of a training frame, and the error measures **generalisation** to a later, unseen stretch of
+# the dynamics (including a different mix of hydroxyl conformers), not interpolation. Errors are larger
+# than on the random split of section 4 for that reason as well as for the smaller training sets.
 
 # %%
 curve = json.loads(repo_file("benchmarks/results/schnet_curve.json").read_text())
+sizes = curve["sizes"]
+MODES = {"energy": "energies only", "forces": f"energies + forces (rho = {curve['rho']})"}
+
+
+def per_seed(mode, n, key="force_mae_meV_A"):
+    """The per-seed values of one learning-curve point (sorted by seed)."""
+    return [r[key] for r in curve["runs"][mode] if r["n_train"] == n]
+
+
+print(f"{curve['n_pool']} frames in the training block, {curve['n_val']} validation, {curve['n_test']} test; "
+      f"{curve['steps_per_run']} steps of {curve['batch_size']} frames per run; seeds {curve['seeds']}")
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-for mode, label in (("energy", "energies only"), ("forces", f"energies + forces (rho = {curve['rho']})")):
-    runs = curve["runs"][mode]
-    n = np.array([r["n_train"] for r in runs])
-    f_mae = np.array([r["force_mae_meV_A"] for r in runs])
-    e_mae = np.array([r["energy_mae_meV"] for r in runs])
-    slope = np.polyfit(np.log(n), np.log(f_mae), 1)[0]
-    axes[0].loglog(n, f_mae, "o-", label=f"{label} (slope {slope:.2f})")
-    axes[1].loglog(n, e_mae, "o-", label=label)
-    print(f"{label:32s} force MAE (meV/Å): " + ", ".join(f"{a}: {b:.0f}" for a, b in zip(n, f_mae)))
+slopes = {}
+for mode, label in MODES.items():
+    for ax, key in zip(axes, ("force_mae_meV_A", "energy_mae_meV")):
+        summ = [stats.summarize(per_seed(mode, n, key)) for n in sizes]
+        ax.errorbar(sizes, [s_.mean for s_ in summ], yerr=[s_.se for s_ in summ], fmt="o-", capsize=3,
+                    label=label)
+    slopes[mode] = stats.log_slope(sizes, [[r["force_mae_meV_A"] for r in curve["runs"][mode] if r["seed"] == s]
+                                           for s in curve["seeds"]])
+    print(f"{label:32s} test force MAE (meV/Å), mean ± s.e.: "
+          + ", ".join(f"{n}: {stats.summarize(per_seed(mode, n)):.0f}" for n in sizes))
+    print(f"{'':32s} slope of log(force MAE) vs log(n): {slopes[mode]:.2f}")
 axes[0].set_ylabel("test force MAE (meV/Å)")
 axes[1].set_ylabel("test energy MAE (meV)")
 for ax in axes:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("training frames")
     ax.legend(fontsize=8)
-plt.suptitle(f"SchNet on {curve['molecule']}, {curve['steps_per_run']} steps per run")
+plt.suptitle(f"SchNet on {curve['molecule']} (time split), {curve['steps_per_run']} steps per run, "
+             f"mean ± s.e. over {len(curve['seeds'])} seeds")
 plt.tight_layout()
 plt.show()
-e_runs, f_runs = curve["runs"]["energy"], curve["runs"]["forces"]
-ratio = {r["n_train"]: round(a["force_mae_meV_A"] / r["force_mae_meV_A"], 1) for a, r in zip(e_runs, f_runs)}
-print("force MAE energy-only / force-trained, per training-set size:", ratio)
 
 # %% [markdown]
-# The force-trained model reaches a force error with 25 frames that the energy-only model does not
-# reach with 800: each frame of ethanol brings 27 force labels, and they pin down the *slope* of the
-# energy surface directly, where an energy-only model must infer it from differences between frames.
-# The energies benefit too on small training sets; at 800 frames the two energy errors meet (with
-# $\rho = 0.01$ the loss is dominated by forces, and 3000 steps is a short budget: the final model of
-# section 4, trained for 20 000 steps, reaches a few meV). This is why every modern interatomic potential
-# trains on forces.
+# Did the runs finish learning? Each run stored its validation curve; `course_lib.stats.plateau` asks whether
+# the best validation loss of the last 20 % of the epochs still improved on the best before by more than 2 %.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharex=True)
+for ax, mode in zip(axes, MODES):
+    for r in curve["runs"][mode]:
+        ax.semilogy(r["val_curve"], color=f"C{sizes.index(r['n_train'])}", lw=0.8,
+                    label=f"n = {r['n_train']}" if r["seed"] == curve["seeds"][0] else None)
+    ax.set_title(f"validation loss, {MODES[mode]}", fontsize=9)
+    ax.set_xlabel(f"epoch ({curve['epoch_steps']} steps)")
+    ax.legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+plateaued = {m: sum(r["plateau"]["plateaued"] for r in curve["runs"][m]) for m in MODES}
+stopped = {m: sorted({r["n_train"] for r in curve["runs"][m] if r["stopped_early"]}) for m in MODES}
+for m, label in MODES.items():
+    print(f"{label:32s} runs at a validation plateau: {plateaued[m]} of {len(curve['runs'][m])}; "
+          f"stopped early (patience) at n = {stopped[m] or 'none'}")
+
+# %% [markdown]
+# How much did the budget hold the force-trained runs back? The benchmark repeated the two ends of their curve,
+# $n$ = 25 and 200, with twice the steps (same seeds, hence the same frames and initialisations):
+
+# %%
+longer = json.loads(repo_file("benchmarks/results/schnet_curve_3000/schnet_curve.json").read_text())
+long_per_seed = {n: [r["force_mae_meV_A"] for r in longer["runs"]["forces"] if r["n_train"] == n]
+                 for n in longer["sizes"]}
+for n in longer["sizes"]:
+    change = stats.difference(long_per_seed[n], per_seed("forces", n), paired=True)
+    at_plateau = sum(r["plateau"]["plateaued"] for r in longer["runs"]["forces"] if r["n_train"] == n)
+    print(f"force-trained, n = {n:3d}: {curve['steps_per_run']} steps {stats.summarize(per_seed('forces', n)):.1f}, "
+          f"{longer['steps_per_run']} steps {stats.summarize(long_per_seed[n]):.1f} meV/Å (change {change:.1f}); "
+          f"at a plateau after {longer['steps_per_run']} steps: {at_plateau} of {len(long_per_seed[n])}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+n_lo, n_hi = longer["sizes"][0], longer["sizes"][-1]
+long_label, short_label = f"{longer['steps_per_run']} steps", f"{curve['steps_per_run']} steps"
+print(claims.less(long_per_seed[n_hi], per_seed("forces", n_hi), f"force MAE, n={n_hi}, {long_label}", short_label,
+                  paired=True))
+print(claims.tie(long_per_seed[n_lo], per_seed("forces", n_lo), f"force MAE, n={n_lo}, {long_label}", short_label,
+                 paired=True))
+
+# %%
+ends = [n_lo, n_hi]
+slope_short = stats.log_slope(ends, [[r["force_mae_meV_A"] for r in curve["runs"]["forces"]
+                                      if r["seed"] == s_ and r["n_train"] in ends] for s_ in curve["seeds"]])
+slope_long = stats.log_slope(ends, [[r["force_mae_meV_A"] for r in longer["runs"]["forces"] if r["seed"] == s_]
+                                    for s_ in longer["seeds"]])
+claims.say("With twice the steps the force-trained error at {n_hi} frames falls further (to {l_hi:.1f} meV/Å, and "
+           "those runs were still improving at {long} steps), while "
+           "at {n_lo} frames the longer runs had already found their best validation weights within the first "
+           "{short} steps and stopped early with the same test error. So the force-trained curve at {short} steps "
+           "is held back by the budget at its large-$n$ end: its slope between {n_lo} and {n_hi} frames is "
+           "{s1:.2f} at {short} steps and {s2:.2f} at {long} steps. The comparison with energy-only training does "
+           "not depend on this (more steps only lower the force-trained errors), but the force-trained slope "
+           "above is a lower bound on its steepness, not a converged learning curve.",
+           n_hi=n_hi, n_lo=n_lo, l_hi=stats.summarize(long_per_seed[n_hi]), short=curve["steps_per_run"],
+           long=longer["steps_per_run"], s1=slope_short, s2=slope_long)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for n in sizes:
+    print(claims.less(per_seed("forces", n), per_seed("energy", n), f"force-trained force MAE, n={n}",
+                      f"energy-only force MAE, n={n}", paired=True))
+print(claims.less(per_seed("forces", sizes[0]), per_seed("energy", sizes[-1]),
+                  f"force-trained force MAE with {sizes[0]} frames", f"energy-only with {sizes[-1]} frames"))
+# %%
+ratios = [stats.summarize(per_seed("energy", n)).mean / stats.summarize(per_seed("forces", n)).mean for n in sizes]
+claims.say("**What the runs show.** At every training-set size the force-trained model's test force error is far "
+           "below the energy-only model's: {lo:.0f} to {hi:.0f} times lower (means over seeds; the claims above "
+           "compare them seed by seed). Trained on {n0} frames with forces, SchNet reaches {f0:.0f} meV/Å; trained "
+           "on {n1} frames without them, {e1:.0f} meV/Å. The fitted learning-curve slopes (force MAE ∝ n^slope, "
+           "s.e. from the spread over seeds) are {se:.2f} for energy-only and {sf:.2f} for force training; with "
+           "three seeds, four sizes and mostly unconverged force runs we read nothing into their difference. "
+           "{pe} of {ne} energy-only and {pf} of {nf} force-trained runs reached a validation plateau within "
+           "{steps} steps: the others were still improving, so this is a comparison at equal budget, and their "
+           "errors are what this budget buys, not what the architecture can reach.",
+           lo=min(ratios), hi=max(ratios), n0=sizes[0], f0=stats.summarize(per_seed("forces", sizes[0])),
+           n1=sizes[-1], e1=stats.summarize(per_seed("energy", sizes[-1])), se=slopes["energy"], sf=slopes["forces"],
+           pe=plateaued["energy"], ne=len(curve["runs"]["energy"]), pf=plateaued["forces"],
+           nf=len(curve["runs"]["forces"]), steps=curve["steps_per_run"])
+
+# %% [markdown]
+# Why forces win: each frame of ethanol brings 27 force labels, and they pin down the *slope* of the
+# energy surface directly, where an energy-only model must infer it from differences between frames. This
+# is why every modern interatomic potential trains on forces.
+#
+# **Compared with the earlier version of this experiment.** An earlier run trained on the *first* $n$ frames
+# of the random split (the first 0.3 ps for $n = 25$, all in one hydroxyl well) with one seed, and tested on
+# random frames of the same trajectory (interpolation, plus conformers missing from the small training
+# sets). Its numbers are not comparable with these (`benchmarks/README.md` lists both); the conclusion,
+# force training far ahead at every size, is the same, and now rests on three seeds and a test set
+# separated in time.
 #
 # ## 6. Symmetry: checked, not claimed
 #
@@ -527,6 +656,21 @@ g2_model = SchNet(**{k: g2_config[k] for k in ("hidden", "filters", "num_layers"
 load_checkpoint(repo_file("benchmarks/results/schnet_g2.pt"), g2_model)
 print(f"g2 model: test energy MAE {g2_info['energy_mae_meV']:.0f} meV, force MAE {g2_info['force_mae_meV_A']:.0f} "
       f"meV/Å on molecules it never saw (split by molecule)")
+g2_fit = g2_info["train_errors"]
+by_molecule = {}
+for g in g2_train:
+    by_molecule.setdefault(g.name, []).append(float(g.energy))
+spread = 1000 * float(np.median([np.std(v, ddof=1) for v in by_molecule.values()]))
+print(f"on its own training conformers: energy MAE {g2_fit['energy_mae_meV']:.0f} meV, force MAE "
+      f"{g2_fit['force_mae_meV_A']:.0f} meV/Å; the energies of one molecule's conformers spread by {spread:.0f} meV "
+      f"(median standard deviation); {g2_info['steps']} steps of {g2_info['batch_size']} frames, "
+      f"rho = {g2_info['rho']}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(claims.holds(g2_fit["energy_mae_meV"] > 3 * spread,
+                   "the g2 model is underfit: its training energy MAE exceeds 3x the energy spread within a molecule",
+                   f"train energy MAE {g2_fit['energy_mae_meV']:.0f} meV, spread {spread:.0f} meV"))
 
 # %%
 GROUP = {1: 1, 3: 1, 11: 1, 4: 2, 5: 13, 13: 13, 6: 14, 14: 14, 7: 15, 15: 15, 8: 16, 16: 16, 9: 17, 17: 17}
@@ -559,8 +703,16 @@ print(f"mean embedding distance: same group {np.mean(same):.2f}, different group
 # %% [markdown]
 # **What we find here, and why it differs from the paper.** On our data the picture shows no clean
 # periodic table: same-group elements are on average hardly closer than different-group ones (the
-# numbers above). Three reasons, each a lesson about what embeddings can learn:
+# numbers above). Four reasons, the first one the most basic:
 #
+# * **The model is underfit.** It does not reproduce even its own training data: its training energy error
+#   (printed above) is several times the spread of energies among the conformers of one molecule, so it has
+#   not learned how energies depend on geometry, let alone what the elements have in common. Two choices
+#   of the benchmark explain it: the loss weights energies by $\rho = 0.01$ against forces (the setting
+#   that suits a single molecule), and the budget (printed above) is about 200 passes over ~750 conformers
+#   of 118 different molecules whose energies span hundreds of eV. An embedding read off an underfit model
+#   shows what the optimiser reached, not what the data can teach; more steps and a larger energy weight are
+#   the first things to try.
 # * **Data.** The paper's model saw tens of thousands of crystals; ours saw ~750 conformers of 94
 #   small molecules, and elements such as Li, B, Na, Al or P appear in 2-3 of them (`data/README.md`
 #   lists the molecules per element; the atom counts are printed above). An element seen in two
@@ -574,15 +726,18 @@ print(f"mean embedding distance: same group {np.mean(same):.2f}, different group
 #   model therefore starts them at standard deviation 0.1, so that what is plotted is what was learned.
 #
 # Try it: train the g2 model longer (`python benchmarks/schnet_molecules.py g2 --steps 60000 --out /tmp/g2`)
-# and load that checkpoint instead; do the groups appear?
+# and load that checkpoint instead; does its training error fall below the spread within a molecule, and do
+# the groups appear?
 #
 # ## 9. Summary
 #
 # * Molecules keep the principles of the particle models (invariant energy from distances, locality, sum
 #   pooling) and add species embeddings and per-species reference energies.
 # * SchNet = Gaussian distance expansion → continuous filters → convolution that sums neighbours.
-# * Training on forces is the single most effective thing you can do for a force field: 3N labels per
-#   frame, and they are exactly the derivatives the dynamics needs.
+# * Training on forces pays off at every training-set size we tried: at equal optimizer steps, with three
+#   seeds and test frames later in time than the training frames, the force-trained SchNet's force errors
+#   were several times lower (section 5). 3N labels per frame, and they are exactly the derivatives the
+#   dynamics needs.
 # * Forces as $-\nabla \hat E$ are equivariant and conservative by construction, which we checked to
 #   rounding error and in an NVE run.
 #

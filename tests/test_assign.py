@@ -609,3 +609,62 @@ def test_solution_passes_and_stub_fails(source, exercise_id, monkeypatch):
     nb = assign.read_source(source)
     solution = next(src for i, _, src in assign.exercise_cells(nb) if i == exercise_id)
     _assert_solution_passes_and_stub_fails(nb, exercise_id, solution)
+
+
+def _needs_molecules_extra(source: str) -> bool:
+    """A notebook needs the ``molecules`` extra (tblite) when it runs GFN2-xTB itself."""
+    return bool(re.search(r"\btblite\b|course_lib\.simulate\.molecules|simulate import molecules", source))
+
+
+def _extras_in(setup_source: str) -> set[str]:
+    """The extras that a setup cell pip-installs on Colab (``course_lib[a,b] @ ...``)."""
+    found = re.findall(r"course_lib\[([a-z,]+)\] @ ", setup_source)
+    assert found, "the setup cell installs no course_lib extras"
+    return set(found[0].split(","))
+
+
+def _installed_extras(nb_path: Path) -> set[str]:
+    """The extras that the stamped setup cell of a generated notebook pip-installs on Colab."""
+    nb = nbformat.read(nb_path, as_version=4)
+    setup = [c for c in nb.cells if assign.SETUP_TAG in c.get("metadata", {}).get("tags", [])]
+    assert len(setup) == 1, f"{nb_path}: expected one stamped setup cell"
+    return _extras_in(setup[0].source)
+
+
+def test_colab_setup_cells_install_the_extras_their_notebooks_need(monkeypatch):
+    """Issue 18: notebook 05 crashed on Colab because the setup cell lacked the ``molecules`` extra. Every
+    notebook that runs xTB (05, 08) must install it, in the source and the student notebook (07, which uses
+    the molecular data and the notebooks 05-08 path, gets the same cell), and the extra must carry tblite."""
+    import tomllib
+
+    extras = tomllib.loads((assign.REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("tblite") for req in extras["molecules"])
+    needing = [src for src in assign.source_files() if _needs_molecules_extra(src.read_text())]
+    assert {p.name[:2] for p in needing} >= {"05", "08"}, [p.name for p in needing]
+    for src in needing + [s for s in assign.source_files() if s.name.startswith("07")]:
+        for nb in (src.with_suffix(".ipynb"), src.parent / assign.STUDENT_DIR_NAME / f"{src.stem}.ipynb"):
+            assert "molecules" in _installed_extras(nb), f"{nb} needs the molecules extra; its setup cell lacks it"
+    # the check can fail: a setup cell stamped without the extra is caught
+    monkeypatch.setattr(assign, "COLAB_EXTRAS", "notebooks")
+    assert "molecules" not in _extras_in(assign.setup_source())
+
+
+def test_notebooks_run_xtb_only_when_tblite_is_there():
+    """Notebooks that can run without xTB skip its calls cleanly: every GFN2-xTB call of a notebook source
+    (``reference_energies``, ``xtb_calculator``, ``make_molecule``, ``optimize`` of the molecules module) sits
+    under ``if HAVE_XTB`` (set from ``importlib.util.find_spec("tblite")``)."""
+    xtb_calls = {"reference_energies", "xtb_calculator", "make_molecule", "optimize"}
+    for src in assign.source_files():
+        text = src.read_text()
+        if not _needs_molecules_extra(text):
+            continue
+        tree = ast.parse(text)
+        guarded = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "HAVE_XTB" in ast.unparse(node.test):
+                guarded |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            name = (node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None)
+            if name in xtb_calls and isinstance(getattr(node, "ctx", None), ast.Load):
+                assert id(node) in guarded, f"{src.name}:{node.lineno}: {name} outside `if HAVE_XTB:`"
+        assert 'find_spec("tblite")' in text, f"{src.name}: set HAVE_XTB from importlib.util.find_spec('tblite')"

@@ -23,10 +23,46 @@ def test_quick_final_and_curve(tmp_path, one_thread):
     row = res["molecules"]["ethanol"]
     assert row["force_mae_meV_A"] > 0 and row["energy_mae_meV"] > 0 and row["n_train"] == 40
     assert (tmp_path / "schnet_ethanol.pt").exists()
-    curve = bench.main(["curve", "--quick", "--sizes", "10", "--out", str(tmp_path), "--no-progress"])
+    curve = bench.main(["curve", "--quick", "--sizes", "10,20", "--seeds", "0,1", "--out", str(tmp_path),
+                        "--no-progress"])
     assert set(curve["runs"]) == {"energy", "forces"}
     on_disk = json.loads((tmp_path / "schnet_curve.json").read_text())
-    assert [r["n_train"] for r in on_disk["runs"]["forces"]] == [10]
+    runs = on_disk["runs"]["forces"]
+    assert [(r["seed"], r["n_train"]) for r in runs] == [(0, 10), (0, 20), (1, 10), (1, 20)]
+    assert len(list((tmp_path / "schnet_curve").glob("*.json"))) == 8  # one file per finished run
+    for r in runs:
+        assert len(r["val_curve"]) == r["epochs_run"] and "plateaued" in r["plateau"]
+    assert "time blocks" in on_disk["split"] and "random_subset" in on_disk["subsets"]
+    # a rerun resumes: finished runs are skipped (the files are not rewritten)
+    stamp = (tmp_path / "schnet_curve" / "forces_n10_s0.json").stat().st_mtime_ns
+    bench.main(["curve", "--quick", "--sizes", "10", "--seeds", "0", "--out", str(tmp_path), "--no-progress"])
+    assert (tmp_path / "schnet_curve" / "forces_n10_s0.json").stat().st_mtime_ns == stamp
+
+
+def test_random_subsets_differ_between_seeds_and_nest_within_a_seed():
+    from course_lib.stats import random_subset
+
+    a0, b0, a1 = random_subset(range(700), 25, 0), random_subset(range(700), 50, 0), random_subset(range(700), 25, 1)
+    assert set(a0) <= set(b0) and set(a0) != set(a1)
+    assert a0.max() > 350  # drawn across the whole pool, not its first frames (train[:n] was the first 0.25 ps)
+
+
+def test_time_splits_separate_train_val_test_in_time():
+    import numpy as np
+
+    from course_lib.datasets import load_molecules
+    from course_lib.simulate.molecules import make_time_splits
+
+    s = make_time_splits(1000)
+    assert s["train"].max() + 25 < s["val"].min() and s["val"].max() + 25 < s["test"].min()
+    assert [len(s[k]) for k in ("train", "val", "test")] == [700, 75, 175]
+    shipped = np.load(ROOT / "data" / "molecules" / "ethanol_time_splits.npz")
+    assert all(np.array_equal(shipped[k], s[k]) for k in s)
+    # the random splits (the old files) still load, and differ
+    assert len(load_molecules("ethanol", "test")) == 100
+    assert len(load_molecules("ethanol", "test", scheme="time")) == 175
+    with pytest.raises(ValueError, match="unknown split scheme"):
+        load_molecules("ethanol", "test", scheme="block")
 
 
 def test_quick_nequip_curve(tmp_path, one_thread):

@@ -103,6 +103,21 @@ def test_polynomial_envelope_values_and_derivatives(p):
     assert abs(val.item()) < 1e-9 and abs(d1.item()) < 1e-6 and abs(d2.item()) < 1e-3
 
 
+@pytest.mark.parametrize("p", [2, 6, 9])
+def test_polynomial_envelope_is_exactly_twice_differentiable_at_the_cutoff(p):
+    # u, u', u'' vanish at x = 1 for every p; the third derivative does not: -p(p+1)(p+2) (-336 for p = 6)
+    # (docstrings once claimed p - 1 vanishing derivatives; this pins what the formula gives)
+    x = torch.tensor([1.0 - 1e-7], dtype=torch.float64, requires_grad=True)
+    u = polynomial_envelope(x, 1.0, p)
+    derivs = [u]
+    for _ in range(3):
+        (d,) = torch.autograd.grad(derivs[-1].sum(), x, create_graph=True)
+        derivs.append(d)
+    values = [float(d) for d in derivs]
+    assert all(abs(v) < 1e-3 for v in values[:3]), values
+    assert values[3] == pytest.approx(-p * (p + 1) * (p + 2), rel=1e-4), values
+
+
 # -- spherical harmonics -----------------------------------------------------------------------------------
 
 

@@ -35,8 +35,9 @@ radial basis, the convolution and the gate and compares them with these):
   e3nn ``o3.Linear`` on scalars here).
 - :class:`~course_lib.models.radial.BesselRBF`: ``B_n(r)`` above, times the polynomial envelope
   :func:`~course_lib.models.radial.polynomial_envelope` ``u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2)
-  x^(p+1) - p(p+1)/2 x^(p+2)`` with ``p = 6``: ``u(1) = 0`` and its first p - 1 derivatives vanish at
-  the cutoff, so energies and forces are smooth when a neighbour crosses ``cutoff``. The frequencies
+  x^(p+1) - p(p+1)/2 x^(p+2)`` with ``p = 6``: ``u``, ``u'`` and ``u''`` vanish at the cutoff (for any p;
+  the third derivative does not: ``-p(p+1)(p+2) = -336``), so energies and forces are continuous and smooth
+  when a neighbour crosses ``cutoff``. The frequencies
   ``n pi / r_c`` start at these values and are trained when ``bessel_trainable=True`` (the paper's
   choice and the default here; set it to False to keep the textbook formula).
 - :class:`SphericalHarmonicEdgeAttrs`: real spherical harmonics of the *unit* bond vector, in e3nn's

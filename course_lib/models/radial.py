@@ -22,9 +22,14 @@ def cosine_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
 
 
 def polynomial_envelope(r: torch.Tensor, cutoff: float, p: int = 6) -> torch.Tensor:
-    """The polynomial envelope of DimeNet/NequIP with exponent p (smooth to order p at r_c):
+    """The polynomial envelope of DimeNet/NequIP with exponent p:
 
     u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2),  x = r / r_c,  0 for x >= 1.
+
+    u(0) = 1, and at the cutoff u, u' and u'' vanish for every p (the three coefficients are chosen for
+    that), so the envelope is twice continuously differentiable at r_c: energies, forces and their first
+    derivatives do not jump there. The third derivative does: d3u/dx3 (1) = -p(p+1)(p+2) (-336 for p = 6;
+    checked in ``tests/test_models_nequip.py``). p sets how flat u stays near x = 0, not the order of smoothness.
     """
     x = r / cutoff
     u = (1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2))

@@ -68,6 +68,9 @@ __all__ = [
     "make_splits",
     "write_splits",
     "SPLIT_FRACTIONS",
+    "TIME_BLOCKS",
+    "make_time_splits",
+    "write_time_splits",
     "G2_FILE",
     "G2_SPLITS_FILE",
     "G2_DEFAULTS",
@@ -142,6 +145,11 @@ MOLECULES: dict[str, str | list] = {
 _SEED_OFFSET = {"ethanol": 0, "malonaldehyde": 1, "aspirin": 2}
 #: Fractions of frames in the train / val / test splits (a seeded random permutation of the frames).
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+#: The time-block splits (``<name>_time_splits.npz``): fractions of the trajectory, in time order, of
+#: train, gap, val, gap, test. The gaps (250 fs for 1000 frames 10 fs apart) are dropped, so that no test
+#: frame is a few femtoseconds from a training frame: the test block measures generalisation to a later,
+#: unseen stretch of the trajectory, the random splits (``<name>_splits.npz``) interpolation between neighbours.
+TIME_BLOCKS = {"train": 0.7, "gap1": 0.025, "val": 0.075, "gap2": 0.025, "test": 0.175}
 
 
 def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, r: float, theta: float, phi: float) -> np.ndarray:
@@ -636,6 +644,25 @@ def write_splits(out: str | Path, name: str, n_frames: int, seed: int) -> Path:
     return path
 
 
+def make_time_splits(n_frames: int, blocks: dict = TIME_BLOCKS) -> dict[str, np.ndarray]:
+    """Index arrays ``train``, ``val``, ``test`` (sorted int64) as consecutive blocks of the trajectory in time
+    order, separated by the dropped gaps of ``blocks`` (fractions of ``n_frames``, in order, summing to 1)."""
+    if abs(sum(blocks.values()) - 1) > 1e-9:
+        raise ValueError(f"the time blocks {blocks} must sum to 1")
+    edges = np.round(np.cumsum([0.0, *blocks.values()]) * n_frames).astype(int)
+    parts = {k: np.arange(a, b, dtype=np.int64) for k, a, b in zip(blocks, edges[:-1], edges[1:])}
+    if any(len(parts[k]) == 0 for k in ("train", "val", "test")):
+        raise ValueError(f"{n_frames} frames are too few for the time blocks {blocks}: use more frames")
+    return {k: parts[k] for k in ("train", "val", "test")}
+
+
+def write_time_splits(out: str | Path, name: str, n_frames: int) -> Path:
+    """Write ``<name>_time_splits.npz`` (the time-block splits of :func:`make_time_splits`) next to the data."""
+    path = Path(out) / f"{name}_time_splits.npz"
+    write_npz(path, make_time_splits(n_frames))
+    return path
+
+
 def generate(out: str | Path, names, n_frames: int, seed: int = 0, sample_every: int = 20,
              equilibration_steps: int = 2000, temperature_K: float = 500.0, timestep_fs: float = 0.5,
              friction_per_fs: float = 0.01) -> dict:
@@ -666,6 +693,9 @@ def generate(out: str | Path, names, n_frames: int, seed: int = 0, sample_every:
         split_path = write_splits(out, name, n_frames, params["seed"])
         manifest[split_path.name] = {"sha256": sha256_file(split_path), "size_bytes": split_path.stat().st_size,
                                      "fractions": list(SPLIT_FRACTIONS), "seed": params["seed"]}
+        time_path = write_time_splits(out, name, n_frames)
+        manifest[time_path.name] = {"sha256": sha256_file(time_path), "size_bytes": time_path.stat().st_size,
+                                    "time_blocks": dict(TIME_BLOCKS)}
         print(f"{path.name}: {n_frames} frames, {path.stat().st_size / 1e6:.2f} MB, wall time {wall:.1f} s")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
