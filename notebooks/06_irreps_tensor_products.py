@@ -41,7 +41,7 @@ _ = doctor()  # one line: library versions, device, fast mode
 # # 06 · Irreps, spherical harmonics and tensor products
 #
 # The models so far worked with **scalars** (distances, in notebook 01) and **vectors** (the EGNN
-# coordinate updates of notebooks 02-04). The lecture's question "is invariance all you need?" has a
+# coordinate updates of notebooks 02-04). The question "is invariance all you need?" has a
 # sharp answer: invariant messages built from distances cannot tell some neighbourhoods apart, and
 # the most accurate interatomic potentials (Tensor Field Networks, NequIP, MACE) therefore carry
 # features of higher order: vectors, rank-2 tensors, and beyond. To do that safely we need three
@@ -203,7 +203,7 @@ print(f"max |D(A) D(B) - D(AB)| = {hom:.1e},  max |D D^T - I| = {orth:.1e}  (flo
 #
 # The real spherical harmonics $Y^l_m(\hat x)$, $m = -l, \dots, l$, are polynomials of degree $l$ in the
 # components of a unit vector $\hat x$. Collecting the $2l+1$ of them into a vector $Y^l(\hat x)$ turns a
-# direction into a feature of type $l$: the lecture's key property is
+# direction into a feature of type $l$: their key property is
 #
 # $$Y^l(R\hat x) = D^l(R)\, Y^l(\hat x) \qquad \text{for every rotation } R.$$
 #
@@ -391,8 +391,8 @@ print(assert_not_equivariant(chirality, molecule, T["reflection"], output="invar
 # %% [markdown]
 # ## 3. Tensor products and Clebsch-Gordan coefficients
 #
-# The outer product of two vectors, $a_i b_j$, has 9 components and transforms with $R \otimes R$. The
-# lecture splits it into three pieces that rotate independently:
+# The outer product of two vectors, $a_i b_j$, has 9 components and transforms with $R \otimes R$. It
+# splits into three pieces that rotate independently:
 #
 # $$a_i b_j = \underbrace{\frac{a\cdot b}{3}\,\delta_{ij}}_{l=0:\ 1} + \underbrace{\frac{a_i b_j - a_j
 # b_i}{2}}_{l=1:\ 3} + \underbrace{\Big(\frac{a_i b_j + a_j b_i}{2} - \frac{a\cdot b}{3}\delta_{ij}
@@ -475,8 +475,8 @@ for name, ok in identities.items():
     print(f"{name}: {ok}")
 
 # %% [markdown]
-# The lecture's statement $S^{-1}(D^{1} \otimes D^{1})\,S = D^0 \oplus D^1 \oplus D^2$, "an orthogonal
-# rotation to irreps", in code: apply the tensor product to the 9 pairs of basis vectors
+# The statement $S^{-1}(D^{1} \otimes D^{1})\,S = D^0 \oplus D^1 \oplus D^2$ (an orthogonal change of
+# basis to irreps) in code: apply the tensor product to the 9 pairs of basis vectors
 # $(e_i, e_j)$ to get the $9\times 9$ change-of-basis matrix, and conjugate $R \otimes R$ with it. The
 # result is the block-diagonal Wigner-D matrix of `1x0e+1x1e+1x2e`. The cross product is also checked
 # with `course_lib.symmetry`, whose field kinds include `"pseudovector"` ($v \mapsto \det R\, Rv$).
@@ -622,7 +622,7 @@ print("perturbing channel 0 changes, uvu:            ", changed_channels(uvu))
 # %% [markdown]
 # ### Where per-edge weights come from
 #
-# The lecture's Tensor Field Network layer is
+# The Tensor Field Network layer (Thomas et al., arXiv:1802.08219, 2018) is
 #
 # $$h'_i = \sum_{j \in \mathcal N(i)} h_j \otimes_{W(|x_{ij}|)} Y(\hat x_{ij}),$$
 #
@@ -663,7 +663,7 @@ print(f"{pos.shape[0]} atoms, {edge_index.shape[1]} edges; edge weights: {list(w
 def layer(pos, h, weights_from="length"):
     """h'_i = sum_j TP(h_j, Y(r / |r|); W(|r|)) over the edges j -> i of the radius graph; [N, irreps_out.dim].
 
-    r = pos_j - pos_i is course_lib.neighbors' edge vector (the lecture's x_ij = x_i - x_j with the opposite
+    r = pos_j - pos_i is course_lib.neighbors' edge vector (the EGNN paper's x_ij = x_i - x_j with the opposite
     sign: a convention, equivariance does not care)."""
     edge_index, edge_vec = radius_graph(pos, cutoff=3.0)
     src, dst = edge_index
