@@ -166,8 +166,8 @@ def main(argv=None) -> dict:
                 rows.append(row)
                 print(f"{path:8s} k={k} N={row['num_atoms']:5d} E={row['num_edges']:6d} l_max={l_max}: "
                       f"{row['median_ms']:9.2f} ms", flush=True)
-    res = {"benchmark": "cost_scaling", "command": "python benchmarks/cost_scaling.py " + " ".join(sys.argv[1:]
-                                                                                                  if argv is None else argv),
+    command = "python benchmarks/cost_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    res = {"benchmark": "cost_scaling", "command": command,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
            "machine": machine_info(), "config": {"hidden": args.hidden, "num_basis": args.num_basis,
                                                   "cutoff": args.cutoff, "repeats": args.repeats,
