@@ -65,7 +65,8 @@ def check_bond_vector_sum(fn, fb, seed: int = 0, n: int = 9, expected=None):
     ok = close(out, ref, atol=1e-9, rtol=1e-9)
     diagnosis = next((text for name, text in _SUM_MISTAKES.items()
                       if close(out, mistakes[name], atol=1e-9, rtol=1e-9)),
-                     "the sums differ from sum_{(j, i) in edges} (r_j - r_i) / |r_j - r_i| collected at i = edge_index[1]")
+                     "the sums differ from sum_{(j, i) in edges} (r_j - r_i) / |r_j - r_i| collected at "
+                     "i = edge_index[1]")
     fb.expect(ok, diagnosis, ok="values OK", values=True)
     if ok:  # a vector feature: it rotates with the structure
         R, _ = random_rotation_and_reflection(seed + 1, seed + 1)
