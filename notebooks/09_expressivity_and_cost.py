@@ -180,16 +180,19 @@ check("09.bond_vector_sum", bond_vector_sum)
 # * is local: it uses only the pairs of `edge_index`;
 # * tells the planar ring from the chair ring, and the two bent triatomics apart.
 #
-# Any feature with these properties passes (the checker tests the properties, not one formula). You may use
-# your `bond_vector_sum`. Then it is checked on random structures, rotated, reflected, translated, renumbered,
-# with an extra isolated atom, and on the two pairs.
+# Any feature with these properties passes (the checker tests the properties, not one formula). Write it
+# self-contained (the self-check runs this cell on its own: use `torch`, not your `bond_vector_sum`). It is
+# checked on random structures, rotated, reflected, translated, renumbered, with an extra isolated atom, and on
+# the two pairs.
 
 # %% exercise="09.angle_feature" points=3
 def angle_feature(pos, edge_index):
     """pos [N, 3], edge_index [2, E] -> [N]: invariant, local, and it sees bond angles."""
     ### BEGIN SOLUTION
     ### HINT: the length of a vector feature is invariant; a sum of unit bond vectors depends on the angles
-    v = bond_vector_sum(pos, edge_index)
+    j, i = edge_index
+    d = pos[j] - pos[i]
+    v = torch.zeros_like(pos).index_add(0, i, d / d.norm(dim=-1, keepdim=True))  # sum of unit bond vectors
     return (v * v).sum(-1)
     ### END SOLUTION
 
