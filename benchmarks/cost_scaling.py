@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
                                            else HERE / "results" / "cost_scaling.json")
     from course_lib.utils import machine_info
 
-    start = time.perf_counter()
+    start, machine = time.perf_counter(), machine_info()  # the load average at the start
     rows = []
     for k in boxes:
         for path in PATHS:
@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
     command = "python benchmarks/cost_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv)
     res = {"benchmark": "cost_scaling", "command": command,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
-           "machine": machine_info(), "config": {"hidden": args.hidden, "num_basis": args.num_basis,
+           "machine": machine, "config": {"hidden": args.hidden, "num_basis": args.num_basis,
                                                   "cutoff": args.cutoff, "repeats": args.repeats,
                                                   "warmup": args.warmup, "boxes": boxes, "l_max": lmaxes,
                                                   "threads": 1, "dtype": "float32", "timed": "forward of one layer"},

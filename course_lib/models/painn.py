@@ -124,8 +124,8 @@ class PaiNN(nn.Module):
         species: atomic numbers known to the model (the embedding is indexed by position in this tuple).
         readout_hidden: width of the readout's hidden layer (default F // 2).
 
-    ``atomic_features(batch)`` returns the final ``(s [N, F], v [N, 3, F])`` (the equivariant features that
-    notebook 09 compares across structures).
+    ``atomic_features(batch)`` returns the final ``(s [N, F], v [N, 3, F])``: ``s`` is invariant, ``v`` rotates
+    (and reflects) with the structure (checked in ``tests/test_models_painn.py``).
     """
 
     system = "molecule"  #: read by :class:`course_lib.ase_calculator.CourseCalculator`
