@@ -484,7 +484,8 @@ claims.say("Full tensor product: exponent {a:.2f} ± {ase:.2f} (l_max 0-3), {b:.
            c=ex["tp_uvu (all)"]["mean"], cse=ex["tp_uvu (all)"]["se"],
            d=ex["tp_uvu (l_max>=1)"]["mean"], dse=ex["tp_uvu (l_max>=1)"]["se"])
 t = {(r["path"], r["l_max"]): r["times_ms"] for r in rows if r["k"] == big}
-claims.say("On {n} atoms at l_max = 1, a PaiNN layer takes {p:.1f} ms, a NequIP (uvu) convolution {u:.1f} ms.",
+claims.say("On {n} atoms at l_max = 1, a PaiNN layer takes {p:.1f} ms, a NequIP (uvu) convolution {u:.1f} ms "
+           "(mean ± s.e. over the timed repeats).",
            n=max(r["num_atoms"] for r in rows), p=t["painn", 1], u=t["tp_uvu", 1])
 
 # %% [markdown]
