@@ -75,6 +75,7 @@ MODELS = {
     "nequip_l0": ("molecules", "energy"),
     "nequip_l1": ("molecules", "energy"),
     "nequip_l2": ("molecules", "energy"),
+    "painn": ("molecules", "energy"),
     "nequip_matched": ("molecules", "energy"),  # the settings of the official package's comparison (nequip_compare)
     "egnn_box": ("trajectories", "dynamics"),
     "abs_coord_gnn": ("trajectories", "dynamics"),
@@ -116,6 +117,10 @@ def make_model(name: str, graphs, quick: bool):
         if quick:
             config.update(hidden=8, num_layers=2, hidden_irreps="8x0e+8x1e+8x1o")
         model = NequIP(**config)
+    elif name == "painn":
+        from course_lib.models.painn import PaiNN
+
+        model = PaiNN(hidden=8 if quick else 32, num_layers=2 if quick else 3)
     else:
         model = {
             "mpnn": lambda: mpnn.InvariantMPNN(),

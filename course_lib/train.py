@@ -237,6 +237,7 @@ def train_or_load(
 MODEL_CLASSES = {
     "SchNet": "course_lib.models.schnet:SchNet",
     "NequIP": "course_lib.models.nequip:NequIP",
+    "PaiNN": "course_lib.models.painn:PaiNN",
     "InvariantMPNN": "course_lib.models.mpnn:InvariantMPNN",
     "AbsolutePositionGNN": "course_lib.models.baselines:AbsolutePositionGNN",
     "CoordinateMLP": "course_lib.models.baselines:CoordinateMLP",

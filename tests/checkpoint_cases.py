@@ -24,6 +24,7 @@ STORED = Path(__file__).resolve().parent / "data" / "checkpoint_predictions.npz"
 CLASSES = {
     "SchNet": ("course_lib.models.schnet:SchNet", "molecule"),
     "NequIP": ("course_lib.models.nequip:NequIP", "molecule"),
+    "PaiNN": ("course_lib.models.painn:PaiNN", "molecule"),
     "InvariantMPNN": ("course_lib.models.mpnn:InvariantMPNN", "particles"),
     "AbsolutePositionGNN": ("course_lib.models.baselines:AbsolutePositionGNN", "particles"),
     "CoordinateMLP": ("course_lib.models.baselines:CoordinateMLP", "particles"),

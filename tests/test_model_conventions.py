@@ -13,6 +13,7 @@ from course_lib.models.egnn import EGNN
 from course_lib.models.mpnn import InvariantMPNN
 from course_lib.models.nbody import EGNNDynamics, GNNDynamics, RadialField
 from course_lib.models.nequip import NequIP
+from course_lib.models.painn import PaiNN
 from course_lib.models.schnet import SchNet
 from course_lib.neighbors import minimum_image
 from course_lib.train import upgrade_config
@@ -50,7 +51,8 @@ def _molecules():
     (lambda: EGNN(cutoff=None), lambda: _particles(box=False)),
     (lambda: SchNet(cutoff=3.0), lambda: _molecules()),
     (lambda: NequIP(cutoff=3.0, hidden=4, num_layers=1), lambda: _molecules()),
-], ids=["mpnn", "egnn", "egnn-all-pairs-box", "egnn-all-pairs-open", "schnet", "nequip"])
+    (lambda: PaiNN(cutoff=3.0, hidden=4, num_layers=1), lambda: _molecules()),
+], ids=["mpnn", "egnn", "egnn-all-pairs-box", "egnn-all-pairs-open", "schnet", "nequip", "painn"])
 def test_edges_return_index_and_vector_from_target_to_source(model, data):
     batch = Batch.from_data_list(data())
     edge_index, edge_vec = model().double().edges(batch)
@@ -64,7 +66,8 @@ def test_edges_return_index_and_vector_from_target_to_source(model, data):
 
 def test_constructor_vocabulary():
     for model in (InvariantMPNN(), AbsolutePositionGNN(), AbsoluteCoordinateGNN(), EGNN(), EGNNDynamics(),
-                  GNNDynamics(), RadialField(), SchNet(), NequIP(hidden=4, num_layers=1)):
+                  GNNDynamics(), RadialField(), SchNet(), NequIP(hidden=4, num_layers=1),
+                  PaiNN(hidden=4, num_layers=1)):
         assert {"hidden", "num_layers"} <= set(model.config), type(model).__name__
         assert not {"layers", "interactions", "num_features", "r_max", "num_gaussians", "num_bessel"} & set(
             model.config), type(model).__name__
@@ -72,7 +75,8 @@ def test_constructor_vocabulary():
 
 def test_fit_energy_scale_returns_energy_scale():
     for model, graphs in ((InvariantMPNN(), _particles()), (CoordinateMLP(), _particles()),
-                          (SchNet(), _molecules()), (NequIP(hidden=4, num_layers=1), _molecules())):
+                          (SchNet(), _molecules()), (NequIP(hidden=4, num_layers=1), _molecules()),
+                          (PaiNN(hidden=4, num_layers=1), _molecules())):
         fitted = model.fit_energy_scale(graphs)
         assert isinstance(fitted, EnergyScale) and isinstance(fitted.scale, float), type(model).__name__
         assert isinstance(fitted.shift, torch.Tensor)
@@ -81,13 +85,14 @@ def test_fit_energy_scale_returns_energy_scale():
 
 def test_declared_system_and_species():
     assert InvariantMPNN.system == AbsolutePositionGNN.system == CoordinateMLP.system == "particles2d"
-    assert SchNet.system == NequIP.system == "molecule"
+    assert SchNet.system == NequIP.system == PaiNN.system == "molecule"
     schnet, nequip = SchNet(max_z=10), NequIP(hidden=4, num_layers=1, species=(1, 6, 8))
-    assert schnet.species == tuple(range(1, 11)) and nequip.species == (1, 6, 8)  # what the model can embed
-    assert schnet.trained_species is None and nequip.trained_species is None  # nothing trained yet
-    schnet.fit_energy_scale(_molecules())
-    nequip.fit_energy_scale(_molecules())
-    assert schnet.trained_species == nequip.trained_species == (1, 6, 8)
+    painn = PaiNN(hidden=4, num_layers=1, species=(1, 6, 8))
+    assert schnet.species == tuple(range(1, 11)) and nequip.species == painn.species == (1, 6, 8)
+    assert schnet.trained_species is None and nequip.trained_species is None and painn.trained_species is None
+    for model in (schnet, nequip, painn):
+        model.fit_energy_scale(_molecules())
+    assert schnet.trained_species == nequip.trained_species == painn.trained_species == (1, 6, 8)
 
 
 def test_old_configurations_are_mapped():

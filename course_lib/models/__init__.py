@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["energy_and_forces", "NequIP"]
+__all__ = ["energy_and_forces", "NequIP", "PaiNN"]
 
 
 def __getattr__(name: str):
@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from course_lib.models.nequip import NequIP
 
         return NequIP
+    if name == "PaiNN":
+        from course_lib.models.painn import PaiNN
+
+        return PaiNN
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,0 +1,111 @@
+"""PaiNN against NequIP (l_max = 1) on the course's ethanol data, under the protocol of benchmarks/README.md.
+
+    OMP_NUM_THREADS=1 python benchmarks/painn_ethanol.py                 # -> results/painn_ethanol.json
+    python benchmarks/painn_ethanol.py --quick --out /tmp/pe             # pipeline check (CI)
+
+Same split, loss and optimiser as ``benchmarks/nequip_learning_curve.py`` (per-atom energy MSE + force MSE,
+batch 5, Adam lr 0.01 halved on plateaus, the same number of optimizer steps for every model, best weights on
+the 100 validation frames tested on the 100 test frames: frames of the same MD trajectory, so the test
+measures interpolation). Models at 16 channels and 3 layers: ``painn`` (PaiNN) and ``nequip_l1``. Seeds
+0, 1, 2; the ``--n`` training frames are a random subset per seed (:func:`course_lib.stats.random_subset`).
+Each finished run is written at once (an interrupted call resumes). The cost axis: wall and CPU time of the
+training (``seconds``, ``cpu_seconds``), one thread; the machine load is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric.loader import DataLoader
+
+from course_lib.datasets import load_molecules
+from course_lib.losses import molecule_errors, per_atom_energy_force_loss
+from course_lib.stats import plateau, random_subset
+from course_lib.train import fit
+from course_lib.utils import machine_info, seed_everything
+
+HERE = Path(__file__).resolve().parent
+BATCH, LR = 5, 0.01
+
+
+def make_model(name: str, hidden: int, num_layers: int):
+    if name == "painn":
+        from course_lib.models.painn import PaiNN
+
+        return PaiNN(hidden=hidden, num_layers=num_layers)
+    from course_lib.models.nequip import NequIP
+
+    return NequIP(l_max=int(name[-1]), hidden=hidden, num_layers=num_layers)
+
+
+def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_steps=100):
+    seed_everything(seed)
+    model = make_model(name, hidden, num_layers)
+    model.fit_energy_scale(train)
+    reps = max(1, -(-epoch_steps * BATCH // len(train)))
+    tl = DataLoader(list(train) * reps, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    epochs = max(2, round(steps / len(tl)))
+    c0 = time.process_time()
+    hist = fit(model, tl, DataLoader(val, batch_size=50), per_atom_energy_force_loss, epochs=epochs, lr=LR,
+               patience=None, progress=False, needs_grad_eval=True, desc=name)
+    cpu = time.process_time() - c0
+    err = molecule_errors(model, DataLoader(test, batch_size=50))
+    return {**{k: v for k, v in err.items() if isinstance(v, (int, float))}, "model": name, "seed": seed,
+            "n_train": len(train), "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
+            "steps_run": len(hist.train) * len(tl), "seconds": hist.seconds, "cpu_seconds": cpu,
+            "val_curve": [float(v) for v in hist.val], "plateau": plateau(hist.val) if len(hist.val) >= 5 else None}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="painn,nequip_l1")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--hidden", type=int, default=16)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    tr, va, te = (load_molecules("ethanol", s) for s in ("train", "val", "test"))
+    if args.quick:
+        va, te, args.n, args.steps, args.hidden, args.seeds = va[:10], te[:10], 10, 4, 4, "0"
+    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) if args.quick else HERE / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "painn_ethanol.json"
+    cmd = "python benchmarks/painn_ethanol.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    res = {"command": cmd, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+           "molecule": "ethanol", "n_train": args.n, "steps_per_run": args.steps, "hidden": args.hidden,
+           "num_layers": args.layers, "batch_size": BATCH, "lr": LR, "seeds": [int(s) for s in args.seeds.split(",")],
+           "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)",
+           "test": "100 frames of the same trajectory as the training frames (interpolation)", "runs": []}
+    if path.exists() and not args.quick:
+        old = json.loads(path.read_text())
+        if all(old.get(k) == res[k] for k in ("n_train", "steps_per_run", "hidden", "num_layers")):
+            res["runs"] = old["runs"]
+    done = {(r["model"], r["seed"]) for r in res["runs"]}
+    for seed in res["seeds"]:
+        for name in args.models.split(","):
+            if (name, seed) in done:
+                continue
+            train = [tr[int(k)] for k in random_subset(range(len(tr)), args.n, seed)]
+            row = train_one(name, train, va, te, args.steps, seed, args.hidden, args.layers,
+                            epoch_steps=2 if args.quick else 100)
+            res["runs"].append(row)
+            print(f"{name} seed {seed}: force MAE {row['force_mae_meV_A']:.1f} meV/A, energy MAE "
+                  f"{row['energy_mae_meV']:.1f} meV, {row['cpu_seconds']:.0f} s CPU", flush=True)
+            res["machine"]["load_average_end"] = list(os.getloadavg())
+            path.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
