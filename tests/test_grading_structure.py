@@ -53,4 +53,5 @@ def test_guard_source_is_a_complete_program():
     assert set(namespace) - {"__builtins__"} == set(GUARD_PROGRAM)
     startup = kernel_startup_source(["/h"], ["/p"], "/log")
     compile(startup, "<startup>", "exec")
-    assert startup.rstrip().endswith("del block_network, make_audit_hook, student_policy, install_guard")
+    assert startup.rstrip().endswith("fork_safe_kernel()\ndel block_network, make_audit_hook, student_policy, "
+                                     "install_guard, fork_safe_kernel")
