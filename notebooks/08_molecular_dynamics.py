@@ -14,7 +14,8 @@ if "google.colab" in sys.modules:
     # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
     # (the environment variable replaces the repository in the course's Colab test only)
     repository = os.environ.get("COURSE_LIB_REPOSITORY") or "https://github.com/symmetry-gnn-course/symmetry-gnn-course"
-    requirement = f"course_lib[molecules,notebooks] @ {repository}/archive/refs/heads/main.zip"
+    archive = "/".join([repository, "archive", "refs", "heads", "main.zip"])  # as GitHub serves the branch
+    requirement = f"course_lib[molecules,notebooks] @ {archive}"
     print(f"installing {requirement} (about a minute) ...")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)

@@ -173,7 +173,8 @@ def _assert_clean(nb, outputs_allowed: bool = False) -> None:
     }
     assert [c.id for c in nb.cells] == [f"c{i:02d}" for i in range(len(nb.cells))]
     for cell in nb.cells:
-        assert set(cell.metadata) <= {"tags", "exercise", "points"}
+        # exercises and predictions (code), short answers and rubrics (markdown): nothing else is kept
+        assert set(cell.metadata) <= {"tags", "exercise", "points", "prediction", "choices", "answer", "rubric"}
         if cell.cell_type == "code" and not outputs_allowed:
             assert cell.outputs == [] and cell.execution_count is None
 

@@ -792,7 +792,9 @@ def _cmd_list(notebook_dir) -> int:
     widths = [max(len(r[k]) for r in [head, *rows]) for k in range(3)]
     for r in [head, *rows]:
         print("  ".join(r[k].ljust(widths[k]) for k in range(3)) + "  " + r[3])
-    print(f"{len(rows)} exercise(s), predictions and short answers, {sum(int(r[2]) for r in rows)} points")
+    n_responses = sum(1 for r in rows if r[3].startswith(("prediction", "short answer")))
+    extra = f" + {n_responses} prediction(s) and short answer(s)" if n_responses else ""
+    print(f"{len(rows) - n_responses} exercise(s){extra}, {sum(int(r[2]) for r in rows)} points")
     return 0
 
 
