@@ -26,6 +26,7 @@ CLASSES = {
     "NequIP": ("course_lib.models.nequip:NequIP", "molecule"),
     "InvariantMPNN": ("course_lib.models.mpnn:InvariantMPNN", "particles"),
     "AbsolutePositionGNN": ("course_lib.models.baselines:AbsolutePositionGNN", "particles"),
+    "EdgeVectorGNN": ("course_lib.models.baselines:EdgeVectorGNN", "particles"),
     "CoordinateMLP": ("course_lib.models.baselines:CoordinateMLP", "particles"),
     "EGNN": ("course_lib.models.egnn:EGNN", "box_dynamics"),
     "AbsoluteCoordinateGNN": ("course_lib.models.baselines:AbsoluteCoordinateGNN", "box_dynamics"),
