@@ -129,10 +129,30 @@ def aggregate(out: Path, header: dict, models: list[str], sizes: list[int], seed
         if rows:
             results["models"][m] = {"label": LABELS[m], "runs": rows, "summary": summarize_runs(rows, sizes)}
     all_rows = [r for m in results["models"].values() for r in m["runs"]]
+    evals = header["protocol"]["evals_per_run"]
+    budget = header["protocol"]["steps_per_run"] // evals * evals
+    if any(r["steps"] != budget for r in all_rows):
+        raise ValueError(f"runs in {runs_dir} were made with other --steps/--evals than {budget} steps: aggregate "
+                         "only comparable runs (pass the --steps and --evals of the sweep)")
     results["run_commands"] = sorted({r["command"] for r in all_rows})  # e.g. one process per seed
     results["total_seconds"] = sum(r["seconds"] for r in all_rows)
     (out / name).write_text(json.dumps(results, indent=2) + "\n")
+    (out / name).with_suffix(".md").write_text(markdown_table(results))
     return results
+
+
+def markdown_table(results: dict) -> str:
+    """Test MAE mean ± s.e. per model and size, with the number of runs that reached their plateau."""
+    sizes = results["sizes"]
+    lines = [f"Made by: `{'`, `'.join(results['run_commands'])}`", "",
+             "| model | " + " | ".join(f"n = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for res in results["models"].values():
+        cells = {s["n_train"]: f"{s['test_mae_mean']:.3f} ± {s['test_mae_se']:.3f} ({s['plateaued']}/{s['runs']})"
+                 for s in res["summary"]}
+        lines.append(f"| {res['label']} | " + " | ".join(cells.get(n, "–") for n in sizes) + " |")
+    lines += ["", "Test MAE of the energy, mean ± standard error over seeds; in brackets: runs whose validation "
+              "curve reached the plateau criterion of `course_lib.stats.plateau` / runs."]
+    return "\n".join(lines) + "\n"
 
 
 def parse(argv):
@@ -158,7 +178,7 @@ def main(argv=None) -> dict:
     train_all, val, test = (load_particles("energy", s) for s in ("train", "val", "test"))
     q = args.quick
     sizes = [int(s) for s in (args.sizes or ("50,100" if q else "100,300,1000")).split(",")]
-    seeds = [int(s) for s in (args.seeds or ("0,1" if q else "0,1,2")).split(",")]
+    seeds = [int(s) for s in (args.seeds or ("0,1" if q else "0,1,2,3,4")).split(",")]
     steps, evals = args.steps or (30 if q else 800), args.evals or (5 if q else 20)
     if q:
         val, test = val[:64], test[:64]

@@ -1139,7 +1139,7 @@ print(assert_equivariant(f_only, batch, T["translation"], output="vector", name=
 # |---|---|---|
 # | canonical form | exact invariance (generic inputs) | jumps at equal eigenvalues / zero moments |
 # | symmetrization (group average) | exact invariance, finite groups | $\lvert G\rvert$ evaluations |
-# | frame averaging (Puny et al., 2022) | exact invariance, continuous groups too | $\lvert \mathcal F(x)\rvert$ evaluations; needs distinct eigenvalues |
+# | frame averaging (Puny et al.) | exact invariance, continuous groups too | 8 evaluations; distinct eigenvalues |
 # | data augmentation | none: only emulated | more data and steps; error never reaches 0 |
 # | invariant features (distances, DeepMD) | exact invariance | outputs can only be invariants |
 # | equivariant maps (radial field, gates) | exact equivariance | no ReLU on vectors |

@@ -63,8 +63,8 @@ def test_edges_return_index_and_vector_from_target_to_source(model, data):
 
 
 def test_constructor_vocabulary():
-    for model in (InvariantMPNN(), AbsolutePositionGNN(), EdgeVectorGNN(), AbsoluteCoordinateGNN(), EGNN(), EGNNDynamics(),
-                  GNNDynamics(), RadialField(), SchNet(), NequIP(hidden=4, num_layers=1)):
+    for model in (InvariantMPNN(), AbsolutePositionGNN(), EdgeVectorGNN(), AbsoluteCoordinateGNN(), EGNN(),
+                  EGNNDynamics(), GNNDynamics(), RadialField(), SchNet(), NequIP(hidden=4, num_layers=1)):
         assert {"hidden", "num_layers"} <= set(model.config), type(model).__name__
         assert not {"layers", "interactions", "num_features", "r_max", "num_gaussians", "num_bessel"} & set(
             model.config), type(model).__name__
