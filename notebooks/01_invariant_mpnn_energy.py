@@ -676,27 +676,32 @@ for m in CURVE_MODELS:
                                                          for n in lc_sizes))
 
 # %% [markdown]
-# How much does the budget hold back the largest training sets? A check with four times the steps (3200),
-# for three of the models at 1000 systems, **one seed** (seed 0: the same subset and initialisation as the
-# seed-0 runs above), so it says how far the 800-step runs are from convergence, not which model is better:
+# How much does the budget hold back the largest training sets? A check with four times the steps (3200 steps,
+# 40 validation points) at 1000 systems, with the same seeds (the same subsets and initialisations) as the
+# runs above; dotted: the 800-step runs, solid: the 3200-step runs.
 
 # %%
 budget = json.loads(repo_file("benchmarks/results/energy_budget4x.json").read_text())
+b_runs = {m: sorted(res["runs"], key=lambda r: r["seed"]) for m, res in budget["models"].items()}
+long_mae = {m: [r["test_mae"] for r in rs] for m, rs in b_runs.items()}
+short_mae = {m: [next(x["test_mae"] for x in runs[m] if x["n_train"] == r["n_train"] and x["seed"] == r["seed"])
+                 for r in rs] for m, rs in b_runs.items()}
+budget_gain = {m: float(np.mean(short_mae[m]) / np.mean(long_mae[m])) for m in b_runs}
 fig, ax = plt.subplots(figsize=(5.8, 3.6))
-budget_gain = {}
-for m, res in budget["models"].items():
-    long_run = res["runs"][0]
-    short_run = next(r for r in runs[m] if r["n_train"] == long_run["n_train"] and r["seed"] == long_run["seed"])
-    for r, ls in ((short_run, ":"), (long_run, "-")):
-        ax.plot(r["steps_per_eval"] * (np.arange(len(r["val_curve"])) + 1), r["val_curve"], ls, color=colors[m],
-                label=f"{label[m]}, {r['steps']} steps")
-    budget_gain[m] = short_run["test_mae"] / long_run["test_mae"]
-    print(f"{label[m]:52s} seed 0, n = {long_run['n_train']}: test MAE {short_run['test_mae']:.3f} after "
-          f"{short_run['steps']} steps, {long_run['test_mae']:.3f} after {long_run['steps']} "
-          f"(plateau reached: {long_run['plateau']['plateaued']})")
-ax.set(yscale="log", xlabel="optimiser steps", ylabel="validation MSE", title="budget check (seed 0, 1000 systems)")
+for m, rs in b_runs.items():
+    for k, r in enumerate(rs):
+        short = next(x for x in runs[m] if x["n_train"] == r["n_train"] and x["seed"] == r["seed"])
+        for x, ls in ((short, ":"), (r, "-")):
+            ax.plot(x["steps_per_eval"] * (np.arange(len(x["val_curve"])) + 1), x["val_curve"], ls, color=colors[m],
+                    lw=0.8, label=label[m] if (k == 0 and ls == "-") else None)
+ax.set(yscale="log", xlabel="optimiser steps", ylabel="validation MSE", title="budget check at 1000 systems")
 ax.legend(fontsize=6)
 plt.show()
+print("made by:", *budget["run_commands"], sep="\n  ")
+for m in b_runs:
+    print(f"{label[m]:52s} seeds {[r['seed'] for r in b_runs[m]]}: test MAE {stats.summarize(short_mae[m]):.3f} after "
+          f"800 steps, {stats.summarize(long_mae[m]):.3f} after 3200; plateaued at 3200: "
+          f"{sum(r['plateau']['plateaued'] for r in b_runs[m])}/{len(b_runs[m])}")
 
 # %%
 if FAST:  # a miniature learning curve, to show how the benchmark works (numbers are not meaningful)
@@ -711,8 +716,57 @@ if FAST:  # a miniature learning curve, to show how the benchmark works (numbers
             print(f"mini curve {name} n={n}: test MAE {evaluate(m, test_loader, energy_mae):.3f}")
 
 # %% [markdown]
-# RESULTS_PROSE_PLACEHOLDER
+# **What the numbers say** (at this budget; the cell after the next one checks every sentence):
 #
+# * With 100 and 300 training systems the invariant MPNN has a lower test error than the GNN with absolute
+#   positions.
+# * The GNN with edge vectors, which is translation invariant by construction and only has to learn the
+#   rotations and reflections of the box, is behind the MPNN at 100 systems and on par with it at 300 (its
+#   difference to the MPNN there is within two standard errors).
+# * Augmentation buys part of the difference back: it lowers the error of the absolute-position GNN at 100
+#   systems (paired by seed), where the augmented GNN is on par with the MPNN; at 300 systems the MPNN is
+#   ahead of it.
+# * At 1000 systems the four models are on par. But that point is limited by the budget, not by the data:
+#   most runs at that size have not reached their plateau, and in the budget check four times the steps lower
+#   the error of every checked model clearly. The first round of this benchmark (one seed, 6000 steps; numbers
+#   in `benchmarks/README.md`) reached errors several times lower at 1000 systems, and so does the main model
+#   of section 5 (22,500 steps on 2400 systems); an equal-budget comparison at that level is still to be made.
+#
+# So what does the symmetry buy here? Exact invariance under every symmetry of the box, which no amount of
+# data or augmentation gives (section 7), and accuracy when data are scarce. What it does *not* buy in this
+# experiment is a measurable accuracy gain at 1000 systems and 800 steps. Why augmentation comes close: the
+# test systems are drawn like the training systems, and that distribution is itself invariant under the box's
+# symmetries, so a model that is *nearly* invariant on typical configurations, which augmentation teaches, is
+# scored almost like an exactly invariant one. The test set measures interpolation; the invariance errors of
+# section 7 are what the baselines would carry to configurations unlike the training data.
+
+# %%
+sizes_text = {n: ", ".join(f"{label[m]} {stats.summarize(per_seed[m][n]):.3f}" for m in CURVE_MODELS)
+              for n in lc_sizes}
+claims.say("Test MAE at 100 systems: {a}. At 300: {b}. At 1000: {c}.", a=sizes_text[100], b=sizes_text[300],
+           c=sizes_text[1000])
+late = [p for m in CURVE_MODELS for p in plateaued[m, 1000]]
+claims.say("Runs at 1000 systems that reached the plateau criterion: {k} of {n}. Budget check (seed 0, 1000 systems): "
+           "test MAE after 800 steps / after 3200 steps = {g}.", k=sum(late), n=len(late),
+           g=", ".join(f"{label[m]} {v:.2f}" for m, v in budget_gain.items()))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+mp, ab, ag, ve = (per_seed[m] for m in ("mpnn", "abs_gnn", "abs_gnn_aug", "vec_gnn"))
+for n in (100, 300):
+    print(claims.less(mp[n], ab[n], f"MPNN at {n}", f"absolute-position GNN at {n}"))
+print(claims.less(mp[100], ve[100], "MPNN at 100", "edge-vector GNN at 100"))
+print(claims.tie(mp[300], ve[300], "MPNN at 300", "edge-vector GNN at 300"))
+print(claims.less(ag[100], ab[100], "augmented GNN at 100", "absolute-position GNN at 100", paired=True))
+print(claims.tie(mp[100], ag[100], "MPNN at 100", "augmented GNN at 100"))
+print(claims.less(mp[300], ag[300], "MPNN at 300", "augmented GNN at 300"))
+for m in ("abs_gnn", "abs_gnn_aug", "vec_gnn"):
+    print(claims.tie(mp[1000], per_seed[m][1000], "MPNN at 1000", f"{m} at 1000"))
+print(claims.holds(sum(late) <= len(late) // 2, "at 1000 systems at most half of the runs reached their plateau",
+                   f"{sum(late)} of {len(late)}"))
+print(claims.holds(min(budget_gain.values()) > 1.2, "four times the steps lower the seed-0 test MAE at 1000 systems "
+                   "by more than 20 % for every checked model", str(budget_gain)))
+
 # ## 9. Analysis: where does the model go wrong?
 #
 # We draw the best and the worst predicted test systems and look for a pattern.
@@ -776,8 +830,9 @@ print(f"rank correlation of |error| with closest distance: {rho(closest, err):+.
 #   message by a cutoff function that vanishes smoothly at $r_c$. A smooth activation is not enough.
 # * Sum aggregation and sum pooling give permutation invariance and extensivity for free.
 # * Checks are cheap: every claim of this notebook ends in an assert of `course_lib.symmetry`.
-# * Models that have to learn the symmetry from data need more of it, and augmentation only
-#   approximates the symmetry.
+# * Claims about what a symmetry buys are checked like the symmetry itself: several seeds, equal budgets,
+#   mean ± standard error. Here the invariant MPNN is more accurate than the baselines with 100-300 training
+#   systems; augmentation recovers part of that, and never the exact invariance.
 #
 # Next: notebook 02 predicts the *dynamics* of the same particles with an E(n)-equivariant network,
 # where the outputs (positions, velocities) are vectors rather than one invariant number.
