@@ -1,15 +1,24 @@
 """Learning curves of notebook 01: test MAE vs number of training systems, for the invariant MPNN and
-the non-invariant baselines (with and without data augmentation), on the periodic charged-particle
-energy data set.
+the baselines that do not have its symmetry, on the periodic charged-particle energy data set, under
+the experiment protocol of ``benchmarks/README.md``.
 
     python benchmarks/energy_learning_curve.py                     # full run, writes benchmarks/results/
     python benchmarks/energy_learning_curve.py --quick --out /tmp/lc  # pipeline check (CI)
 
-Writes ``energy_learning_curve.json`` (MAE per model and size, epochs, wall times, the command and the
-machine) and the checkpoints of the models trained on the largest size (``energy_<model>.pt``), which
-notebook 01 loads instead of training for minutes on a CPU. With ``--tag final`` (and a larger
-``--steps``) it writes ``energy_final.json`` and ``energy_<model>_final.pt`` instead: the longer
-training run of the notebook's main model.
+Protocol: for every model, size n and seed s the training set is ``stats.random_subset(train, n, s)``
+(the same subset for every model of a seed: paired runs); every run gets the same budget of ``--steps``
+optimiser steps (batch 32, Adam, learning rate halved when the validation loss stalls), whatever n;
+the validation MSE is recorded ``--evals`` times per run (an "epoch" below is one such interval of
+steps) and the weights of the best validation point are the ones tested (model selection on
+validation only); ``stats.plateau`` of each validation curve is recorded. The test set is 300 systems
+drawn like the training systems (interpolation, not generalisation to other densities or sizes).
+
+Resumable: every finished run is written to ``<out>/energy_learning_curve_runs/<model>_n<n>_s<seed>.json``
+and skipped when the script is started again; ``energy_learning_curve.json`` (per-run rows with their
+validation curves, mean ± s.e. per model and size, command, machine, budgets) is rebuilt from those files
+at the end (``--aggregate``: only that). The checkpoints of the first seed at the largest size
+(``energy_<model>.pt``) are what notebook 01 loads instead of training for minutes on a CPU. With
+``--tag final`` it writes ``energy_final.json`` and ``energy_<model>_final.pt`` instead.
 """
 
 from __future__ import annotations
@@ -17,29 +26,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import RandomSampler
 from torch_geometric.loader import DataLoader
 
+from course_lib import stats
 from course_lib import symmetry as S
 from course_lib.datasets import load_particles
-from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP
+from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP, EdgeVectorGNN
 from course_lib.models.mpnn import InvariantMPNN
 from course_lib.train import evaluate, fit, save_checkpoint
-from course_lib.utils import seed_everything
+from course_lib.utils import machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("mpnn", "abs_gnn", "abs_gnn_aug", "mlp")
+MODELS = ("mpnn", "abs_gnn", "abs_gnn_aug", "vec_gnn", "mlp")
+DEFAULT_MODELS = ("mpnn", "abs_gnn", "abs_gnn_aug", "vec_gnn")
 LABELS = {
     "mpnn": "invariant MPNN",
     "abs_gnn": "GNN with absolute positions",
     "abs_gnn_aug": "GNN with absolute positions + augmentation",
+    "vec_gnn": "GNN with edge vectors (translation invariant only)",
     "mlp": "MLP on padded coordinates",
 }
+BATCH = 32
 
 
 def make_model(name: str):
@@ -47,6 +60,8 @@ def make_model(name: str):
         return InvariantMPNN()
     if name in ("abs_gnn", "abs_gnn_aug"):
         return AbsolutePositionGNN()
+    if name == "vec_gnn":
+        return EdgeVectorGNN()
     if name == "mlp":
         return CoordinateMLP(max_nodes=24)
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
@@ -71,101 +86,143 @@ def energy_mae(model, batch):
     return (model(batch) - batch.energy).abs().mean()
 
 
-def train_one(name: str, train, val, test, epochs: int, seed: int, progress: bool) -> tuple:
+def train_one(name: str, train, val, test, steps: int, evals: int, seed: int, progress: bool) -> tuple:
+    """One run: ``steps`` optimiser steps in ``evals`` intervals, each followed by a validation pass."""
     seed_everything(seed)
     model = make_model(name)
     model.fit_energy_scale(train)
     loss = augmented_mse(torch.Generator().manual_seed(seed)) if name == "abs_gnn_aug" else energy_mse
-    tl = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    interval = max(1, steps // evals)
+    sampler = RandomSampler(train, num_samples=interval * BATCH, generator=torch.Generator().manual_seed(seed))
+    tl = DataLoader(train, batch_size=BATCH, sampler=sampler)
     vl = DataLoader(val, batch_size=256)
-    hist = fit(model, tl, vl, loss, epochs=epochs, lr=1e-3, patience=max(10, epochs // 6), progress=progress,
-               desc=f"{name} n={len(train)}")
+    hist = fit(model, tl, vl, loss, epochs=evals, lr=1e-3, patience=None, progress=progress,
+               desc=f"{name} n={len(train)} s={seed}")
     model.eval()
     mae = evaluate(model, DataLoader(test, batch_size=256), energy_mae)
-    return model, hist, mae
+    return model, hist, mae, interval
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny sizes and epochs (pipeline check)")
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--sizes", default=None, help="comma-separated training-set sizes")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (sets epochs per size)")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--tag", default="", help="suffix of the output names (e.g. 'final' for a longer run)")
-    p.add_argument("--merge", nargs="+", metavar="DIR",
-                   help="merge the results of runs made with different --models into --out (no training)")
-    args = p.parse_args(argv)
-    if args.merge:
-        return merge(args.merge, Path(args.out))
+def run_path(runs: Path, name: str, n: int, seed: int) -> Path:
+    return runs / f"{name}_n{n}_s{seed}.json"
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    train_all, val, test = (load_particles("energy", s) for s in ("train", "val", "test"))
-    if args.quick:
-        sizes = [int(s) for s in (args.sizes or "50,100").split(",")]
-        steps, max_epochs = args.steps or 40, args.max_epochs or 4
-        val, test = val[:100], test[:100]
-    else:
-        sizes = [int(s) for s in (args.sizes or "100,300,1000,2400").split(",")]
-        steps, max_epochs = args.steps or 9000, args.max_epochs or 1000
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    models = [m for m in args.models.split(",") if m]
-    e_std = float(torch.cat([g.energy for g in test]).std())
-    results = {
-        "command": "python benchmarks/energy_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "load_average": os.getloadavg()},
-        "test_energy_std": e_std,
-        "sizes": sizes,
-        "steps_per_run": steps,
-        "models": {},
-    }
-    t_all = time.perf_counter()
-    for name in models:
-        rows = []
-        for n in sizes:
-            train = train_all[:n]
-            epochs = min(max_epochs, max(2, round(steps / max(1, -(-n // 32)))))
-            model, hist, mae = train_one(name, train, val, test, epochs, args.seed, not args.no_progress)
-            rows.append({"n_train": n, "test_mae": mae, "test_mae_over_std": mae / e_std, "epochs_run": len(hist.train),
-                         "best_epoch": hist.best_epoch, "seconds": hist.seconds})
-            print(f"{name:12s} n={n:5d} epochs={len(hist.train):4d} test MAE {mae:.4f} ({100 * mae / e_std:.2f}% "
-                  f"of std) {hist.seconds:.0f}s", flush=True)
-            if n == sizes[-1]:
-                tag = f"_{args.tag}" if args.tag else ""
-                save_checkpoint(out / f"energy_{name}{tag}.pt", model, config=model.config,
-                                metrics={"test_mae": mae, "n_train": n, "epochs": len(hist.train)})
-        results["models"][name] = {"label": LABELS[name], "runs": rows}
-    results["total_seconds"] = time.perf_counter() - t_all
-    name = f"energy_{args.tag}.json" if args.tag else "energy_learning_curve.json"
+
+def summarize_runs(rows: list[dict], sizes: list[int]) -> list[dict]:
+    """Mean ± s.e. of the test MAE over seeds, per size, and how many runs reached their plateau."""
+    out = []
+    for n in sizes:
+        at_n = [r for r in rows if r["n_train"] == n]
+        if not at_n:
+            continue
+        s = stats.summarize([r["test_mae"] for r in at_n])
+        out.append({"n_train": n, "test_mae_mean": s.mean, "test_mae_se": s.se, "seeds": [r["seed"] for r in at_n],
+                    "plateaued": sum(r["plateau"]["plateaued"] for r in at_n), "runs": len(at_n)})
+    return out
+
+
+def aggregate(out: Path, header: dict, models: list[str], sizes: list[int], seeds: list[int], name: str) -> dict:
+    runs_dir = out / f"{Path(name).stem}_runs"
+    results = {**header, "models": {}}
+    for m in models:
+        rows = [json.loads(run_path(runs_dir, m, n, s).read_text()) for n in sizes for s in seeds
+                if run_path(runs_dir, m, n, s).exists()]
+        if rows:
+            results["models"][m] = {"label": LABELS[m], "runs": rows, "summary": summarize_runs(rows, sizes)}
+    all_rows = [r for m in results["models"].values() for r in m["runs"]]
+    evals = header["protocol"]["evals_per_run"]
+    budget = header["protocol"]["steps_per_run"] // evals * evals
+    if any(r["steps"] != budget for r in all_rows):
+        raise ValueError(f"runs in {runs_dir} were made with other --steps/--evals than {budget} steps: aggregate "
+                         "only comparable runs (pass the --steps and --evals of the sweep)")
+    results["run_commands"] = sorted({r["command"] for r in all_rows})  # e.g. one process per seed
+    results["total_seconds"] = sum(r["seconds"] for r in all_rows)
     (out / name).write_text(json.dumps(results, indent=2) + "\n")
+    (out / name).with_suffix(".md").write_text(markdown_table(results))
     return results
 
 
-def merge(dirs, out: Path) -> dict:
-    """Combine per-model runs (e.g. run in parallel, one model per process) into one results file."""
-    import shutil
+def markdown_table(results: dict) -> str:
+    """Test MAE mean ± s.e. per model and size, with the number of runs that reached their plateau."""
+    sizes = results["sizes"]
+    lines = [f"Made by: `{'`, `'.join(results['run_commands'])}`", "",
+             "| model | " + " | ".join(f"n = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for res in results["models"].values():
+        cells = {s["n_train"]: f"{s['test_mae_mean']:.3f} ± {s['test_mae_se']:.3f} ({s['plateaued']}/{s['runs']})"
+                 for s in res["summary"]}
+        lines.append(f"| {res['label']} | " + " | ".join(cells.get(n, "–") for n in sizes) + " |")
+    lines += ["", "Test MAE of the energy, mean ± standard error over seeds; in brackets: runs whose validation "
+              "curve reached the plateau criterion of `course_lib.stats.plateau` / runs."]
+    return "\n".join(lines) + "\n"
 
-    out.mkdir(parents=True, exist_ok=True)
-    parts = [json.loads((Path(d) / "energy_learning_curve.json").read_text()) for d in dirs]
-    merged = {**parts[0], "models": {}, "command": [p["command"] for p in parts],
-              "total_seconds": sum(p["total_seconds"] for p in parts)}
-    for d, part in zip(dirs, parts):
-        if part["sizes"] != merged["sizes"] or part["steps_per_run"] != merged["steps_per_run"]:
-            raise ValueError(f"{d} was run with other sizes or steps; merge only comparable runs")
-        merged["models"].update(part["models"])
-        for name in part["models"]:
-            src = Path(d) / f"energy_{name}.pt"
-            if src.exists() and src.resolve() != (out / src.name).resolve():
-                shutil.copy(src, out / src.name)
-    merged["models"] = {k: merged["models"][k] for k in MODELS if k in merged["models"]}
-    (out / "energy_learning_curve.json").write_text(json.dumps(merged, indent=2) + "\n")
-    return merged
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes and budgets (pipeline check)")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, from {MODELS}")
+    p.add_argument("--sizes", default=None, help="comma-separated training-set sizes")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (subset and initialisation)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (the same for every n)")
+    p.add_argument("--evals", type=int, default=None, help="validation points per run")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tag", default="", help="suffix of the output names (e.g. 'final' for a longer run)")
+    p.add_argument("--checkpoint-seed", type=int, default=0,
+                   help="save the checkpoints of this seed's runs at the largest size")
+    p.add_argument("--aggregate", action="store_true", help="only rebuild the results file from the finished runs")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    train_all, val, test = (load_particles("energy", s) for s in ("train", "val", "test"))
+    q = args.quick
+    sizes = [int(s) for s in (args.sizes or ("50,100" if q else "100,300,1000")).split(",")]
+    seeds = [int(s) for s in (args.seeds or ("0,1" if q else "0,1,2")).split(",")]
+    steps, evals = args.steps or (30 if q else 800), args.evals or (5 if q else 20)
+    if q:
+        val, test = val[:64], test[:64]
+    out = Path(args.out)
+    name = f"energy_{args.tag}.json" if args.tag else "energy_learning_curve.json"
+    runs_dir = out / f"{Path(name).stem}_runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    models = [m for m in args.models.split(",") if m]
+    for m in models:
+        make_model(m)  # unknown names fail before any training
+    header = {
+        "command": "python benchmarks/energy_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_info(),
+        "protocol": {"steps_per_run": steps, "evals_per_run": evals, "batch_size": BATCH, "seeds": seeds,
+                     "subsets": "course_lib.stats.random_subset(range(len(train)), n, seed), same for every model",
+                     "selection": "weights of the best validation MSE", "n_val": len(val), "n_test": len(test),
+                     "test_set": "interpolation (systems drawn like the training systems)"},
+        "test_energy_std": float(torch.cat([g.energy for g in test]).std()),
+        "sizes": sizes, "seeds": seeds, "steps_per_run": steps,
+    }
+    if args.aggregate:
+        return aggregate(out, header, models, sizes, seeds, name)
+    for seed in seeds:  # seed-major: a stopped sweep has complete seeds for every model and size
+        for n in sizes:
+            train = [train_all[i] for i in stats.random_subset(range(len(train_all)), n, seed)]
+            for m in models:
+                path = run_path(runs_dir, m, n, seed)
+                if path.exists():
+                    continue
+                model, hist, mae, interval = train_one(m, train, val, test, steps, evals, seed, not args.no_progress)
+                row = {"model": m, "n_train": n, "seed": seed, "test_mae": mae, "test_mae_over_std":
+                       mae / header["test_energy_std"], "steps": interval * evals, "steps_per_eval": interval,
+                       "best_eval": hist.best_epoch, "val_curve": hist.val, "train_curve": hist.train,
+                       "plateau": stats.plateau(hist.val), "seconds": hist.seconds, "machine": machine_info(),
+                       "command": header["command"]}
+                path.write_text(json.dumps(row, indent=1) + "\n")
+                print(f"{m:12s} n={n:5d} seed={seed} test MAE {mae:.4f} best eval {hist.best_epoch}/{evals} "
+                      f"plateau {row['plateau']['plateaued']} {hist.seconds:.0f}s", flush=True)
+                if n == sizes[-1] and seed == args.checkpoint_seed:
+                    tag = f"_{args.tag}" if args.tag else ""
+                    save_checkpoint(out / f"energy_{m}{tag}.pt", model, config=model.config,
+                                    metrics={"test_mae": mae, "n_train": n, "seed": seed, "steps": interval * evals})
+    return aggregate(out, header, models, sizes, seeds, name)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,7 @@ MODEL_CLASSES = {
     "PaiNN": "course_lib.models.painn:PaiNN",
     "InvariantMPNN": "course_lib.models.mpnn:InvariantMPNN",
     "AbsolutePositionGNN": "course_lib.models.baselines:AbsolutePositionGNN",
+    "EdgeVectorGNN": "course_lib.models.baselines:EdgeVectorGNN",
     "CoordinateMLP": "course_lib.models.baselines:CoordinateMLP",
     "AbsoluteCoordinateGNN": "course_lib.models.baselines:AbsoluteCoordinateGNN",
     "EGNN": "course_lib.models.egnn:EGNN",
@@ -255,9 +256,14 @@ def upgrade_config(model_class: type, config: dict) -> dict:
     ``AbsoluteCoordinateGNN``, ``EGNN``, ``GNNDynamics``, ``RadialField``, ``EGNNDynamics``:
     ``layers -> num_layers``; ``SchNet``: ``interactions -> num_layers``, ``num_gaussians -> num_basis``;
     ``NequIP``: ``num_features -> hidden``, ``r_max -> cutoff``, ``num_bessel -> num_basis``.
+
+    Then the keys of ``model_class.LEGACY_CONFIG_DEFAULTS`` missing from the configuration are added with
+    the behaviour the old code had (``InvariantMPNN`` and its subclasses: ``smooth_cutoff=False``), so an
+    old checkpoint keeps computing what it was trained to compute when a new option's default changes.
     """
     renames = getattr(model_class, "LEGACY_CONFIG_KEYS", {})
-    return {renames.get(key, key): value for key, value in dict(config).items()}
+    upgraded = {renames.get(key, key): value for key, value in dict(config).items()}
+    return {**getattr(model_class, "LEGACY_CONFIG_DEFAULTS", {}), **upgraded}
 
 
 def load_model(path: str | Path, how_to_make: str | None = None, map_location="cpu") -> tuple[torch.nn.Module, dict]:

@@ -27,6 +27,7 @@ CLASSES = {
     "PaiNN": ("course_lib.models.painn:PaiNN", "molecule"),
     "InvariantMPNN": ("course_lib.models.mpnn:InvariantMPNN", "particles"),
     "AbsolutePositionGNN": ("course_lib.models.baselines:AbsolutePositionGNN", "particles"),
+    "EdgeVectorGNN": ("course_lib.models.baselines:EdgeVectorGNN", "particles"),
     "CoordinateMLP": ("course_lib.models.baselines:CoordinateMLP", "particles"),
     "EGNN": ("course_lib.models.egnn:EGNN", "box_dynamics"),
     "AbsoluteCoordinateGNN": ("course_lib.models.baselines:AbsoluteCoordinateGNN", "box_dynamics"),

@@ -37,26 +37,42 @@ def test_minimum_image_reference_and_mistakes():
 def test_message_passing_reference_and_mistakes():
     assert check("01.message_passing_step", nb01.message_passing_step, verbose=False).passed
 
-    def swapped(h, e, ei, pe, ph):
-        return nb01.message_passing_step(h, e, ei.flip(0), pe, ph)
+    def swapped(h, e, ei, pe, ph, w):
+        return nb01.message_passing_step(h, e, ei.flip(0), pe, ph, w)
 
     res = check("01.message_passing_step", swapped, verbose=False)
     assert not res.passed and "edge_index[0] is the source" in _msgs(res)
 
-    def no_residual(h, e, ei, pe, ph):
-        return nb01.message_passing_step(h, e, ei, pe, ph) - h
+    def no_residual(h, e, ei, pe, ph, w):
+        return nb01.message_passing_step(h, e, ei, pe, ph, w) - h
 
     res = check("01.message_passing_step", no_residual, verbose=False)
     assert "residual" in _msgs(res)
 
-    def mean_agg(h, e, ei, pe, ph):
+    def mean_agg(h, e, ei, pe, ph, w):
         j, i = ei
-        m = pe(torch.cat([h[i], h[j], e], -1))
+        m = w[:, None] * pe(torch.cat([h[i], h[j], e], -1))
         deg = torch.bincount(i, minlength=h.shape[0]).clamp_min(1).to(h.dtype)[:, None]
         return h + ph(torch.cat([h, scatter_sum(m, i, h.shape[0]) / deg], -1))
 
     res = check("01.message_passing_step", mean_agg, verbose=False)
     assert "sum aggregation" in _msgs(res)
+
+
+def test_message_passing_without_the_cutoff_weight_is_named():
+    """The first version of the exercise (no cutoff weight) and weighting the edge features instead of the
+    message are each told what is wrong, once."""
+    def unweighted(h, e, ei, pe, ph, w):
+        return nb01.message_passing_step(h, e, ei, pe, ph, torch.ones_like(w))
+
+    res = check("01.message_passing_step", unweighted, verbose=False)
+    assert not res.passed and len(res.messages) == 1 and "not weighted by the cutoff" in res.messages[0]
+
+    def weighted_features(h, e, ei, pe, ph, w):
+        return nb01.message_passing_step(h, w[:, None] * e, ei, pe, ph, torch.ones_like(w))
+
+    res = check("01.message_passing_step", weighted_features, verbose=False)
+    assert not res.passed and len(res.messages) == 1 and "weighted the edge features" in res.messages[0]
 
 
 def test_invariance_error_reference_and_mistakes():
@@ -82,9 +98,9 @@ def test_minimum_image_diagnoses_are_specific():
     assert "opposite sign" in msgs and "floor" not in msgs
 
 
-def _summed_at_source(h, e, ei, pe, ph):
+def _summed_at_source(h, e, ei, pe, ph, w):
     j, i = ei
-    m = pe(torch.cat([h[i], h[j], e], -1))
+    m = w[:, None] * pe(torch.cat([h[i], h[j], e], -1))
     return h + ph(torch.cat([h, scatter_sum(m, j, h.shape[0])], -1))
 
 
@@ -108,9 +124,9 @@ def test_message_passing_hidden_seeds_use_the_live_reference(seed):
 
 def test_message_passing_notebook_hint_works_in_float64():
     """The hint of the notebook (index_add into zeros of the messages' dtype) passes with float64 inputs."""
-    def hinted(h, e, edge_index, phi_e, phi_h):
+    def hinted(h, e, edge_index, phi_e, phi_h, w):
         j, i = edge_index
-        m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
+        m_ij = w[:, None] * phi_e(torch.cat([h[i], h[j], e], dim=-1))
         m_i = torch.zeros(h.shape[0], m_ij.shape[1], dtype=m_ij.dtype).index_add(0, i, m_ij)
         return h + phi_h(torch.cat([h, m_i], dim=-1))
 

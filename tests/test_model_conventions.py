@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
-from course_lib.models.baselines import AbsoluteCoordinateGNN, AbsolutePositionGNN, CoordinateMLP
+from course_lib.models.baselines import AbsoluteCoordinateGNN, AbsolutePositionGNN, CoordinateMLP, EdgeVectorGNN
 from course_lib.models.blocks import EnergyScale
 from course_lib.models.egnn import EGNN
 from course_lib.models.mpnn import InvariantMPNN
@@ -65,8 +65,8 @@ def test_edges_return_index_and_vector_from_target_to_source(model, data):
 
 
 def test_constructor_vocabulary():
-    for model in (InvariantMPNN(), AbsolutePositionGNN(), AbsoluteCoordinateGNN(), EGNN(), EGNNDynamics(),
-                  GNNDynamics(), RadialField(), SchNet(), NequIP(hidden=4, num_layers=1),
+    for model in (InvariantMPNN(), AbsolutePositionGNN(), EdgeVectorGNN(), AbsoluteCoordinateGNN(), EGNN(),
+                  EGNNDynamics(), GNNDynamics(), RadialField(), SchNet(), NequIP(hidden=4, num_layers=1),
                   PaiNN(hidden=4, num_layers=1)):
         assert {"hidden", "num_layers"} <= set(model.config), type(model).__name__
         assert not {"layers", "interactions", "num_features", "r_max", "num_gaussians", "num_bessel"} & set(
@@ -102,5 +102,10 @@ def test_old_configurations_are_mapped():
         "hidden": 8, "cutoff": 3.0, "num_basis": 6, "l_max": 1}
     for cls in (InvariantMPNN, AbsolutePositionGNN, AbsoluteCoordinateGNN, EGNN, EGNNDynamics, GNNDynamics,
                 RadialField):
-        assert upgrade_config(cls, {"hidden": 8, "layers": 2}) == {"hidden": 8, "num_layers": 2}
+        legacy = getattr(cls, "LEGACY_CONFIG_DEFAULTS", {})
+        assert upgrade_config(cls, {"hidden": 8, "layers": 2}) == {"hidden": 8, "num_layers": 2, **legacy}
         cls(**upgrade_config(cls, {"hidden": 8, "layers": 2}))
+    # a key missing from an old configuration gets the old behaviour; a stored key is kept
+    assert upgrade_config(InvariantMPNN, {"hidden": 8})["smooth_cutoff"] is False
+    assert upgrade_config(InvariantMPNN, {"smooth_cutoff": True})["smooth_cutoff"] is True
+    assert InvariantMPNN().config["smooth_cutoff"] is True and InvariantMPNN().smooth_cutoff

@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 from course_lib import symmetry as S
 from course_lib.data import make_graph
 from course_lib.models import energy_and_forces
-from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP
+from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP, EdgeVectorGNN
 from course_lib.models.mpnn import InvariantMPNN
 
 L = 10.0
@@ -120,6 +120,67 @@ def test_baselines_break_the_symmetries_they_should():
     for name in ("periodic translation", "box rotation 90", "box reflection"):
         print(f"AbsolutePositionGNN {name}: err {S.equivariance_error(gnn, b, Ts[name]):.2e}")
         print(S.assert_not_equivariant(gnn, b, Ts[name], name=f"AbsolutePositionGNN {name}"))
+
+
+def test_edge_vector_gnn_is_translation_invariant_not_rotation_invariant():
+    """The fair baseline: messages see minimum-image edge vectors, so shifts (also across the periodic
+    boundary) change nothing, but the box's rotations and reflections do."""
+    torch.manual_seed(0)
+    b = _batch()
+    gnn = EdgeVectorGNN().double().eval()
+    Ts = S.standard_transforms(b, generator=4)
+    for name in ("permutation", "periodic translation"):
+        print(S.assert_equivariant(gnn, b, Ts[name], name=f"EdgeVectorGNN {name}"))
+        print(S.assert_equivariant(lambda x: energy_and_forces(gnn, x), b, Ts[name], output=("invariant", "vector"),
+                                   name=f"EdgeVectorGNN {name} (forces)"))
+    for name in ("box rotation 90", "box reflection"):
+        # an exact symmetry gives < 1e-12 in float64; the untrained network's dependence on the
+        # direction is small but far above round-off
+        print(f"EdgeVectorGNN {name}: err {S.equivariance_error(gnn, b, Ts[name]):.2e}")
+        print(S.assert_not_equivariant(gnn, b, Ts[name], min_error=1e-6, name=f"EdgeVectorGNN {name}"))
+    three_d = make_graph(torch.rand(4, 3, dtype=torch.float64) * L, dtype=torch.float64,
+                         charge=torch.ones(4, dtype=torch.float64), box=[L, L, L])
+    with pytest.raises(ValueError, match="dim=3"):
+        gnn(three_d)
+
+
+def _pair(r: float, dtype=torch.float64):
+    """A + and a - charge at distance r along x in the L-box (the rest of the box empty)."""
+    pos = torch.tensor([[2.0, 5.0], [2.0 + r, 5.0]], dtype=dtype)
+    return make_graph(pos, dtype=dtype, charge=torch.tensor([1.0, -1.0], dtype=dtype),
+                      vel=torch.zeros(2, 2, dtype=dtype), box=[L, L])
+
+
+def _jump(model, h=1e-7):
+    """Energy and force (on particle 1, along x) just inside and just outside the cutoff."""
+    rc = model.cutoff
+    (e_in, f_in), (e_out, f_out) = (energy_and_forces(model, _pair(rc + s)) for s in (-h, h))
+    return float(e_in - e_out), float(f_in[1, 0] - f_out[1, 0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_energy_and_forces_continuous_across_the_cutoff(seed):
+    """Messages weighted by the cosine cutoff: a pair crossing r_c changes the energy and the forces
+    continuously (f_c and f_c' vanish at r_c)."""
+    torch.manual_seed(seed)
+    model = InvariantMPNN().double().eval()
+    dE, dF = _jump(model)
+    print(f"smooth cutoff: energy jump {dE:.1e}, force jump {dF:.1e}")
+    assert abs(dE) < 1e-10 and abs(dF) < 1e-5
+    # and the model does feel the pair inside the cutoff (the test is not passing because nothing happens)
+    e_far, _ = energy_and_forces(model, _pair(model.cutoff + 0.5))
+    e_near, _ = energy_and_forces(model, _pair(1.0))
+    assert abs(float(e_near - e_far)) > 1e-5  # untrained: small, but far above round-off
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_old_model_without_the_cutoff_weight_jumps(seed):
+    """smooth_cutoff=False (the first version, and old checkpoints) keeps the jump of the energy at r_c."""
+    torch.manual_seed(seed)
+    model = InvariantMPNN(smooth_cutoff=False).double().eval()
+    dE, _ = _jump(model)
+    print(f"without the cutoff weight: energy jump {dE:.1e}")
+    assert abs(dE) > 1e-4
 
 
 def test_augmentation_is_a_symmetry_of_the_labels(model64):

@@ -6,8 +6,13 @@
 - :class:`AbsolutePositionGNN`: the invariant MPNN with the absolute (box-scaled) position added to
   each particle's input features. Sum aggregation keeps it permutation invariant, but translations,
   rotations and reflections now change its output.
+- :class:`EdgeVectorGNN`: the invariant MPNN whose messages also see the minimum-image edge *vector*
+  r_j - r_i (in the fixed axes of the box) beside the radial basis of its length. Edge vectors do not
+  change under (periodic) translations, so the model is translation invariant by construction, but a
+  rotation or reflection changes them: rotation invariance has to be learned. This is the baseline a
+  careful student would build (it has every invariant feature of the MPNN and more).
 
-Both return ``[num_graphs]`` energies from ``model(batch)``, like every energy model of the course.
+All three return ``[num_graphs]`` energies from ``model(batch)``, like every energy model of the course.
 
 Dynamics baselines (next-state models, ``model(data) -> (pos_next [N, d], vel_next [N, d])``, usable
 with :func:`course_lib.models.egnn.rollout`), to compare with :class:`course_lib.models.egnn.EGNN`:
@@ -32,7 +37,7 @@ from course_lib.models.mpnn import InvariantMPNN, MessagePassingLayer
 from course_lib.models.radial import GaussianRBF
 from course_lib.neighbors import radius_graph, wrap_into_box
 
-__all__ = ["CoordinateMLP", "AbsolutePositionGNN", "Ballistic", "AbsoluteCoordinateGNN"]
+__all__ = ["CoordinateMLP", "AbsolutePositionGNN", "EdgeVectorGNN", "Ballistic", "AbsoluteCoordinateGNN"]
 
 
 def _scaled_positions(batch) -> torch.Tensor:
@@ -87,6 +92,30 @@ class AbsolutePositionGNN(InvariantMPNN):
 
     def node_inputs(self, batch) -> torch.Tensor:
         return torch.cat([super().node_inputs(batch), _scaled_positions(batch)], dim=-1)
+
+
+class EdgeVectorGNN(InvariantMPNN):
+    """The MPNN of notebook 01 with the edge vector as extra edge features::
+
+        e_ij = [RBF(r_ij), (r_j - r_i) / r_c]     [E, K + d]   (minimum image, fixed axes)
+
+    Translation invariant (edge vectors are differences), permutation invariant (sum aggregation),
+    not rotation or reflection invariant. Same arguments as :class:`InvariantMPNN` (plus ``dim``).
+    """
+
+    def __init__(self, *args, dim: int = 2, **kwargs):
+        self.dim = dim  # read by num_edge_features during InvariantMPNN.__init__
+        super().__init__(*args, **kwargs)
+        self.config["dim"] = dim
+
+    def num_edge_features(self) -> int:
+        return super().num_edge_features() + self.dim
+
+    def edge_features(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        if edge_vec.shape[-1] != self.dim:
+            raise ValueError(f"this EdgeVectorGNN was built for dim={self.dim}, got edge vectors of shape "
+                             f"{tuple(edge_vec.shape)}: build it with dim={edge_vec.shape[-1]}")
+        return torch.cat([super().edge_features(edge_vec), edge_vec / self.cutoff], dim=-1)
 
 
 # --------------------------------------------------------------------------------------------

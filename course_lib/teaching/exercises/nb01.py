@@ -3,7 +3,8 @@
 Exercises:
 
 - ``01.minimum_image``: reduce displacement vectors with the minimum-image convention.
-- ``01.message_passing_step``: one message / aggregate / update step with sum aggregation.
+- ``01.message_passing_step``: one message / aggregate / update step with sum aggregation, messages
+  weighted by the smooth cutoff.
 - ``01.invariance_error``: measure how much a model's energy changes under a symmetry of the box.
 
 No reference solution is here: the expected outputs (of the correct solution and of the known
@@ -41,6 +42,12 @@ _MESSAGE_MISTAKES = {
     "h_j first": "the message input is in the wrong order: phi_e takes [h_i, h_j, e_ij] (target first), "
                  "you gave [h_j, h_i, e_ij]",
     "m_i first": "the update input is in the wrong order: phi_h takes [h_i, m_i], you gave [m_i, h_i]",
+    "weight ignored": "the messages are not weighted by the cutoff: every message must be multiplied by the "
+                      "weight of its edge, w_ij = f_c(r_ij), so that a pair at the cutoff (w_ij = 0) contributes "
+                      "nothing and the energy stays continuous when a pair enters or leaves the neighbour list",
+    "weight on the edge features": "you weighted the edge features e_ij, not the message: phi_e(h_i, h_j, 0) is "
+                                   "not zero, so an edge at the cutoff still sends a message; multiply the "
+                                   "output of phi_e by w_ij",
 }
 
 
@@ -83,7 +90,7 @@ def check_minimum_image(fn, fb, seed: int = 0, n: int = 200, expected=None):
               "and torch.tensor(...) on the result; forces are derivatives through this function")
 
 
-@exercise("01.message_passing_step", "one message / aggregate / update step")
+@exercise("01.message_passing_step", "one message / aggregate / update step, messages weighted by the cutoff")
 def check_message_passing_step(fn, fb, seed: int = 0, expected=None):
     want = provider(expected)
     g = torch.Generator().manual_seed(seed)
@@ -93,37 +100,39 @@ def check_message_passing_step(fn, fb, seed: int = 0, expected=None):
     dst = torch.tensor([0, 0, 1, 1, 2, 2, 3, 4])
     edge_index = torch.stack([src, dst])
     e = torch.randn(edge_index.shape[1], K, generator=g, dtype=torch.float64)
+    w = torch.rand(edge_index.shape[1], generator=g, dtype=torch.float64)
+    w[6] = 0.0  # the only edge into node 3 sits at the cutoff
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         phi_e = torch.nn.Sequential(torch.nn.Linear(2 * H + K, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
         phi_h = torch.nn.Sequential(torch.nn.Linear(2 * H, H), torch.nn.SiLU(), torch.nn.Linear(H, H)).double()
-    inputs = (h, e, edge_index, phi_e, phi_h)
+    inputs = (h, e, edge_index, phi_e, phi_h, w)
     ref = want("01.message_passing_step", "values", *inputs)
     mistakes = {name: want("01.message_passing_step", name, *inputs) for name in _MESSAGE_MISTAKES}
-    out = fn(h.clone(), e.clone(), edge_index.clone(), phi_e, phi_h)
+    out = fn(h.clone(), e.clone(), edge_index.clone(), phi_e, phi_h, w.clone())
     fb.expect(isinstance(out, torch.Tensor) and out.shape == (N, H),
               f"the output has shape {shape_of(out)}; expected {(N, H)}: one updated feature vector per node",
               fatal=True)
     same = [name for name, value in mistakes.items() if close(out, value, atol=1e-6, rtol=1e-5)]
     fb.expect(close(out, ref, atol=1e-6, rtol=1e-5), _MESSAGE_MISTAKES[same[0]] if same else
-              "the output differs from m_ij = phi_e([h_i, h_j, e_ij]), m_i = sum_j m_ij over the edges with "
+              "the output differs from m_ij = w_ij phi_e([h_i, h_j, e_ij]), m_i = sum_j m_ij over the edges with "
               "target i, h_i + phi_h([h_i, m_i])", ok="matches the expected values", values=True)
     # permutation equivariance of the step itself
     perm = torch.randperm(N, generator=g)
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(N)
-    out_p = fn(h[perm], e, inv[edge_index], phi_e, phi_h)
+    out_p = fn(h[perm], e, inv[edge_index], phi_e, phi_h, w)
     fb.expect(close(out_p, out[perm], atol=1e-6, rtol=1e-5),
               "relabelling the nodes does not just relabel your output: the step is not permutation "
               "equivariant (do not use the node order, e.g. cumulative sums or fixed positions)")
     if same:  # a named mistake is diagnosed once, not again by its consequences
         return
-    # a node without incoming edges only gets phi_h(h, 0)
-    lone = N - 1
-    with torch.no_grad():
-        expected_lone = h[lone] + phi_h(torch.cat([h[lone], torch.zeros(H, dtype=h.dtype)]))
-    fb.expect(close(out[lone], expected_lone, atol=1e-6, rtol=1e-5),
-              "a node with no incoming edges must receive m_i = 0 (the empty sum)", values=True)
+    # a node without incoming edges, or whose only edge is at the cutoff, only gets phi_h(h, 0)
+    for node, why in ((N - 1, "a node with no incoming edges"), (3, "a node whose only edge has w_ij = 0")):
+        with torch.no_grad():
+            expected_node = h[node] + phi_h(torch.cat([h[node], torch.zeros(H, dtype=h.dtype)]))
+        fb.expect(close(out[node], expected_node, atol=1e-6, rtol=1e-5),
+                  f"{why} must receive m_i = 0", values=True)
 
 
 @exercise("01.invariance_error", "measure the invariance error of an energy model")

@@ -19,10 +19,10 @@ def minimum_image(dx: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return dx - L * torch.round(dx / L)
 
 
-def message_passing_step(h, e, edge_index, phi_e, phi_h):
+def message_passing_step(h, e, edge_index, phi_e, phi_h, w):
     """Reference solution of 01.message_passing_step (see the notebook for the equations)."""
     j, i = edge_index
-    m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
+    m_ij = w[:, None] * phi_e(torch.cat([h[i], h[j], e], dim=-1))
     m_i = scatter_sum(m_ij, i, h.shape[0])
     return h + phi_h(torch.cat([h, m_i], dim=-1))
 
@@ -41,23 +41,27 @@ SOLUTIONS = {
 }
 
 
-def _message_variants(variant, h, e, edge_index, phi_e, phi_h):
+def _message_variants(variant, h, e, edge_index, phi_e, phi_h, w):
     j, i = edge_index
     n = h.shape[0]
     if variant == "values":
-        return message_passing_step(h, e, edge_index, phi_e, phi_h)
+        return message_passing_step(h, e, edge_index, phi_e, phi_h, w)
     if variant == "target-source swapped":  # edge_index read the other way round
-        return message_passing_step(h, e, edge_index.flip(0), phi_e, phi_h)
-    m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1))
+        return message_passing_step(h, e, edge_index.flip(0), phi_e, phi_h, w)
+    if variant == "weight ignored":  # the first version of the exercise: no cutoff weight
+        return message_passing_step(h, e, edge_index, phi_e, phi_h, torch.ones_like(w))
+    if variant == "weight on the edge features":  # phi_e([h_i, h_j, w e]): not zero at the cutoff
+        return message_passing_step(h, w[:, None] * e, edge_index, phi_e, phi_h, torch.ones_like(w))
+    m_ij = w[:, None] * phi_e(torch.cat([h[i], h[j], e], dim=-1))
     if variant == "summed at the source":  # m_ij right, aggregated at j instead of i
         return h + phi_h(torch.cat([h, scatter_sum(m_ij, j, n)], dim=-1))
     if variant == "no residual":
-        return message_passing_step(h, e, edge_index, phi_e, phi_h) - h
+        return message_passing_step(h, e, edge_index, phi_e, phi_h, w) - h
     if variant == "mean":
         deg = torch.bincount(i, minlength=n).clamp_min(1).to(h.dtype)[:, None]
         return h + phi_h(torch.cat([h, scatter_sum(m_ij, i, n) / deg], dim=-1))
     if variant == "h_j first":  # [h_j, h_i, e] instead of [h_i, h_j, e]
-        m_ji = phi_e(torch.cat([h[j], h[i], e], dim=-1))
+        m_ji = w[:, None] * phi_e(torch.cat([h[j], h[i], e], dim=-1))
         return h + phi_h(torch.cat([h, scatter_sum(m_ji, i, n)], dim=-1))
     if variant == "m_i first":  # phi_h([m_i, h_i])
         return h + phi_h(torch.cat([scatter_sum(m_ij, i, n), h], dim=-1))
