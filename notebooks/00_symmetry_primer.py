@@ -796,7 +796,7 @@ with torch.no_grad():
 # * $D_i = A_i A_i'^\top = (G_i^\top h_i)(h_i^\top G_i')$, with $G_i'$ the first $F' \le F$ columns of
 #   $G_i$, is an $F \times F'$ matrix, invariant because $Q^\top Q = I$.
 #
-# The lecture's shorthand "$D_i = h_i^\top h_i$" hides the $G$ factors, and they matter: $h_i^\top h_i$
+# The shorthand "$D_i = h_i^\top h_i$" sometimes used for this descriptor hides the $G$ factors, and they matter: $h_i^\top h_i$
 # alone ($4\times4$) rotates, and $h_i h_i^\top$ is invariant to rotations but reorders with the neighbours.
 
 # %%
@@ -897,7 +897,7 @@ with torch.no_grad():
 #
 # A network alternates linear maps and nonlinearities. For scalars (invariant features) any activation
 # is fine. For **vector** features the activation must commute with the group:
-# $\sigma(D(g)\,h) = D(g)\,\sigma(h)$. A ReLU applied to each component fails. The lecture's
+# $\sigma(D(g)\,h) = D(g)\,\sigma(h)$. A ReLU applied to each component fails. The simplest
 # counter-example: the rotation by $\pi$ in the plane is $R_\pi = -I$, and for $h = (1, 0)$,
 #
 # $$R_\pi\, \mathrm{ReLU}(h) = (-1, 0) \ne \mathrm{ReLU}(R_\pi h) = (0, 0).$$
