@@ -797,7 +797,8 @@ with torch.no_grad():
 #   $G_i$, is an $F \times F'$ matrix, invariant because $Q^\top Q = I$.
 #
 # The shorthand "$D_i = h_i^\top h_i$" sometimes used for this descriptor hides the $G$ factors, and
-# they matter: $h_i^\top h_i$ alone ($4\times4$) rotates, and $h_i h_i^\top$ is invariant to rotations but reorders with the neighbours.
+# they matter: $h_i^\top h_i$ alone ($4\times4$) rotates, and $h_i h_i^\top$ is invariant to rotations
+# but reorders with the neighbours.
 
 # %%
 def deepmd_descriptor(pos, n_radial=8, n_axis=4, cutoff=6.0):
