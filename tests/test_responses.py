@@ -121,3 +121,13 @@ def test_answers_files_keep_manual_points_apart_and_neutralise_hostile_text(tmp_
     assert "1 point for X, 1 for Y" in md and "````" in md  # the answer is fenced longer than its backticks
     feedback = next((tmp_path / "feedback").glob("*.md")).read_text()
     assert "by hand / 2" in feedback and "Total: 1.00 / 1 points" in feedback
+
+
+def test_an_unanswered_short_answer_stays_out_of_the_auto_graded_maximum(tmp_path):
+    cnb = _course()
+    rows = response_rows("dee", cnb, [_code('p = "b"', prediction="00.guess"), _md(ANSWER_PLACEHOLDER,
+                                                                                  answer="00.why")], {})
+    gradebook.write_outputs(tmp_path, [gradebook.Graded("dee", "00_x", rows)], {"00_x": cnb})
+    with open(tmp_path / "totals.csv", newline="") as fh:
+        assert list(csv.DictReader(fh)) == [{"student": "dee", "notebook": "00_x", "points": "1.00",
+                                             "max_points": "1", "manual_max_points": "2"}]

@@ -40,6 +40,7 @@ class Row:
     details: list[str] = field(default_factory=list)  # feedback lines (not in the gradebook)
     output: str = ""  # what the student's code printed while graded (capped)
     answer: str = ""  # a short answer's text (status "manual": marked by hand from answers/)
+    kind: str = "exercise"  # "exercise", "prediction" or "answer" (short answers: points kept apart)
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in COLUMNS}
@@ -96,7 +97,7 @@ def write_outputs(out: Path, results: list[Graded], course: dict[str, CourseNote
     totals: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         t = totals.setdefault((r.student, r.notebook), [0.0, 0, 0])
-        if r.status == "manual":  # marked by hand: kept apart from the auto-graded points
+        if r.kind == "answer":  # marked by hand (answered or not): kept apart from the auto-graded points
             t[2] += r.max_points
         else:
             t[0] += r.points
@@ -183,7 +184,7 @@ def feedback(student: str, graded: list[Graded], rows: list[Row]) -> str:
     grand, grand_max = 0.0, 0
     for g in sorted(graded, key=lambda g: g.notebook):
         mine = [r for r in rows if r.student == student and r.notebook == g.notebook]
-        auto = [r for r in mine if r.status != "manual"]
+        auto = [r for r in mine if r.kind != "answer"]
         pts, mx = sum(r.points for r in auto), sum(r.max_points for r in auto)
         grand, grand_max = grand + pts, grand_max + mx
         lines += [f"## {md_inline(g.notebook)}: {fmt(pts)} / {mx} points", ""]

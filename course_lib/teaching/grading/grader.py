@@ -258,19 +258,20 @@ def response_rows(student: str, cnb, cells, taken: dict[int, str]) -> list[Row]:
         cell = _find_response(cells, spec, taken)
         if spec.kind == "prediction":
             if cell is None:
-                rows.append(Row(student, cnb.slug, spec.id, 0.0, spec.points, "missing", "prediction cell not found"))
+                rows.append(Row(student, cnb.slug, spec.id, 0.0, spec.points, "missing", "prediction cell not found",
+                                kind="prediction"))
                 continue
             value, problem = read_prediction(cell_source(cell), spec.choices)
             ok = problem is None
             rows.append(Row(student, cnb.slug, spec.id, float(spec.points) if ok else 0.0, spec.points,
-                            "pass" if ok else "missing", f"prediction: {value}" if ok else problem))
+                            "pass" if ok else "missing", f"prediction: {value}" if ok else problem, kind="prediction"))
             continue
         text = answer_text(cell_source(cell)) if cell is not None and cell.get("cell_type") == "markdown" else ""
         words = len(text.split())
         message = (f"short answer ({words} words): marked by hand with the rubric (answers/{cnb.slug}.md)" if text
                    else "no short answer written")
         rows.append(Row(student, cnb.slug, spec.id, 0.0, spec.points, "manual" if text else "missing", message,
-                        answer=text))
+                        answer=text, kind="answer"))
     return rows
 
 
@@ -335,8 +336,8 @@ def _grade_all(session: Session, forced, subs: list[Submission], skipped: list[S
     def one(sub: Submission) -> Graded:
         t0 = time.monotonic()
         g = grader.grade(sub)
-        pts = sum(r.points for r in g.rows if r.status != "manual")
-        mx = sum(r.max_points for r in g.rows if r.status != "manual")
+        pts = sum(r.points for r in g.rows if r.kind != "answer")
+        mx = sum(r.max_points for r in g.rows if r.kind != "answer")
         log(f"  {sub.student} ({sub.path.name}): {g.notebook} {fmt(pts)}/{mx} "
             f"[{', '.join(r.status for r in g.rows)}] in {time.monotonic() - t0:.0f} s")
         return g
