@@ -271,7 +271,12 @@ print(S.assert_equivariant(egnn_update, cluster, rot, output="vector", name="x_i
 # * **Ballistic**: $x + \Delta t\, v$, $v$ unchanged. No interactions: the floor every model must beat.
 # * **AbsoluteCoordinateGNN**: message passing on distances, but its node inputs are the absolute
 #   coordinates $x/L$ and the velocity components, and an MLP head outputs the corrections in the fixed
-#   axes. It has the same information, but must *learn* the symmetries from the data.
+#   axes. It must *learn* the symmetries from the data. It is a weak baseline: the messages carry
+#   distances, not directions, so the direction to a neighbour must be reconstructed from absolute
+#   coordinates that wrap around the box. A network whose messages see the minimum-image edge *vectors*
+#   (translation invariant, not rotation equivariant) would be the stronger, fairer non-equivariant
+#   baseline; it is not trained here, so the comparisons below say what ignoring the symmetry costs for
+#   this particular design only.
 #
 # Training: all (t, t+1) pairs, `next_step_loss` = periodic MSE of the positions + MSE of the
 # velocities. A short demonstration of the loop (a small EGNN, a couple of epochs):
