@@ -441,11 +441,11 @@ print(claims.tie(ke_last, ke_first, "kinetic energy, frames 30-39", "frames 0-9"
 # %% [markdown]
 # No drift beyond two standard errors: the recorded data are stationary, as equilibrated data should be
 # (the kinetic energy of *one* trajectory fluctuates by much more, since the atoms exchange kinetic and
-# potential energy in every close encounter; the trajectories also differ in temperature). The mean
-# speeds of the few test trajectories below do rise from frame 0 to frame 39; that is a fluctuation of
-# a small sample, not a drift of the data. With that established: the EGNN has the opposite profile to
-# free flight: much better trajectories, but a speed distribution that drifts away from the truth along
-# the rollout. The mean speed tells why:
+# potential energy in every close encounter; the trajectories also differ in temperature). If the true
+# mean speed of the few test trajectories below changes from frame 0 to frame 39, that is a fluctuation
+# of a small sample, not a drift of the data. With that established: the shipped EGNN has the opposite
+# profile to free flight: smaller trajectory errors (section 4), but a speed distribution that drifts
+# away from the truth along the rollout. The mean speed tells why:
 
 # %%
 for name in models:
