@@ -229,7 +229,7 @@ def main(argv=None) -> dict:
 
     repro = {}  # largest relative difference of the validation curve from the full runs of nbody.py
     for ref_path in (ROOT / "benchmarks" / "results" / "nbody_seeds" / f"seed{args.seed}.json",
-                     ROOT / "benchmarks" / "results" / "nbody.json"):
+                     ROOT / "benchmarks" / "results" / "nbody_seeds" / f"egnn_seed{args.seed}.json"):
         if ref_path.exists() and not args.quick:
             ref_res = json.loads(ref_path.read_text())
             if ref_res.get("seed", 0) == args.seed and "egnn" in ref_res["models"]:

@@ -128,9 +128,7 @@ def test_committed_full_results_are_consistent():
     from course_lib.simulate.nbody import load_nbody_arrays
 
     res = json.loads(RESULTS.read_text())
-    # Seeds 1 and 2 of the Radial Field and the EGNN are not committed yet (benchmarks/README.md, N-body):
-    # raise their minimum to 3 when they are.
-    _check_summary(res, min_seeds={"gnn": 3, "rf": 1, "egnn": 1})
+    _check_summary(res, min_seeds={"gnn": 3, "rf": 3, "egnn": 3})
     assert res["data"]["sizes"] == {"train": 3000, "valid": 2000, "test": 2000}
     egnn0 = next(r for r in res["runs"] if r["model"] == "egnn" and r["seed"] == res["checkpoint_seed"])
     config = json.loads((ROOT / egnn0["source"]).read_text())["models"]["egnn"]["config"]
