@@ -425,7 +425,8 @@ def aggregate(folder: Path, out: Path, copy_checkpoint: bool = True) -> dict:
         "published": PUBLISHED, "runs": rows, "summary": summary, "checkpoint": None,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    if copy_checkpoint and first.get("checkpoint") and (ROOT / first["checkpoint"]).exists():  # the EGNN of the first seed (seed 0)
+    # the EGNN of the first seed (seed 0)
+    if copy_checkpoint and first.get("checkpoint") and (ROOT / first["checkpoint"]).exists():
         ckpt = out.with_name(out.stem + "_egnn.pt")
         if ckpt.resolve() != (ROOT / first["checkpoint"]).resolve():
             shutil.copyfile(ROOT / first["checkpoint"], ckpt)

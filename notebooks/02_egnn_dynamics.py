@@ -733,5 +733,6 @@ print(claims.holds(w1["egnn_finetune"] > w1["egnn"] and w1["egnn_multistep"] > w
 #
 # Questions: (a) Which symmetry would a model need to conserve momentum exactly (hint: Noether's theorem
 # connects momentum conservation to translation invariance of an energy; for the EGNN's update, list what
-# must change: a symmetric $\phi_x$ alone is not enough, see section 7)? (b) Why is the one-step velocity error much larger, relative to its
+# must change: a symmetric $\phi_x$ alone is not enough, see section 7)? (b) Why is the one-step velocity
+# error much larger, relative to its
 # scale, than the position error? (c) Would a smaller $\Delta t$ help the rollout?

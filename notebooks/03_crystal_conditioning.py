@@ -324,8 +324,10 @@ def c4_state(shift=0.0):
     pos = mob_pos.clone()
     pos[0, 0] += shift
     return Batch.from_data_list([Data(
-        pos=torch.cat([g0.pos[crys].double(), pos]), vel=torch.cat([torch.zeros(int(crys.sum()), 2, dtype=torch.float64), mob_vel]),
-        charge=torch.cat([g0.charge[crys].double(), mob_q]), fixed=torch.cat([torch.ones(int(crys.sum()), dtype=torch.bool), torch.zeros(8, dtype=torch.bool)]),
+        pos=torch.cat([g0.pos[crys].double(), pos]),
+        vel=torch.cat([torch.zeros(int(crys.sum()), 2, dtype=torch.float64), mob_vel]),
+        charge=torch.cat([g0.charge[crys].double(), mob_q]),
+        fixed=torch.cat([torch.ones(int(crys.sum()), dtype=torch.bool), torch.zeros(8, dtype=torch.bool)]),
         box=g0.box.double())])
 def c4_defect(pos, vel):
     """How far the mobile atoms' state [8, 2] is from C4 symmetry about the centre: max over atoms of the distance

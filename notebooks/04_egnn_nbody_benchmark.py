@@ -348,7 +348,8 @@ if results:
 # The paper's ordering, EGNN < Radial Field < GNN < Linear, checked with the protocol's rule: a
 # difference is a finding when it exceeds two standard errors of the difference, with at least three
 # seeds per model; otherwise the two are on par at this budget. Where the shipped results have fewer
-# seeds for a model, the cell says so instead of claiming. The paper's numbers have no error bars (one run each, as far as the paper says), so we only
+# seeds for a model, the cell says so instead of claiming. The paper's numbers have no error bars (one
+# run each, as far as the paper says), so we only
 # ask whether the paper's value lies within two of our standard errors of our mean.
 
 # %%
@@ -380,8 +381,10 @@ if results:
     for key in ("linear", "gnn", "rf", "egnn"):
         rows = [r for r in results["runs"] if r["model"] == key]
         if rows:
-            print(f"{rows[0]['label']:18s} {np.median([r['forward_1thread_ms'] for r in rows]):7.2f} ms (CPU, 1 thread) | "
-                  f"paper {1000 * results['published'][key]['forward_s']:.1f} ms (GPU) | {rows[0]['params']} parameters")
+            ms = np.median([r["forward_1thread_ms"] for r in rows])
+            paper_ms = 1000 * results["published"][key]["forward_s"]
+            print(f"{rows[0]['label']:18s} {ms:7.2f} ms (CPU, 1 thread) | paper {paper_ms:.1f} ms (GPU) | "
+                  f"{rows[0]['params']} parameters")
 
 # %% [markdown]
 # What the three seeds say (each sentence is one line of the asserted cell above): the EGNN is more
@@ -554,7 +557,8 @@ if divergence and results:
     print(claims.holds(max(b["grad_rel_diff_32_64"] for b in rows) < 1e-4,
                        "float32 and float64 gradients at the best weights agree to better than 1e-4 on every batch"))
     print(claims.holds(max(b["loss32"] for b in rows) < 3 * r0["val_mse"],
-                       "no batch of the following epochs has a loss above 3x the best validation MSE at the best weights"))
+                       "no batch of the following epochs has a loss above 3x the best validation MSE at the "
+                       "best weights"))
     norms = [b["grad_norm32"] for b in rows]
     print(claims.holds(max(norms) > 5 * np.median(norms),
                        "a few batches have gradient norms more than 5x the median gradient norm"))
@@ -679,7 +683,8 @@ if results and paper_updates:
     paper_v = [min(r["val_curve"][:horizon]) for r in theirs]
     print("command:", paper_updates["command"], "| runs:", "; ".join(paper_updates["seed_commands"]))
     for r, a, b in zip(mine, ours_v, paper_v):
-        print(f"seed {r['seed']}: best validation MSE in {horizon} epochs: course EGNN {a:.5f}, paper's updates {b:.5f}")
+        print(f"seed {r['seed']}: best validation MSE in {horizon} epochs: course EGNN {a:.5f}, "
+              f"paper's updates {b:.5f}")
     diverging = {}
     for label, runs in (("paper's updates", theirs), ("course EGNN", mine)):
         for r in runs:
