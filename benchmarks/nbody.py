@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/nbody.py                       # full benchmark -> benchmarks/results/nbody.{json,md}
+    python benchmarks/nbody.py --seed 1              # one seed, all models -> benchmarks/results/nbody_seeds/seed1.json
+    python benchmarks/nbody.py --aggregate benchmarks/results/nbody_seeds   # -> benchmarks/results/nbody.{json,md}
     python benchmarks/nbody.py --quick               # pipeline check, < 2 minutes, writes to a temp folder
     python benchmarks/nbody.py --models egnn,gnn --epochs 50 --out /tmp/nbody.json
 
@@ -486,8 +487,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="override max_epochs of every trained model")
     p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience (epochs)")
     p.add_argument("--time-limit", type=float, default=None, help="override the per-model wall-clock budget (s)")
-    p.add_argument("--out", default=None, help=f"results JSON (default: {DEFAULT_OUT.relative_to(ROOT)}; "
-                                                "--quick: a temporary folder)")
+    p.add_argument("--out", default=None,
+                   help="results JSON (default: benchmarks/results/nbody_seeds/seed<S>.json; "
+                        f"--aggregate: {DEFAULT_OUT.relative_to(ROOT)}; --quick: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (default 1: on a shared 2-core machine, 2 threads contend with "
@@ -518,7 +520,8 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose among {ALL_MODELS}")
     if args.out is None:
-        out = (Path(tempfile.gettempdir()) / "course_nbody_quick" / "nbody.json") if args.quick else DEFAULT_OUT
+        out = (Path(tempfile.gettempdir()) / "course_nbody_quick" / "nbody.json") if args.quick \
+            else DEFAULT_OUT.parent / "nbody_seeds" / f"seed{args.seed}.json"  # never over the summary
     else:
         out = Path(args.out)
     out = out.resolve()
