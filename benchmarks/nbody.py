@@ -2,7 +2,8 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/nbody.py                       # full benchmark -> benchmarks/results/nbody.{json,md}
+    python benchmarks/nbody.py --seed 1              # one seed, all models -> benchmarks/results/nbody_seeds/seed1.json
+    python benchmarks/nbody.py --aggregate benchmarks/results/nbody_seeds   # -> benchmarks/results/nbody.{json,md}
     python benchmarks/nbody.py --quick               # pipeline check, < 2 minutes, writes to a temp folder
     python benchmarks/nbody.py --models egnn,gnn --epochs 50 --out /tmp/nbody.json
 
@@ -38,6 +39,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -144,17 +146,20 @@ def mse(model: torch.nn.Module, split: Split, chunk: int = 500) -> float:
 
 def train(name: str, model: torch.nn.Module, data: dict[str, Split], lr: float, max_epochs: int,
           patience: int | None, time_limit_s: float | None, seed: int, progress: bool = True,
-          log_every: int = 0) -> dict:
+          log_every: int = 0, clip: float | None = None) -> dict:
     """Adam on the position MSE; validation after every epoch; returns the record of the run.
 
-    The best-validation weights are loaded into ``model`` at the end.
+    The best-validation weights are loaded into ``model`` at the end. The global gradient norm of every
+    step is measured (before clipping); the history keeps its median and maximum per epoch. ``clip``:
+    clip the global gradient norm to this value (``None``: no clipping, the paper's setting).
     """
     from tqdm.auto import tqdm
 
     train_split = data["train"]
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
-    hist_train, hist_val, epoch_end_s = [], [], []
+    hist_train, hist_val, epoch_end_s, grad_med, grad_max = [], [], [], [], []
+    max_norm = math.inf if clip is None else float(clip)
     best_val, best_epoch, best_state, t_best = math.inf, 0, copy.deepcopy(model.state_dict()), 0.0
     since_best, stop_reason = 0, "max_epochs"
     n_batches = train_split.n // BATCH_SIZE
@@ -163,17 +168,23 @@ def train(name: str, model: torch.nn.Module, data: dict[str, Split], lr: float, 
     model.train()
     for epoch in bar:
         perm = torch.randperm(train_split.n, generator=gen)
-        total = 0.0
+        total, norms = 0.0, []
         for k in range(n_batches):
             b = train_split.batch(perm[k * BATCH_SIZE : (k + 1) * BATCH_SIZE])
             opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.mse_loss(model(b), b.target_pos)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{name}: loss {float(loss)} at epoch {epoch}")
+            if not torch.isfinite(loss):  # recorded, not raised: a diverged run is a result
+                stop_reason = f"diverged (loss {float(loss)} at epoch {epoch})"
+                break
             loss.backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)))
             opt.step()
             total += float(loss.detach())
+        if stop_reason.startswith("diverged"):
+            break
         hist_train.append(total / n_batches)
+        grad_med.append(statistics.median(norms))
+        grad_max.append(max(norms))
         val = mse(model, data["valid"])
         hist_val.append(val)
         elapsed = time.perf_counter() - t0
@@ -197,12 +208,14 @@ def train(name: str, model: torch.nn.Module, data: dict[str, Split], lr: float, 
     wall = time.perf_counter() - t0
     model.load_state_dict(best_state)
     return {
-        "lr": lr, "max_epochs": max_epochs, "patience": patience, "time_limit_s": time_limit_s,
+        "lr": lr, "max_epochs": max_epochs, "patience": patience, "time_limit_s": time_limit_s, "clip": clip,
         "epochs_run": len(hist_val), "best_epoch": best_epoch, "stop_reason": stop_reason,
         "val_mse": best_val, "train_wall_s": wall, "wall_to_best_s": t_best,
         "s_per_epoch": wall / max(len(hist_val), 1),
         "history": {"train_mse": [round(v, 7) for v in hist_train], "val_mse": [round(v, 7) for v in hist_val],
-                    "elapsed_s": [round(v, 2) for v in epoch_end_s]},
+                    "elapsed_s": [round(v, 2) for v in epoch_end_s],
+                    "grad_norm_median": [float(f"{v:.4g}") for v in grad_med],
+                    "grad_norm_max": [float(f"{v:.4g}") for v in grad_max]},
     }
 
 
@@ -212,7 +225,7 @@ def fit_linear(model, data: dict[str, Split]) -> dict:
     t0 = time.perf_counter()
     fitted = model.fit_closed_form(tr.pos, tr.vel, tr.target)
     wall = time.perf_counter() - t0
-    return {"lr": None, "max_epochs": 0, "patience": None, "time_limit_s": None, "epochs_run": 0,
+    return {"lr": None, "max_epochs": 0, "patience": None, "time_limit_s": None, "clip": None, "epochs_run": 0,
             "best_epoch": 0, "stop_reason": "closed_form", "val_mse": mse(model, data["valid"]),
             "train_wall_s": wall, "wall_to_best_s": wall, "s_per_epoch": None, "fitted": fitted,
             "history": {"train_mse": [], "val_mse": [], "elapsed_s": []}}
@@ -338,6 +351,131 @@ def markdown(res: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# several seeds: one summary file (the experiment protocol of benchmarks/README.md)
+# --------------------------------------------------------------------------------------------
+
+AGG_SCHEMA_VERSION = 2
+TRAINED = ("gnn", "rf", "egnn")
+
+
+def run_row(name: str, seed: int, r: dict, source: str) -> dict:
+    """One run of one seed, as stored in the summary: metrics, budget, plateau, curves."""
+    from course_lib import stats
+
+    row = {"model": name, "seed": seed, "label": r["label"], "test_mse": r["test_mse"], "val_mse": r["val_mse"],
+           "params": r["params"], "lr": r["lr"], "max_epochs": r["max_epochs"], "patience": r["patience"],
+           "epochs_run": r["epochs_run"], "best_epoch": r["best_epoch"], "stop_reason": r["stop_reason"],
+           "train_wall_s": r["train_wall_s"], "s_per_epoch": r["s_per_epoch"],
+           "forward_1thread_ms": 1000 * r["forward_1thread"]["median_s"], "source": source}
+    if name == "linear":
+        row.update(plateau=None, val_curve=[], train_curve=[], grad_norm_max=[], max_train_mse_after_best=None,
+                   fitted=r.get("fitted"))
+        return row
+    h = r["history"]
+    after = h["train_mse"][r["best_epoch"]:]  # epochs after the best one (1-based best_epoch)
+    row.update(plateau=stats.plateau(h["val_mse"]), val_curve=h["val_mse"], train_curve=h["train_mse"],
+               grad_norm_max=h.get("grad_norm_max", []), grad_norm_median=h.get("grad_norm_median", []),
+               max_train_mse_after_best=max(after) if after else None)
+    return row
+
+
+def aggregate(folder: Path, out: Path, copy_checkpoint: bool = True) -> dict:
+    """Read every ``folder/*.json`` (runs of ``nbody.py``, one seed each, all or some of the models: e.g.
+    ``seed1.json`` from ``--models linear,gnn,rf --seed 1`` and ``egnn_seed1.json`` from ``--models egnn
+    --seed 1``, which gives the same numbers as one run of all models since every model has its own seed
+    offset) and write the summary ``out`` (per-seed rows, mean ± s.e. per model) and its table ``out.md``."""
+    from course_lib import stats
+
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise SystemExit(f"no *.json in {folder}: run python benchmarks/nbody.py --seed S --out {folder}/seedS.json")
+    per_file = [json.loads(f.read_text()) for f in files]
+    per_file = sorted(zip(files, per_file), key=lambda fr: (fr[1]["seed"], str(fr[0])))
+    files, per_seed = [f for f, _ in per_file], [r for _, r in per_file]
+    rows = [run_row(name, res["seed"], r, _rel(f)) for f, res in zip(files, per_seed)
+            for name, r in res["models"].items()]
+    seen = [(r["model"], r["seed"]) for r in rows]
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f"{folder}: a model was run twice with the same seed: {sorted(seen)}")
+    summary = {}
+    for name in ALL_MODELS:
+        mine = [r for r in rows if r["model"] == name]
+        if not mine:
+            continue
+        summary[name] = {
+            "label": mine[0]["label"], "seeds": [r["seed"] for r in mine],
+            "test_mse": [r["test_mse"] for r in mine], "val_mse": [r["val_mse"] for r in mine],
+            "test_mse_mean": stats.summarize([r["test_mse"] for r in mine]).mean,
+            "test_mse_se": stats.summarize([r["test_mse"] for r in mine]).se,
+            "epochs_run": [r["epochs_run"] for r in mine], "best_epoch": [r["best_epoch"] for r in mine],
+            "stop_reason": [r["stop_reason"] for r in mine],
+            "plateaued": [None if r["plateau"] is None else r["plateau"]["plateaued"] for r in mine],
+            "paper_test_mse": PUBLISHED[name]["test_mse"],
+        }
+    first = per_seed[0]
+    res = {
+        "schema_version": AGG_SCHEMA_VERSION,
+        "benchmark": first["benchmark"],
+        "command": f"python benchmarks/nbody.py --aggregate {_rel(Path(folder))}",
+        "seed_commands": [r["command"] for r in per_seed],
+        "seeds": sorted({r["seed"] for r in per_seed}),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "data": first["data"], "protocol": first["protocol"], "machine": first["machine"],
+        "load": {_rel(f): [r["load_start"], r["load_end"]] for f, r in zip(files, per_seed)},
+        "notes": {_rel(f): r["note"] for f, r in zip(files, per_seed) if r.get("note")},
+        "published": PUBLISHED, "runs": rows, "summary": summary, "checkpoint": None,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the EGNN of the first seed (seed 0)
+    if copy_checkpoint and first.get("checkpoint") and (ROOT / first["checkpoint"]).exists():
+        ckpt = out.with_name(out.stem + "_egnn.pt")
+        if ckpt.resolve() != (ROOT / first["checkpoint"]).resolve():
+            shutil.copyfile(ROOT / first["checkpoint"], ckpt)
+        res["checkpoint"], res["checkpoint_seed"] = _rel(ckpt), first["seed"]
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown_seeds(res))
+    print(f"wrote {_rel(out)} and {out.with_suffix('.md').name}: {len(rows)} runs, seeds {res['seeds']}")
+    return res
+
+
+def markdown_seeds(res: dict) -> str:
+    """The table of the summary: mean ± s.e. over seeds next to the paper, budgets and plateaus per seed."""
+    from course_lib import stats
+
+    lines = ["# EGNN N-body benchmark (Satorras et al. 2021, Table 2), reproduced on CPU, several seeds", "",
+             f"Summary: `{res['command']}`; runs: " + "; ".join(f"`{c}`" for c in res["seed_commands"]), "",
+             f"Written {res['created']}. Seeds {res['seeds']}; test MSE at the best-validation epoch of each run; "
+             "mean ± standard error over the seeds (n = number of seeds). Data: regenerated charged 5-body set "
+             f"(`data/README_nbody.md`), {res['data']['sizes']} train/valid/test systems (the whole training set "
+             "in every seed: a seed changes the initialisation and the batch order). Plateau: "
+             "`course_lib.stats.plateau` of the validation curve (the last 20 % of the epochs improve the best "
+             "value by at most 2 %).", "",
+             "| model | test MSE, mean ± s.e. (ours) | test MSE (paper) | per seed | epochs run | best epoch | "
+             "stop | plateau reached | forward / 100, CPU 1 thread (ms) | parameters |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for key in ("linear", "se3_transformer", "tfn", "gnn", "rf", "egnn"):
+        pub = PUBLISHED[key]
+        mine = [r for r in res["runs"] if r["model"] == key]
+        if not mine:
+            lines.append(f"| {pub['label']} | not run | {pub['test_mse']:.4f} | | | | | | | |")
+            continue
+        s = stats.summarize([r["test_mse"] for r in mine])
+        lines.append(
+            f"| {mine[0]['label']} | **{s.mean:.4f} ± {s.se:.4f}** (n={s.n}) | {pub['test_mse']:.4f} | "
+            + ", ".join(f"{r['test_mse']:.4f}" for r in mine) + " | "
+            + ", ".join(str(r["epochs_run"]) for r in mine) + " | "
+            + ", ".join(str(r["best_epoch"]) for r in mine) + " | "
+            + ", ".join(r["stop_reason"] for r in mine) + " | "
+            + ", ".join("-" if r["plateau"] is None else ("yes" if r["plateau"]["plateaued"] else "no")
+                        for r in mine) + " | "
+            + f"{statistics.median(r['forward_1thread_ms'] for r in mine):.2f} | {mine[0]['params']} |")
+    lines += ["", "Budgets (epochs, batch 100, 30 steps per epoch): at most 300 (EGNN), 400 (GNN), 1000 (Radial "
+              "Field), early stopping after 50 epochs without a better validation MSE. The paper's authors "
+              "trained up to 10,000 epochs. SE(3) Transformer and Tensor Field Network were not run.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
 
@@ -349,8 +487,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="override max_epochs of every trained model")
     p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience (epochs)")
     p.add_argument("--time-limit", type=float, default=None, help="override the per-model wall-clock budget (s)")
-    p.add_argument("--out", default=None, help=f"results JSON (default: {DEFAULT_OUT.relative_to(ROOT)}; "
-                                                "--quick: a temporary folder)")
+    p.add_argument("--out", default=None,
+                   help="results JSON (default: benchmarks/results/nbody_seeds/seed<S>.json; "
+                        f"--aggregate: {DEFAULT_OUT.relative_to(ROOT)}; --quick: a temporary folder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (default 1: on a shared 2-core machine, 2 threads contend with "
@@ -358,6 +497,11 @@ def parse_args(argv=None):
     p.add_argument("--timing-repeats", type=int, default=None, help="forward-time repeats (default 100, quick 20)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--log-every", type=int, default=0, help="print a line every N epochs (0: never)")
+    p.add_argument("--aggregate", default=None, metavar="FOLDER",
+                   help="no training: summarise FOLDER/seed*.json (one run per seed) into --out (default "
+                        "benchmarks/results/nbody.json) and its .md")
+    p.add_argument("--no-checkpoint", action="store_true",
+                   help="with --aggregate: do not copy the first seed's EGNN checkpoint next to --out")
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE",
                    help="model constructor argument, e.g. --set egnn.coord_range=3 (value parsed as JSON); "
                         "also MODEL.lr=..., for ablations")
@@ -367,13 +511,17 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.aggregate:
+        return aggregate(Path(args.aggregate), Path(args.out) if args.out else DEFAULT_OUT,
+                         copy_checkpoint=not args.no_checkpoint)
     t_start = time.perf_counter()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in ALL_MODELS]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose among {ALL_MODELS}")
     if args.out is None:
-        out = (Path(tempfile.gettempdir()) / "course_nbody_quick" / "nbody.json") if args.quick else DEFAULT_OUT
+        out = (Path(tempfile.gettempdir()) / "course_nbody_quick" / "nbody.json") if args.quick \
+            else DEFAULT_OUT.parent / "nbody_seeds" / f"seed{args.seed}.json"  # never over the summary
     else:
         out = Path(args.out)
     out = out.resolve()
@@ -413,7 +561,7 @@ def main(argv=None) -> dict:
             if target != name:
                 continue
             value = json.loads(value)
-            if attr in ("lr", "max_epochs", "patience", "time_limit_s"):
+            if attr in ("lr", "max_epochs", "patience", "time_limit_s", "clip"):
                 cfg[attr] = value
             else:
                 kwargs[attr] = value
@@ -425,7 +573,7 @@ def main(argv=None) -> dict:
         else:
             run = train(name, model, data, cfg["lr"], cfg["max_epochs"], cfg["patience"], cfg["time_limit_s"],
                         seed=args.seed + 100 + SEED_OFFSET[name], progress=not args.no_progress,
-                        log_every=args.log_every)
+                        log_every=args.log_every, clip=cfg.get("clip"))
         run["test_mse"] = mse(model, data["test"])
         run["forward"] = forward_time(model, data["test"], repeats, threads=2)
         run["forward_1thread"] = forward_time(model, data["test"], repeats, threads=1)

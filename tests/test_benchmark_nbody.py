@@ -1,4 +1,5 @@
-"""The N-body benchmark script: quick mode end to end (subprocess), and the committed full results."""
+"""The N-body benchmark script: quick mode end to end (subprocess), the summary over seeds, and the committed
+results (>= 3 seeds per trained model, per-seed rows with curves and plateaus, the shipped checkpoint)."""
 
 import json
 import math
@@ -23,7 +24,7 @@ TOP_KEYS = {"schema_version", "benchmark", "command", "argv", "quick", "seed", "
 MODEL_KEYS = {"label", "cls", "config", "params", "lr", "max_epochs", "patience", "time_limit_s", "epochs_run",
               "forward_1thread",
               "best_epoch", "stop_reason", "val_mse", "test_mse", "train_wall_s", "wall_to_best_s", "forward",
-              "history", "load_before", "load_after"}
+              "history", "load_before", "load_after", "clip"}
 MACHINE_KEYS = {"cpu", "cpu_count", "torch", "train_threads", "forward_threads"}
 
 
@@ -41,6 +42,34 @@ def _check_schema(res: dict, quick: bool):
             assert r["epochs_run"] == len(r["history"]["val_mse"]) >= r["best_epoch"] >= 1
             assert min(r["history"]["val_mse"]) == pytest.approx(r["val_mse"], rel=1e-5)
             assert r["stop_reason"] in ("patience", "max_epochs", "time_limit")
+            h = r["history"]
+            assert len(h["grad_norm_max"]) == len(h["grad_norm_median"]) == r["epochs_run"]
+            assert all(mx >= md > 0 for mx, md in zip(h["grad_norm_max"], h["grad_norm_median"]))
+
+
+AGG_KEYS = {"schema_version", "benchmark", "command", "seed_commands", "seeds", "created", "data", "protocol",
+            "machine", "published", "runs", "summary", "checkpoint"}
+ROW_KEYS = {"model", "seed", "label", "test_mse", "val_mse", "params", "lr", "max_epochs", "patience", "epochs_run",
+            "best_epoch", "stop_reason", "plateau", "val_curve", "train_curve", "grad_norm_max", "source"}
+
+
+def _check_summary(res: dict, min_seeds: dict):
+    """The summary over seeds: every trained model has >= min_seeds[model] runs, each with its curve and plateau."""
+    from course_lib import stats
+
+    assert AGG_KEYS <= res.keys(), AGG_KEYS - res.keys()
+    assert res["schema_version"] == 2 and res["command"].startswith("python benchmarks/nbody.py --aggregate")
+    for row in res["runs"]:
+        assert ROW_KEYS <= row.keys(), (row["model"], ROW_KEYS - row.keys())
+        assert math.isfinite(row["test_mse"]) and row["test_mse"] > 0
+        if row["model"] != "linear":
+            assert len(row["val_curve"]) == row["epochs_run"] >= row["best_epoch"] >= 1
+            assert row["plateau"] == stats.plateau(row["val_curve"])  # recomputable from the stored curve
+    for name in ("gnn", "rf", "egnn"):
+        seeds = [r["seed"] for r in res["runs"] if r["model"] == name]
+        assert len(seeds) == len(set(seeds)) >= min_seeds[name], (name, seeds)
+        s = stats.summarize([r["test_mse"] for r in res["runs"] if r["model"] == name])
+        assert res["summary"][name]["test_mse_mean"] == pytest.approx(s.mean)
 
 
 def test_quick_mode_end_to_end(tmp_path):
@@ -68,17 +97,44 @@ def test_unknown_model_is_an_error(tmp_path):
     assert proc.returncode != 0 and "unknown model" in proc.stderr
 
 
-@pytest.mark.skipif(not RESULTS.exists(), reason="no committed full results (run python benchmarks/nbody.py)")
+def test_summary_over_seeds(tmp_path):
+    """Two quick runs (seeds 0 and 1, EGNN in its own file as in the committed sweep) -> one summary."""
+    folder = tmp_path / "seeds"
+    for args in (["--models", "linear,gnn,rf", "--seed", "0", "--out", str(folder / "seed0.json")],
+                 ["--models", "egnn", "--seed", "0", "--out", str(folder / "egnn_seed0.json")],
+                 ["--models", "linear,gnn,rf,egnn", "--seed", "1", "--out", str(folder / "seed1.json")]):
+        proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--no-progress", "--timing-repeats", "3",
+                               "--epochs", "5", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    _check_summary(res, min_seeds={"gnn": 2, "rf": 2, "egnn": 2})
+    assert res["seeds"] == [0, 1]
+    assert "mean ± s.e." in out.with_suffix(".md").read_text()
+    # a seed run twice for the same model is refused
+    (folder / "dup.json").write_text((folder / "egnn_seed0.json").read_text())
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "twice" in proc.stderr
+
+
+@pytest.mark.skipif(not RESULTS.exists(), reason="no committed results (see benchmarks/README.md, N-body)")
 def test_committed_full_results_are_consistent():
-    """The shipped JSON has the schema, and the shipped EGNN checkpoint reproduces its test MSE."""
+    """The shipped summary has the schema and its seeds, and the shipped EGNN checkpoint (seed 0) reproduces
+    its test MSE."""
     from course_lib.simulate.nbody import load_nbody_arrays
 
     res = json.loads(RESULTS.read_text())
-    _check_schema(res, quick=False)
+    _check_summary(res, min_seeds={"gnn": 3, "rf": 3, "egnn": 3})
     assert res["data"]["sizes"] == {"train": 3000, "valid": 2000, "test": 2000}
+    egnn0 = next(r for r in res["runs"] if r["model"] == "egnn" and r["seed"] == res["checkpoint_seed"])
+    config = json.loads((ROOT / egnn0["source"]).read_text())["models"]["egnn"]["config"]
     ckpt = ROOT / res["checkpoint"]
     assert ckpt.stat().st_size < 2e6
-    model = EGNNDynamics(**upgrade_config(EGNNDynamics, res["models"]["egnn"]["config"])).eval()
+    model = EGNNDynamics(**upgrade_config(EGNNDynamics, config)).eval()
     load_checkpoint(ckpt, model)
     a = load_nbody_arrays("test")
     n = len(a["pos"])
@@ -90,6 +146,6 @@ def test_committed_full_results_are_consistent():
     with torch.no_grad():
         pred = model(data)
     test_mse = float(((pred.double() - torch.from_numpy(a["target_pos"]).reshape(-1, 3).double()) ** 2).mean())
-    print(f"shipped EGNN checkpoint: test MSE {test_mse:.5f} (JSON: {res['models']['egnn']['test_mse']:.5f})")
-    assert test_mse == pytest.approx(res["models"]["egnn"]["test_mse"], rel=1e-3)
+    print(f"shipped EGNN checkpoint: test MSE {test_mse:.5f} (JSON: {egnn0['test_mse']:.5f})")
+    assert test_mse == pytest.approx(egnn0["test_mse"], rel=1e-3)
     assert (ROOT / "benchmarks" / "results" / "nbody.md").read_text().count(res["command"]) >= 1

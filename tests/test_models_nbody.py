@@ -54,6 +54,8 @@ def _equivariant_models():
     return {
         "EGNNDynamics": _scramble_(EGNNDynamics().double()),
         "EGNNDynamics(carry_velocity)": _scramble_(EGNNDynamics(carry_velocity=True).double(), seed=1),
+        "EGNNDynamics(paper's updates)": _scramble_(EGNNDynamics(coord_range=None, bounded_velocity=False,
+                                                                 mean_aggregation=True).double(), std=0.3, seed=3),
         "RadialField": _scramble_(RadialField().double(), seed=2),
         "LinearDynamics(motion)": LinearDynamics().double(),
     }
@@ -137,6 +139,27 @@ def test_egnn_one_layer_by_hand():
         assert torch.allclose(model(data), expected, atol=1e-12)
 
 
+def test_egnn_one_layer_by_hand_paper_updates():
+    """The paper's updates: phi_x = MLP (unbounded), phi_v = 1 + MLP (unbounded), C = 1/(M - 1)."""
+    torch.manual_seed(0)
+    model = _scramble_(EGNNDynamics(num_layers=1, coord_range=None, bounded_velocity=False,
+                                    mean_aggregation=True).double(), std=0.3)
+    data = _system(5, seed=3)
+    layer: EGNNLayer = model.layers[0]
+    x, q = data.pos, data.charge
+    h = model.embed(data.vel.norm(dim=-1, keepdim=True))
+    x_ij = x[:, None] - x[None]  # [i, j, 3]
+    d2 = (x_ij**2).sum(-1, keepdim=True)
+    a = torch.cat([(q[:, None] * q[None])[..., None], d2], dim=-1)
+    m = layer.phi_e(torch.cat([h[:, None].expand(5, 5, -1), h[None].expand(5, 5, -1), d2, a], dim=-1))
+    off = ~torch.eye(5, dtype=torch.bool)[..., None]
+    dx = (x_ij * layer.phi_x(m) * off).sum(1) / 4  # C = 1/(M - 1)
+    expected = x + (1.0 + layer.phi_v(h)) * data.vel + dx
+    with torch.no_grad():
+        assert torch.allclose(model(data), expected, atol=1e-12)
+        assert (layer.phi_x(m).abs() > 1.0).any() or (layer.phi_v(h).abs() > 1.0).any(), "not testing unboundedness"
+
+
 def test_untrained_egnn_is_free_flight():
     torch.manual_seed(0)
     model = EGNNDynamics().double()
@@ -184,7 +207,7 @@ def test_batch_equals_graph_by_graph_and_float32(name):
 def test_paper_sizes_and_learning_rates():
     assert [NBODY_MODELS[k][1] for k in ("egnn", "gnn", "rf")] == [5e-4, 1e-3, 2e-4]
     assert EGNNDynamics().config == {"hidden": 64, "num_layers": 4, "dt": 1.0, "coord_range": 10.0,
-                                     "carry_velocity": False}
+                                     "carry_velocity": False, "bounded_velocity": True, "mean_aggregation": False}
     assert len(EGNNDynamics().layers) == len(GNNDynamics().layers) == len(RadialField().layers) == 4
     assert GNNDynamics().embed.out_features == 64
 

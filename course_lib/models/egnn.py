@@ -131,18 +131,25 @@ class EGNNLayer(nn.Module):
         hidden: width H of the node features h and of the MLPs.
         edge_dim: number A of invariant edge attributes a_ij (0: none).
         cutoff: radius of the smooth cutoff weight w_ij; None: w_ij = 1 (fully connected graphs).
-        coord_range: bound of phi_x = coord_range * tanh(MLP(m_ij)).
+        coord_range: bound of phi_x = coord_range * tanh(MLP(m_ij)); None: phi_x = MLP(m_ij), unbounded
+            (the paper's).
         velocity: use the velocity variant (v_i updated, then x_i <- x_i + v_i).
+        bounded_velocity: phi_v = 1 + tanh(MLP(h_i)) in (0, 2) (default); False: phi_v = 1 + MLP(h_i),
+            unbounded (the paper's function class; the 1 only sets the initial value to free flight).
+        mean_aggregation: C = 1 / sum_j w_ij (the paper's 1/(M-1) on a fully connected graph of M nodes)
+            instead of the default C = 1 / (1 + sum_j w_ij) (1/M).
 
     ``forward(h [N,H], x [N,d], v [N,d] | None, edge_index [2,E], edge_attr [E,A] | None,
     box [G,d] | None, batch [N] | None) -> (h [N,H], x [N,d], v [N,d] | None)``.
     """
 
     def __init__(self, hidden: int = 64, edge_dim: int = 0, cutoff: float | None = None,
-                 coord_range: float = 1.0, velocity: bool = True, act: type[nn.Module] = nn.SiLU):
+                 coord_range: float | None = 1.0, velocity: bool = True, act: type[nn.Module] = nn.SiLU,
+                 bounded_velocity: bool = True, mean_aggregation: bool = False):
         super().__init__()
         self.hidden, self.edge_dim, self.cutoff = hidden, edge_dim, cutoff
-        self.coord_range, self.velocity = float(coord_range), velocity
+        self.coord_range = None if coord_range is None else float(coord_range)
+        self.velocity, self.bounded_velocity, self.mean_aggregation = velocity, bounded_velocity, mean_aggregation
         # phi_e: two layers, both followed by the activation (as in the paper).
         self.phi_e = nn.Sequential(nn.Linear(2 * hidden + 1 + edge_dim, hidden), act(),
                                    nn.Linear(hidden, hidden), act())
@@ -152,11 +159,17 @@ class EGNNLayer(nn.Module):
             self.phi_v = nn.Sequential(nn.Linear(hidden, hidden), act(), _small_init_(nn.Linear(hidden, 1)))
 
     def coord_weight(self, m_ij: torch.Tensor) -> torch.Tensor:
-        """phi_x(m_ij) = coord_range * tanh(MLP(m_ij)): one bounded invariant scalar per edge, [E, 1]."""
+        """phi_x(m_ij) = coord_range * tanh(MLP(m_ij)) (or MLP(m_ij) if coord_range is None): one invariant
+        scalar per edge, [E, 1]."""
+        if self.coord_range is None:
+            return self.phi_x(m_ij)
         return self.coord_range * torch.tanh(self.phi_x(m_ij))
 
     def velocity_scale(self, h: torch.Tensor) -> torch.Tensor:
-        """phi_v(h_i) = 1 + tanh(MLP(h_i)) in (0, 2): one invariant scalar per node, [N, 1]."""
+        """phi_v(h_i) = 1 + tanh(MLP(h_i)) in (0, 2) (or 1 + MLP(h_i), unbounded): one invariant scalar per
+        node, [N, 1]."""
+        if not self.bounded_velocity:
+            return 1.0 + self.phi_v(h)
         return 1.0 + torch.tanh(self.phi_v(h))
 
     def forward(self, h, x, v, edge_index, edge_attr=None, box=None, batch=None):
@@ -185,7 +198,9 @@ class EGNNLayer(nn.Module):
         if w is not None:
             m_ij = w * m_ij
 
-        C = 1.0 / (1.0 + scatter_sum(torch.ones_like(d2) if w is None else w, i, n))  # smooth 1/(neighbours), [N, 1]
+        weight_sum = scatter_sum(torch.ones_like(d2) if w is None else w, i, n)  # [N, 1]
+        # smooth 1/(neighbours), [N, 1]; the paper's mean: 1/(M-1) (a node without neighbours gets no update)
+        C = 1.0 / weight_sum.clamp_min(1e-12) if self.mean_aggregation else 1.0 / (1.0 + weight_sum)
         pair = x_ij * self.coord_weight(m_ij) if w is None else w * x_ij * self.coord_weight(m_ij)  # [E, d]
         dx = C * scatter_sum(pair, i, n)  # [N, d]
         if self.velocity:

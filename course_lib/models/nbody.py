@@ -273,21 +273,27 @@ class EGNNDynamics(nn.Module):
       corrections, and a saturated tanh learns slowly. Chosen on the *validation* MSE of the full
       benchmark: ``coord_range`` 1 plateaus at 0.0114 (best epoch 122), 3 reaches 0.0071 and 10
       reaches 0.0069 after 150 epochs; the default is 10 (``benchmarks/README.md``).
+    * **The paper's updates** (for the ablation of ``benchmarks/README.md``): ``coord_range=None`` (unbounded
+      ``phi_x``), ``bounded_velocity=False`` (``phi_v = 1 + MLP``, unbounded) and ``mean_aggregation=True``
+      (``C = 1/(M-1)``).
     """
 
     LEGACY_CONFIG_KEYS = LEGACY_CONFIG_KEYS
 
-    def __init__(self, hidden: int = 64, num_layers: int = 4, dt: float = 1.0, coord_range: float = 10.0,
-                 carry_velocity: bool = False, act: type[nn.Module] = nn.SiLU):
+    def __init__(self, hidden: int = 64, num_layers: int = 4, dt: float = 1.0, coord_range: float | None = 10.0,
+                 carry_velocity: bool = False, act: type[nn.Module] = nn.SiLU, bounded_velocity: bool = True,
+                 mean_aggregation: bool = False):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.config = {"hidden": hidden, "num_layers": num_layers, "dt": dt, "coord_range": coord_range,
-                       "carry_velocity": carry_velocity}
+                       "carry_velocity": carry_velocity, "bounded_velocity": bounded_velocity,
+                       "mean_aggregation": mean_aggregation}
         self.dt, self.carry_velocity = float(dt), carry_velocity
         self.embed = nn.Linear(1, hidden)
         self.layers = nn.ModuleList(
-            EGNNLayer(hidden, edge_dim=2, cutoff=None, coord_range=coord_range, velocity=True, act=act)
+            EGNNLayer(hidden, edge_dim=2, cutoff=None, coord_range=coord_range, velocity=True, act=act,
+                      bounded_velocity=bounded_velocity, mean_aggregation=mean_aggregation)
             for _ in range(num_layers)
         )
 
