@@ -43,7 +43,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # The models so far worked with **scalars** (distances, in notebook 01) and **vectors** (the EGNN
 # coordinate updates of notebooks 02-04). The question "is invariance all you need?" has a
-# sharp answer: invariant messages built from distances cannot tell some neighbourhoods apart, and
+# sharp answer: invariant messages built from distances cannot tell some neighbourhoods apart (notebook 09
+# shows such pairs, checked on the course's models), and
 # the most accurate interatomic potentials (Tensor Field Networks, NequIP, MACE) therefore carry
 # features of higher order: vectors, rank-2 tensors, and beyond. To do that safely we need three
 # pieces, and this notebook builds each one and checks it numerically:

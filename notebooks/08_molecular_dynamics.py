@@ -910,7 +910,9 @@ plt.show()
 # 4e-5 for the exact potential at 0.001. **Lesson: an energy model for MD must be smooth (continuous with
 # continuous derivatives) everywhere, in particular where neighbours enter and leave the cutoff.** A test MAE does
 # not see this: the jump is a few thousandths of eps, far below the model's error on single configurations. The
-# fix is in the architecture: multiply every message by a smooth envelope that vanishes at $r_c$.
+# fix is in the architecture: multiply every message by a smooth envelope that vanishes at $r_c$. Notebook 01
+# §5b does exactly that for this model (the jump of the model used here, then the fix, asserted); the MPNN here
+# is the first version, kept to show the problem.
 #
 # The kinetic side is fine: the speeds of the particles follow the 2-D Maxwell-Boltzmann distribution
 # $p(v) = (v / k_B T) \exp(-v^2 / 2 k_B T)$ (unit masses) at the kinetic temperature of the run, for both
