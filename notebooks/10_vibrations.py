@@ -343,7 +343,9 @@ claims.say("Across the 21 modes, the mean absolute frequency error is {s:.1f} cm
 #
 # - The **ranking by frequency error is the ranking by test force error** of these four checkpoints: the model
 #   with the smallest force error (SchNet) has the smallest mean frequency error, and NequIP l=0 the largest.
-#   Equivariance does not buy accurate curvature by itself; accuracy on forces does.
+#   These are one checkpoint per model, trained with different budgets: the comparison ranks these checkpoints,
+#   not the architectures (that would need seeds at equal budgets). What it does show is that, across them,
+#   the frequency error follows the force error.
 # - The per-mode errors compare models *mode by mode*, paired: the differences below are over the 21 modes of
 #   these checkpoints, not over training seeds (the claims module's "paired by seed" means "paired by mode"
 #   here). SchNet and NequIP l=2 are on par by that measure: SchNet's lower mean is within the mode-to-mode
