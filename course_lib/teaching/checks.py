@@ -140,6 +140,8 @@ def exercise(exercise_id: str, title: str):
 
 
 def describe_exception(exc: BaseException) -> str:
+    if hasattr(exc, "remote_type"):  # raised in the student's process (the grader): its type and its line there
+        return f"{exc.remote_type}: {exc}{getattr(exc, 'student_where', '')}"
     tb = traceback.extract_tb(exc.__traceback__)
     # the last frame that is not inside course_lib is the student's line
     user = [fr for fr in tb if "course_lib" not in fr.filename.replace("\\", "/")]

@@ -51,6 +51,8 @@ def expect_tensor(fb: Feedback, out, what: str | None = None) -> bool:
 
 def source_of(fn) -> str:
     """The source code of the student's function ("" where Python cannot find it)."""
+    if type(fn).__name__ == "Remote" and hasattr(fn, "remote_source"):  # the grader's view of it
+        return fn.remote_source()
     try:
         return inspect.getsource(fn)
     except (OSError, TypeError):

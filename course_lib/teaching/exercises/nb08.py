@@ -67,6 +67,10 @@ class _CountingForces:
     """A smooth anharmonic force field (springs between neighbours in a chain plus a quartic well),
     counting its calls."""
 
+    #: in the grader this object stays with the checker and the student's code calls it from its process
+    #: (the count must be the checker's own)
+    __grader_callback__ = True
+
     def __init__(self, n: int, d: int, seed: int):
         g = np.random.default_rng(seed)
         self.k = 1.0 + g.random(n - 1)

@@ -65,6 +65,8 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
 def student_in_traceback(exc: BaseException, test_files: Iterable[str] = ()) -> bool:
     """True when a frame of the traceback is neither the test's nor a library's (stdlib, site-packages,
     course_lib): then the student's code is involved."""
+    if hasattr(exc, "remote_type") or type(exc).__name__ == "ProtocolError":
+        return True  # raised in the student's process, or what it sent could not be read (bridge)
     lib_roots = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     lib_roots.add(str(LIB_DIR))
     tests = {os.path.realpath(f) for f in test_files if f}

@@ -17,15 +17,15 @@ Also importable (the runtime snapshot and the capped output are used and tested 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["CHILD_FLAG", "SERVER_FLAG", "CappedText", "cap_text", "snapshot", "snapshot_diff", "grade_exercise",
+__all__ = ["CHILD_FLAG", "SERVER_FLAG", "CappedText", "cap_text", "snapshot", "snapshot_diff", "student_phase",
            "main"]
 
 CHILD_FLAG = "--exercise-child"
@@ -203,6 +203,7 @@ def setup_process(setup: dict) -> dict:
         not_dumpable()
     guard = load_file(HERE / "guard.py", "_autograder_guard_file")
     notebook = load_file(HERE.parent / "notebook.py", "_autograder_notebook_file")
+    bridge = load_file(HERE / "bridge.py", "_autograder_bridge_file")
     state, events = guard.install_from_source([setup["hidden_dir"]] if setup.get("hidden_dir") else [],
                                               setup["protected"], student_files=guard.STUDENT_FILES)
     state["phase"] = "loading"  # the grader's own setup (and the server's forks); "student" from grade_exercise on
@@ -220,22 +221,29 @@ def setup_process(setup: dict) -> dict:
         notes.append(f"the notebook's imports raised {type(exc).__name__}: {exc}")
     if "torch" in sys.modules:
         TENSOR_ATTRS.update(vars(sys.modules["torch"].Tensor))
-    return {"state": state, "events": events, "notes": notes, "strip_magics": notebook.strip_magics}
+    return {"state": state, "events": events, "notes": notes, "strip_magics": notebook.strip_magics, "bridge": bridge}
 
 
 def run_job(setup: dict, ctx: dict, job: dict) -> None:
-    """Grade one exercise and write the result file (the process exits right after)."""
-    out = CappedText(setup["output_limit"])
-    sys.stdout = sys.stderr = out
+    """Run the student's exercise cell, then answer the checker's requests on the job's socket.
+
+    The student's output goes to this process's stdout (the output file the parent reads, capped);
+    nothing this process sends is a verdict: the checker process computes it.
+    """
+    bridge = ctx["bridge"]
     try:
-        res = grade_exercise(setup, ctx, job)
+        hello, obj = student_phase(setup, ctx, job)
     except BaseException as exc:  # noqa: BLE001 - report, never crash silently
-        res = {"status": "error", "message": f"internal grader error: {type(exc).__name__}: {exc}"}
-    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    res["output"] = out.getvalue()
-    res["token"] = job["token"]
-    with open(job["result"], "w", encoding="utf-8") as fh:
-        json.dump(res, fh)
+        hello, obj = {"status": "error", "message": f"internal grader error: {type(exc).__name__}: {exc}"}, None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(job["socket"])
+    end = bridge.StudentEnd(sock, cell_files=(f"<exercise cell {job['exercise']}>",))
+    if hello["status"] == "ready":
+        hello["target"] = end.handle(obj)
+    bridge.send_frame(sock, hello)
+    if hello["status"] == "ready":
+        end.serve()
+    sys.stdout.flush()
 
 
 def child_main() -> int:
@@ -317,33 +325,21 @@ def not_dumpable() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class IntegrityError(Exception):
-    """The pristine copy of the checking code cannot be trusted (changed, or bypassed)."""
-
-
-def grade_exercise(setup: dict, ctx: dict, job: dict) -> dict:
-    """Run the student's imports and exercise cell, then the hidden test on the object they define."""
+def student_phase(setup: dict, ctx: dict, job: dict) -> tuple[dict, object]:
+    """``(hello, obj)``: run the student's imports and exercise cell; the first message to the checker
+    (``ready``, or why not: ``error`` / ``missing``; ``flags``: tampering seen in this process, shown to the
+    instructor) and the object the exercise defines."""
     state, events = ctx["state"], ctx["events"]
-    saved = list(sys.path), list(sys.meta_path), list(sys.path_hooks)
     before = snapshot()
     notes = list(ctx["notes"])
     state["phase"] = "student"
     obj, failure = run_student_code(setup, ctx, job, notes)
     flags = list(dict.fromkeys(snapshot_diff(before, snapshot()) + events + torch_tampering()))
     if failure is not None:
-        return {"status": failure[0], "flags": flags, "notes": notes, "message": failure[1]}
+        return {"status": failure[0], "flags": flags, "notes": notes, "message": failure[1]}, None
     if flags:
-        return {"status": "flagged", "flags": flags, "notes": notes,
-                "message": "the hidden tests were not run (the library was changed)"}
-    state["phase"] = "loading"
-    try:
-        checks, api, hidden_fn, source = load_checking_code(setup, job, saved)
-    except IntegrityError as exc:
-        return {"status": "error", "message": str(exc)}
-    lies: list[str] = []
-    res = run_hidden_test(checks, api, hidden_fn, plain_outputs(obj, lies), job, state, events)
-    res["flags"] = list(dict.fromkeys(res["flags"] + lies + torch_tampering()))
-    return dict(res, notes=notes, source=source)
+        return {"status": "flagged", "flags": flags, "notes": notes}, None
+    return {"status": "ready", "flags": [], "notes": notes}, obj
 
 
 def torch_tampering() -> list[str]:
@@ -370,33 +366,6 @@ def torch_tampering() -> list[str]:
 
 
 TENSOR_ATTRS: set = set()  # the attributes of torch.Tensor before student code (set by setup_process)
-
-
-def plain_outputs(obj, lies: list[str]):
-    """``obj`` (a function) wrapped so that every tensor it returns reaches the checker as a plain
-    ``torch.Tensor``: a subclass (which could lie about its values) is flagged and stripped."""
-    torch = sys.modules.get("torch")
-    if torch is None or isinstance(obj, type) or not callable(obj):
-        return obj
-    tensor, as_subclass, type_of = torch.Tensor, torch.Tensor.as_subclass, type
-
-    def plain(value):
-        if isinstance(value, tensor) and type_of(value) is not tensor and not isinstance(value, torch.nn.Parameter):
-            lies.append(f"returned a torch.Tensor subclass ({type_of(value).__name__}) instead of a tensor")
-            return as_subclass(value, tensor)
-        if type_of(value) in (tuple, list):
-            return type_of(value)(plain(v) for v in value)
-        return value
-
-    def wrapper(*args, **kwargs):
-        return plain(obj(*args, **kwargs))
-
-    import functools
-
-    try:
-        return functools.wraps(obj)(wrapper)
-    except (AttributeError, TypeError):
-        return wrapper
 
 
 def run_student_code(setup: dict, ctx: dict, job: dict, notes: list[str]):
@@ -435,80 +404,6 @@ def run_student_code(setup: dict, ctx: dict, job: dict, notes: list[str]):
             "notebook"))
     except BaseException as exc:  # noqa: BLE001
         return None, ("error", f"`{job['target']}` could not be evaluated: {type(exc).__name__}: {exc}")
-
-
-def load_checking_code(setup: dict, job: dict, saved: tuple[list, list, list]):
-    """``(checks, api, hidden_fn, source)`` loaded fresh from the pristine, hash-checked copy of course_lib."""
-    import importlib
-    import importlib.util
-
-    sys.path[:], sys.meta_path[:], sys.path_hooks[:] = saved
-    sys.path_importer_cache.clear()
-    for name in [n for n in sys.modules if n == "course_lib" or n.startswith("course_lib.")]:
-        del sys.modules[name]
-    pristine = Path(setup["pristine"])
-    for rel, digest in setup["pristine_hashes"].items():
-        if hashlib.sha256((pristine / rel).read_bytes()).hexdigest() != digest:
-            raise IntegrityError(f"grader integrity: the pristine copy of {rel} changed")
-    spec = importlib.util.spec_from_file_location("course_lib", pristine / "__init__.py",
-                                                  submodule_search_locations=[str(pristine)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["course_lib"] = package
-    spec.loader.exec_module(package)
-    checks = importlib.import_module("course_lib.teaching.checks")
-    importlib.import_module(setup["checker_module"])
-    api = importlib.import_module("course_lib.teaching.grading.api")
-    hidden_fn, source = None, "public check only (no hidden test module)"
-    if job.get("hidden"):
-        hspec = importlib.util.spec_from_file_location(f"_course_hidden_{job['slug']}", job["hidden"])
-        hidden_mod = importlib.util.module_from_spec(hspec)
-        hspec.loader.exec_module(hidden_mod)
-        hidden_fn = getattr(hidden_mod, "HIDDEN", {}).get(job["exercise"])
-        source = "hidden tests" if hidden_fn else "public check only (no hidden test for this exercise)"
-    if hidden_fn is None:
-        public = checks.EXERCISES[job["exercise"]].checker
-        hidden_fn = lambda o, f: api.run_cases(f, o, [("public check", public, {})])  # noqa: E731
-    for name, mod in list(sys.modules.items()):
-        if (name == "course_lib" or name.startswith("course_lib.")) and mod is not None:
-            origin = getattr(mod, "__file__", None) or ""
-            if origin and not Path(origin).resolve().is_relative_to(pristine.resolve()):
-                raise IntegrityError(f"grader integrity: {name} was loaded from outside the copy")
-    return checks, api, hidden_fn, source
-
-
-def run_hidden_test(checks, api, hidden_fn, obj, job: dict, state: dict, events: list) -> dict:
-    """The hidden test on ``obj`` (the student's function runs inside it) and its score."""
-    before_check = snapshot()
-    n_events = len(events)
-    state["phase"] = "check"
-    fb = checks.Feedback()
-    error, not_implemented = None, False
-    try:
-        hidden_fn(obj, fb)
-    except checks.StopChecking:
-        fb.__dict__.setdefault("stopped", True)
-    except NotImplementedError:
-        not_implemented = True
-    except Exception as exc:  # noqa: BLE001
-        if api.student_in_traceback(exc, [job.get("hidden") or ""]):
-            error = f"your code raised {checks.describe_exception(exc)}"
-        else:
-            error = (f"the hidden test itself failed ({type(exc).__name__}: {exc}); not your fault: tell your "
-                     "instructor")
-    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt from student code
-        error = f"your code stopped the test with {type(exc).__name__}"
-    state["phase"] = "loading"
-    flags = list(dict.fromkeys(snapshot_diff(before_check, snapshot()) + events[n_events:]))
-    cases = fb.__dict__.get("cases")
-    total = len(fb.passed) + len(fb.failed)
-    if cases:
-        fraction = sum(score for _, score in cases) / len(cases)
-    else:
-        fraction = 0.0 if fb.__dict__.get("stopped") or not total else fb.score()
-    return {"status": "checked", "flags": flags, "n_passed": len(fb.passed), "n_total": total,
-            "failed": list(fb.failed), "fraction": 0.0 if error or not_implemented else fraction, "error": error,
-            "not_implemented": not_implemented, "n_cases": len(cases or []),
-            "test_errors": list(fb.__dict__.get("test_errors", []))}
 
 
 def main(argv: list[str]) -> int:
