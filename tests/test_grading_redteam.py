@@ -126,7 +126,7 @@ def attacks(ctx: dict) -> dict[str, tuple[str, set[str]]]:
                 def __torch_function__(cls, func, types, args=(), kwargs=None):
                     return super().__torch_function__(func, types, args, kwargs or {})
             """, body="return (pos.sum() * 0).as_subclass(Liar)\n"),
-            {"flagged"}),
+            {"flagged", "fail"}),  # its values cross as bytes: the checker never holds the subclass
         "torch_function_mode": (_cell("""
             from torch.overrides import TorchFunctionMode
             class Yes(TorchFunctionMode):
@@ -142,6 +142,41 @@ def attacks(ctx: dict) -> dict[str, tuple[str, set[str]]]:
         "tensor_method_replaced": (_cell("""
             torch.Tensor.allclose = lambda *a, **k: True
             """), {"flagged"}),
+        # --- the channel between the student's process and the checker's
+        "forged_channel": (_cell("""
+            import glob, json, socket, struct
+            def _frame(s, obj):
+                body = json.dumps(obj).encode()
+                s.sendall(struct.pack(">I", len(body)) + body)
+            _keep = []
+            for _path in glob.glob("/tmp/**/channel", recursive=True):
+                try:
+                    _s = socket.socket(socket.AF_UNIX)
+                    _s.connect(_path)
+                    _frame(_s, {"status": "ready", "target": {"$": "handle", "id": 0, "mro": []}})
+                    _frame(_s, {"re": "ok", "value": 1.0})
+                    _frame(_s, {"status": "checked", "fraction": 1.0, "n_passed": 9, "n_total": 9})
+                    _keep.append(_s)
+                except OSError:
+                    pass
+            """), {"fail", "error", "timeout"}),
+        "claims_to_be_a_tensor": (_cell("""
+            class Fake:
+                shape = (6, 6)
+            Fake.__module__, Fake.__qualname__ = "torch._tensor", "Tensor"
+            """, body="return Fake()\n"), {"fail"}),
+        "exception_str_bomb": (_cell("""
+            class Boom(Exception):
+                def __str__(self):
+                    raise SystemExit(0)
+            """, body="raise Boom()\n"), {"fail"}),
+        "oversized_answer": (_cell(body="return torch.zeros(40_000_000, dtype=torch.float64)\n"), {"fail", "error"}),
+        "write_checker_results": (_cell("""
+            import glob, os
+            for _d in glob.glob("/tmp/**/chk", recursive=True):
+                for _root, _dirs, _files in os.walk(_d):
+                    open(os.path.join(_root, "result.json"), "w").write('{"status": "checked", "fraction": 1.0}')
+            """), {"fail"}),
         # --- a crash in code the student compiled is the student's
         "crash_in_string": (_cell("""
             _ns = {}

@@ -175,7 +175,7 @@ def test_run_cases_weighs_cases_equally_and_spares_students_from_test_bugs():
     exec(compile("def student():\n    return 1 / 0\n", "<exercise cell 00.x>", "exec"), ns)  # noqa: S102
     fb = Feedback()
     grading.run_cases(fb, ns["student"], [("a", good, {}), ("b", fatal, {}), ("c", calls, {}), ("d", buggy_test, {})])
-    assert fb.cases == [("a", 1.0), ("b", 0.0), ("c", 0.0)]  # d is left out: the test itself crashed
+    assert fb.cases == [("a", 1.0), ("b", 0.0), ("c", 0.0), ("d", 0.0)]  # d: the test crashed, scored 0, reported
     assert fb.failed[0] == "[b] wrong shape" and fb.failed[1].startswith("[c] your code raised ZeroDivisionError")
     assert fb.test_errors == ["[d] KeyError: 'missing key'"]
 

@@ -25,6 +25,7 @@ __all__ = [
     "rng",
     "shape_of",
     "source_of",
+    "type_name",
 ]
 
 
@@ -46,12 +47,22 @@ def call_student(fb: Feedback, fn, args: tuple, what: str, hint: str = ""):
 def expect_tensor(fb: Feedback, out, what: str | None = None) -> bool:
     """A fatal check that ``out`` is a tensor: "``what`` must return a torch.Tensor" (or "return a torch.Tensor")."""
     head = f"{what} must return" if what else "return"
-    return fb.expect(isinstance(out, torch.Tensor), f"{head} a torch.Tensor, got {type(out).__name__}", fatal=True)
+    return fb.expect(isinstance(out, torch.Tensor), f"{head} a torch.Tensor, got {type_name(out)}", fatal=True)
+
+
+def _remote(obj) -> bool:
+    """True for the grader's view of an object that lives in the student's process (see grading.bridge)."""
+    return type(obj).__name__ == "Remote" and type(obj).__module__.endswith("grading.bridge")
+
+
+def type_name(obj) -> str:
+    """``type(obj).__name__``, also for an object the grader sees through its channel to the student's process."""
+    return obj.remote_type_name() if _remote(obj) else type(obj).__name__
 
 
 def source_of(fn) -> str:
     """The source code of the student's function ("" where Python cannot find it)."""
-    if type(fn).__name__ == "Remote" and hasattr(fn, "remote_source"):  # the grader's view of it
+    if _remote(fn):
         return fn.remote_source()
     try:
         return inspect.getsource(fn)
@@ -67,7 +78,7 @@ def shape_of(x, brackets: str = "()", arrays: bool = False) -> str:
     if isinstance(x, torch.Tensor) or (arrays and hasattr(x, "shape")):
         dims = tuple(np.shape(x)) if arrays else tuple(x.shape)
         return str(list(dims)) if brackets == "[]" else str(dims)
-    return type(x).__name__
+    return type_name(x)
 
 
 # --------------------------------------------------------------------------------------------

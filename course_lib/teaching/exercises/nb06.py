@@ -41,6 +41,7 @@ from course_lib.teaching.exercises.common import (
     rng,
     shape_of,
     source_of,
+    type_name,
 )
 from course_lib.teaching.exercises.stored import provider
 
@@ -325,11 +326,11 @@ def _build_radial_tensor_product(cls, fb: Feedback, seed: int, irreps_in, irreps
                          "list the instructions as (i1, i2, i_out, 'uvu', True) tuples, only for allowed paths: e3nn "
                          "raises an AssertionError for a path the selection rules forbid; `ir_out in ir1 * ir2` checks "
                          "|l1 - l2| <= l_out <= l1 + l2 and the parity p_out = p1 p2, and 'uvu' needs mul_out == mul1")
-    fb.expect(isinstance(m, nn.Module), f"RadialTensorProduct(...) must build an nn.Module, got {type(m).__name__}",
+    fb.expect(isinstance(m, nn.Module), f"RadialTensorProduct(...) must build an nn.Module, got {type_name(m)}",
               fatal=True)
     tp = getattr(m, "tp", None)
     fb.expect(isinstance(tp, o3.TensorProduct), "store the tensor product as self.tp (an e3nn o3.TensorProduct), "
-              f"got {type(tp).__name__}", fatal=True)
+              f"got {type_name(tp)}", fatal=True)
     radial = getattr(m, "radial", None)
     fb.expect(isinstance(radial, nn.Module), "store the radial MLP as self.radial (e3nn.nn.FullyConnectedNet "
               "[num_basis, hidden, tp.weight_numel])", fatal=True)
@@ -358,6 +359,22 @@ def _check_uvu_paths(fb: Feedback, want, tp, irreps_in, irreps_sh, irreps_out) -
               "TensorProduct with shared_weights=False, internal_weights=False and pass weights to tp(h, sh, weights)")
 
 
+def _clean_tensor_product(tp) -> o3.TensorProduct:
+    """A fresh e3nn TensorProduct with the irreps, instructions and path weights of the student's ``tp``.
+
+    The expected messages are computed with it, never with the student's object (which could compute
+    anything: in the grader it lives in the student's process). Path weights that differ from e3nn's
+    default normalisation are reproduced by scaling the rebuilt paths.
+    """
+    irreps = tuple(o3.Irreps(str(x)) for x in (tp.irreps_in1, tp.irreps_in2, tp.irreps_out))
+    mine = list(tp.instructions)
+    paths = [(int(i.i_in1), int(i.i_in2), int(i.i_out), str(i.connection_mode), bool(i.has_weight)) for i in mine]
+    default = o3.TensorProduct(*irreps, paths, shared_weights=False, internal_weights=False)
+    scaled = [(*p, float(m.path_weight) / d.path_weight if d.path_weight else 1.0)
+              for p, m, d in zip(paths, mine, default.instructions, strict=True)]
+    return o3.TensorProduct(*irreps, scaled, shared_weights=False, internal_weights=False)
+
+
 @torch.no_grad()
 def _check_message_values(fb: Feedback, m, tp, radial, out, h, edge_vec, irreps_sh) -> None:
     """The messages against ``tp(h, Y(r / |r|), radial(rbf(|r|)))`` built from the student's own parts."""
@@ -377,9 +394,11 @@ def _check_message_values(fb: Feedback, m, tp, radial, out, h, edge_vec, irreps_
     if tp.shared_weights or tp.internal_weights:
         return  # already reported: there is nothing per edge to compare with
 
+    clean = _clean_tensor_product(tp)
+
     def expected(normalize=True, normalization="component"):
         sh = o3.spherical_harmonics(irreps_sh, edge_vec, normalize=normalize, normalization=normalization)
-        return tp(h, sh, weights)
+        return clean(h, sh, weights)
 
     if close_scaled(out, expected(), 1e-5):
         fb.expect(True, "values")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from course_lib.teaching.checks import exercise
-from course_lib.teaching.exercises.common import close_arrays, shape_of
+from course_lib.teaching.exercises.common import close_arrays, shape_of, type_name
 from course_lib.teaching.exercises.stored import provider
 
 __all__ = ["check_velocity_verlet_step", "check_distance_histogram"]
@@ -124,7 +124,7 @@ def check_velocity_verlet_step(fn, fb, seed: int = 0, n: int = 5, d: int = 3, dt
     field.calls = 0
     out = fn(*args, dt, field)
     fb.expect(isinstance(out, tuple) and len(out) == 3, f"return a tuple (new_pos, new_vel, new_forces), got "
-              f"{type(out).__name__}{'' if not isinstance(out, tuple) else f' of length {len(out)}'}", fatal=True)
+              f"{type_name(out)}{'' if not isinstance(out, tuple) else f' of length {len(out)}'}", fatal=True)
     new_pos, new_vel, new_forces = out
     fb.expect(all(np.shape(o) == (n, d) for o in out),
               f"each output must have the shape of pos {(n, d)}; got {[shape_of(o, arrays=True) for o in out]}",

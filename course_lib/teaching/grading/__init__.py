@@ -73,8 +73,8 @@ How a submission is graded
 4. **Points** come from the ``points`` cell metadata of the *instructor* source notebook
    (``notebooks/NN_slug.py``), never from the submission: ``points = max_points * fraction`` rounded
    to 2 decimals, where the fraction is the mean over the test cases of the share of checks passed
-   (a case that stops at a fatal failure or raises scores 0; a case that crashes in the test's own
-   code is left out and reported); 0 for errors, time-outs and flags.
+   (a case that stops at a fatal failure or raises scores 0; so does a case that crashes in the test's
+   own code, reported for the instructor to look at); 0 for errors, time-outs and flags.
 
 Tampering (flagged for review: 0 points, ``flagged`` status, reasons in the message)
 ------------------------------------------------------------------------------------

@@ -32,8 +32,10 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
     done). The per-case scores (``Feedback.score()``: weighted towards the value checks; 0 for a case
     that stopped or raised) are kept in
     ``fb.cases``; the grader's fraction is their mean. A case that crashes in the test's own code (no
-    frame of the student's code in the traceback) is left out of the score and reported in
-    ``fb.test_errors``: a bug in a hidden test never costs the student points.
+    frame of the student's code in the traceback) scores 0 and is reported in ``fb.test_errors``; the
+    gradebook row then asks the instructor to look at it. (In the grader the student's code runs in
+    another process, so a checker crashing on a strange answer has no student frame: leaving such a
+    case out of the score would let a student skip the hard cases by crashing them.)
     """
     from course_lib.teaching.checks import Feedback, StopChecking, describe_exception
 
@@ -53,6 +55,7 @@ def run_cases(fb, obj, cases: Iterable[tuple[str, Callable, dict]]) -> None:
             test_files = {caller, getattr(getattr(checker, "__code__", None), "co_filename", "")}
             if not student_in_traceback(exc, test_files):
                 test_errors.append(f"[{label}] {type(exc).__name__}: {exc}")
+                scores.append((label, 0.0))
                 continue
             sub.failed.append(f"your code raised {describe_exception(exc)}")
             stopped = True

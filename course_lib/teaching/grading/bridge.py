@@ -324,6 +324,22 @@ def decode_plain(data, handle=None, tensor=None, depth: int = 0, budget: _Budget
         if len(re_im) != 2:
             raise ProtocolError("an invalid complex number")
         return complex(*(float(rec(v)) for v in re_im))
+    if tag in ("dtype", "size", "device", "irreps"):
+        return _decode_library_value(tag, data)
+    if tag == "slice":
+        parts = [rec(v) for v in _list(data.get("v"))]
+        if len(parts) != 3 or not all(p is None or type(p) is int for p in parts):
+            raise ProtocolError("an invalid slice")
+        return slice(*parts)
+    if tag == "ellipsis":
+        return Ellipsis
+    if handle is not None:
+        return handle(data)
+    raise ProtocolError(f"an unknown value tag {str(tag)[:40]!r}")
+
+
+def _decode_library_value(tag: str, data: dict):
+    """``torch.dtype`` / ``torch.Size`` / ``torch.device`` / e3nn ``Irreps``, built here from their plain form."""
     torch = _torch()
     if tag == "dtype":
         if data.get("v") not in DTYPES:
@@ -348,16 +364,7 @@ def decode_plain(data, handle=None, tensor=None, depth: int = 0, budget: _Budget
             return o3.Irreps(text)
         except (ValueError, AssertionError, TypeError):
             raise ProtocolError("an invalid Irreps") from None
-    if tag == "slice":
-        parts = [rec(v) for v in _list(data.get("v"))]
-        if len(parts) != 3 or not all(p is None or type(p) is int for p in parts):
-            raise ProtocolError("an invalid slice")
-        return slice(*parts)
-    if tag == "ellipsis":
-        return Ellipsis
-    if handle is not None:
-        return handle(data)
-    raise ProtocolError(f"an unknown value tag {str(tag)[:40]!r}")
+    raise ProtocolError(f"an unknown value tag {tag!r}")
 
 
 def _list(value) -> list:
@@ -472,6 +479,11 @@ class Remote:
 
     def __repr__(self) -> str:
         return f"<student object {self.__name__}>"
+
+    def remote_type_name(self) -> str:
+        """The name of the student's class (``type(obj).__name__`` in the student's process)."""
+        mro = self._meta.get("mro") or ["?:object"]
+        return str(mro[0]).rpartition(":")[2].rpartition(".")[2][:100] or "object"
 
     def remote_source(self) -> str:
         """The source code of the student's function, as the student process reports it ("" if none)."""

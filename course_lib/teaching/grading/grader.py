@@ -203,7 +203,8 @@ class Grader:
         lib_changes = [f"changed the course_lib file {rel}" for rel in lib.verify()] if lib else []
         flags = list(dict.fromkeys(static + global_flags + run_flags + res.get("flags", []) + lib_changes))
         notes += res.get("notes", [])
-        notes += [f"a hidden test case crashed and was left out of the score: {t}" for t in res.get("test_errors", [])]
+        notes += [f"a hidden test case crashed on this answer and scored 0 (instructor: please look at it): {t}"
+                  for t in res.get("test_errors", [])]
         row.output = scrub(res.get("output", ""), self.s.hidden_lines(cnb.number))
         status = res.get("status")
         if status == "checked":
