@@ -36,8 +36,10 @@ Modules (one concern each; this package's ``__init__`` re-exports the public API
     course.py     course notebooks, exercises and points; submissions; finding the exercise cells
     session.py    Limits, the sandbox environment, the Session shared by one grading run
     kernel.py     the notebook run in a fresh Jupyter kernel
-    runner.py     the exercise processes, parent side (fork server or one process per exercise)
-    child.py      the exercise process itself: a standalone, standard-library-only program
+    runner.py     the two processes of each exercise, parent side (fork servers or new processes)
+    child.py      the student process of an exercise: a standalone, standard-library-only program
+    checker.py    the checker process of an exercise: the hidden test on plain data, never student code
+    bridge.py     the channel between them: plain-data frames, handles, callbacks, remote gradients
     grader.py     grading one submission and a whole folder (grade)
     gradebook.py  rows, gradebook.csv/json, totals.csv, runs.json, feedback/<student>.md
     cli.py        the command line (python -m course_lib.teaching.grading)
@@ -56,20 +58,21 @@ How a submission is graded
    in size. It gives the per-cell errors and time-outs and the "ran top to bottom" line of the
    feedback (``runs.json``). It never decides points: only tampering found during the run (see
    below) changes the gradebook.
-3. **Exercises.** Each exercise is graded in its own process (``python -I``), time- and
-   output-limited, that executes only the notebook's import cells and that one exercise cell of the
-   submission (found by its ``exercise`` cell metadata, else by the function name; a missing, renamed
-   or reordered cell is reported). Only *then* does it load the checking code fresh from files: the
-   ``course_lib`` modules are dropped from ``sys.modules`` and re-imported from a second, pristine,
-   hash-checked copy of the package made when grading started, and the hidden test module is loaded
-   with ``importlib.util.spec_from_file_location`` from ``--hidden`` (never on the kernel's path, never
-   copied next to a submission). On Linux a per-submission server process does the imports once and
-   forks one child per exercise (the server never runs student code, so every child starts from the
-   same clean state); elsewhere each exercise starts a new interpreter. The hidden test of exercise
-   ``"00.name"`` is ``HIDDEN["00.name"]`` of ``HIDDEN_DIR/nb00.py``, a function ``hidden(obj, fb)``
-   that calls the public checker of :mod:`course_lib.teaching.exercises` with other seeds and sizes plus extra
-   cases (see :func:`run_cases`), so the public self-check a student runs in Colab is a subset of
-   what the grader runs.
+3. **Exercises.** Each exercise is graded by two processes (:mod:`.runner`): a **student process**
+   (``child.py``, ``python -I``, in the student's sandbox) that executes only the notebook's import
+   cells and that one exercise cell of the submission (found by its ``exercise`` cell metadata, else
+   by the function name; a missing, renamed or reordered cell is reported), and a **checker process**
+   (``checker.py``, in a second sandbox that binds this notebook's hidden tests and a result folder the
+   student's sandbox cannot see) that imports the checking code from a pristine, hash-checked copy of
+   the package made when grading started, loads the hidden test module with
+   ``importlib.util.spec_from_file_location`` from ``--hidden`` and runs it. No student code runs in
+   the checker: the student's function is a handle there, and calls to it go over a Unix socket to the
+   student process as plain data (:mod:`.bridge`). On Linux a per-submission server on each side
+   imports once and forks one child per exercise; elsewhere each exercise starts new interpreters. The
+   hidden test of exercise ``"00.name"`` is ``HIDDEN["00.name"]`` of ``HIDDEN_DIR/nb00.py``, a function
+   ``hidden(obj, fb)`` that calls the public checker of :mod:`course_lib.teaching.exercises` with other
+   seeds and sizes plus extra cases (see :func:`run_cases`), so the public self-check a student runs
+   in Colab is a subset of what the grader runs.
 4. **Points** come from the ``points`` cell metadata of the *instructor* source notebook
    (``notebooks/NN_slug.py``), never from the submission: ``points = max_points * fraction`` rounded
    to 2 decimals, where the fraction is the mean over the test cases of the share of checks passed
@@ -86,14 +89,14 @@ Tampering (flagged for review: 0 points, ``flagged`` status, reasons in the mess
   modules (``S.equivariance_error = ...``); in an exercise cell also the use of that exercise's
   reference solution (``nb00.symmetrize``). Hits in an exercise cell flag that exercise; hits in
   another cell flag every exercise of the notebook.
-* **Runtime snapshot** in each exercise process: the identity (and ``__code__``) of every attribute of
+* **Runtime snapshot** in the student process: the identity (and ``__code__``) of every attribute of
   the loaded ``course_lib`` modules, of their classes and dicts, of ``builtins``, ``torch``,
   ``torch.Tensor``, ``torch.linalg``, ``torch.nn.functional``, ``math``, ``importlib``, and of
   ``sys.meta_path`` / ``sys.path_hooks``, taken before the student's code runs and compared after it
-  ran (the hidden tests are then not run), and again around the hidden test (the student's function
-  runs inside it).
+  ran (the hidden tests are then not run). Evidence for the instructor only: the verdict comes from
+  the checker process, which the student's code cannot reach.
 * **Audit hook** (``sys.addaudithook``, which student code cannot remove) in the kernel and in each
-  exercise process: opening or listing anything inside the hidden-test folder, or writing into
+  student process: opening or listing anything inside the hidden-test folder, or writing into
   ``course_lib`` (the private copy, the installed package, the pristine copy), raises
   ``PermissionError`` and is recorded; in the kernel run it is attributed to the cell that did it (an
   exercise cell or its check cell flags that exercise, another cell every exercise).
@@ -104,10 +107,7 @@ Tampering (flagged for review: 0 points, ``flagged`` status, reasons in the mess
 
 Sandbox: see :mod:`course_lib.teaching.grading.sandbox` and INSTRUCTORS.md. With ``--unsafe`` (no
 sandbox) the older guards remain: a network namespace (``unshare -rn``) where available, and Python's
-``socket`` refusing non-local connections. Not guaranteed even in the sandbox: the exercise process
-runs the student's function and the checker in one interpreter, so a deliberately obfuscated attack on
-the interpreter could forge that one exercise's result or read that notebook's hidden-test file (it
-cannot reach anything else).
+``socket`` refusing non-local connections; the checker still runs in its own process.
 """
 
 from course_lib.teaching.grading.api import run_cases

@@ -134,7 +134,7 @@ def check_exercise(setup: dict, ctx: dict, job: dict, listener: socket.socket) -
     finally:
         end.close()
         conn.close()
-    res["flags"] = list(dict.fromkeys(res["flags"] + flags))
+    res["flags"] = list(dict.fromkeys(res["flags"] + flags + end.flags))
     return dict(res, notes=notes, source=source)
 
 

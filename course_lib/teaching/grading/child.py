@@ -1,16 +1,18 @@
-"""The exercise process of the grader: grade one exercise of one submission, write the result file.
+"""The student process of an exercise: run the student's cell, then answer the checker's requests.
 
 Run by :class:`course_lib.teaching.grading.runner.ExerciseRunner` from the pristine, hash-checked copy
-of the package made when grading started::
+of the package, in the student's sandbox (no hidden test is bound there)::
 
     python -I -B <pristine>/course_lib/teaching/grading/child.py --exercise-server   # Linux: fork per job
     python -I -B <pristine>/course_lib/teaching/grading/child.py --exercise-child    # one job on stdin
 
 This file is a standalone program: standard library only, and it imports nothing of the installed
-package. Before the student's code runs it loads two files of its own copy by path (``guard.py``:
-the audit hook, ``../notebook.py``: the cell parsing); after the student's code ran, the
-``course_lib`` modules are dropped from ``sys.modules`` and the checking code (the checkers, the
-hidden tests, :func:`course_lib.teaching.grading.run_cases`) is imported fresh from the pristine copy.
+package. Before the student's code runs it loads three files of its own copy by path (``guard.py``:
+the audit hook, ``../notebook.py``: the cell parsing, ``bridge.py``: the channel). After the
+notebook's imports and the exercise cell ran, it connects to the job's socket, says ``ready`` (or why
+not, with what the runtime snapshot saw the student's code change) and answers the checker process's
+requests about the object the cell defined (:class:`.bridge.StudentEnd`). It decides nothing: the
+verdict is the checker's (:mod:`.checker`).
 
 Also importable (the runtime snapshot and the capped output are used and tested in the parent).
 """
@@ -237,7 +239,7 @@ def run_job(setup: dict, ctx: dict, job: dict) -> None:
         hello, obj = {"status": "error", "message": f"internal grader error: {type(exc).__name__}: {exc}"}, None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(job["socket"])
-    end = bridge.StudentEnd(sock, cell_files=(f"<exercise cell {job['exercise']}>",))
+    end = bridge.StudentEnd(sock, cell_files=(f"<exercise cell {job['exercise']}>",), events=ctx["events"])
     if hello["status"] == "ready":
         hello["target"] = end.handle(obj)
     bridge.send_frame(sock, hello)

@@ -1,6 +1,8 @@
-"""What an exercise process may send back, checked by the parent before anything reaches the gradebook.
+"""What the checker process may send back, checked by the parent before anything reaches the gradebook.
 
-The exercise process ran student code, so its result file is untrusted data: :func:`validate_result`
+The checker process runs no student code, but it reads the student process's answers (and passes on
+what the student process reports: flags, notes, messages), so its result file is still treated as
+untrusted data: :func:`validate_result`
 keeps only known keys with the right types (plain JSON: strings, numbers, lists of strings), known
 statuses, ``0 <= fraction <= 1``, ``0 <= n_passed <= n_total`` and messages and lists capped in size;
 anything else becomes an ``error`` result that says the result was invalid.
