@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import site
 import sys
 import textwrap
@@ -272,6 +273,9 @@ def _leftovers() -> list[str]:
         except OSError:
             continue
         if cmd.startswith(("bwrap", "/usr/bin/bwrap")) and "/tmp/grade-" in cmd:
+            run = re.search(r"/tmp/grade-[^/ ]+", cmd).group(0)
+            if Path(run).exists():
+                continue  # another grading run, still going (a run removes its folder when it ends)
             found.append(f"{pid}: {cmd[:120]}")
     cgroups = Path("/sys/fs/cgroup/pids")
     found += [str(p) for p in cgroups.glob(f"course-grader-{os.getpid()}-*")] if cgroups.is_dir() else []
