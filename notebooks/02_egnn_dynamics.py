@@ -501,8 +501,7 @@ for label, call in [("steps=0", lambda: rollout(egnn64, probe, 0)),
 momentum_prediction = None  # replace None by "a", "b" or "c"
 
 # %% [markdown]
-# The simulator conserves the total momentum $P = \sum_i v_i$ (unit masses; it is zero in every
-# trajectory). Does the EGNN? Sum its velocity update over the particles:
+# Does the EGNN conserve $P$ (unit masses)? Sum its velocity update over the particles:
 #
 # $$P' = \sum_i v_i' = \sum_i \phi_v(h_i)\, v_i \;+\; \sum_i C_i \sum_{j} x_{ij}\, \phi_x(m_{ij}).$$
 #
