@@ -682,6 +682,6 @@ print(claims.holds(results["models"]["egnn_crystal_free"]["test"]["crystal_drift
 # give symmetric outputs), and it is only a lower bound: it does not say that the lost operations are broken.
 
 # %% [markdown]
-# Questions for discussion: (a) Why is a rotation by 90° about the box corner also a crystal symmetry here (look at where the
-# corner sits relative to the sites)? (b) How would you make the ablation model keep the crystal in place
-# without the hard constraint?
+# Questions for discussion: (a) Why is a rotation by 90° about the box corner also a crystal symmetry here
+# (look at where the corner sits relative to the sites)? (b) How would you make the ablation model keep the
+# crystal in place without the hard constraint?

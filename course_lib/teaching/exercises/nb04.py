@@ -34,7 +34,8 @@ MISTAKES = {
                   "x_i - x_j (away from j) when q_i q_j > 0 (Coulomb: like charges repel)",
     "inverse square": "wrong power of the distance: the force is q_i q_j (x_i - x_j) / |x_i - x_j|^3, i.e. the unit "
                       "vector divided by r^2 (you divided the vector x_i - x_j by |x_i - x_j|^2 only)",
-    "mean": "you average over the other particles (the Radial Field's 1 / (M - 1)): Coulomb forces add up, take the sum",
+    "mean": "you average over the other particles (the Radial Field's 1 / (M - 1)): Coulomb forces add up, take "
+            "the sum",
     "across systems": "particles of different systems interact in your answer: sum only over the particles j of the "
                       "same system (batch[j] == batch[i])",
 }
@@ -73,7 +74,8 @@ def _symmetry_errors(fn, fb, inputs, out, seed):
         errors[name] = float((moved - out @ Q.T).abs().max()) / scale
     moved = _call(fb, fn, pos + shift, vel, charge, batch, t, c, "the systems translated")
     errors["translation"] = float((moved - (out + shift)).abs().max()) / scale
-    moved = _call(fb, fn, pos[perm], vel[perm], charge[perm], batch[perm], t, c, "the particles listed in another order")
+    moved = _call(fb, fn, pos[perm], vel[perm], charge[perm], batch[perm], t, c,
+                  "the particles listed in another order")
     errors["permutation"] = float((moved - out[perm]).abs().max()) / scale
     return errors
 
