@@ -410,8 +410,8 @@ def crystal_feature(pos, a):
     """pos [N, 2] positions in the box [0, 4a)^2, a the lattice spacing -> [N] or [N, F] features that have the
     symmetries of the square crystal (sites at ((i + 1/2) a, (j + 1/2) a)) and no others."""
     ### BEGIN SOLUTION
-    ### HINT: periodic functions of x and y with period a, combined so that x and y (and +x, -x about a site)
-    ### HINT: play the same role: e.g. cos(2 pi x / a) and cos(2 pi y / a), their sum and their product
+    ### HINT: two routes: periodic functions of x and y with period a, combined so that x and y (and +x and -x
+    ### HINT: about a site) play the same role; or the distances to several nearby sites, minimum image, sorted
     c = torch.cos(2 * math.pi * pos / a)
     return torch.stack([c[:, 0] + c[:, 1], c[:, 0] * c[:, 1]], dim=-1)
     ### END SOLUTION
