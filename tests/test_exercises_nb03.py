@@ -43,16 +43,17 @@ def test_other_valid_designs_pass():
 
 def test_a_feature_that_is_not_periodic_fails_the_lattice_translation():
     res, text = _messages(lambda p, a: (p - 2 * a).norm(dim=-1))  # distance to the box centre
-    assert not res.passed and "not invariant under the lattice translation" in text
+    assert not res.passed and "not invariant under symmetries of the crystal: the lattice translation" in text
     assert "period a" in text
 
 
 def test_a_feature_that_treats_x_and_y_differently_fails_the_point_group():
     res, text = _messages(lambda p, a: torch.cos(2 * math.pi * p[:, 0] / a))
-    assert not res.passed and "not invariant under the 90 deg rotation about a site" in text
-    assert "lattice translation" not in text.split("not invariant")[0] and "changes by" in text
+    assert not res.passed and "the 90 deg rotation about a site (the feature changes by" in text
+    assert "lattice translation" not in text  # cos(2 pi x / a) is periodic: only the point group is blamed
+    assert "shift by a/2" not in text and "30 deg" not in text  # meaningless without the crystal's symmetries
     res, text = _messages(lambda p, a: torch.sin(2 * math.pi * p / a).sum(-1))  # odd about the sites
-    assert not res.passed and "not invariant under the mirror x -> -x about a site" in text
+    assert not res.passed and "the mirror x -> -x about a site (the feature changes by" in text
 
 
 def test_the_wrong_period_is_caught_by_the_half_shift():
@@ -76,6 +77,25 @@ def test_constant_and_non_equivariant_answers_fail():
     assert not res.passed and "one number per particle" in text
     stub = lambda p, a: (_ for _ in ()).throw(NotImplementedError("not implemented"))  # noqa: E731
     assert "not implemented" in check("03.crystal_feature", stub, verbose=False).error
+
+
+def _hidden_fraction(hidden, fn):
+    fb = Feedback()
+    hidden.HIDDEN["03.crystal_feature"](fn, fb)
+    return sum(score for _, score in fb.cases) / len(fb.cases)
+
+
+def test_the_score_ranks_the_mistakes():
+    """A feature without the crystal's symmetries earns less than half; one with an extra symmetry (it cannot tell
+    places apart that the crystal distinguishes) earns more, but not full marks."""
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb03.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb03_scores", path)
+    hidden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hidden)
+    broken = _hidden_fraction(hidden, lambda p, a: torch.cos(2 * math.pi * p[:, 0] / a))
+    extra = _hidden_fraction(hidden, lambda p, a: torch.cos(4 * math.pi * p / a).sum(-1))
+    right = _hidden_fraction(hidden, nb03.crystal_feature)
+    assert broken < 0.5 < extra < right == 1.0, (broken, extra, right)
 
 
 def test_hidden_tests_run():
