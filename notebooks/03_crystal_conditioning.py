@@ -66,6 +66,7 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 3. evaluate a model by the distribution of what it predicts (speed histograms, Wasserstein distance),
 #    not only by a pointwise error;
 # 4. read an ablation: what happens if the model is allowed to move the crystal?
+# 5. design a feature that has exactly the crystal's symmetries: all of them, and no others.
 #
 # Exercise: `03.crystal_feature` (3 points), a design exercise followed by a self-check cell. The prediction
 # `03.crystal_symmetry` (1 point for committing one) and the short answer `03.checkerboard` (3 points, marked

@@ -58,7 +58,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # In this notebook you will:
 #
 # 1. meet the task and the protocol of the benchmark (data, loss, model selection);
-# 2. read the four models we reproduce (Linear, GNN, Radial Field, EGNN) next to their equations, and
+# 2. write one step of Coulomb physics in the form of the Radial Field (exercise `04.coulomb_step`), read
+#    the four models we reproduce (Linear, GNN, Radial Field, EGNN) next to their equations, and
 #    check numerically which symmetries each one has;
 # 3. train them briefly with `course_lib.train.fit`;
 # 4. load the results of the full benchmark (`benchmarks/nbody.py`, about 9 minutes per seed on a quiet
