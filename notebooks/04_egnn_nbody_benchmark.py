@@ -153,16 +153,18 @@ print(f"free flight  x + v: test MSE {position_mse(lambda b: b.pos + b.vel, spli
 #
 # Before any network, the physics itself suggests a better guess than free flight. With unit masses the
 # Coulomb force on particle $i$ is $F_i = \sum_{j \ne i} q_i q_j\, x_{ij} / \lvert x_{ij}\rvert^3$ (with
-# $x_{ij} = x_i - x_j$; like charges repel), and one "kick and drift" over a time $t$ moves the particle to
-# $x_i + t v_i + \frac{t^2}{2} F_i$. Write it with a free constant $c$ in place of $t^2/2$:
+# $x_{ij} = x_i - x_j$; like charges repel). If that force stayed constant for a time $t$, the particle would move
+# to $x_i + t v_i + \frac{t^2}{2} F_i$ (the second-order Taylor step). Write it with a free constant $c$ in place
+# of $t^2/2$:
 #
 # $$x_i' = x_i + t\, v_i + c \sum_{j \ne i,\ \text{same system}} q_i q_j\, \frac{x_i - x_j}{\lvert x_i - x_j\rvert^3}.$$
 #
 # `coulomb_step(pos, vel, charge, batch, t, c)`: `pos`, `vel` `[N, 3]`, `charge` `[N]` ($\pm 1$), `batch` `[N]`
 # (the index of each particle's system: several systems are stacked, and particles of different systems do not
-# interact), `t` and `c` floats; return the new positions `[N, 3]`. This is exactly the form of the Radial
-# Field below: relative vectors times an invariant function of the distance and the charges, summed over the
-# other particles. The self-check compares the values, names the usual mistakes, and otherwise measures which
+# interact), `t` and `c` floats; return the new positions `[N, 3]`. This has the form of one layer of the
+# Radial Field below, with $\phi_{rf} = c\,(M - 1)\, q_i q_j / \lvert x_{ij}\rvert^3$ and $\phi_v = t$: relative
+# vectors times invariant functions of the distance and the charges, summed over the other particles. The
+# self-check compares the values, names the usual mistakes, and otherwise measures which
 # symmetry your answer breaks.
 
 # %% exercise="04.coulomb_step" points=3
