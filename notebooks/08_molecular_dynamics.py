@@ -775,9 +775,10 @@ reveal("08.hot_stability", stability_prediction, hot_outcome)
 # the potential *outside* the training distribution (the tails), not on its mean error inside it.
 #
 # Remedies: training data that cover the hot and stretched geometries (frames sampled at higher temperature,
-# or added where the model's runs fail, i.e. active learning), a physically motivated repulsion at short
-# distances or a prior that makes stretched bonds cost energy, and, as the runs here suggest, a model with a
-# better inductive bias (the equivariant NequIP l=1 extrapolated best, though it also had a different error).
+# or added where the model's runs fail, i.e. active learning), a physically motivated prior (a short-range
+# repulsion against collapsing atoms, a term that makes stretched bonds cost energy), and, as the runs here
+# suggest, a model with a better inductive bias (the equivariant NequIP l=1 extrapolated best, though its force
+# error was also about half that of NequIP l=0, so the two effects are not separated).
 
 # %% [markdown] rubric="08.error_vs_stability"
 # **Rubric (2 points).** 1 point: the test set samples the training distribution (500 K), while stability is
