@@ -60,6 +60,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # Exercises: `01.minimum_image` (2 points), `01.message_passing_step` (3), `01.invariance_error` (2).
 # Each is followed by a self-check cell that tells you what is wrong, if anything.
+# The prediction `01.augmentation_gap` (1 point for committing one) and the short answer
+# `01.why_invariant` (3 points, marked by your instructor) are graded separately.
 #
 # The data come from the course's own simulator (`course_lib.simulate.particles2d`); the physics is
 # documented in `data/README.md`.
@@ -87,6 +89,7 @@ from course_lib.neighbors import radius_graph
 from course_lib.simulate import particles2d as sim
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import evaluate, fit, load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -546,6 +549,48 @@ for name, T in {**box_checks, **{f"cluster {k}": v for k, v in open_checks.items
     print(f"{name:28s} energy err {S.equivariance_error(mpnn, data, T):.1e}")
 
 # %% [markdown]
+# ### Short answer `01.why_invariant` (3 points, marked by your instructor)
+#
+# The checks above measure the invariance; now prove it. The MPNN's energy is
+# $E = \sum_i \phi_{out}(h_i^{(T)})$, with $h_i^{(0)}$ computed from the charge $q_i$ and the layers of
+# section 4 on the edges $r_{ij} < r_c$, where $r_{ij}$ is the minimum-image distance. Show in a few lines
+# that $E$ is unchanged by (i) a permutation of the particles, (ii) a translation by any vector $t$
+# (followed by the wrap into the box), and (iii) the rotation of the box by 90° about its centre. Then
+# say which step of your argument fails for a rotation by 30°.
+
+# %% [markdown] answer="01.why_invariant" points=3
+# Everything the network sees comes from the charges and the set of minimum-image distances
+# $r_{ij} = \lvert \mathrm{mi}(x_i - x_j) \rvert$, $\mathrm{mi}(d) = d - L\,\mathrm{round}(d/L)$.
+#
+# (i) A permutation $\pi$ relabels particles and edges together: the new particle $i$ is the old
+# $\pi(i)$, with the same charge and the same neighbours at the same distances. By induction over the
+# layers $h_i^{new} = h_{\pi(i)}^{old}$, since each update sums over the neighbours and a sum does not
+# depend on the order of its terms; the readout sums over all particles, so $E$ is unchanged.
+#
+# (ii) A translation adds $t$ to every position and the wrap adds a multiple of $L$ to each coordinate.
+# Both cancel in $\mathrm{mi}(x_i - x_j)$: $t$ cancels in the difference, and adding $nL$ to $d$ changes
+# $\mathrm{round}(d/L)$ by $n$. All $r_{ij}$, hence the edges and all features, are unchanged.
+#
+# (iii) The 90° rotation $R$ about the centre (followed by the wrap) maps $d = x_i - x_j$ to $R d$ plus a
+# lattice vector. $R$ maps the lattice $L\mathbb{Z}^2$ onto itself (it swaps the axes and flips a sign),
+# so $\mathrm{mi}(R d) = R\,\mathrm{mi}(d)$, and $\lvert R\,\mathrm{mi}(d)\rvert = \lvert \mathrm{mi}(d)
+# \rvert$: again all distances are unchanged, and (i)-(ii)'s argument applies.
+#
+# For 30° the step $\mathrm{mi}(Rd) = R\,\mathrm{mi}(d)$ fails: the rotated lattice is not $L\mathbb{Z}^2$,
+# so the nearest image of the rotated pair is not the rotated nearest image, and some minimum-image
+# distances change. This is not a defect of the model: the true energy of the rotated periodic system
+# changes too (section 2), because the periodic images do not rotate with the particles.
+
+# %% [markdown] rubric="01.why_invariant"
+# **Rubric (3 points).** 1 point: permutation invariance from the sums (over neighbours and in the readout),
+# relabelling features and edges consistently. 1 point: translation invariance, with both the cancellation of
+# $t$ in differences and the minimum image absorbing the wrap (only "differences do not see $t$" without the
+# wrap: half a point). 1 point: the 90° rotation preserves the lattice $L\mathbb{Z}^2$, so minimum-image
+# distances are preserved, *and* the 30° rotation fails because the rotated lattice differs (a correct
+# statement that the true energy also changes is enough for the second half; "rotations preserve lengths"
+# alone earns nothing, since it is also true for 30°).
+
+# %% [markdown]
 # ## 7. Baselines that ignore the symmetry
 #
 # * **MLP on coordinates**: the positions $x/L$ and charges of all particles, zero-padded to 24
@@ -620,6 +665,18 @@ assert residual["abs_gnn_aug"] > 100 * residual["mpnn"]  # ... but does not make
 # once. Its results are shipped (`benchmarks/results/energy_learning_curve.json`, with the commands, the
 # machine and every run's validation curve). In fast mode we also run a miniature version here to show the
 # pipeline.
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). Section 7 showed that
+# augmentation leaves the absolute-position GNN far from invariant. At 1000 training systems (800 optimiser
+# steps for every model), how will the test MAE of the *augmented* GNN compare with the invariant MPNN's?
+#
+# (a) the MPNN is clearly better (by more than two standard errors over the seeds); (b) they are on par
+# (within two standard errors); (c) the augmented GNN is clearly better.
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="01.augmentation_gap" points=1 choices="a,b,c"
+augmentation_prediction = None  # replace None by "a", "b" or "c"
 
 # %%
 curve = json.loads(repo_file("benchmarks/results/energy_learning_curve.json").read_text())
@@ -780,6 +837,12 @@ late4 = [r["plateau"]["plateaued"] for rs in b_runs.values() for r in rs]
 print(claims.holds(sum(late4) <= len(late4) // 2, "at 3200 steps at most half of the runs reached their plateau",
                    f"{sum(late4)} of {len(late4)}"))
 
+# %%
+gap = stats.difference(mp[1000], ag[1000])  # MPNN minus augmented GNN at 1000 systems, over the seeds
+gap_outcome = "a" if gap.mean < -claims.K_SIGMA * gap.se else ("c" if gap.mean > claims.K_SIGMA * gap.se else "b")
+reveal("01.augmentation_gap", augmentation_prediction, gap_outcome)
+
+# %% [markdown]
 # ## 9. Analysis: where does the model go wrong?
 #
 # We draw the best and the worst predicted test systems and look for a pattern.

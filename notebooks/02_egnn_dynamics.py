@@ -63,6 +63,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #    effect of a multi-step training loss.
 #
 # Exercises: `02.periodic_mse` (2 points), `02.equivariant_update` (3). Each is followed by a self-check.
+# The prediction `02.momentum` (1 point for committing one) and the short answer `02.conserving_update`
+# (2 points, marked by your instructor) are graded separately.
 #
 # Data: `load_particles("trajectories", split)`, NVE trajectories of 4-24 charged particles in a box of
 # side 10, 40 frames each (`data/README.md`). The models were trained by `benchmarks/egnn_dynamics.py`;
@@ -92,6 +94,7 @@ from course_lib.models.egnn import EGNN, RolloutError, next_step_loss, rollout, 
 from course_lib.neighbors import minimum_image
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -484,8 +487,21 @@ for label, call in [("steps=0", lambda: rollout(egnn64, probe, 0)),
 # %% [markdown]
 # ## 7. Conservation: total momentum
 #
-# The simulator conserves the total momentum $P = \sum_i v_i$ (unit masses; it is zero in every
-# trajectory). Does the EGNN? Sum its velocity update over the particles:
+# **Predict, then run** (1 point for committing a prediction, whatever it is). The simulator conserves the
+# total momentum $P = \sum_i v_i$ exactly (it is zero in every trajectory). The shipped EGNN is exactly
+# equivariant under every symmetry of the box (section 6). Along its 39-step rollouts of the test
+# trajectories, what happens to $|P|$, measured in units of $\sum_i |v_i|$?
+#
+# (a) it stays zero to round-off; (b) it drifts, but stays below 1 % of $\sum_i |v_i|$; (c) it drifts to more
+# than 1 % of $\sum_i |v_i|$.
+#
+# Write your letter in the next cell *before* you read on.
+
+# %% prediction="02.momentum" points=1 choices="a,b,c"
+momentum_prediction = None  # replace None by "a", "b" or "c"
+
+# %% [markdown]
+# Does the EGNN conserve $P$ (unit masses)? Sum its velocity update over the particles:
 #
 # $$P' = \sum_i v_i' = \sum_i \phi_v(h_i)\, v_i \;+\; \sum_i C_i \sum_{j} x_{ij}\, \phi_x(m_{ij}).$$
 #
@@ -558,6 +574,40 @@ ax.set_ylabel("|total momentum| / sum |v_i|")
 ax.legend(fontsize=8)
 ax.set_title("total momentum along the rollouts", fontsize=9)
 plt.show()
+
+# %%
+drift_egnn = float(total_momentum(rollouts["egnn"][1], test_batch.batch).norm(dim=-1).mean(0)[-1]) / p_scale
+reveal("02.momentum", momentum_prediction, "a" if drift_egnn < 1e-4 else ("b" if drift_egnn < 1e-2 else "c"))
+
+# %% [markdown]
+# ### Short answer `02.conserving_update` (2 points, marked by your instructor)
+#
+# Write down a velocity update of the form $v_i' = v_i + \sum_{j \in \mathcal N(i)} x_{ij}\, \psi_{ij}$ (minimum-image
+# $x_{ij} = x_i - x_j$, neighbours within the cutoff) that is equivariant under the symmetries of the box **and**
+# conserves $\sum_i v_i$ exactly for every input. Say what $\psi_{ij}$ may depend on, and prove both properties.
+
+# %% [markdown] answer="02.conserving_update" points=2
+# Take $\psi_{ij} = \psi\big(\lvert x_{ij}\rvert^2, q_i q_j, h_i + h_j\big)$ with a learned $\psi$ and invariant node
+# features $h$: any function of invariants that is **symmetric** under $i \leftrightarrow j$, with no
+# per-particle factor ($\phi_v = 1$, no $C_i$).
+#
+# *Conservation.* The neighbour relation is symmetric ($r_{ij} = r_{ji}$, the same cutoff), so the double sum
+# runs over pairs, each twice: $\sum_i v_i' - \sum_i v_i = \sum_{\{i,j\}} (x_{ij}\psi_{ij} + x_{ji}\psi_{ji})$.
+# With $x_{ji} = -x_{ij}$ (the minimum image of $-d$ is $-\mathrm{mi}(d)$) and $\psi_{ji} = \psi_{ij}$ each pair
+# contributes zero: Newton's third law.
+#
+# *Equivariance.* $\psi_{ij}$ is built from invariants, so it does not change under the box's translations,
+# 90° rotations and reflections, or permutations (which only relabel the terms of the sums); $x_{ij}$ is
+# unchanged by translations and becomes $R x_{ij}$ under a point operation $R$ of the square, so
+# $v_i' \mapsto R v_i'$.
+
+# %% [markdown] rubric="02.conserving_update"
+# **Rubric (2 points).** 1 point: the cancellation in pairs, using both $x_{ji} = -x_{ij}$ and a $\psi$ symmetric
+# in $i, j$ with no per-particle factor (an answer that keeps $C_i = 1/(1+\deg_i)$ or $\phi_v(h_i)$ gets half a
+# point: section 7 shows that they break conservation). 1 point: equivariance from invariant $\psi$ times the
+# vector $x_{ij}$ (translations cancel in the difference, point operations rotate $x_{ij}$). An answer with
+# $\psi$ depending on $h_i$ and $h_j$ in a fixed order ($\phi(h_i, h_j)$, as in the EGNN) loses the first point
+# unless it symmetrises it.
 
 # %% [markdown]
 # The second physics diagnostic: the **kinetic energy** per particle, $\frac{1}{N}\sum_i \frac12 |v_i|^2$,

@@ -66,9 +66,12 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 3. evaluate a model by the distribution of what it predicts (speed histograms, Wasserstein distance),
 #    not only by a pointwise error;
 # 4. read an ablation: what happens if the model is allowed to move the crystal?
+# 5. design a feature that has exactly the crystal's symmetries: all of them, and no others.
 #
-# No exercise in this notebook; the questions at the end are for discussion. The models were trained by
-# `benchmarks/egnn_dynamics.py` and are loaded from the shipped checkpoints.
+# Exercise: `03.crystal_feature` (3 points), a design exercise followed by a self-check cell. The prediction
+# `03.crystal_symmetry` (1 point for committing one) and the short answer `03.checkerboard` (3 points, marked
+# by your instructor) are graded separately; the questions at the end are for discussion. The models were
+# trained by `benchmarks/egnn_dynamics.py` and are loaded from the shipped checkpoints.
 
 # %%
 import json
@@ -98,6 +101,8 @@ from course_lib.datasets import load_particles, repo_file, trajectory_pairs
 from course_lib.models.baselines import Ballistic
 from course_lib.models.egnn import EGNN, next_step_loss, rollout, step_as_data
 from course_lib.teaching import claims
+from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -201,6 +206,18 @@ print({k: m.config for k, m in models.items()})
 # First the geometry, without any model: which operations map the crystal onto itself (up to a
 # permutation of its atoms)? `crystal_maps_onto_itself` transforms the 16 sites and looks for each image
 # among the original sites (minimum image).
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). The sites sit at
+# $((i + \frac12) a, (j + \frac12) a)$ in a box of side $L = 4a$. Exactly one of these operations maps the
+# crystal onto itself. Which one?
+#
+# (a) a shift by $a/2$ along $x$; (b) a rotation by 90° about the midpoint between two neighbouring sites;
+# (c) a rotation by 90° about the centre of the box; (d) a rotation by 30° about the centre of the box.
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="03.crystal_symmetry" points=1 choices="a,b,c,d"
+symmetry_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 probe = Batch.from_data_list([g.clone() for g in test_trajs[:3]])
@@ -230,6 +247,11 @@ for name, T in crystal_ops.items():
 for T in (half_shift, generic, bond_rot):
     assert not crystal_maps_onto_itself(probe, T), T.name
     print(f"{T.name}: does NOT map the crystal onto itself")
+
+# %%
+candidates = {"a": half_shift, "b": bond_rot, "c": lattice_point_operation(R90, [L / 2, L / 2]), "d": generic}
+(symmetry_outcome,) = [k for k, T in candidates.items() if crystal_maps_onto_itself(probe, T)]
+reveal("03.crystal_symmetry", symmetry_prediction, symmetry_outcome)
 
 # %% [markdown]
 # Now the model. A crystal symmetry applied to the **whole** system (crystal + particles) permutes the
@@ -364,6 +386,40 @@ print(claims.holds(broken[1] > 1e-2 and broken[2] > 1e-2,
 # rollout: nothing in the model can single out one of the four atoms of an orbit. The prediction loses
 # its symmetry only when the input does (the moved atom). This is all Curie's principle promises; it
 # holds for the trained and the untrained model alike, since it follows from equivariance alone.
+#
+# ### Exercise `03.crystal_feature` (3 points): a feature with the crystal's symmetries, and no more
+#
+# The EGNN learns about the crystal from messages of the crystal atoms. A cheaper design gives every mobile
+# particle a feature that describes *where it sits in the crystal*. Design one:
+# `crystal_feature(pos, a)` takes the positions `pos` `[N, 2]` (float64, in the box $[0, 4a)^2$) and the
+# lattice spacing `a` (a float; the sites are at $((i + \frac12) a, (j + \frac12) a)$ for all integers
+# $i, j$, the periodic images included) and returns one number per particle, shape `[N]`, or a row of $F$
+# numbers, shape `[N, F]`. There is no single right answer; the self-check tests the properties:
+#
+# * **invariant under the crystal's symmetries**: a lattice translation (through the boundary too) and the
+#   rotations by 90° and the mirrors about a site must not change the feature of a particle;
+# * **permutation equivariant**: each particle's feature depends on its own position;
+# * **not invariant under what is not a symmetry**: a shift by $a/2$ (a site onto a bond midpoint) and a
+#   rotation by 30° about a site must change it for some particle (a constant has every symmetry and is
+#   useless; and, once the crystal is there, arbitrary rotations are no longer a symmetry, even close to a
+#   site).
+#
+# The self-check names the operation that fails, with the size of the change.
+
+# %% exercise="03.crystal_feature" points=3
+def crystal_feature(pos, a):
+    """pos [N, 2] positions in the box [0, 4a)^2, a the lattice spacing -> [N] or [N, F] features that have the
+    symmetries of the square crystal (sites at ((i + 1/2) a, (j + 1/2) a)) and no others."""
+    ### BEGIN SOLUTION
+    ### HINT: two routes: periodic functions of x and y with period a, combined so that x and y (and +x and -x
+    ### HINT: about a site) play the same role; or the distances to several nearby sites, minimum image, sorted
+    c = torch.cos(2 * math.pi * pos / a)
+    return torch.stack([c[:, 0] + c[:, 1], c[:, 0] * c[:, 1]], dim=-1)
+    ### END SOLUTION
+
+
+# %%
+check("03.crystal_feature", crystal_feature)
 
 # %% [markdown]
 # ## 4. Evaluation: rollouts and the distribution of speeds
@@ -588,7 +644,45 @@ print(claims.holds(results["models"]["egnn_crystal_free"]["test"]["crystal_drift
 # * The EGNN never needed to be told about the lattice symmetry: it is a consequence of equivariance
 #   under the box's symmetries and of the crystal being part of the input.
 #
-# Questions: (a) Which subgroup of the box's symmetries survives if the crystal atoms had alternating
-# charges (a checkerboard)? (b) Why is a rotation by 90° about the box corner also a crystal symmetry
-# here (look at where the corner sits relative to the sites)? (c) How would you make the ablation model
-# keep the crystal in place without the hard constraint?
+# ### Short answer `03.checkerboard` (3 points, marked by your instructor)
+#
+# Replace the crystal by a **checkerboard**: the site $((i + \frac12) a, (j + \frac12) a)$ carries the charge
+# $(-1)^{i+j}$ instead of $+1$ (the box of side $4a$ still fits it periodically). Which of the crystal symmetries
+# checked in section 3 survive: the lattice translations, the rotations and mirrors about a site, the rotations
+# and mirrors about the centre of a square of four sites? What does Curie's principle then guarantee for the
+# equivariance of the EGNN on this task, and what does it not say?
+
+# %% [markdown] answer="03.checkerboard" points=3
+# A symmetry must now map every site onto a site **of the same charge**, i.e. preserve the parity of $i + j$.
+#
+# *Translations.* A shift by $(m a, n a)$ changes $i + j$ by $m + n$: only the translations with $m + n$ even
+# survive, e.g. $(a, a)$ and $(2a, 0)$, but not $(a, 0)$. They form a square lattice of spacing $a\sqrt2$, rotated
+# by 45°.
+#
+# *About a site.* A rotation by 90° maps the offset $(d_i, d_j)$ from the site to $(-d_j, d_i)$, and the mirrors map
+# it to $(\pm d_i, \pm d_j)$ or $(d_j, d_i)$: the parity of $d_i + d_j$ is kept, so the whole point group of the
+# square (8 operations) survives about every site.
+#
+# *About the centre of a square of four sites.* The four corners alternate in charge. A 90° rotation, and the
+# mirrors parallel to the axes, map each corner to a neighbouring corner (opposite charge): broken. The 180°
+# rotation and the two diagonal mirrors map each corner to itself or to the opposite corner (same charge):
+# they survive.
+#
+# Curie's principle guarantees that the exactly equivariant EGNN, fed the crystal atoms with their charges, is
+# equivariant under this smaller group (the even lattice translations and the point group about a site) and
+# that a configuration with one of these symmetries keeps it. It is a lower bound: it does not say that the
+# lost operations (a shift by $(a, 0)$, a 90° rotation about the centre of a square) must break the symmetry
+# of the model's predictions; whether they do is a measurement (they will in general, because the charges the
+# model sees are different).
+
+# %% [markdown] rubric="03.checkerboard"
+# **Rubric (3 points).** 1 point: the translations with $m + n$ even survive and $(a, 0)$ does not (with the reason:
+# it swaps the charges). 1 point: the full point group about a site survives, and about the centre of a square of
+# four sites only the 180° rotation and the diagonal mirrors do (half a point if only one of the two centres is
+# treated correctly). 1 point: Curie's principle gives equivariance under the surviving group (and symmetric inputs
+# give symmetric outputs), and it is only a lower bound: it does not say that the lost operations are broken.
+
+# %% [markdown]
+# Questions for discussion: (a) Why is a rotation by 90° about the box corner also a crystal symmetry here
+# (look at where the corner sits relative to the sites)? (b) How would you make the ablation model keep the
+# crystal in place without the hard constraint?

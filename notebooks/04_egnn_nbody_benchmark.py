@@ -58,7 +58,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # In this notebook you will:
 #
 # 1. meet the task and the protocol of the benchmark (data, loss, model selection);
-# 2. read the four models we reproduce (Linear, GNN, Radial Field, EGNN) next to their equations, and
+# 2. write one step of Coulomb physics in the form of the Radial Field (exercise `04.coulomb_step`), read
+#    the four models we reproduce (Linear, GNN, Radial Field, EGNN) next to their equations, and
 #    check numerically which symmetries each one has;
 # 3. train them briefly with `course_lib.train.fit`;
 # 4. load the results of the full benchmark (`benchmarks/nbody.py`, about 9 minutes per seed on a quiet
@@ -68,6 +69,10 @@ _ = doctor()  # one line: library versions, device, fast mode
 #    predictions next to the true trajectories.
 #
 # The full benchmark is not re-run here: `python benchmarks/nbody.py` does that (see `benchmarks/README.md`).
+#
+# Exercise: `04.coulomb_step` (3 points), followed by a self-check cell. The prediction `04.ranking` (1 point
+# for committing one) and the short answer `04.radial_field_proof` (2 points, marked by your instructor) are
+# graded separately.
 
 # %%
 import copy
@@ -88,6 +93,8 @@ from course_lib.models.nbody import EGNNDynamics, GNNDynamics, LinearDynamics, R
 from course_lib.simulate.nbody import load_nbody, load_nbody_arrays
 from course_lib.symmetry import assert_equivariant, assert_not_equivariant, equivariance_error, standard_transforms
 from course_lib.teaching import claims
+from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import evaluate, fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, fast_or_full, seed_everything
 
@@ -140,6 +147,42 @@ def position_mse(pred_fn, graphs):
 
 print(f"no motion    x:     test MSE {position_mse(lambda b: b.pos, splits['test']):.4f}")
 print(f"free flight  x + v: test MSE {position_mse(lambda b: b.pos + b.vel, splits['test']):.4f}")
+
+# %% [markdown]
+# ### Exercise `04.coulomb_step` (3 points): one step of physics in the form of a network
+#
+# Before any network, the physics itself suggests a better guess than free flight. With unit masses the
+# Coulomb force on particle $i$ is $F_i = \sum_{j \ne i} q_i q_j\, x_{ij} / \lvert x_{ij}\rvert^3$ (with
+# $x_{ij} = x_i - x_j$; like charges repel). If that force stayed constant for a time $t$, the particle would move
+# to $x_i + t v_i + \frac{t^2}{2} F_i$ (the second-order Taylor step). Write it with a free constant $c$ in place
+# of $t^2/2$:
+#
+# $$x_i' = x_i + t\, v_i + c \sum_{j \ne i,\ \text{same system}} q_i q_j\, \frac{x_i - x_j}{\lvert x_i - x_j\rvert^3}.$$
+#
+# `coulomb_step(pos, vel, charge, batch, t, c)`: `pos`, `vel` `[N, 3]`, `charge` `[N]` ($\pm 1$), `batch` `[N]`
+# (the index of each particle's system: several systems are stacked, and particles of different systems do not
+# interact), `t` and `c` floats; return the new positions `[N, 3]`. This has the form of one layer of the
+# Radial Field below, with $\phi_{rf} = c\,(M - 1)\, q_i q_j / \lvert x_{ij}\rvert^3$ and $\phi_v = t$: relative
+# vectors times invariant functions of the distance and the charges, summed over the other particles. The
+# self-check compares the values, names the usual mistakes, and otherwise measures which
+# symmetry your answer breaks.
+
+# %% exercise="04.coulomb_step" points=3
+def coulomb_step(pos, vel, charge, batch, t, c):
+    """pos, vel [N, 3], charge [N], batch [N] (system of each particle), t, c floats -> new positions [N, 3]."""
+    ### BEGIN SOLUTION
+    ### HINT: all pairs at once: d = pos[:, None] - pos[None] is [N, N, 3] (x_i - x_j); keep the pairs of the same
+    ### HINT: system with i != j (a mask), weight them by q_i q_j / |d|^3 and sum over j
+    d = pos[:, None, :] - pos[None, :, :]
+    r = d.norm(dim=-1)
+    pair = (batch[:, None] == batch[None, :]) & ~torch.eye(len(pos), dtype=torch.bool, device=pos.device)
+    w = torch.where(pair, charge[:, None] * charge[None, :] / r.clamp_min(1e-12) ** 3, torch.zeros_like(r))
+    return pos + t * vel + c * torch.einsum("ij,ijk->ik", w, d)
+    ### END SOLUTION
+
+
+# %%
+check("04.coulomb_step", coulomb_step)
 
 # %% [markdown]
 # ## 2. The models, next to their equations
@@ -218,6 +261,37 @@ with torch.no_grad():
         print(assert_not_equivariant(models64["GNN"], b64, T[tname], output="position", name=f"GNN | {tname}"))
 
 # %% [markdown]
+# ### Short answer `04.radial_field_proof` (2 points, marked by your instructor)
+#
+# The cell above *measures* that the Radial Field is E(3) and permutation equivariant. Prove it: apply
+# $x_i \mapsto Q x_i + s$ (an orthogonal $Q$, rotation or reflection, and a translation $s$) to the input, say how
+# the velocities transform, and show that the Radial Field's output becomes $Q x_i' + s$; then say why a
+# permutation of the particles only permutes the outputs. Finally, point to the step of the argument that fails
+# for the GNN.
+
+# %% [markdown] answer="04.radial_field_proof" points=2
+# Under $x_i \mapsto Q x_i + s$ the velocities, time derivatives of positions, become $v_i \mapsto Q v_i$ (the
+# constant $s$ drops out). Then $x_{ij} = x_i - x_j \mapsto Q x_{ij}$ ($s$ cancels), and since $Q^\top Q = I$ the
+# lengths $\lvert Q x_{ij}\rvert = \lvert x_{ij}\rvert$ and $\lvert Q v_i\rvert = \lvert v_i\rvert$ are unchanged; the
+# charges do not change. So every scalar $\phi_{rf}(\lvert x_{ij}\rvert, a_{ij})$ and $\phi_v(\lvert v_i\rvert)$ is
+# the same as before, and the update becomes
+# $Q x_i + s + \frac{1}{M-1}\sum_{j\ne i} \phi_{rf}\, Q x_{ij} + \phi_v\, Q v_i = Q x_i' + s$ (linearity of $Q$). By
+# induction over the layers the prediction is $Q x^L + s$. A permutation $\pi$ relabels positions, velocities
+# and charges together: the new particle $i$ is the old $\pi(i)$ with the same set of partners, and the sum over
+# $j \ne i$ does not depend on the order of its terms, so the output is permuted in the same way.
+#
+# The GNN fails at the first step: its input $h_i^0 = W[x_i, v_i]$ contains the coordinates themselves, not
+# invariants, so $h_i^0$ changes under a translation or rotation, the non-linear MLPs do not pass that change
+# through as $Q(\cdot) + s$, and the output $\phi_{out}(h_i)$ is read off in the fixed axes. Only the sums
+# (permutation equivariance) survive.
+
+# %% [markdown] rubric="04.radial_field_proof"
+# **Rubric (2 points).** 1 point: the transformation of all inputs ($x \mapsto Qx + s$, $v \mapsto Qv$, $x_{ij} \mapsto
+# Q x_{ij}$), the invariance of the scalars (orthogonality of $Q$), and the conclusion $x' \mapsto Qx' + s$ (an
+# answer that also translates the velocities loses half a point). 1 point: permutations (sums over $j \ne i$
+# relabel consistently) *and* the failing step of the GNN (raw coordinates in $h^0$ / output in fixed axes).
+
+# %% [markdown]
 # ## 3. Training (briefly)
 #
 # The Linear model is a least-squares problem: `fit_closed_form` solves it exactly on the training set.
@@ -270,6 +344,20 @@ for name, model in models.items():
 # seeds (`course_lib.stats`, the protocol of `benchmarks/README.md`). The test set is drawn from the
 # same distribution as the training set (the same simulator, other random initial states): it measures
 # interpolation within that distribution, not generalisation to other systems.
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). The paper ranks EGNN < Radial
+# Field < GNN (test MSE 0.0071, 0.0104, 0.0107), each model from one run. With three seeds per model and the rule
+# "a difference is a finding when it exceeds two standard errors", what will the course's benchmark support?
+#
+# (a) the paper's full ordering: EGNN < Radial Field < GNN, each step beyond two standard errors;
+# (b) the EGNN is best (beyond two standard errors of both others), and the Radial Field and the GNN are on par;
+# (c) the EGNN is on par with the Radial Field;
+# (d) something else (e.g. the GNN clearly ahead of the Radial Field).
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="04.ranking" points=1 choices="a,b,c,d"
+ranking_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 def find_results() -> Path | None:
@@ -371,6 +459,21 @@ if results:
         print(f"{label}: the paper's {paper} is {where} our mean ± 2 s.e.")
 else:
     print("no results")
+
+# %%
+def verdict(a: list, b: list) -> str:
+    """'<', '>' or '=' for mean(a) against mean(b), with the protocol's two standard errors."""
+    d = stats.difference(a, b)
+    return "<" if d.mean < -claims.K_SIGMA * d.se else (">" if d.mean > claims.K_SIGMA * d.se else "=")
+
+
+if results and min(len(egnn_t), len(rf_t), len(gnn_t)) >= stats.MIN_SEEDS:
+    order = (verdict(egnn_t, rf_t), verdict(egnn_t, gnn_t), verdict(rf_t, gnn_t))
+    print("EGNN vs Radial Field, EGNN vs GNN, Radial Field vs GNN:", " ".join(order))
+    ranking_outcome = {("<", "<", "<"): "a", ("<", "<", "="): "b"}.get(order, "c" if order[0] == "=" else "d")
+    reveal("04.ranking", ranking_prediction, ranking_outcome)
+else:
+    print("the shipped results are missing or have fewer than three seeds per model: nothing to reveal")
 
 # %% [markdown]
 # Forward times: CPU medians for one batch of 100 systems, one thread, on a shared 2-core machine (the

@@ -59,6 +59,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 5. read learned species embeddings: do they rediscover the periodic table?
 #
 # Exercises: `05.gaussian_expansion` (2 points), `05.cfconv` (2), `05.force_loss` (3).
+# The prediction `05.force_labels` (1 point for committing one) and the short answer `05.direct_forces`
+# (2 points, marked by your instructor) are graded separately.
 #
 # **Data.** Public sets such as rMD17 and QM9 cannot be downloaded in every classroom, so the course
 # generates its own reference data offline with the semi-empirical quantum-chemistry method GFN2-xTB
@@ -93,6 +95,7 @@ from course_lib.neighbors import radius_graph
 from course_lib.simulate.molecules import reference_energies
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -417,6 +420,19 @@ print("made by:", final["command"], f"({final['machine']['threads']} thread)")
 # near-copy of a training frame, and the error measures **generalisation** to a later, unseen stretch of
 # the dynamics (including a different mix of hydroxyl conformers), not interpolation. Errors are larger
 # than on the random split of section 4 for that reason as well as for the smaller training sets.
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). With the smallest training set
+# (25 frames of ethanol) and the same number of optimiser steps, compare the test *force* error of the model
+# trained on energies only with that of the model trained on energies and forces. The energy-only error
+# divided by the force-trained error (means over the seeds) is:
+#
+# (a) below 1: with so few frames the extra force term only gets in the way; (b) between 1 and 2;
+# (c) between 2 and 4; (d) above 4.
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="05.force_labels" points=1 choices="a,b,c,d"
+force_labels_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 curve = json.loads(repo_file("benchmarks/results/schnet_curve.json").read_text())
@@ -540,6 +556,12 @@ claims.say("**What the runs show.** At every training-set size the force-trained
            pe=plateaued["energy"], ne=len(curve["runs"]["energy"]), pf=plateaued["forces"],
            nf=len(curve["runs"]["forces"]), steps=curve["steps_per_run"])
 
+# %%
+ratio_smallest = ratios[0]  # energy-only / force-trained test force MAE at the smallest training set
+print(f"{sizes[0]} frames: energy-only force MAE / force-trained force MAE = {ratio_smallest:.1f}")
+reveal("05.force_labels", force_labels_prediction,
+       "a" if ratio_smallest < 1 else ("b" if ratio_smallest < 2 else ("c" if ratio_smallest < 4 else "d")))
+
 # %% [markdown]
 # Why forces win: each frame of ethanol brings 27 force labels, and they pin down the *slope* of the
 # energy surface directly, where an energy-only model must infer it from differences between frames. This
@@ -586,6 +608,37 @@ for tname, T in checks.items():
 # %%
 for tname, T in checks.items():
     print(f"{tname:12s} energy+forces error {S.equivariance_error(with_forces, probe, T, ('invariant', 'vector')):.1e}")
+
+# %% [markdown]
+# ### Short answer `05.direct_forces` (2 points, marked by your instructor)
+#
+# A colleague proposes to skip the derivative: keep SchNet's invariant features but replace the energy
+# readout by a **force head**, $\hat F_i = \sum_{j \in \mathcal N(i)} (R_i - R_j)\, s_{ij}$, with $s_{ij}$ an
+# MLP of the invariant features of $i$, $j$ and $r_{ij}$ (one backward pass fewer per step). Which of the two
+# properties of SchNet's forces checked in this notebook, equivariance and being the gradient of an energy,
+# does the force head keep? Which does it lose, and what would you expect to see in the NVE run of
+# section 7 with it?
+
+# %% [markdown] answer="05.direct_forces" points=2
+# It keeps **equivariance**: $s_{ij}$ is built from invariants, so it does not change under rotations,
+# reflections, translations or permutations, and $R_i - R_j$ rotates with the molecule (and does not see
+# translations); a sum of invariant scalars times relative vectors is an equivariant vector field (the EGNN
+# and Radial Field argument).
+#
+# It loses **conservativeness**: nothing makes $\hat F$ the gradient of a function. In general its curl is
+# not zero, $\partial \hat F_{i\alpha}/\partial R_{k\beta} \neq \partial \hat F_{k\beta}/\partial R_{i\alpha}$, so the
+# work $\oint \hat F \cdot dR$ around a closed loop of geometries is not zero and there is no energy $\hat E$
+# with $\hat E + K$ constant. In NVE the total energy then has no constant of motion to stay near: it drifts
+# (systematically gains or loses energy, typically heating up), instead of oscillating within the bounded
+# $O(\Delta t^2)$ band that velocity Verlet gives for $-\nabla \hat E$. (Also, $\sum_i \hat F_i = 0$, momentum
+# conservation, holds only if $s_{ij} = s_{ji}$; a gradient of a translation-invariant energy has it for free.)
+
+# %% [markdown] rubric="05.direct_forces"
+# **Rubric (2 points).** 1 point: equivariance is kept, with the reason (invariant scalar times relative
+# vector). 1 point: the forces are no longer conservative (not a gradient: non-zero curl, or work around a
+# closed path, or no energy function), *and* the consequence in NVE: a drift of the total energy rather than
+# a bounded fluctuation. Half of the second point for "energy is not conserved" without saying why. The remark
+# on $\sum_i F_i$ is not required.
 
 # %% [markdown]
 # ## 7. Energy conservation: molecular dynamics with the learned forces

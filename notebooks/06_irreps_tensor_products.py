@@ -78,6 +78,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # Exercises: `06.wigner_d_from_harmonics` (2 points), `06.cross_product_from_cg` (2),
 # `06.radial_tensor_product` (3), `06.norm_activation` (2). Each one is followed by a self-check cell.
+# The prediction `06.selection_rule` (1 point for committing one) and the short answer `06.no_pseudoscalar`
+# (2 points, marked by your instructor) are graded separately.
 
 # %%
 import math
@@ -108,6 +110,7 @@ from course_lib.symmetry import (
     standard_transforms,
 )
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%
@@ -409,6 +412,17 @@ print(assert_not_equivariant(chirality, molecule, T["reflection"], output="invar
 # The coefficients are themselves invariant: rotating all three indices leaves them unchanged, which is
 # exactly why the product $[u\otimes v]^l$ transforms like an irrep of degree $l$. e3nn normalises each
 # `wigner_3j` array to Frobenius norm 1.
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). A vector `1o` (e.g. a bond
+# vector) times a symmetric traceless tensor `2e` (e.g. a quadrupole): which irreps make up the full tensor
+# product `1o x 2e`?
+#
+# (a) `1e + 2e + 3e`; (b) `1o + 2o + 3o`; (c) `1o + 2e + 3o`; (d) `0o + 1o + 2o + 3o`.
+#
+# Write your letter in the next cell *before* you run the cells below (the cell after it prints the answer).
+
+# %% prediction="06.selection_rule" points=1 choices="a,b,c,d"
+selection_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -422,6 +436,12 @@ for l1, l2, l in [(1, 1, 0), (1, 1, 1), (1, 1, 2), (1, 2, 3), (2, 2, 2)]:
 print("selection rules (FullTensorProduct):")
 for a, b in [("1o", "1o"), ("1o", "1e"), ("0o", "1o"), ("1o", "2e"), ("2e", "2e")]:
     print(f"  {a} x {b} = {o3.FullTensorProduct(a, b).irreps_out}")
+
+# %%
+selection_options = {"a": "1e + 2e + 3e", "b": "1o + 2o + 3o", "c": "1o + 2e + 3o", "d": "0o + 1o + 2o + 3o"}
+product_1o_2e = o3.FullTensorProduct("1o", "2e").irreps_out.simplify()
+(selection_outcome,) = [k for k, v in selection_options.items() if o3.Irreps(v).simplify() == product_1o_2e]
+reveal("06.selection_rule", selection_prediction, selection_outcome)
 
 # %% [markdown]
 # ### $1 \otimes 1 = 0 \oplus 1 \oplus 2$ with e3nn
@@ -549,6 +569,36 @@ print("1e x 1o =", tp_1e_1o.irreps_out)
 assert torch.allclose(math.sqrt(6) * zero_o, chirality(molecule), atol=1e-4)
 print("chirality = sqrt(6) * [0o part of (r_Cl x r_F) x r_Br]:", torch.allclose(math.sqrt(6) * zero_o,
                                                                               chirality(molecule), atol=1e-4))
+
+# %% [markdown]
+# ### Short answer `06.no_pseudoscalar` (2 points, marked by your instructor)
+#
+# A network keeps only `0e` and `1o` features in every layer: its tensor products compute every path
+# $l_1 \otimes l_2 \to l_{out}$ allowed by the selection rules whose output is `0e` or `1o`, and drop the others.
+# It reads out one `0e` number. The chirality $\chi$ is a product of three `1o` vectors, and the network has
+# many layers, so a student argues that it can learn $\chi$. Explain why it cannot: show that its output is
+# the same for the two enantiomers of CHFClBr, using the selection rules of this section. Which paths would
+# have to be kept to tell the enantiomers apart?
+
+# %% [markdown] answer="06.no_pseudoscalar" points=2
+# Parities multiply along a path: $p_{out} = p_1 p_2$. From inputs `0e` and `1o`, the allowed paths with outputs
+# `0e` or `1o` are `0e x 0e -> 0e`, `0e x 1o -> 1o`, `1o x 1o -> 0e` (the dot product) and `1o x 0e -> 1o`. The path
+# `1o x 1o -> 1` has parity $(-1)(-1) = +1$, so its output is `1e` (the cross product), which is dropped; no path
+# from these inputs produces `0o`. By induction over the layers every feature is a true scalar or a true (polar)
+# vector, so the network is equivariant under all of O(3) with these labels, and its `0e` output is unchanged by
+# a reflection $M$: $f(Mx) = f(x)$. The two enantiomers are related by a reflection (section 2), so they get the
+# same output, however many layers there are. Depth does not help because every layer maps the space of
+# `0e`/`1o` features into itself.
+#
+# To tell them apart the network must keep the odd-parity paths: `1o x 1o -> 1e` and then `1e x 1o -> 0o` (as in
+# the computation of $\chi$ above), and read out a `0o`; or give up reflections and use only SO(3) labels.
+
+# %% [markdown] rubric="06.no_pseudoscalar"
+# **Rubric (2 points).** 1 point: the parity rule $p_{out} = p_1 p_2$ applied to show that `1o x 1o -> 1` is `1e`
+# and is dropped, so no pseudoscalar or pseudovector ever appears (an induction over layers, stated or clear).
+# 1 point: the conclusion $f(Mx) = f(x)$ for reflections and hence equal outputs for the mirror images, plus the
+# fix (keep `1e`/`0o` paths and a `0o` output, or SO(3) only). "All distances of the enantiomers are equal" alone
+# earns nothing: this network sees directions, not only distances.
 
 # %% [markdown]
 # ## 4. Tensor products with weights

@@ -64,7 +64,9 @@ _ = doctor()  # one line: library versions, device, fast mode
 #    number of training frames for $l_{max} = 0, 1, 2$, and a comparison with SchNet.
 #
 # Exercises: `07.radial_basis` (2 points), `07.convolution` (4), `07.gate` (3). Each is followed by a
-# self-check cell that tells you what is wrong, if anything.
+# self-check cell that tells you what is wrong, if anything. The prediction `07.mirror_energy` (1 point for
+# committing one) and the short answer `07.gate_parity` (2 points, marked by your instructor) are graded
+# separately.
 
 # %%
 import copy
@@ -99,6 +101,7 @@ from course_lib.models.schnet import SchNet
 from course_lib.neighbors import radius_graph
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check, nb07
+from course_lib.teaching.responses import reveal
 from course_lib.train import fit, load_checkpoint, upgrade_config
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -574,6 +577,32 @@ first = GateNonlinearity("4x0e+4x1o+4x1e", "4x0e", o3.Irreps.spherical_harmonics
 print("first block (scalar input): the gate keeps", first.irreps_out, "- a 0e x 1o product cannot make 1e")
 
 # %% [markdown]
+# ### Short answer `07.gate_parity` (2 points, marked by your instructor)
+#
+# The gates are even scalars (`0e`) passed through a sigmoid. Suppose instead that a pseudo-scalar $g$ (`0o`)
+# gates a vector channel $v$ (`1o`). (i) Show that $\sigma(g)\, v$ is then neither a `1o` nor a `1e` feature,
+# so the block is no longer O(3)-equivariant. (ii) Which functions $f$ would make $f(g)\, v$ equivariant again,
+# and what is the irrep of the product in each case?
+
+# %% [markdown] answer="07.gate_parity" points=2
+# (i) Under a rotation $R$ nothing goes wrong: $g$ is unchanged and $v \mapsto Rv$. Under the inversion
+# $x \mapsto -x$, $g \mapsto -g$ and $v \mapsto -v$, so $\sigma(g)\,v \mapsto -\sigma(-g)\,v = -(1 - \sigma(g))\,v$. A
+# `1o` output would have to become $-\sigma(g)\,v$ and a `1e` output $+\sigma(g)\,v$; $1 - \sigma(g)$ equals neither
+# $\sigma(g)$ nor $-\sigma(g)$ for all $g$ (the sigmoid is neither even nor odd), so the output has no definite
+# parity and the block breaks reflection equivariance (rotations alone are still fine).
+#
+# (ii) With an **even** function, $f(-g) = f(g)$ (e.g. $g^2$, $\lvert g\rvert$, $\sigma(g) + \sigma(-g)$), $f(g)$ is a
+# true scalar and $f(g)\,v$ stays `1o`. With an **odd** function, $f(-g) = -f(g)$ (e.g. $\tanh$), $f(g)$ is a
+# pseudo-scalar and $f(g)\,v \mapsto (-f(g))(-v) = f(g)\,v$ under inversion: the product is a pseudo-vector,
+# `1e` (the parities multiply, $(-1)(-1) = +1$), and must be declared as such.
+
+# %% [markdown] rubric="07.gate_parity"
+# **Rubric (2 points).** 1 point: the inversion (or any reflection) sends $\sigma(g)$ to $\sigma(-g) = 1 - \sigma(g)$,
+# which is neither $\pm\sigma(g)$, so the output has no parity (noting that rotations are unaffected is part of a
+# complete answer). 1 point: even $f$ keeps `1o`, odd $f$ gives `1e` (parities multiply); half a point if only one
+# of the two cases is given.
+
+# %% [markdown]
 # ## 7. The whole model
 #
 # An interaction block chains the pieces: a linear self-interaction, the convolution, a second linear map, a
@@ -653,6 +682,19 @@ for name, T in checks.items():
     print(f"{name:12s} float64: energy {e:.1e}, energy+forces {f:.1e}")
 
 # %% [markdown]
+# **Predict, then run** (1 point for committing a prediction, whatever it is). The next section builds two
+# untrained NequIP models with the same random weights: one that tracks parity (O(3), the default) and one
+# with `parity=False`, where every irrep is labelled even (SO(3) only). Both are exactly rotation-equivariant.
+# A frame of ethanol and its mirror image have the same true energy. Which model gives them the same energy?
+#
+# (a) both; (b) only the O(3) model; (c) only the SO(3) model; (d) neither (untrained weights are arbitrary).
+#
+# Write your letter in the next cell *before* you read on.
+
+# %% prediction="07.mirror_energy" points=1 choices="a,b,c,d"
+mirror_prediction = None  # replace None by "a", "b", "c" or "d"
+
+# %% [markdown]
 # ## 8. The SO(3) variant cannot see mirror images
 #
 # With `parity=False` every irrep is labelled even (`16x0e+16x1e`, spherical harmonics `1e`): the tensor
@@ -695,6 +737,13 @@ with torch.no_grad():
         print(f"{name:22s} |E(frame) - E(mirror image)| = {1000 * d:.3g} meV")
     err = S.equivariance_error(so3_model, probe64, checks_so3["reflection"])
     print(f"reflection error of the SO(3) model on the probe batch: {err:.1e}")
+
+# %%
+with torch.no_grad():
+    same = {key: bool(torch.allclose(m(frame), m(mirror), rtol=0, atol=1e-9))
+            for key, m in (("O(3)", o3_model), ("SO(3)", so3_model))}
+reveal("07.mirror_energy", mirror_prediction,
+       {(True, True): "a", (True, False): "b", (False, True): "c", (False, False): "d"}[same["O(3)"], same["SO(3)"]])
 
 # %% [markdown]
 # ## 9. What the model refuses

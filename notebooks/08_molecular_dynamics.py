@@ -72,6 +72,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 5. explain why a learned potential must be smooth for MD.
 #
 # Exercises: `08.velocity_verlet_step` (3 points), `08.distance_histogram` (2).
+# The prediction `08.hot_stability` (1 point for committing one) and the short answer `08.error_vs_stability`
+# (2 points, marked by your instructor) are graded separately.
 #
 # Long runs (tens of picoseconds of MD per model) and the timing table are made by `benchmarks/md_ethanol.py` and
 # `benchmarks/md_speed.py`; this notebook loads their results and repeats short versions live.
@@ -103,6 +105,7 @@ from course_lib.simulate import molecules as xtb_sim
 from course_lib.simulate import particles2d as p2d
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -701,6 +704,17 @@ plt.show()
 # drives the molecule into stretched geometries the training data never showed; one xTB run at each temperature
 # shows what the reference does (the molecule stays intact: breaking a bond at 1000 K takes far longer than
 # picoseconds).
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). All three learned potentials
+# were trained on 500 K data only, and SchNet has the smallest test force error of the three. In the 1000 K
+# stress test, which model keeps the most of its 8 molecules intact?
+#
+# (a) SchNet; (b) NequIP l=0; (c) NequIP l=1; (d) none: every run of every model breaks a bond.
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="08.hot_stability" points=1 choices="a,b,c,d"
+stability_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 stab_long = json.loads(repo_file("benchmarks/results/md_ethanol_stability.json").read_text())
@@ -714,6 +728,16 @@ for block in stab["runs"]:
         mae = f"{row['metrics']['force_mae_meV_A']:.1f}" if "force_mae_meV_A" in row["metrics"] else "(reference)"
         times = " ".join("-" if t is None else f"{t / 1000:.2f}" for t in row["failure_time_fs"])
         print(f"{LABEL[name]:11s} {mae:>18s} {row['stable_replicas']:3d}/{len(row['failure_time_fs']):<3d}  {times}")
+
+# %%
+hot = next(block for block in stab["runs"] if block["temperature_K"] == 1000)["models"]
+intact = {key: hot[key]["stable_replicas"] for key in ("schnet", "nequip_l0", "nequip_l1")}
+most = max(intact.values())
+winners = [key for key, k in intact.items() if k == most]
+print("molecules intact at 1000 K:", {LABEL[key]: k for key, k in intact.items()})
+hot_outcome = "d" if most == 0 else {"schnet": "a", "nequip_l0": "b", "nequip_l1": "c"}[winners[0]]
+assert most == 0 or len(winners) == 1, "a tie: rewrite the prediction's choices"
+reveal("08.hot_stability", stability_prediction, hot_outcome)
 
 # %% [markdown]
 # What the shipped runs show:
@@ -734,6 +758,36 @@ for block in stab["runs"]:
 # the claim is about equal errors), and 8 runs per model at one temperature are a small sample. A model that
 # never fails within the limit only gives a lower bound on its stability time.
 #
+# ### Short answer `08.error_vs_stability` (2 points, marked by your instructor)
+#
+# SchNet has the lowest test force error of the three learned potentials, yet every one of its 1000 K runs
+# breaks a bond within a picosecond. Explain in a few sentences why a lower test error does not imply a more
+# stable simulation: what does the test set measure, what decides whether a run stays physical, and what
+# would you add to the training data or the model to make the 1000 K runs stable?
+
+# %% [markdown] answer="08.error_vs_stability" points=2
+# The test error is an average over frames drawn from the same 500 K trajectory as the training frames: it
+# measures interpolation inside the region the data cover. A simulation at 1000 K explores stretched bonds and
+# distorted angles that no training frame contained, and there the learned energy is an extrapolation that
+# nothing in the loss constrains. If it has a "hole" (the energy goes down where the true one rises steeply,
+# for example when a C-H bond is stretched), the dynamics accelerates into it, and a single such region is
+# enough to end a run, whatever the average error elsewhere. Stability therefore depends on the behaviour of
+# the potential *outside* the training distribution (the tails), not on its mean error inside it.
+#
+# Remedies: training data that cover the hot and stretched geometries (frames sampled at higher temperature,
+# or added where the model's runs fail, i.e. active learning), a physically motivated prior (a short-range
+# repulsion against collapsing atoms, a term that makes stretched bonds cost energy), and, as the runs here
+# suggest, a model with a better inductive bias (the equivariant NequIP l=1 extrapolated best, though its force
+# error was also about half that of NequIP l=0, so the two effects are not separated).
+
+# %% [markdown] rubric="08.error_vs_stability"
+# **Rubric (2 points).** 1 point: the test set samples the training distribution (500 K), while stability is
+# decided by rare, out-of-distribution geometries (one region where the energy surface is wrong is enough).
+# 1 point: at least one sensible remedy tied to that explanation (data at higher temperature or stretched
+# geometries, active learning, a short-range repulsive prior, a more constrained model). No point for "SchNet
+# overfits" without saying to what.
+
+# %% [markdown]
 # **A blow-up, caught.** A timestep far too large (3 fs, 6 times the data's; the fastest motion, the O-H and
 # C-H stretches, has a period of about 10 fs) makes the H atoms overshoot their bonds within a few steps; the
 # guard stops the run and says when and why (a stretched bond, or the total energy jumping), instead of letting
