@@ -256,7 +256,7 @@ bridge.send_frame(sock, {"status": "ready", "target": end.encode(objects)})
 end.serve()
 '''
 
-NOTEBOOKS = ("nb00", "nb01", "nb02", "nb05", "nb06", "nb07", "nb08", "nb09", "nb10")
+NOTEBOOKS = ("nb00", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb08", "nb09", "nb10")
 
 
 def _verdict(checker, obj):
