@@ -2,8 +2,10 @@
 
     python benchmarks/ase_md.py                       # ~2 min on 1 thread, writes benchmarks/results/ase_md.json
     python benchmarks/ase_md.py --quick --out /tmp    # pipeline check, a few seconds
+    python benchmarks/ase_md.py --device cuda --out /tmp/gpu   # the models on the GPU
 
-Measures, on one CPU thread:
+Measures, on one CPU thread (``--device cpu``, the default and the committed results; ``--device cuda`` puts the
+models on the GPU, timed with ``torch.cuda.synchronize()`` around each call, and is recorded in ``machine``):
 
 - ``timing``: the time of one force call of SchNet (default size: hidden 64, 3 interactions, cutoff
   5 A) on ethanol (9 atoms) through ``ModelCalculator`` (positions changed before every call, so
@@ -51,28 +53,31 @@ from course_lib.models.mpnn import InvariantMPNN
 from course_lib.models.schnet import SchNet
 from course_lib.simulate import particles2d as p2d
 from course_lib.train import load_checkpoint, upgrade_config
+from course_lib.utils import DEVICE_HELP, check_device, device_info, synchronize
 
 HERE = Path(__file__).resolve().parent
 
 
-def _median_ms(fn, repeats: int, warmup: int = 10) -> tuple[float, float]:
+def _median_ms(fn, repeats: int, warmup: int = 10, device="cpu") -> tuple[float, float]:
     """(median wall-clock ms, median CPU ms of this process) per call; on a shared machine the CPU time is
-    the less load-dependent number."""
+    the less load-dependent number. On CUDA, synchronised before the start and before the stop."""
     for _ in range(warmup):
         fn()
     wall, cpu = [], []
     for _ in range(repeats):
+        synchronize(device)
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
+        synchronize(device)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return 1e3 * statistics.median(wall), 1e3 * statistics.median(cpu)
 
 
-def _time_one(model, g, dtype, repeats: int) -> dict:
+def _time_one(model, g, dtype, repeats: int, device="cpu") -> dict:
     """Per-call times of the calculator (positions jittered before each call) and of the bare model."""
     atoms = Atoms(numbers=g.z.numpy(), positions=g.pos.numpy())
-    atoms.calc = ModelCalculator(model, dtype=dtype)
+    atoms.calc = ModelCalculator(model, device=device, dtype=dtype)
     rng = np.random.default_rng(0)
 
     def call():
@@ -80,14 +85,15 @@ def _time_one(model, g, dtype, repeats: int) -> dict:
         atoms.get_forces()
 
     bare = atoms.calc.model
-    graph = g.clone().apply(lambda t: t.to(dtype) if t.is_floating_point() else t)
-    calc_wall, calc_cpu = _median_ms(call, repeats)
-    bare_wall, bare_cpu = _median_ms(lambda: energy_and_forces(bare, graph, create_graph=False), repeats)
+    graph = g.clone().apply(lambda t: t.to(dtype) if t.is_floating_point() else t).to(device)
+    calc_wall, calc_cpu = _median_ms(call, repeats, device=device)
+    bare_wall, bare_cpu = _median_ms(lambda: energy_and_forces(bare, graph, create_graph=False), repeats,
+                                     device=device)
     return {"calculator_ms": calc_wall, "calculator_cpu_ms": calc_cpu, "bare_model_ms": bare_wall,
             "bare_model_cpu_ms": bare_cpu}
 
 
-def timing(repeats: int) -> dict:
+def timing(repeats: int, device="cpu") -> dict:
     g = load_molecules("ethanol", "train", dtype=torch.float64)[0]
     torch.manual_seed(0)
     model = SchNet().eval()
@@ -95,7 +101,7 @@ def timing(repeats: int) -> dict:
     out = {"model": "SchNet()", "molecule": "ethanol", "atoms": int(g.num_nodes), "repeats": repeats}
     for dtype in (torch.float32, torch.float64):
         name = str(dtype).replace("torch.", "")
-        t = out[name] = _time_one(model, g, dtype, repeats)
+        t = out[name] = _time_one(model, g, dtype, repeats, device)
         print(f"SchNet on ethanol, {name}: calculator {t['calculator_ms']:.2f} ms/call "
               f"(CPU {t['calculator_cpu_ms']:.2f} ms), bare energy_and_forces {t['bare_model_ms']:.2f} ms "
               f"(CPU {t['bare_model_cpu_ms']:.2f} ms)", flush=True)
@@ -108,7 +114,7 @@ def _thermalize(atoms, temperature_K, seed=0):
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
 
 
-def nve_schnet(time_fs: float, dts) -> list[dict]:
+def nve_schnet(time_fs: float, dts, device="cpu") -> list[dict]:
     frames = load_molecules("ethanol", "train", dtype=torch.float64)[:20]
     torch.manual_seed(0)
     model = SchNet()
@@ -119,7 +125,7 @@ def nve_schnet(time_fs: float, dts) -> list[dict]:
     for dtype in (torch.float64, torch.float32):
         for dt in dts:
             atoms = Atoms(numbers=frames[0].z.numpy(), positions=frames[0].pos.numpy())
-            atoms.calc = ModelCalculator(model, dtype=dtype)
+            atoms.calc = ModelCalculator(model, device=device, dtype=dtype)
             _thermalize(atoms, 100)
             steps = int(round(time_fs / dt))
             t0 = time.perf_counter()
@@ -145,7 +151,7 @@ class ExactPairPotential(nn.Module):
         return p2d.energy(batch.pos, batch.charge, float(batch.box[0, 0])).reshape(1)
 
 
-def nve_particles(time_tau: float) -> list[dict]:
+def nve_particles(time_tau: float, device="cpu") -> list[dict]:
     ckpt = HERE / "results" / "energy_mpnn_final.pt"
     payload = torch.load(ckpt, weights_only=True, map_location="cpu")
     mpnn = InvariantMPNN(**upgrade_config(InvariantMPNN, payload["config"]))
@@ -156,7 +162,7 @@ def nve_particles(time_tau: float) -> list[dict]:
         for dt in (2 * p2d.DT, 8 * p2d.DT):
             atoms = particles_to_atoms(g.pos.double().numpy(), g.charge.double().numpy(), box=g.box.numpy(),
                                        vel=g.vel.double().numpy())
-            atoms.calc = ModelCalculator(model, system="particles2d")
+            atoms.calc = ModelCalculator(model, device=device, system="particles2d")
             steps = int(round(time_tau / dt))
             t0 = time.perf_counter()
             rec = run_md(VelocityVerlet(atoms, timestep=dt), steps, stride=max(1, steps // 20))
@@ -182,7 +188,9 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="timed calls (default 300, quick 20)")
     p.add_argument("--time-fs", type=float, default=None, help="SchNet NVE length in fs (default 250, quick 10)")
     p.add_argument("--time-tau", type=float, default=None, help="particle NVE length in tau (default 2, quick 0.1)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    device = str(check_device(args.device))  # fails fast, before any model is built
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (20 if args.quick else 300)
     time_fs = args.time_fs or (10.0 if args.quick else 250.0)
@@ -191,10 +199,10 @@ def main(argv=None) -> dict:
         "command": " ".join(["python", "benchmarks/ase_md.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                    "load_average_start": os.getloadavg()},
-        "timing": timing(repeats),
-        "nve_schnet": nve_schnet(time_fs, (0.25, 0.5, 1.0)),
-        "nve_particles": nve_particles(time_tau),
+                    "load_average_start": os.getloadavg(), **device_info(device)},
+        "timing": timing(repeats, device),
+        "nve_schnet": nve_schnet(time_fs, (0.25, 0.5, 1.0), device),
+        "nve_particles": nve_particles(time_tau, device),
     }
     results["machine"]["load_average_end"] = os.getloadavg()
     out = Path(args.out)

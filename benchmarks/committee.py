@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/committee.py          # 3 members, ~1-2 min each on one shared thread
     python benchmarks/committee.py --quick --out /tmp/c          # pipeline check (CI)
+    python benchmarks/committee.py --device cuda --out /tmp/c    # train and evaluate on the GPU
 
 Protocol: K = ``--members`` SchNet models (hidden 32, filters 32, 3 layers, 25 Gaussians, cutoff 5 Å: smaller than
 the shipped SchNet, to fit the budget), the **same** ``--n-train`` frames (a random subset of the xTB ethanol
@@ -11,7 +12,8 @@ only in its seed k (weights, batch order). Each finished member is written (``co
 when rerun (resumable). Evaluated on the 100 test frames (interpolation: the same 500 K MD as the training data):
 per atom, the error of the committee-mean force ``|F̄ - F_xTB|`` and the disagreement ``σ``
 (:func:`course_lib.uncertainty.force_disagreement`); per frame, their means. Writes ``committee.json`` (command,
-date, machine, protocol, per-member test errors and validation curves, per-frame and per-atom arrays).
+date, machine with the device, protocol, per-member test errors and validation curves, per-frame and per-atom
+arrays). ``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda``.
 """
 
 from __future__ import annotations
@@ -33,20 +35,20 @@ from course_lib.datasets import load_molecules
 from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models.schnet import SchNet
 from course_lib.train import fit, load_model, save_checkpoint
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIG = {"hidden": 32, "filters": 32, "num_layers": 3, "num_basis": 25, "cutoff": 5.0, "max_z": 10}
 
 
-def train_member(seed: int, train, val, epochs: int) -> tuple[SchNet, dict]:
+def train_member(seed: int, train, val, epochs: int, device="cpu") -> tuple[SchNet, dict]:
     seed_everything(seed)
     model = SchNet(**CONFIG)
     model.fit_energy_scale(train)
     tl = DataLoader(train, batch_size=10, shuffle=True)
     vl = DataLoader(val, batch_size=50)
     hist = fit(model, tl, vl, per_atom_energy_force_loss, epochs=epochs, lr=1e-3, patience=None, progress=False,
-               needs_grad_eval=True, desc=f"member {seed}")
+               needs_grad_eval=True, desc=f"member {seed}", device=device)
     return model.eval(), {"val_loss": [float(v) for v in hist.val], "best_epoch": hist.best_epoch,
                           "plateau": stats.plateau(hist.val) if len(hist.val) >= 5 else None}
 
@@ -58,7 +60,9 @@ def main(argv=None) -> dict:
     p.add_argument("--members", type=int, default=3)
     p.add_argument("--n-train", dest="n_train", type=int, default=None, help="default 200, quick 20")
     p.add_argument("--epochs", type=int, default=None, help="default 60, quick 2")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    device = check_device(args.device)  # fails fast, before any data is loaded
     torch.set_num_threads(1)
     n_train = args.n_train or (20 if args.quick else 200)
     epochs = args.epochs or (2 if args.quick else 60)
@@ -73,12 +77,13 @@ def main(argv=None) -> dict:
         path = out / f"committee_s{seed}.pt"
         if path.exists():
             model, payload = load_model(path)
+            model.to(device)
             curve = payload["metrics"]["curve"]
         else:
-            model, curve = train_member(seed, train, val, epochs)
-            metrics = {**molecule_errors(model, DataLoader(test, batch_size=50)), "curve": curve}
+            model, curve = train_member(seed, train, val, epochs, device)
+            metrics = {**molecule_errors(model, DataLoader(test, batch_size=50), device=device), "curve": curve}
             save_checkpoint(path, model, config=model.config, metrics=metrics)
-        err = molecule_errors(model, DataLoader(test, batch_size=50))
+        err = molecule_errors(model, DataLoader(test, batch_size=50), device=device)
         rows.append({"seed": seed, "force_mae_meV_A": err["force_mae_meV_A"], "energy_mae_meV": err["energy_mae_meV"],
                      "curve": curve})
         members.append(model)
@@ -88,7 +93,8 @@ def main(argv=None) -> dict:
     err_atom = np.linalg.norm(forces.mean(0) - ref, axis=1)  # eV/A
     sigma_atom = U.force_disagreement(forces)
     res = {"command": " ".join(["python", "benchmarks/committee.py", *(argv if argv is not None else sys.argv[1:])]),
-           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "machine": machine_info(**device_info(device)),
            "protocol": {"config": CONFIG, "n_train": n_train, "epochs": epochs, "batch_size": 10, "lr": 1e-3,
                         "subset_seed": 0, "members": args.members, "test_frames": len(test)},
            "members": rows,

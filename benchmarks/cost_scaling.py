@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/cost_scaling.py            # -> results/cost_scaling.json
     python benchmarks/cost_scaling.py --quick                      # pipeline check (CI): tiny sizes, temp folder
+    python benchmarks/cost_scaling.py --device cuda                # the layers on the GPU
 
 The paths (F = ``--hidden`` channels of every l = 0..l_max, the same for all):
 
@@ -21,7 +22,9 @@ cutoff 3 A (so that the smallest box, 6.2 A, admits the minimum image), neighbou
 calls, median. Fitted exponent: slope of log(time) against log(l_max + 1) per repeat (each repeat is one
 replicate), mean ± s.e. over the repeats (:func:`course_lib.stats.log_slope`), for the largest system; the
 laws to compare with: ``(l_max + 1)^4`` (a Clebsch-Gordan product per channel) and ``(l_max + 1)^2`` (the
-feature dimension). The JSON records the command, the machine and its load.
+feature dimension). The JSON records the command, the machine and its load, and the device: ``--device cpu`` (the
+default; the committed results are CPU results) or ``cuda`` (inputs drawn on the CPU as before, then moved; every
+timed call between two ``torch.cuda.synchronize()``).
 """
 
 from __future__ import annotations
@@ -104,14 +107,20 @@ def _inputs(k: int, l_max: int, hidden: int, num_basis: int, cutoff: float) -> d
 
 @torch.no_grad()
 def time_layer(path: str, k: int, l_max: int, hidden: int, num_basis: int, cutoff: float, repeats: int,
-               warmup: int) -> dict:
+               warmup: int, device="cpu") -> dict:
+    from course_lib.utils import synchronize
+
     torch.manual_seed(0)
     module, call = _layer(path, l_max, hidden, num_basis)
-    x = _inputs(k, l_max, hidden, num_basis, cutoff)
+    module.to(device)
+    x = {key: v.to(device) if torch.is_tensor(v) else v
+         for key, v in _inputs(k, l_max, hidden, num_basis, cutoff).items()}
     times = []
     for i in range(warmup + repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         call(x)
+        synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return {"path": path, "k": k, "l_max": l_max, "num_atoms": x["num_atoms"], "num_edges": x["num_edges"],
@@ -147,7 +156,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--device", default="cpu", help="where the layers run: cpu or cuda (default cpu; the committed "
+                    "results in benchmarks/results/ are CPU results)")
     args = ap.parse_args(argv)
+    from course_lib.utils import check_device, device_info, machine_info
+
+    device = str(check_device(args.device))  # fails fast, before anything is timed
     if args.quick:
         args.boxes, args.lmax, args.hidden, args.repeats, args.warmup = "2", "0,1", 4, 2, 1
     torch.set_num_threads(1)
@@ -155,14 +169,13 @@ def main(argv=None) -> dict:
     lmaxes = [int(lm) for lm in args.lmax.split(",")]
     out = Path(args.out) if args.out else (Path(tempfile.mkdtemp()) / "cost_scaling.json" if args.quick
                                            else HERE / "results" / "cost_scaling.json")
-    from course_lib.utils import machine_info
-
-    start, machine = time.perf_counter(), machine_info()  # the load average at the start
+    start, machine = time.perf_counter(), machine_info(**device_info(device))  # the load average at the start
     rows = []
     for k in boxes:
         for path in PATHS:
             for l_max in ([1] if path == "painn" else lmaxes):
-                row = time_layer(path, k, l_max, args.hidden, args.num_basis, args.cutoff, args.repeats, args.warmup)
+                row = time_layer(path, k, l_max, args.hidden, args.num_basis, args.cutoff, args.repeats, args.warmup,
+                                 device)
                 rows.append(row)
                 print(f"{path:8s} k={k} N={row['num_atoms']:5d} E={row['num_edges']:6d} l_max={l_max}: "
                       f"{row['median_ms']:9.2f} ms", flush=True)

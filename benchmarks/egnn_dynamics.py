@@ -3,6 +3,7 @@
     python benchmarks/egnn_dynamics.py                          # full run, writes benchmarks/results/
     python benchmarks/egnn_dynamics.py --quick --out /tmp/dyn   # pipeline check (CI), < 2 min
     python benchmarks/egnn_dynamics.py --models egnn,abs_gnn --time-limit 300
+    python benchmarks/egnn_dynamics.py --quick --device cuda --out /tmp/dyn   # train and test on the GPU
 
 Models (``--models``):
 
@@ -29,6 +30,10 @@ distributions over the rollout; for the crystal ablation the mean displacement o
 
 Writes ``egnn_dynamics.json`` (all numbers, epochs, training times, the command, the machine and its
 load) and ``dyn_<model>.pt`` (:func:`course_lib.train.save_checkpoint`, ``config = model.config``).
+
+``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda`` (models and batches on the
+GPU, the rollout timed with ``torch.cuda.synchronize()``); recorded in ``machine``. The wall-clock budgets
+(``--time-limit``) then buy more epochs than on the CPU: compare runs of one device only.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
 from course_lib.models.egnn import EGNN, next_step_loss, rollout, rollout_loss
 from course_lib.neighbors import minimum_image
 from course_lib.train import save_checkpoint
-from course_lib.utils import seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, seed_everything, synchronize
 
 HERE = Path(__file__).resolve().parent
 DT = 0.2  # frame_dt of the trajectory data sets
@@ -98,8 +103,9 @@ def rollout_windows(trajs: list[Data], k: int, stride: int) -> list[Data]:
 
 
 def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit: float, seed: int,
-          log_every: int = 1, desc: str = "") -> dict:
+          log_every: int = 1, desc: str = "", device="cpu") -> dict:
     """Adam + cosine decay (over epochs or wall time), best-validation weights; returns the history."""
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed + 100)
     tl = DataLoader(train_set, batch_size=32, shuffle=True, generator=gen)
@@ -111,6 +117,7 @@ def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit
         model.train()
         total, count = 0.0, 0
         for batch in tl:
+            batch = batch.to(device)
             frac = max(epoch / epochs, (time.perf_counter() - t0) / time_limit)
             for grp in opt.param_groups:
                 grp["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
@@ -125,7 +132,7 @@ def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit
             count += batch.num_graphs
         model.eval()
         with torch.no_grad():
-            vals = [(float(loss_fn(model, b)), b.num_graphs) for b in vl]
+            vals = [(float(loss_fn(model, b.to(device))), b.num_graphs) for b in vl]
         val = sum(v * n for v, n in vals) / sum(n for _, n in vals)
         hist.append({"epoch": epoch, "train": total / count, "val": val, "seconds": time.perf_counter() - t0})
         if val < best_val:
@@ -142,21 +149,24 @@ def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit
 
 
 @torch.no_grad()
-def evaluate_dynamics(model, test_trajs: list[Data], steps: int) -> dict:
+def evaluate_dynamics(model, test_trajs: list[Data], steps: int, device="cpu") -> dict:
     """One-step and rollout metrics on the test trajectories (mobile atoms; see the module docstring)."""
-    model.eval()
+    model.to(device).eval()
     pairs = trajectory_pairs(test_trajs)
     sq_pos, sq_vel, n = 0.0, 0.0, 0
     for b in DataLoader(pairs, batch_size=256):
+        b = b.to(device)
         p, v = model(b)
         keep = ~b.fixed
         dp = minimum_image(p - b.target_pos, b.box[b.batch])[keep]
         sq_pos += float(dp.pow(2).sum())
         sq_vel += float((v - b.target_vel)[keep].pow(2).sum())
         n += int(keep.sum())
-    batch = next(iter(DataLoader(test_trajs, batch_size=len(test_trajs))))
+    batch = next(iter(DataLoader(test_trajs, batch_size=len(test_trajs)))).to(device)
+    synchronize(device)
     t0 = time.perf_counter()
     tp, tv = rollout(model, batch, steps)
+    synchronize(device)
     rollout_s = time.perf_counter() - t0
     mobile = ~batch.fixed
     err = rollout_position_errors(tp, batch.traj_pos[:, : steps + 1], batch.box, batch.batch, mobile)
@@ -222,7 +232,9 @@ def main(argv=None) -> dict:
     p.add_argument("--merge", default=None,
                    help="comma-separated result folders of partial runs (--models subsets run in parallel): "
                         "merge their JSON and checkpoints into --out and exit")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    device = str(check_device(args.device))  # fails fast, before any data is loaded
     if args.merge:
         return merge([Path(d) for d in args.merge.split(",")], Path(args.out))
 
@@ -246,7 +258,7 @@ def main(argv=None) -> dict:
         "command": "python benchmarks/egnn_dynamics.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()},
+                    "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(), **device_info(device)},
         "protocol": {"epochs": epochs, "time_limit_s": time_limit, "lr": args.lr, "batch_size": 32,
                      "hidden": args.hidden, "layers": args.layers, "multistep_k": args.k, "rollout_steps": steps,
                      "dt": DT, "quick": args.quick, "seed": args.seed,
@@ -288,9 +300,9 @@ def main(argv=None) -> dict:
                 def loss_fn(m, b, _mo=mobile_only):
                     return next_step_loss(m, b, mobile_only=_mo)
             entry["train"] = train(model, train_set, val_pairs, loss_fn, epochs, lr, budget,
-                                   args.seed + k, args.log_every, desc=name)
+                                   args.seed + k, args.log_every, desc=name, device=device)
             entry["train"]["n_train_graphs"] = len(train_set)
-        entry["test"] = evaluate_dynamics(model, te, steps)
+        entry["test"] = evaluate_dynamics(model, te, steps, device)
         entry["load_average"] = os.getloadavg()
         t = entry["test"]
         print(f"{name:18s} one-step pos MSE {t['one_step_pos_mse']:.5f} vel MSE {t['one_step_vel_mse']:.4f} | "

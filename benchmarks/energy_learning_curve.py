@@ -4,6 +4,9 @@ the experiment protocol of ``benchmarks/README.md``.
 
     python benchmarks/energy_learning_curve.py                     # full run, writes benchmarks/results/
     python benchmarks/energy_learning_curve.py --quick --out /tmp/lc  # pipeline check (CI)
+    python benchmarks/energy_learning_curve.py --device cuda --out /tmp/lc  # train on the GPU
+
+``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda``; recorded in ``machine``.
 
 Protocol: for every model, size n and seed s the training set is ``stats.random_subset(train, n, s)``
 (the same subset for every model of a seed: paired runs); every run gets the same budget of ``--steps``
@@ -40,7 +43,7 @@ from course_lib.datasets import load_particles
 from course_lib.models.baselines import AbsolutePositionGNN, CoordinateMLP, EdgeVectorGNN
 from course_lib.models.mpnn import InvariantMPNN
 from course_lib.train import evaluate, fit, save_checkpoint
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("mpnn", "abs_gnn", "abs_gnn_aug", "vec_gnn", "mlp")
@@ -75,8 +78,9 @@ def augmented_mse(generator):
     """MSE on a randomly transformed copy of each batch (periodic translation + a box symmetry)."""
 
     def loss(model, batch):
-        if model.training:
-            batch = S.random_augmentation(batch, generator=generator)
+        if model.training:  # drawn on the CPU with the CPU generator (the same draws on every device)
+            device = batch.pos.device
+            batch = S.random_augmentation(batch.cpu(), generator=generator).to(device)
         return energy_mse(model, batch)
 
     return loss
@@ -86,7 +90,8 @@ def energy_mae(model, batch):
     return (model(batch) - batch.energy).abs().mean()
 
 
-def train_one(name: str, train, val, test, steps: int, evals: int, seed: int, progress: bool) -> tuple:
+def train_one(name: str, train, val, test, steps: int, evals: int, seed: int, progress: bool,
+              device="cpu") -> tuple:
     """One run: ``steps`` optimiser steps in ``evals`` intervals, each followed by a validation pass."""
     seed_everything(seed)
     model = make_model(name)
@@ -97,9 +102,9 @@ def train_one(name: str, train, val, test, steps: int, evals: int, seed: int, pr
     tl = DataLoader(train, batch_size=BATCH, sampler=sampler)
     vl = DataLoader(val, batch_size=256)
     hist = fit(model, tl, vl, loss, epochs=evals, lr=1e-3, patience=None, progress=progress,
-               desc=f"{name} n={len(train)} s={seed}")
+               desc=f"{name} n={len(train)} s={seed}", device=device)
     model.eval()
-    mae = evaluate(model, DataLoader(test, batch_size=256), energy_mae)
+    mae = evaluate(model, DataLoader(test, batch_size=256), energy_mae, device=device)
     return model, hist, mae, interval
 
 
@@ -169,11 +174,13 @@ def parse(argv):
     p.add_argument("--checkpoint-seed", type=int, default=0,
                    help="save the checkpoints of this seed's runs at the largest size")
     p.add_argument("--aggregate", action="store_true", help="only rebuild the results file from the finished runs")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    device = str(check_device(args.device))  # fails fast, before any data is loaded
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     train_all, val, test = (load_particles("energy", s) for s in ("train", "val", "test"))
     q = args.quick
@@ -192,7 +199,7 @@ def main(argv=None) -> dict:
     header = {
         "command": "python benchmarks/energy_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine_info(),
+        "machine": machine_info(**device_info(device)),
         "protocol": {"steps_per_run": steps, "evals_per_run": evals, "batch_size": BATCH, "seeds": seeds,
                      "subsets": "course_lib.stats.random_subset(range(len(train)), n, seed), same for every model",
                      "selection": "weights of the best validation MSE", "n_val": len(val), "n_test": len(test),
@@ -209,11 +216,13 @@ def main(argv=None) -> dict:
                 path = run_path(runs_dir, m, n, seed)
                 if path.exists():
                     continue
-                model, hist, mae, interval = train_one(m, train, val, test, steps, evals, seed, not args.no_progress)
+                model, hist, mae, interval = train_one(m, train, val, test, steps, evals, seed, not args.no_progress,
+                                                       device)
                 row = {"model": m, "n_train": n, "seed": seed, "test_mae": mae, "test_mae_over_std":
                        mae / header["test_energy_std"], "steps": interval * evals, "steps_per_eval": interval,
                        "best_eval": hist.best_epoch, "val_curve": hist.val, "train_curve": hist.train,
-                       "plateau": stats.plateau(hist.val), "seconds": hist.seconds, "machine": machine_info(),
+                       "plateau": stats.plateau(hist.val), "seconds": hist.seconds,
+                       "machine": machine_info(**device_info(device)),
                        "command": header["command"]}
                 path.write_text(json.dumps(row, indent=1) + "\n")
                 print(f"{m:12s} n={n:5d} seed={seed} test MAE {mae:.4f} best eval {hist.best_epoch}/{evals} "

@@ -4,6 +4,7 @@
     python benchmarks/md_ethanol.py nvt          # observables at 500 K vs the xTB reference, ~30 min
     python benchmarks/md_ethanol.py stability    # time to an unphysical structure at 500 and 1000 K, ~30 min
     python benchmarks/md_ethanol.py nve --quick --out /tmp/m   # pipeline check (CI)
+    python benchmarks/md_ethanol.py nve --device cuda          # the learned models on the GPU (xTB stays on the CPU)
 
 Each part writes ``md_ethanol_<part>.json`` into ``--out`` (default ``benchmarks/results/``) with the
 command, the thread count and the load average, so the parts can run in separate processes.
@@ -12,7 +13,10 @@ Models: GFN2-xTB (``course_lib.simulate.molecules.xtb_calculator``, the referenc
 checkpoints ``results/schnet_ethanol.pt`` (``schnet_molecules.py final``; default ``SchNet()``),
 ``results/nequip_curve_l0.pt`` and ``nequip_curve_l1.pt`` (``nequip_learning_curve.py``: 16 features, 3
 layers, its largest training set), through :class:`course_lib.ase_calculator.ModelCalculator` in float64.
-``--schnet`` / ``--nequip-l0`` / ``--nequip-l1`` point to other checkpoints.
+``--schnet`` / ``--nequip-l0`` / ``--nequip-l1`` point to other checkpoints. ``--device`` (``cpu``, the default and
+the committed results, or ``cuda``) is where the learned models are evaluated (positions and forces cross to and
+from the device at every step; wall times include that); xTB always runs on the CPU. The device is recorded in
+``machine``.
 
 Protocol (the data's own, ``course_lib.simulate.molecules``): start from the first test frame of the xTB
 ethanol data, Maxwell-Boltzmann velocities at 500 K (zero momentum and angular momentum,
@@ -63,6 +67,7 @@ from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_molecules
 from course_lib.md import energy_drift_per_ps, run_md, run_until_unstable, thermalize
 from course_lib.train import load_model
+from course_lib.utils import DEVICE_HELP, check_device, device_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -83,10 +88,10 @@ EDGES = {"distances": np.linspace(0.8, 4.0, 81), "co_bond": np.linspace(1.2, 1.7
          "dihedral": np.linspace(-180.0, 180.0, 37)}
 
 
-def machine() -> dict:
+def machine(device="cpu") -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "load_average_start": os.getloadavg()}
+            "load_average_start": os.getloadavg(), **device_info(device)}
 
 
 def start_atoms() -> Atoms:
@@ -109,7 +114,7 @@ def calculators(args, names) -> dict:
             out[name] = (xtb_calculator, {})
             continue
         model, payload = load_model(getattr(args, name), how_to_make=HOW_TO_MAKE[name])
-        out[name] = ((lambda m=model: ModelCalculator(m)), dict(payload.get("metrics", {})))
+        out[name] = ((lambda m=model: ModelCalculator(m, device=args.device)), dict(payload.get("metrics", {})))
     return out
 
 
@@ -365,7 +370,9 @@ def main(argv=None) -> dict:
     p.add_argument("--nvt-ps", type=float, default=None, help="NVT sampling per replica (default 2.5 ps, quick 0.02)")
     p.add_argument("--stab-runs", default=None,
                    help="TEMPERATURE:PS,... stability runs (default 500:10,1000:5; quick 500:0.02)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    args.device = str(check_device(args.device))  # fails fast, before any run
     torch.set_num_threads(args.threads)
     q = args.quick
     args.nve_ps = args.nve_ps or (0.01 if q else 1.0)
@@ -375,7 +382,7 @@ def main(argv=None) -> dict:
     runs = args.stab_runs or ("500:0.02" if q else "500:10,1000:5")
     args.stab_runs = [(float(t), float(ps)) for t, ps in (r.split(":") for r in runs.split(","))]
     res = {"command": " ".join(["python", "benchmarks/md_ethanol.py", *(argv if argv is not None else sys.argv[1:])]),
-           "machine": machine(), "seed": args.seed,
+           "machine": machine(args.device), "seed": args.seed,
            "checkpoints": {k: {"path": _rel(getattr(args, k)), "sha256": _sha256(getattr(args, k))}
                            for k in ("schnet", "nequip_l0", "nequip_l1")}}
     t0 = time.perf_counter()

@@ -2,6 +2,7 @@
 
     python benchmarks/md_speed.py                       # ~10 min on 1 shared CPU thread, writes results/md_speed.json
     python benchmarks/md_speed.py --quick --out /tmp    # pipeline check (small systems, few repeats)
+    python benchmarks/md_speed.py --device cpu,cuda     # the learned models also on the GPU
 
 What is timed: one call of ``atoms.get_forces()`` through the calculator that MD uses
 (:class:`course_lib.ase_calculator.ModelCalculator` for the learned models, ``xtb_calculator()`` of
@@ -26,8 +27,10 @@ Systems:
 Models: the shipped checkpoints ``results/schnet_ethanol.pt`` (``schnet_molecules.py final``) and
 ``results/nequip_curve_l0.pt`` / ``nequip_curve_l1.pt`` (``nequip_learning_curve.py``; 16 features, 3
 layers), or others given with ``--schnet`` / ``--nequip-l0`` / ``--nequip-l1``. ``--dtype`` sets the
-precision of the learned models (default float32). On a CUDA machine the learned models are also timed on
-the GPU (``torch.cuda.synchronize()`` around each call); xTB always runs on the CPU.
+precision of the learned models (default float32). ``--device`` (a comma list: ``cpu``, ``cuda``, ``cpu,cuda``;
+default ``cpu``, as the committed ``results/md_speed.json``) says where the learned models are timed: results
+per device under its name, on the GPU with ``torch.cuda.synchronize()`` around each call; ``--device cuda``
+without CUDA stops at once with a message. xTB always runs on the CPU (its entry is keyed ``cpu``).
 
 Table VI of the NequIP preprint (Batzner et al., arXiv:2101.03164v1 (2021); NequIP, l = 1: 16 ms per force
 call for toluene, 15 atoms, against hours of CCSD(T)) is a speed-up against *ab-initio* methods; GFN2-xTB is a
@@ -42,7 +45,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -57,6 +59,7 @@ from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_molecules
 from course_lib.models import energy_and_forces
 from course_lib.train import load_model
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, synchronize
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -185,18 +188,18 @@ def main(argv=None) -> dict:
     p.add_argument("--nequip-l0", default=str(RESULTS / "nequip_curve_l0.pt"))
     p.add_argument("--nequip-l1", default=str(RESULTS / "nequip_curve_l1.pt"))
     p.add_argument("--no-xtb", action="store_true", help="skip GFN2-xTB (tblite not installed)")
+    p.add_argument("--device", default="cpu", help="comma list of devices for the learned models, e.g. cpu,cuda. "
+                   + DEVICE_HELP)
     args = p.parse_args(argv)
+    devices = [str(check_device(d)) for d in args.device.split(",") if d]  # fails fast, before any model is loaded
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 30)
     dtype = getattr(torch, args.dtype)
     models = load_models(args)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     res = {
         "command": " ".join(["python", "benchmarks/md_speed.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "load_average_start": os.getloadavg()},
+        "machine": machine_info(devices=devices, load_average_start=os.getloadavg(), **{"cuda": None, **{
+            k: v for d in devices for k, v in device_info(d).items() if k != "device"}}),
         "dtype": args.dtype, "repeats": repeats,
         "models": {k: {"path": v["path"], "sha256": v["sha256"], "config": v["config"]} for k, v in models.items()},
         "note": "the time of a call depends on the architecture (config) and the system, not on the weights",
@@ -212,12 +215,12 @@ def main(argv=None) -> dict:
         for mname, m in models.items():
             row[mname] = {}
             for dev in devices:
-                sync = torch.cuda.synchronize if dev == "cuda" else None
                 row[mname][dev] = time_calculator(atoms, ModelCalculator(m["model"], device=dev, dtype=dtype),
-                                                  repeats, sync=sync)
+                                                  repeats, sync=lambda d=dev: synchronize(d))
         res["systems"][name] = row
         print(f"{name:10s} {len(atoms):4d} atoms: " + ", ".join(
-            f"{k} {v['cpu']['cpu_ms']:.1f} ms" for k, v in row.items() if isinstance(v, dict)), flush=True)
+            f"{k} {next(iter(v.values()))['cpu_ms']:.1f} ms" for k, v in row.items() if isinstance(v, dict)),
+            flush=True)
     graphs = load_molecules("ethanol", "test", dtype=torch.float64)[: args.batch]
     row = {"atoms": int(sum(g.num_nodes for g in graphs)), "molecules": len(graphs)}
     if not args.no_xtb:
@@ -227,11 +230,11 @@ def main(argv=None) -> dict:
     for mname, m in models.items():
         row[mname] = {}
         for dev in devices:
-            sync = torch.cuda.synchronize if dev == "cuda" else None
-            row[mname][dev] = time_batch(m["model"], graphs, dev, dtype, repeats, sync)
+            row[mname][dev] = time_batch(m["model"], graphs, dev, dtype, repeats, lambda d=dev: synchronize(d))
     res["systems"]["ethanol_batch"] = row
     print(f"ethanol batch of {len(graphs)}: " + ", ".join(
-        f"{k} {v['cpu']['cpu_ms_per_molecule']:.2f} ms/molecule" for k, v in row.items() if isinstance(v, dict)),
+        f"{k} {next(iter(v.values()))['cpu_ms_per_molecule']:.2f} ms/molecule" for k, v in row.items()
+        if isinstance(v, dict)),
         flush=True)
     res["machine"]["load_average_end"] = os.getloadavg()
     out = Path(args.out)

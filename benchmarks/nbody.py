@@ -6,6 +6,11 @@ Usage (from the repository root)::
     python benchmarks/nbody.py --aggregate benchmarks/results/nbody_seeds   # -> benchmarks/results/nbody.{json,md}
     python benchmarks/nbody.py --quick               # pipeline check, < 2 minutes, writes to a temp folder
     python benchmarks/nbody.py --models egnn,gnn --epochs 50 --out /tmp/nbody.json
+    python benchmarks/nbody.py --quick --device cuda # train and time on the GPU
+
+``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda`` (data, models and batches on
+the GPU; the forward time synchronised with ``torch.cuda.synchronize()``, its thread settings then only affect the
+host); recorded as ``machine.device``.
 
 Protocol (the paper's, see benchmarks/README.md for the details and the differences):
 
@@ -60,6 +65,7 @@ from course_lib.graph import count_parameters  # noqa: E402
 from course_lib.models.nbody import NBODY_MODELS  # noqa: E402
 from course_lib.simulate.nbody import load_nbody_arrays  # noqa: E402
 from course_lib.train import save_checkpoint  # noqa: E402
+from course_lib.utils import DEVICE_HELP, check_device, synchronize  # noqa: E402
 
 SCHEMA_VERSION = 1
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "nbody.json"
@@ -114,12 +120,19 @@ class Split:
         self.target = torch.from_numpy(np.ascontiguousarray(a["target_pos"], dtype=np.float32))
         self.n, self.m = self.pos.shape[:2]
 
+    def to(self, device) -> Split:
+        """Move the split's tensors to ``device`` (in place); its batches are then built there."""
+        for key in ("pos", "vel", "charge", "target"):
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
     def batch(self, idx: torch.Tensor) -> Data:
         """The systems ``idx`` as one PyG-style batch: pos/vel/target_pos [B*5, 3], charge, batch [B*5]."""
         B = len(idx)
+        idx = idx.to(self.pos.device)
         data = Data(pos=self.pos[idx].reshape(-1, 3), vel=self.vel[idx].reshape(-1, 3),
                     charge=self.charge[idx].reshape(-1), target_pos=self.target[idx].reshape(-1, 3),
-                    batch=torch.arange(B).repeat_interleave(self.m))
+                    batch=torch.arange(B, device=self.pos.device).repeat_interleave(self.m))
         data.num_graphs = B
         return data
 
@@ -234,7 +247,8 @@ def fit_linear(model, data: dict[str, Split]) -> dict:
 @torch.no_grad()
 def forward_time(model: torch.nn.Module, split: Split, repeats: int, threads: int = 2,
                  max_seconds: float = 30.0) -> dict:
-    """Median wall time of ``model(batch)`` for one batch of 100 test systems, no_grad, CPU.
+    """Median wall time of ``model(batch)`` for one batch of 100 test systems, no_grad, on the split's device
+    (CUDA: synchronised before the start and before the stop of every call).
 
     ``repeats`` timed calls after a warm-up, fewer if they take longer than ``max_seconds`` in all
     (a heavily loaded machine)."""
@@ -243,13 +257,16 @@ def forward_time(model: torch.nn.Module, split: Split, repeats: int, threads: in
     try:
         model.eval()
         b = split.batch(torch.arange(min(BATCH_SIZE, split.n)))
+        device = b.pos.device
         for _ in range(max(3, repeats // 10)):  # warm-up
             model(b)
         times = []
         start = time.perf_counter()
         for _ in range(repeats):
+            synchronize(device)
             t0 = time.perf_counter()
             model(b)
+            synchronize(device)
             times.append(time.perf_counter() - t0)
             if time.perf_counter() - start > max_seconds and len(times) >= 5:
                 break
@@ -282,12 +299,12 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def machine_info(threads: int) -> dict:
+def machine_info(threads: int, device: str = "cpu") -> dict:
     return {
         "cpu": _cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
         "course_lib": course_lib.__version__, "train_threads": threads, "forward_threads": [2, 1],
-        "device": "cpu",
+        "device": device, **({"cuda": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}),
     }
 
 
@@ -505,12 +522,14 @@ def parse_args(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE",
                    help="model constructor argument, e.g. --set egnn.coord_range=3 (value parsed as JSON); "
                         "also MODEL.lr=..., for ablations")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    device = str(check_device(args.device))  # fails fast, before any data is loaded
     if args.aggregate:
         return aggregate(Path(args.aggregate), Path(args.out) if args.out else DEFAULT_OUT,
                          copy_checkpoint=not args.no_checkpoint)
@@ -539,8 +558,9 @@ def main(argv=None) -> dict:
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     repeats = args.timing_repeats or (20 if args.quick else 100)
     load_start = _loadavg()
-    data = {s: Split(s, sizes[s] if args.quick else None) for s in ("train", "valid", "test")}
-    print(f"nbody benchmark: {', '.join(models)} | data {sizes} | threads {args.threads} | load {load_start} "
+    data = {s: Split(s, sizes[s] if args.quick else None).to(device) for s in ("train", "valid", "test")}
+    print(f"nbody benchmark: {', '.join(models)} | data {sizes} | device {device} | threads {args.threads} "
+          f"| load {load_start} "
           f"| out {shown}", flush=True)
 
     results = {}
@@ -566,7 +586,7 @@ def main(argv=None) -> dict:
             else:
                 kwargs[attr] = value
         torch.manual_seed(args.seed + SEED_OFFSET[name])
-        model = cls(**kwargs)
+        model = cls(**kwargs).to(device)
         load_before = _loadavg()
         if name == "linear":
             run = fit_linear(model, data)
@@ -613,7 +633,7 @@ def main(argv=None) -> dict:
             "linear": "closed-form least squares (x + t v)",
             "settings": settings,
         },
-        "machine": machine_info(args.threads),
+        "machine": machine_info(args.threads, device),
         "load_start": load_start,
         "load_end": _loadavg(),
         "published": PUBLISHED,

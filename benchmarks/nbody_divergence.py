@@ -5,6 +5,11 @@ Usage (from the repository root)::
     python benchmarks/nbody_divergence.py --probe            # cheap: -> benchmarks/results/nbody_divergence.json
     python benchmarks/nbody_divergence.py                    # counterfactuals (about 4 CPU-minutes on a quiet core)
     python benchmarks/nbody_divergence.py --quick            # pipeline check (300 systems, 4 + 2 epochs), temp folder
+    python benchmarks/nbody_divergence.py --quick --device cuda   # the same on the GPU
+
+``--device``: ``cpu`` (the default; the shipped results and the nbody.py runs they are compared with are CPU runs)
+or ``cuda`` (data and models on the GPU; the batch order is still drawn on the CPU, so it is the same; the
+float32 round-off, and so the trajectory after a few epochs, is not). Recorded in ``machine``.
 
 ``--probe`` (what the shipped results file holds): the shipped EGNN of seed 0 (``results/nbody_egnn.pt``, the
 weights of its best epoch 156, one epoch before its training blew up) evaluated on the batches that training
@@ -61,7 +66,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 import nbody  # noqa: E402  (benchmarks/nbody.py: data, MSE, settings)
 
 from course_lib.models.nbody import EGNNDynamics  # noqa: E402
-from course_lib.utils import machine_info  # noqa: E402
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "nbody_divergence.json"
 
@@ -112,7 +117,7 @@ def run_epochs(model, opt, data, gen, epochs: int, clip: float | None, first_epo
     return {"steps": steps, "epochs": epochs_rec, "diverged": False}
 
 
-def probe(argv: list, out: Path, epochs=(157, 163), seed: int = 0) -> dict:
+def probe(argv: list, out: Path, epochs=(157, 163), seed: int = 0, device="cpu") -> dict:
     """Per-batch loss and gradient norm of the shipped seed-0 EGNN on the batches of ``epochs`` (inclusive)."""
     from course_lib.train import load_checkpoint, upgrade_config
 
@@ -123,14 +128,14 @@ def probe(argv: list, out: Path, epochs=(157, 163), seed: int = 0) -> dict:
     if payload["metrics"].get("best_epoch") != epochs[0] - 1:
         raise SystemExit(f"{ckpt} is not the epoch-{epochs[0] - 1} EGNN this probe was written for: "
                          f"metrics {payload['metrics']}")
-    tr = nbody.Split("train", None)
+    tr = nbody.Split("train", None).to(device)
     gen = torch.Generator().manual_seed(seed + 100 + nbody.SEED_OFFSET["egnn"])
     perms = [torch.randperm(tr.n, generator=gen) for _ in range(epochs[1])]  # epoch e uses perms[e - 1]
     n_batches = tr.n // nbody.BATCH_SIZE
     rows = []
     models = {}
     for dtype in (torch.float32, torch.float64):
-        m = EGNNDynamics(**upgrade_config(EGNNDynamics, payload["config"])).to(dtype)
+        m = EGNNDynamics(**upgrade_config(EGNNDynamics, payload["config"])).to(device=device, dtype=dtype)
         load_checkpoint(ckpt, m)
         models[dtype] = m.train()
     split64 = _to(tr, torch.float64)
@@ -158,8 +163,9 @@ def probe(argv: list, out: Path, epochs=(157, 163), seed: int = 0) -> dict:
     result = {
         "benchmark": "N-body EGNN divergence: probe of the shipped seed-0 EGNN on the batches after its best epoch",
         "command": "python benchmarks/nbody_divergence.py " + " ".join(shlex.quote(a) for a in argv),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine_info(),
-        "mode": "probe", "checkpoint": nbody._rel(ckpt), "checkpoint_metrics": payload["metrics"], "seed": seed,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(**device_info(device)), "mode": "probe", "checkpoint": nbody._rel(ckpt),
+        "checkpoint_metrics": payload["metrics"], "seed": seed,
         "epochs": list(epochs), "steps_per_epoch": n_batches, "batches": rows,
         "total_wall_s": time.perf_counter() - t0,
     }
@@ -178,9 +184,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--snapshot", type=int, default=None, help="epochs before the snapshot (default 150, quick 4)")
     ap.add_argument("--extra", type=int, default=None, help="epochs of every continuation (default 15, quick 2)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = ap.parse_args(argv)
+    device = str(check_device(args.device))  # fails fast, before anything runs
     if args.probe:
-        return probe(argv, Path(args.out) if args.out else DEFAULT_OUT, seed=args.seed)
+        return probe(argv, Path(args.out) if args.out else DEFAULT_OUT, seed=args.seed, device=device)
     snap_epochs = args.snapshot or (4 if args.quick else 150)
     extra = args.extra or (2 if args.quick else 15)
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_nbody_divergence.json"
@@ -189,11 +197,11 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     sizes = nbody.QUICK_SIZES if args.quick else nbody.FULL_SIZES
-    data = {s: nbody.Split(s, sizes[s] if args.quick else None) for s in ("train", "valid", "test")}
+    data = {s: nbody.Split(s, sizes[s] if args.quick else None).to(device) for s in ("train", "valid", "test")}
     lr = nbody.FULL["egnn"]["lr"]
     off = nbody.SEED_OFFSET["egnn"]
     torch.manual_seed(args.seed + off)
-    model = EGNNDynamics()
+    model = EGNNDynamics().to(device)
     gen = torch.Generator().manual_seed(args.seed + 100 + off)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=nbody.WEIGHT_DECAY)
     print(f"training {snap_epochs} epochs to the snapshot", flush=True)
@@ -212,7 +220,7 @@ def main(argv=None) -> dict:
     runs = {}
     for name, v in variants.items():
         print(f"continuation '{name}': {v}", flush=True)
-        m = EGNNDynamics().to(v["dtype"])
+        m = EGNNDynamics().to(device=device, dtype=v["dtype"])
         m.load_state_dict(snapshot["model"])
         o = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=nbody.WEIGHT_DECAY)
         o.load_state_dict(snapshot["opt"])  # casts the Adam moments to the parameters' dtype
@@ -240,7 +248,7 @@ def main(argv=None) -> dict:
         "benchmark": "N-body EGNN divergence: continuations from one snapshot",
         "command": "python benchmarks/nbody_divergence.py " + " ".join(shlex.quote(a) for a in argv),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(), "quick": args.quick, "seed": args.seed, "sizes": sizes,
+        "machine": machine_info(**device_info(device)), "quick": args.quick, "seed": args.seed, "sizes": sizes,
         "snapshot_epoch": snap_epochs, "extra_epochs": extra, "steps_per_epoch": n_batches, "clip_value": clip,
         "clip_rule": "99th percentile of the step gradient norms of the 10 epochs before the snapshot",
         "reproduces_nbody_seed_run_max_rel_diff": repro,

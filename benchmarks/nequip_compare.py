@@ -2,6 +2,7 @@
 
     python benchmarks/nequip_compare.py                # trains the course model (~10 min on 1 quiet core)
     python benchmarks/nequip_compare.py --quick --out /tmp/cmp   # pipeline check (CI)
+    python benchmarks/nequip_compare.py --device cuda --out /tmp/cmp   # the course model on the GPU
 
 The official side is ``benchmarks/nequip_official.py`` (run in its own environment, see
 ``benchmarks/nequip_official.md``), whose results ``benchmarks/results/nequip_official.json`` this script
@@ -21,6 +22,11 @@ It measures the test energy MAE (meV) and force MAE (meV/Å), the training throu
 step after a one-epoch warm-up) and the inference time of one ethanol (energy + forces, eager, 1 thread),
 and writes ``nequip_compare.json`` (both sides, the ratios, and every known difference) and
 ``nequip_ethanol.pt`` (the trained course model, loaded by notebooks 07 and 08) into ``--out``.
+
+``--device``: ``cpu`` (the default; the committed results and the official run are CPU results) or ``cuda``
+(training and timing of the course model on the GPU, with ``torch.cuda.synchronize()`` around every timed step
+and call; then the speed ratios against the official CPU run compare two devices, not two codes). The device is
+recorded in ``machine`` (``timing_rerun``: ``device``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models import energy_and_forces
 from course_lib.models.nequip import NequIP
 from course_lib.train import evaluate, save_checkpoint
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything, synchronize
 
 HERE = Path(__file__).resolve().parent
 CONFIG = {"l_max": 1, "parity": True, "hidden": 32, "num_layers": 3, "cutoff": 4.0, "num_basis": 8, "p": 6,
@@ -62,16 +68,18 @@ DIFFERENCES = [
 ]
 
 
-def inference_ms(model, graph, repeats: int = 200, warmup: int = 20) -> dict:
-    """Median time of energy + forces for one molecule (eager, batch of 1)."""
+def inference_ms(model, graph, repeats: int = 200, warmup: int = 20, device="cpu") -> dict:
+    """Median time of energy + forces for one molecule (eager, batch of 1) on ``device`` (the model's)."""
     from torch_geometric.data import Batch
 
-    batch = Batch.from_data_list([graph])
+    batch = Batch.from_data_list([graph]).to(device)
     model.eval()
     times = []
     for k in range(warmup + repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         energy_and_forces(model, batch)
+        synchronize(device)
         if k >= warmup:
             times.append(time.perf_counter() - t0)
     t = np.array(times) * 1000
@@ -79,7 +87,7 @@ def inference_ms(model, graph, repeats: int = 200, warmup: int = 20) -> dict:
             "p90_ms": float(np.percentile(t, 90)), "repeats": repeats, "warmup": warmup}
 
 
-def train(model, tr, va, epochs: int, seed: int, lr: float = 0.01, progress: bool = True):
+def train(model, tr, va, epochs: int, seed: int, lr: float = 0.01, progress: bool = True, device="cpu"):
     """The official protocol: Adam, plateau scheduler on the validation loss, best-validation weights."""
     from tqdm.auto import tqdm
 
@@ -91,14 +99,17 @@ def train(model, tr, va, epochs: int, seed: int, lr: float = 0.01, progress: boo
     for epoch in tqdm(range(epochs), desc="course NequIP", disable=not progress):
         model.train()
         for batch in tl:
+            batch = batch.to(device)
+            synchronize(device)
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
             loss = per_atom_energy_force_loss(model, batch)
             loss.backward()
             opt.step()
+            synchronize(device)
             if epoch > 0:  # the first epoch is the warm-up
                 step_times.append(time.perf_counter() - t0)
-        val = evaluate(model, vl, per_atom_energy_force_loss, needs_grad=True)
+        val = evaluate(model, vl, per_atom_energy_force_loss, device=device, needs_grad=True)
         sched.step(val)
         curve.append({"epoch": epoch, "val_loss": val, "lr_after_epoch": opt.param_groups[0]["lr"]})
         if val < best:
@@ -118,6 +129,7 @@ def retime(args) -> dict:
     from course_lib.train import load_checkpoint
 
     load_checkpoint(out / "nequip_ethanol.pt", model)
+    model.to(args.device)
     tr = load_molecules("ethanol", "train")
     te = load_molecules("ethanol", "test")
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -126,17 +138,20 @@ def retime(args) -> dict:
     for k, batch in enumerate(DataLoader(tr, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(0))):
         if k == 110:
             break
+        batch = batch.to(args.device)
+        synchronize(args.device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         per_atom_energy_force_loss(model, batch).backward()
         opt.step()
+        synchronize(args.device)
         if k >= 10:
             times.append(time.perf_counter() - t0)
     step = float(np.median(times))
     rerun = {"command": "python benchmarks/nequip_compare.py " + " ".join(args.argv),
-             "threads": torch.get_num_threads(),
+             "threads": torch.get_num_threads(), **device_info(args.device),
              "load_average_start": load_start, "step_s_median": step, "train_frames_per_s": 5.0 / step,
-             "inference_eager": inference_ms(model, te[0]), "load_average_end": os.getloadavg()}
+             "inference_eager": inference_ms(model, te[0], device=args.device), "load_average_end": os.getloadavg()}
     res["course"]["timing_rerun"] = rerun
     official_timing = Path(args.official).with_name("nequip_official_timing.json")  # a short official run:
     if official_timing.exists():  # nequip_official.py --epochs 3 --limit-train-batches 60 --no-compile
@@ -175,7 +190,9 @@ def main(argv=None) -> dict:
     p.add_argument("--timing-only", action="store_true",
                    help="re-time the trained course model (training steps and inference) without training, and "
                         "add the numbers with the load average to the existing nequip_compare.json")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    args.device = str(check_device(args.device))  # fails fast, before any data is loaded
     args.argv = list(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.timing_only:
@@ -187,16 +204,18 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "course_nequip_compare_quick" if args.quick
                                            else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
-    at_start = machine_info()
+    at_start = machine_info(**device_info(args.device))
     seed_everything(args.seed)
     model = NequIP(**CONFIG)
     stats = model.fit_energy_scale(tr)
+    model.to(args.device)
     t0 = time.perf_counter()
-    log = train(model, tr, va, epochs, args.seed, progress=not args.no_progress)
+    log = train(model, tr, va, epochs, args.seed, progress=not args.no_progress, device=args.device)
+    synchronize(args.device)
     wall = time.perf_counter() - t0
-    err = molecule_errors(model, DataLoader(te, batch_size=50))
+    err = molecule_errors(model, DataLoader(te, batch_size=50), device=args.device)
     with torch.no_grad():
-        pred = torch.cat([model(b) for b in DataLoader(te, batch_size=50)])
+        pred = torch.cat([model(b.to(args.device)).cpu() for b in DataLoader(te, batch_size=50)])
     mean_err = 1000 * float((pred.double() - torch.cat([g.energy for g in te]).double()).mean())
     step = np.array(log["step_times"]) if log["step_times"] else np.array([float("nan")])
     ours = {
@@ -204,7 +223,7 @@ def main(argv=None) -> dict:
         "training": {"wall_s": wall, "steps": log["steps"], "epochs": epochs, "best_epoch": log["best_epoch"],
                      "step_s_median": float(np.median(step)), "train_frames_per_s": 5.0 / float(np.median(step)),
                      "val_curve": log["val_curve"]},
-        "inference_eager": inference_ms(model, te[0], repeats=20 if args.quick else 200),
+        "inference_eager": inference_ms(model, te[0], repeats=20 if args.quick else 200, device=args.device),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": {**CONFIG, "radial_hidden": list(CONFIG["radial_hidden"])},
         "avg_num_neighbors": float(stats.avg_num_neighbors),

@@ -67,7 +67,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (timed with torch.cuda.synchronize)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda, timed with torch.cuda.synchronize (default cpu; "
+                    "the committed results in benchmarks/results/ are CPU results)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/painn_ethanol.py                 # -> results/painn_ethanol.json
     python benchmarks/painn_ethanol.py --quick --out /tmp/pe             # pipeline check (CI)
+    python benchmarks/painn_ethanol.py --device cuda --out /tmp/pe       # train on the GPU
 
 Same split, loss and optimiser as ``benchmarks/nequip_learning_curve.py`` (per-atom energy MSE + force MSE,
 batch 5, Adam lr 0.01 halved on plateaus, the same number of optimizer steps for every model, best weights on
@@ -9,7 +10,9 @@ the 100 validation frames tested on the 100 test frames: frames of the same MD t
 measures interpolation). Models at 16 channels and 3 layers: ``painn`` (PaiNN) and ``nequip_l1``. Seeds
 0, 1, 2; the ``--n`` training frames are a random subset per seed (:func:`course_lib.stats.random_subset`).
 Each finished run is written at once (an interrupted call resumes). The cost axis: wall and CPU time of the
-training (``seconds``, ``cpu_seconds``), one thread; the machine load is recorded.
+training (``seconds``, ``cpu_seconds``), one thread; the machine load is recorded. ``--device``: ``cpu`` (the
+default; the committed results are CPU results) or ``cuda``; recorded in ``machine``, and runs of another device
+are not resumed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from course_lib.datasets import load_molecules
 from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.stats import plateau, random_subset
 from course_lib.train import fit
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 BATCH, LR = 5, 0.01
@@ -45,7 +48,7 @@ def make_model(name: str, hidden: int, num_layers: int):
     return NequIP(l_max=int(name[-1]), hidden=hidden, num_layers=num_layers)
 
 
-def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_steps=100):
+def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_steps=100, device="cpu"):
     seed_everything(seed)
     model = make_model(name, hidden, num_layers)
     model.fit_energy_scale(train)
@@ -54,9 +57,9 @@ def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_ste
     epochs = max(2, round(steps / len(tl)))
     c0 = time.process_time()
     hist = fit(model, tl, DataLoader(val, batch_size=50), per_atom_energy_force_loss, epochs=epochs, lr=LR,
-               patience=None, progress=False, needs_grad_eval=True, desc=name)
+               patience=None, progress=False, needs_grad_eval=True, desc=name, device=device)
     cpu = time.process_time() - c0
-    err = molecule_errors(model, DataLoader(test, batch_size=50))
+    err = molecule_errors(model, DataLoader(test, batch_size=50), device=device)
     return {**{k: v for k, v in err.items() if isinstance(v, (int, float))}, "model": name, "seed": seed,
             "n_train": len(train), "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
             "steps_run": len(hist.train) * len(tl), "seconds": hist.seconds, "cpu_seconds": cpu,
@@ -73,7 +76,9 @@ def main(argv=None) -> dict:
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    device = str(check_device(args.device))  # fails fast, before any data is loaded
     torch.set_num_threads(1)
     tr, va, te = (load_molecules("ethanol", s) for s in ("train", "val", "test"))
     if args.quick:
@@ -82,14 +87,16 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "painn_ethanol.json"
     cmd = "python benchmarks/painn_ethanol.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    res = {"command": cmd, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+    res = {"command": cmd, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "machine": machine_info(**device_info(device)),
            "molecule": "ethanol", "n_train": args.n, "steps_per_run": args.steps, "hidden": args.hidden,
            "num_layers": args.layers, "batch_size": BATCH, "lr": LR, "seeds": [int(s) for s in args.seeds.split(",")],
            "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)",
            "test": "100 frames of the same trajectory as the training frames (interpolation)", "runs": []}
     if path.exists() and not args.quick:
         old = json.loads(path.read_text())
-        if all(old.get(k) == res[k] for k in ("n_train", "steps_per_run", "hidden", "num_layers")):
+        if (all(old.get(k) == res[k] for k in ("n_train", "steps_per_run", "hidden", "num_layers"))
+                and old["machine"].get("device", "cpu") == device):
             res["runs"] = old["runs"]
     done = {(r["model"], r["seed"]) for r in res["runs"]}
     for seed in res["seeds"]:
@@ -98,7 +105,7 @@ def main(argv=None) -> dict:
                 continue
             train = [tr[int(k)] for k in random_subset(range(len(tr)), args.n, seed)]
             row = train_one(name, train, va, te, args.steps, seed, args.hidden, args.layers,
-                            epoch_steps=2 if args.quick else 100)
+                            epoch_steps=2 if args.quick else 100, device=device)
             res["runs"].append(row)
             print(f"{name} seed {seed}: force MAE {row['force_mae_meV_A']:.1f} meV/A, energy MAE "
                   f"{row['energy_mae_meV']:.1f} meV, {row['cpu_seconds']:.0f} s CPU", flush=True)

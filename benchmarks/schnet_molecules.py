@@ -5,6 +5,7 @@
     python benchmarks/schnet_molecules.py curve --modes energy --seeds 1   # over processes by mode and seed
     python benchmarks/schnet_molecules.py g2             # multi-molecule model for the species embeddings
     python benchmarks/schnet_molecules.py final --quick --out /tmp/s   # pipeline check (CI)
+    python benchmarks/schnet_molecules.py final --device cuda          # train on the GPU
 
 Each part writes its own results file into ``--out`` (default ``benchmarks/results/``), so parts can
 run in parallel processes:
@@ -20,8 +21,8 @@ run in parallel processes:
   ``ase.collections.g2`` molecules (many elements), whose species embeddings notebook 05 projects on
   two principal components.
 
-Every file records the command, the thread count and the load average (timings on a shared 2-core
-machine swing with load).
+Every file records the command, the thread count, the device and the load average (timings on a shared 2-core
+machine swing with load). ``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from course_lib.losses import energy_force_loss, molecule_errors
 from course_lib.models.schnet import SchNet
 from course_lib.stats import plateau, random_subset
 from course_lib.train import fit, save_checkpoint
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 RHO = 0.01  # the SchNet paper's trade-off between energies (eV^2) and forces ((eV/Å)^2)
@@ -51,7 +52,8 @@ EMBEDDING_STD = 0.1  # start of the species embeddings of the g2 model (see part
 
 def train_schnet(train, val, test, steps: int, seed: int, forces: bool = True, rho: float = RHO,
                  lr: float = 1e-3, progress: bool = True, desc: str = "schnet", max_z: int = 100,
-                 epoch_steps: int = 1, select_on_val: bool = True, embedding_std: float | None = None):
+                 epoch_steps: int = 1, select_on_val: bool = True, embedding_std: float | None = None,
+                 device="cpu"):
     """Train a default SchNet for about ``steps`` optimizer steps; return (model, history, test errors).
 
     ``embedding_std``: re-initialise the species embeddings with this standard deviation (PyG's and
@@ -76,10 +78,11 @@ def train_schnet(train, val, test, steps: int, seed: int, forces: bool = True, r
     # model selection (best weights, learning-rate plateaus) on the validation value of the training loss
     if select_on_val:
         hist = fit(model, tl, vl, loss, epochs=epochs, lr=lr, patience=max(15, epochs // 5), progress=progress,
-                   needs_grad_eval=forces, desc=desc)
+                   needs_grad_eval=forces, desc=desc, device=device)
     else:  # the whole budget, learning-rate plateaus and best weights judged on the training loss
-        hist = fit(model, tl, None, loss, epochs=epochs, lr=lr, patience=None, progress=progress, desc=desc)
-    errors = molecule_errors(model, DataLoader(test, batch_size=50))
+        hist = fit(model, tl, None, loss, epochs=epochs, lr=lr, patience=None, progress=progress, desc=desc,
+                   device=device)
+    errors = molecule_errors(model, DataLoader(test, batch_size=50), device=device)
     return model, hist, errors
 
 
@@ -91,12 +94,12 @@ def _split(name: str, quick: bool):
 
 
 def part_final(args, out: Path) -> dict:
-    res = {"command": _command(args), "machine": machine_info(), "rho": RHO, "batch_size": BATCH,
-           "steps": args.steps, "model": SchNet().config, "molecules": {}}
+    res = {"command": _command(args), "machine": machine_info(**device_info(args.device)), "rho": RHO,
+           "batch_size": BATCH, "steps": args.steps, "model": SchNet().config, "molecules": {}}
     for name in args.molecules.split(","):
         tr, va, te = _split(name, args.quick)
         model, hist, err = train_schnet(tr, va, te, args.steps, args.seed, progress=not args.no_progress,
-                                        desc=f"SchNet {name}")
+                                        desc=f"SchNet {name}", device=args.device)
         row = {**err, "n_train": len(tr), "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
                "seconds": hist.seconds}
         res["molecules"][name] = row
@@ -160,8 +163,8 @@ def part_curve(args, out: Path) -> dict:
                 sub = [pool[int(i)] for i in random_subset(range(len(pool)), n, seed)]
                 model, hist, err = train_schnet(sub, va, te, args.steps, seed, forces=(mode == "forces"),
                                                 progress=not args.no_progress, desc=f"{mode} n={n} seed={seed}",
-                                                epoch_steps=settings["epoch_steps"])
-                info = machine_info()
+                                                epoch_steps=settings["epoch_steps"], device=args.device)
+                info = machine_info(**device_info(args.device))
                 info["load_average_end"] = os.getloadavg()
                 row = {"command": _command(args), "machine": info, **settings,
                        "run": _curve_row(mode, n, seed, err, hist)}
@@ -188,10 +191,11 @@ def part_g2(args, out: Path) -> dict:
     # start; the embeddings are the point of this model, so it trains for the whole budget
     model, hist, err = train_schnet(tr, va, te, args.steps, args.seed, progress=not args.no_progress,
                                     desc="SchNet g2", max_z=max_z, select_on_val=False,
-                                    embedding_std=EMBEDDING_STD)
-    train_err = molecule_errors(model, DataLoader(tr, batch_size=50))
+                                    embedding_std=EMBEDDING_STD, device=args.device)
+    train_err = molecule_errors(model, DataLoader(tr, batch_size=50), device=args.device)
     species = sorted({int(z) for g in tr for z in g.z})
-    res = {"command": _command(args), "machine": machine_info(), "rho": RHO, "batch_size": BATCH, "steps": args.steps,
+    res = {"command": _command(args),
+           "machine": machine_info(**device_info(args.device)), "rho": RHO, "batch_size": BATCH, "steps": args.steps,
            "model": model.config, "species": species, **err, "train_errors": train_err, "n_train": len(tr),
            "split": "by molecule: test molecules are unseen", "embedding_init_std": EMBEDDING_STD,
            "epochs_run": len(hist.train),
@@ -221,7 +225,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", default="0,1,2", help="curve: seeds (each draws its own random subsets)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    args.device = str(check_device(args.device))  # fails fast, before any data is loaded
     args.argv = list(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.steps is None:

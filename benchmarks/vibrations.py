@@ -2,9 +2,12 @@
 
     python benchmarks/vibrations.py                    # all methods, ~8 min on 1 shared thread
     python benchmarks/vibrations.py --quick --out /tmp/v   # pipeline check (CI): short MD, a subset of checks
+    python benchmarks/vibrations.py --device cuda          # the learned models on the GPU (xTB stays on the CPU)
 
 Writes ``vibrations.json`` into ``--out`` (default ``benchmarks/results/``) with the command, the machine
-(:func:`course_lib.utils.machine_info`) and, per method:
+(:func:`course_lib.utils.machine_info`, with ``--device``: ``cpu``, the default and the committed results, or
+``cuda``, where the learned models' relaxations, Hessians and MD run; xTB always runs on the CPU) and, per
+method:
 
 - **harmonic analysis** (:mod:`course_lib.vibrations`): relax the first test frame of the xTB ethanol data to a
   minimum of the method's own potential (ASE BFGS, ``fmax`` below), then the Hessian: central finite
@@ -51,7 +54,7 @@ from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_molecules
 from course_lib.md import run_md, thermalize
 from course_lib.train import load_model
-from course_lib.utils import machine_info
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -83,14 +86,15 @@ def calculators(args) -> dict:
         out["xtb"] = (xtb_calculator, None, {})
     for name in args.models:
         model, payload = load_model(getattr(args, name), how_to_make=MODELS[name][1])
-        out[name] = ((lambda m=model: ModelCalculator(m)), model, dict(payload.get("metrics", {})))
+        out[name] = ((lambda m=model: ModelCalculator(m, device=args.device)), model.to(args.device),
+                     dict(payload.get("metrics", {})))
     return out
 
 
 def hessian(atoms: Atoms, model) -> np.ndarray:
     if model is None:
         return V.hessian_finite_difference(atoms)
-    return V.hessian_autograd(V.model_energy_function(model, atoms.numbers), atoms.positions)
+    return V.hessian_autograd(V.model_energy_function(model, atoms.numbers), atoms.positions)  # model's device
 
 
 def harmonic(name: str, make, model, seed: int, quick: bool) -> tuple[dict, V.NormalModes, Atoms]:
@@ -164,7 +168,9 @@ def main(argv=None) -> dict:
     p.add_argument("--vdos-ps", type=float, default=None, help="NVE length per seed (default 2 ps, quick 0.1)")
     p.add_argument("--seeds", type=int, default=None, help="VDOS seeds (default 3, quick 1)")
     p.add_argument("--temperature", type=float, default=300.0)
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    args.device = str(check_device(args.device))  # fails fast, before any calculation
     torch.set_num_threads(args.threads)
     args.vdos_ps = args.vdos_ps or (0.1 if args.quick else 2.0)
     args.seeds = args.seeds or (1 if args.quick else 3)
@@ -173,7 +179,8 @@ def main(argv=None) -> dict:
 
         args.out = RESULTS if not args.quick else tempfile.mkdtemp(prefix="vibrations_")
     res = {"command": " ".join(["python", "benchmarks/vibrations.py", *(argv if argv is not None else sys.argv[1:])]),
-           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "machine": machine_info(**device_info(args.device)),
            "protocol": {"fmax_models_eV_A": FMAX, "fmax_xtb_eV_A": FMAX_XTB, "fd_delta_A": 5e-3, "dt_fs": DT_FS,
                         "vdos_ps": args.vdos_ps, "temperature_K": args.temperature, "oh_window_cm": OH_WINDOW,
                         "oh_bond": OH_BOND, "rotation_seed": args.seed},

@@ -24,7 +24,8 @@ __all__ = ["committee_forces", "force_disagreement", "per_frame_mean", "spearman
 
 def committee_forces(models, frames, batch_size: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Energies ``[K, F]`` (eV), forces ``[K, A, 3]`` (eV/Å) of K models (eval mode) on F frames with A atoms in
-    all, and the frame index of every atom ``[A]``."""
+    all, and the frame index of every atom ``[A]``. Each model is evaluated on the device of its parameters (the
+    frames are moved there); the arrays come back on the CPU."""
     if len(models) < 2:
         raise ValueError(f"a committee needs at least 2 models, got {len(models)}")
     energies, forces = [], []
@@ -33,11 +34,12 @@ def committee_forces(models, frames, batch_size: int = 50) -> tuple[np.ndarray, 
             raise ValueError("a committee member is in training mode: call model.eval()")
         e_k, f_k, idx = [], [], []
         offset = 0
+        device = next(model.parameters()).device
         for batch in DataLoader(list(frames), batch_size=batch_size):
-            e, f = energy_and_forces(model, batch)
-            e_k.append(e.detach().double().numpy())
-            f_k.append(f.detach().double().numpy())
-            idx.append(batch.batch.numpy() + offset)
+            e, f = energy_and_forces(model, batch.to(device))
+            e_k.append(e.detach().double().cpu().numpy())
+            f_k.append(f.detach().double().cpu().numpy())
+            idx.append(batch.batch.cpu().numpy() + offset)
             offset += batch.num_graphs
         energies.append(np.concatenate(e_k))
         forces.append(np.concatenate(f_k))

@@ -10,7 +10,8 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["FAST", "is_fast", "fast_or_full", "seed_everything", "get_device", "doctor"]
+__all__ = ["FAST", "is_fast", "fast_or_full", "seed_everything", "get_device", "doctor", "machine_info",
+           "DEVICE_HELP", "add_device_argument", "check_device", "device_info", "synchronize"]
 
 
 def is_fast() -> bool:
@@ -83,3 +84,45 @@ def machine_info(**extra) -> dict:
             "load_average": os.getloadavg()}
     info.update(extra)
     return info
+
+
+#: ``--help`` text of every benchmark script's ``--device`` option.
+DEVICE_HELP = ("where the learned models run: cpu, cuda or cuda:N (default cpu; the committed results in "
+               "benchmarks/results/ are CPU results). xTB reference calculations always run on the CPU.")
+
+
+def add_device_argument(parser, default: str = "cpu", help: str = DEVICE_HELP) -> None:
+    """The ``--device`` option of the benchmark scripts (one convention: name, default ``cpu``, help text)."""
+    parser.add_argument("--device", default=default, help=help)
+
+
+def check_device(name: str) -> torch.device:
+    """``torch.device(name)`` for a benchmark's ``--device``; exits with a clear message when the name is not a
+    device or CUDA is asked for and absent (before any data is loaded or model trained)."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise SystemExit(f"--device {name}: not a torch device ({exc}); use --device cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                         f"built with CUDA {torch.version.cuda}); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name}: only cpu and cuda are supported by the benchmarks")
+    return dev
+
+
+def device_info(device) -> dict:
+    """What a results file records about the device: ``{"device": "cpu"}`` or, on a GPU, also its name and the
+    CUDA version (pass it into :func:`machine_info`: ``machine_info(**device_info(dev))``)."""
+    dev = torch.device(device)
+    info = {"device": str(dev)}
+    if dev.type == "cuda":
+        info.update(cuda=torch.cuda.get_device_name(dev), cuda_version=torch.version.cuda)
+    return info
+
+
+def synchronize(device) -> None:
+    """``torch.cuda.synchronize`` on a CUDA device (around every timed region), nothing on the CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)

@@ -82,18 +82,20 @@ def mass_weight(hessian, masses) -> np.ndarray:
 
 
 # -- Hessians ------------------------------------------------------------------------------------------------
-def model_energy_function(model: torch.nn.Module, z, dtype: torch.dtype = torch.float64):
+def model_energy_function(model: torch.nn.Module, z, dtype: torch.dtype = torch.float64, device=None):
     """``pos [N, 3] -> energy (scalar tensor)`` for an energy model ``model(Data(z, pos)) -> [1]`` (SchNet,
-    NequIP), evaluated in ``dtype`` (a copy of the model; it must be in eval mode)."""
+    NequIP), evaluated in ``dtype`` on ``device`` (a copy of the model; it must be in eval mode). ``device``:
+    default the model's own; ``pos`` may live elsewhere (it is moved there, differentiably)."""
     import copy
 
     if model.training:
         raise ValueError("the model is in training mode: call model.eval() first")
-    m = copy.deepcopy(model).to(dtype)
-    z = torch.as_tensor(np.asarray(z), dtype=torch.long)
+    m = copy.deepcopy(model).to(device=device, dtype=dtype)
+    dev = next((t.device for t in (*m.parameters(), *m.buffers())), torch.device(device or "cpu"))
+    z = torch.as_tensor(np.asarray(z), dtype=torch.long, device=dev)
 
     def energy(pos: torch.Tensor) -> torch.Tensor:
-        out = m(Data(z=z, pos=pos))
+        out = m(Data(z=z, pos=pos.to(dev)))
         if out.numel() != 1:
             raise ValueError(f"expected one energy for one molecule, got shape {tuple(out.shape)}")
         return out.reshape(())

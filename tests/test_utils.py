@@ -91,3 +91,16 @@ def test_energy_and_forces_is_minus_gradient():
     e, f = energy_and_forces(Harmonic(), b)
     assert e.shape == (2,) and torch.allclose(f, -2 * b.pos)
     assert not b.pos.requires_grad  # the input batch is left untouched
+
+
+def test_check_device_for_the_benchmarks(monkeypatch):
+    """The benchmarks' --device: cpu passes, a bad name and CUDA where there is none stop with a message."""
+    assert utils.check_device("cpu") == torch.device("cpu")
+    with pytest.raises(SystemExit, match="not a torch device"):
+        utils.check_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--device cuda: CUDA is not available here.*use --device cpu"):
+        utils.check_device("cuda")
+    assert utils.device_info("cpu") == {"device": "cpu"}
+    utils.synchronize("cpu")  # a no-op on the CPU
+    assert "default cpu" in utils.DEVICE_HELP
