@@ -8,6 +8,7 @@
 #   throughput_cuda.json        benchmarks/throughput.py --device cuda (every model, 2 batch sizes)
 #   profiles/*_gpu.txt          torch.profiler tables of NequIP l_max 1 and EGNN N-body training steps on CUDA
 #   throughput_cpu.json         the same models on this machine's CPU, 1 thread and all threads
+#   device_quick/<script>.txt   every training/benchmark script's pipeline check with --device cuda (if time is left)
 #   log.txt                     everything printed
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +57,11 @@ timeout 60 "$PY" benchmarks/profile_steps.py --device cuda --models nequip_l1,eg
 timeout 150 "$PY" benchmarks/throughput.py --device cpu --threads 1,all --repeats 20 --no-official \
     --models nequip_l1,egnn_nbody,schnet,nequip_l0 --out "$OUT/throughput_cpu.json" \
     --note "benchmarks/gpu_run.sh, the CPU of the GPU machine"
+# 4. the --device cuda path of every script, in its quick mode (never run on a GPU before: a first smoke test)
+mkdir -p "$OUT/device_quick"
+for script in committee painn_ethanol energy_learning_curve schnet_molecules egnn_dynamics nbody vibrations; do
+    timeout 60 "$PY" "benchmarks/$script.py" --quick --device cuda --out "$OUT/device_quick/$script" \
+        > "$OUT/device_quick/$script.txt" 2>&1
+    echo "device_quick $script: exit $?"
+done
 echo "== done $(date -u +%FT%TZ); files in $OUT:"; ls -l "$OUT"
