@@ -233,7 +233,13 @@ def main(argv=None) -> dict:
                    help="comma-separated result folders of partial runs (--models subsets run in parallel): "
                         "merge their JSON and checkpoints into --out and exit")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--aggregate", default=None,
+                   help="a folder of per-seed runs (*.json written by this script, one seed each, e.g. "
+                        "results/egnn_dynamics_seeds/): write mean +- s.e. per model to --summary and exit")
+    p.add_argument("--summary", default=str(HERE / "results" / "egnn_dynamics_seeds.json"))
     args = p.parse_args(argv)
+    if args.aggregate:
+        return aggregate(Path(args.aggregate), Path(args.summary))
     device = str(check_device(args.device))  # fails fast, before any data is loaded
     if args.merge:
         return merge([Path(d) for d in args.merge.split(",")], Path(args.out))
@@ -318,6 +324,63 @@ def main(argv=None) -> dict:
         results["machine"]["load_average_end"] = os.getloadavg()
         (out / "egnn_dynamics.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+METRICS = ("one_step_pos_mse", "one_step_vel_mse", "rollout_pos_mse_mean", "rollout_pos_mse_final", "speed_w1",
+           "crystal_drift_final")
+
+
+def aggregate(folder: Path, summary: Path) -> dict:
+    """Per-seed runs (``folder/*.json``, each the ``egnn_dynamics.json`` of one ``--seed``, equal epoch budgets,
+    ``--time-limit`` far above the run time) -> mean +- s.e. of every test metric per model, the validation
+    curves and their plateau flags (``course_lib.stats``), written to ``summary`` and ``summary.md``."""
+    from course_lib import stats
+
+    runs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    if not runs:
+        raise SystemExit(f"no *.json in {folder}")
+    rows: dict[str, list] = {}
+    for run in runs:
+        seed = run["protocol"]["seed"]
+        for name, entry in run["models"].items():
+            rows.setdefault(name, []).append((seed, run, entry))
+    shown = folder.resolve().relative_to(HERE.parent) if folder.resolve().is_relative_to(HERE.parent) else folder
+    out = {"command": f"python benchmarks/egnn_dynamics.py --aggregate {shown}",
+           "seed_commands": sorted({r["command"] for r in runs}), "models": {},
+           "test_set": "the 20 test trajectories of the same simulation (other initial conditions, same physics "
+                       "and density): an interpolation test of the learned dynamics"}
+    for name, items in rows.items():
+        seeds = [seed for seed, _, _ in items]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"{name}: a seed appears twice in {folder}")
+        budgets = {r["protocol"]["epochs"] for _, r, _ in items}
+        m = {"label": items[0][2]["label"], "seeds": seeds, "epoch_budget": sorted(budgets)}
+        for key in METRICS:
+            vals = [e["test"][key] for _, _, e in items if key in e["test"]]
+            if len(vals) == len(items):
+                summ = stats.summarize(vals)
+                m[key] = {"values": vals, "mean": summ.mean, "se": summ.se}
+        if items[0][2].get("train"):
+            curves = [[h["val"] for h in e["train"]["history"]] for _, _, e in items]
+            m["val_curves"] = curves
+            m["epochs_run"] = [e["train"]["epochs_run"] for _, _, e in items]
+            m["stop_reason"] = [e["train"]["stop_reason"] for _, _, e in items]
+            m["best_epoch"] = [e["train"]["best_epoch"] for _, _, e in items]
+            m["plateaued"] = [stats.plateau(c)["plateaued"] for c in curves]
+        out["models"][name] = m
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps(out, indent=1) + "\n")
+    lines = [f"Made by `{out['command']}` from runs {', '.join(f'`{c}`' for c in out['seed_commands'])}.", "",
+             "| model | seeds | epochs | one-step pos MSE | rollout pos MSE (mean of steps 1-39) | speed W1 | "
+             "at a plateau |", "|---|---|---|---|---|---|---|"]
+    for name, m in out["models"].items():
+        cell = lambda key: f"{m[key]['mean']:.4g} ± {m[key]['se']:.2g}" if key in m else "—"  # noqa: E731
+        plateau = f"{sum(m['plateaued'])}/{len(m['plateaued'])}" if "plateaued" in m else "—"
+        lines.append(f"| {m['label']} | {len(m['seeds'])} | {', '.join(map(str, m['epoch_budget']))} | "
+                     f"{cell('one_step_pos_mse')} | {cell('rollout_pos_mse_mean')} | {cell('speed_w1')} | {plateau} |")
+    summary.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 Same split, loss and optimiser as ``benchmarks/nequip_learning_curve.py`` (per-atom energy MSE + force MSE,
 batch 5, Adam lr 0.01 halved on plateaus, the same number of optimizer steps for every model, best weights on
 the 100 validation frames tested on the 100 test frames: frames of the same MD trajectory, so the test
-measures interpolation). Models at 16 channels and 3 layers: ``painn`` (PaiNN) and ``nequip_l1``. Seeds
+measures interpolation). Models at 16 channels and 3 layers: ``painn`` (PaiNN) and ``nequip_l1`` (the default
+``--models``), and for the accuracy-vs-cost plot of notebook 09 also ``nequip_l0``, ``nequip_l2`` and ``schnet``
+(16 features and filters, cutoff 4 Å like the others). Seeds
 0, 1, 2; the ``--n`` training frames are a random subset per seed (:func:`course_lib.stats.random_subset`).
 Each finished run is written at once (an interrupted call resumes). The cost axis: wall and CPU time of the
 training (``seconds``, ``cpu_seconds``), one thread; the machine load is recorded. ``--device``: ``cpu`` (the
@@ -39,6 +41,12 @@ BATCH, LR = 5, 0.01
 
 
 def make_model(name: str, hidden: int, num_layers: int):
+    """``painn``, ``nequip_l0`` / ``_l1`` / ``_l2`` or ``schnet``, all at ``hidden`` channels, ``num_layers``
+    interaction layers and the 4 Å cutoff of the course's NequIP (SchNet: as many filters as features)."""
+    if name == "schnet":
+        from course_lib.models.schnet import SchNet
+
+        return SchNet(hidden=hidden, filters=hidden, num_layers=num_layers, cutoff=4.0)
     if name == "painn":
         from course_lib.models.painn import PaiNN
 
