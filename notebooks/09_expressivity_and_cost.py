@@ -181,7 +181,10 @@ check("09.bond_vector_sum", bond_vector_sum)
 # * is local: it uses only the pairs of `edge_index`;
 # * tells the planar ring from the chair ring, and the two bent triatomics apart.
 #
-# Any feature with these properties passes (the checker tests the properties, not one formula). Write it
+# Any feature with these properties passes (the checker tests the properties, not one formula). The first two
+# are prerequisites: a feature that breaks one of them earns nothing for that test case, however well it
+# separates the pairs (the feedback names what it breaks, with the error); a feature that has them but does not
+# separate the pairs earns a part. Write it
 # self-contained (the self-check runs this cell on its own: use `torch`, not your `bond_vector_sum`). It is
 # checked on random structures, rotated, reflected, translated, renumbered, with an extra isolated atom, and on
 # the two pairs.

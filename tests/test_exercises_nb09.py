@@ -94,3 +94,29 @@ def test_hidden_tests_run():
     fb = Feedback()
     hidden.HIDDEN["09.bond_vector_sum"](_sum(sign=-1.0), fb)
     assert fb.failed
+
+
+def test_angle_feature_scores_a_broken_property_zero_and_a_missed_goal_a_fraction():
+    """The design exercise's policy: the required properties are prerequisites (a case that breaks one scores
+    0, with the broken properties named), separating the pairs is the goal (a symmetric feature that misses it
+    keeps the non-value share)."""
+    from course_lib.teaching.exercises.nb09 import check_angle_feature
+    from course_lib.teaching.grading import run_cases
+
+    def score(fn):
+        fb = Feedback()
+        run_cases(fb, fn, [("public", check_angle_feature, {})])
+        return fb.cases[0][1], fb.failed
+
+    def with_height(pos, edge_index):
+        return nb09.angle_feature(pos, edge_index) + 0.1 * pos[:, 2]
+
+    def lengths(pos, edge_index):
+        j, i = edge_index
+        return torch.zeros(len(pos), dtype=pos.dtype).index_add(0, i, (pos[j] - pos[i]).norm(dim=-1))
+
+    assert score(nb09.angle_feature)[0] == 1.0
+    broken, messages = score(with_height)
+    assert broken == 0.0 and any("rotation invariance (error" in m and "scores 0" in m for m in messages), messages
+    missed, messages = score(lengths)
+    assert 0.0 < missed < 0.5 and not any("scores 0" in m for m in messages), (missed, messages)

@@ -225,3 +225,42 @@ def test_robust_to_broken_cells_and_folder_layout(tmp_path):
     assert by["00.gated_nonlinearity"]["status"] in ("partial", "fail")  # no gate: equivariant, wrong values
     feedback = (tmp_path / "out" / "feedback" / "robin.md").read_text()
     assert "dropped by the autograder" in feedback and len(feedback) < 100_000
+
+
+# --------------------------------------------------------------------------------------------
+# a design exercise: notebook 09's 09.angle_feature (grading/samples/make_design_samples.py)
+# --------------------------------------------------------------------------------------------
+
+DESIGN = REPO / "grading" / "samples" / "nb09"
+
+
+@pytest.fixture(scope="module")
+def graded_design(tmp_path_factory):
+    if not DESIGN.is_dir():
+        pytest.skip("no design samples")
+    out = tmp_path_factory.mktemp("graded_design")
+    assert _grade(DESIGN, out, "--no-run") == 0
+    return {(r["student"], r["exercise"]): r for r in _rows(out / "gradebook.csv")}
+
+
+def test_design_samples_get_their_verdicts(graded_design):
+    """Correct: full marks; non-equivariant: 0, naming the broken symmetries with their errors; under the bar
+    (a distance-only feature cannot separate the pairs): a fraction, naming the pair; too slow (an average over
+    all N! renumberings): a time-out. The same as the reviewed expected gradebook."""
+    want = {(r["student"], r["exercise"]): r for r in _rows(DESIGN / "expected_gradebook.csv")}
+    assert {k: (r["status"], r["points"]) for k, r in graded_design.items()} == \
+        {k: (r["status"], r["points"]) for k, r in want.items()}, (
+        "regenerate: python -m course_lib.teaching.grading grading/samples/nb09 --out /tmp/g9 --hidden grading/hidden "
+        "--no-run --exercise-timeout 10 --jobs 2 && cp /tmp/g9/gradebook.csv grading/samples/nb09/expected_gradebook.csv")
+    ex = "09.angle_feature"
+    assert graded_design["correct", ex]["points"] == "3.00"
+    broken = graded_design["non_equivariant", ex]
+    assert broken["status"] == "fail" and broken["points"] == "0.00"
+    assert "not invariant under rotation: the feature changes by" in broken["message"]
+    under = graded_design["under_threshold", ex]
+    assert under["status"] == "partial" and 0 < float(under["points"]) < 1.5
+    assert "the feature is the same for the planar and chair six-rings" in under["message"]
+    slow = graded_design["too_slow", ex]
+    assert slow["status"] == "timeout" and slow["points"] == "0.00"
+    for student in ("correct", "non_equivariant", "under_threshold", "too_slow"):
+        assert graded_design[student, "09.bond_vector_sum"]["status"] == "pass"

@@ -156,10 +156,10 @@ def fill(source: str, body: str) -> str:
     return source[: m.start()] + indented + source[m.end():]
 
 
-def student_notebook() -> nbformat.NotebookNode:
-    source = REPO / "notebooks" / f"{SLUG}.py"
-    built = assign.build_student_notebook(assign.read_source(source), SLUG)
-    path = REPO / "notebooks" / assign.STUDENT_DIR_NAME / f"{SLUG}.ipynb"
+def student_notebook(slug: str = SLUG) -> nbformat.NotebookNode:
+    source = REPO / "notebooks" / f"{slug}.py"
+    built = assign.build_student_notebook(assign.read_source(source), slug)
+    path = REPO / "notebooks" / assign.STUDENT_DIR_NAME / f"{slug}.ipynb"
     if path.is_file():
         if path.read_text(encoding="utf-8") == assign.notebook_text(built):
             return nbformat.read(path, as_version=4)

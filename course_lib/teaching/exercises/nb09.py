@@ -85,7 +85,9 @@ def _run(fb, fn, pos, edge_index, what):
     return out.detach().to(torch.float64)
 
 
-def _symmetry_checks(fn, fb, seed: int, n: int) -> None:
+def _symmetry_checks(fn, fb, seed: int, n: int) -> list[str]:
+    """Record each required property; return the names of those the feature breaks."""
+    broken = []
     pos, edge_index = _random_structure(seed + 100, n)
     out = _run(fb, fn, pos, edge_index, "a random structure")
     scale = max(1.0, float(out.abs().max()))
@@ -93,24 +95,36 @@ def _symmetry_checks(fn, fb, seed: int, n: int) -> None:
     t = torch.randn(3, generator=rng(seed + 7), dtype=torch.float64) * 3.0
     for name, moved in (("rotation", pos @ R.T), ("reflection", pos @ M.T), ("translation", pos + t)):
         err = float((_run(fb, fn, moved, edge_index, f"a {name} of it") - out).abs().max())
+        if err > 1e-8 * scale:
+            broken.append(f"{name} invariance (error {err:.1e})")
         fb.expect(err <= 1e-8 * scale, f"not invariant under {name}: the feature changes by {err:.1e} (use only "
                   "lengths, angles, dot products or norms of bond vectors r_j - r_i, never coordinates)",
                   ok=f"invariant under {name}")
     perm = torch.randperm(n, generator=rng(seed + 3))
     inverse = torch.argsort(perm)
     permuted = _run(fb, fn, pos[perm], inverse[edge_index], "the same structure with the atoms renumbered")
+    if not torch.allclose(permuted, out[perm], atol=1e-8 * scale):
+        broken.append("permutation equivariance")
     fb.expect(torch.allclose(permuted, out[perm], atol=1e-8 * scale), "not permutation equivariant: renumbering the "
               "atoms must renumber the outputs the same way (sum over neighbours, do not use atom indices)",
               ok="permutation equivariant")
     far = torch.cat([pos, torch.full((1, 3), 50.0, dtype=torch.float64)])
     with_far = _run(fb, fn, far, edge_index, "the structure with one more, isolated atom")
+    if not torch.allclose(with_far[:n], out, atol=1e-8 * scale):
+        broken.append("locality")
     fb.expect(torch.allclose(with_far[:n], out, atol=1e-8 * scale), "the feature of an atom changes when an atom "
               "that is in no edge is added: use only the pairs of edge_index (the neighbour list)", ok="local")
+    return broken
 
 
 @exercise("09.angle_feature", "design: an invariant feature that sees bond angles")
 def check_angle_feature(fn, fb, seed: int = 0, n: int = 8, expected=None):
-    _symmetry_checks(fn, fb, seed, n)
+    """A design exercise: the required properties (invariance, permutation equivariance, locality) are
+    prerequisites, the goal is to tell the two pairs apart. A feature that breaks a required property earns
+    nothing for the case (the feedback still says which properties it breaks, with the errors, and whether it
+    separates the pairs); one that has them all earns the rest of the case for the properties and the
+    value share for separating the pairs (so a symmetric feature that misses the goal gets a fraction)."""
+    broken = _symmetry_checks(fn, fb, seed, n)
     for name, (a, b) in (("planar and chair six-rings", expressivity.ring_pair()),
                          ("bent triatomics (105 and 150 degrees)", expressivity.bent_pair())):
         R, _ = random_rotation_and_reflection(seed + 11, seed + 11)
@@ -123,3 +137,6 @@ def check_angle_feature(fn, fb, seed: int = 0, n: int = 8, expected=None):
                   "all equal, so a feature of distances alone cannot tell them apart; use the bond *directions* "
                   "(e.g. the cosine between two bonds of an atom, or the length of the sum of its unit bond vectors)",
                   ok=f"tells the {name} apart", values=True)
+    fb.expect(not broken, f"the design breaks a required property ({'; '.join(broken)}): whatever else it does, a "
+              "feature without them is not a solution, and this case scores 0", fatal=True,
+              ok="has every required property")
