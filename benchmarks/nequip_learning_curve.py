@@ -221,13 +221,14 @@ def summary_markdown(res: dict) -> str:
         row = res["summary"][f"l{lm}"]
         lines.append(f"| {lm} | " + " | ".join(_fmt(row[str(n)]["energy_mae_meV"]) for n in sizes) + " |")
     lines += ["", "Differences paired by seed (same training subset), mean ± s.e.; |mean| / s.e. in brackets:", "",
-              "| pair | seeds | " + " | ".join(f"force MAE, n = {n}" for n in sizes) + " | slope |",
+              "| l_max | seeds | " + " | ".join(f"force MAE, n = {n}" for n in sizes) + " | slope |",
               "|---|---|" + "---|" * len(sizes) + "---|"]
     for pair, row in res["paired_differences"].items():
         def z(s):
             return f"{abs(s['mean']) / s['se']:.1f}" if s["se"] > 0 else "inf"
         cells = [f"{_fmt(row['force_mae_meV_A'][str(n)])} ({z(row['force_mae_meV_A'][str(n)])})" for n in sizes]
-        lines.append(f"| {pair.replace('l', 'l_max ')} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells)
+        b, a = pair.replace("l", "").split("-")
+        lines.append(f"| {b} minus {a} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells)
                      + f" | {_fmt(row['slope'], 2)} ({z(row['slope'])}) |")
     if res["incomplete"]:
         lines += ["", f"Unfinished files left out: {', '.join(res['incomplete'])}."]
@@ -250,6 +251,8 @@ def main(argv=None) -> dict:
     p.add_argument("--split", choices=("time", "random"), default="time",
                    help="load_molecules scheme: time blocks (generalisation) or random frames (interpolation)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-checkpoint", action="store_true",
+                   help="do not save the seed-0 model of the largest set (budget checks in a subfolder)")
     args = p.parse_args(argv)
     if args.aggregate:
         return aggregate(Path(args.out) if args.out else HERE / "results", args.split)
@@ -297,7 +300,7 @@ def main(argv=None) -> dict:
         print(f"l_max={args.lmax} n={n:4d}  energy MAE {err['energy_mae_meV']:7.1f} meV  force MAE "
               f"{err['force_mae_meV_A']:6.1f} meV/A  ({len(hist.train)} epochs, {hist.seconds:.0f} s)", flush=True)
         path.write_text(json.dumps(res, indent=2) + "\n")  # after every run: an interrupted call can resume
-        if n == sizes[-1] and args.seed == 0:
+        if n == sizes[-1] and args.seed == 0 and not args.no_checkpoint:
             save_checkpoint(out / f"nequip_curve_l{args.lmax}.pt", model, config=model.config,
                             metrics={k: v for k, v in err.items() if isinstance(v, (int, float))})
     res["total_seconds"] = time.perf_counter() - t0
