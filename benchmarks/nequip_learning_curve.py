@@ -5,6 +5,8 @@
     python benchmarks/nequip_learning_curve.py --lmax 2
     python benchmarks/nequip_learning_curve.py --lmax 0 --quick --out /tmp/lc   # pipeline check (CI)
     python benchmarks/nequip_learning_curve.py --aggregate     # -> nequip_curve_summary.{json,md}
+    python benchmarks/nequip_learning_curve.py --lmax 1 --sizes 25,400 --steps 6000 \
+        --out benchmarks/results/nequip_curve_6000steps --no-checkpoint     # a budget check (benchmarks/README.md)
 
 For each ``l_max`` it trains ``course_lib.models.NequIP`` (16 features, 3 blocks) on n frames drawn at random
 (``course_lib.stats.random_subset``, nested, a different subset per ``--seed``) from the training pool of the
