@@ -73,6 +73,28 @@ def test_quick_nequip_curve(tmp_path, one_thread):
     assert (tmp_path / "nequip_curve_l0.pt").exists()
 
 
+def test_nequip_curve_aggregate(tmp_path, one_thread):
+    """Per-seed files of two l_max values -> mean ± s.e., slopes, differences paired by seed, markdown."""
+    bench = _load("nequip_learning_curve")
+    for l_max in (0, 1):
+        for seed in (0, 1, 2):
+            bench.main(["--lmax", str(l_max), "--seed", str(seed), "--quick", "--sizes", "10,20", "--features", "4",
+                        "--layers", "1", "--out", str(tmp_path), "--no-progress"])
+    assert (tmp_path / "nequip_curve_l1_s2.json").exists()
+    res = bench.main(["--aggregate", "--out", str(tmp_path)])
+    assert res["seeds"] == {"l0": [0, 1, 2], "l1": [0, 1, 2]} and res["incomplete"] == []
+    per_seed = res["per_seed"]["l1"]["force_mae_meV_A"]["20"]
+    assert len(per_seed) == 3 and res["summary"]["l1"]["20"]["force_mae_meV_A"]["mean"] == pytest.approx(
+        sum(per_seed) / 3)
+    assert res["slopes"]["l0"]["n"] == 3 and len(res["slopes"]["l0"]["per_seed"]) == 3
+    pair = res["paired_differences"]["l1-l0"]
+    assert pair["seeds"] == [0, 1, 2]
+    assert pair["slope"]["mean"] == pytest.approx(res["slopes"]["l1"]["mean"] - res["slopes"]["l0"]["mean"])
+    assert "| 1 | 0, 1, 2 |" in (tmp_path / "nequip_curve_summary.md").read_text()
+    with pytest.raises(FileNotFoundError):  # no random-split files there
+        bench.main(["--aggregate", "--split", "random", "--out", str(tmp_path)])
+
+
 def test_shipped_schnet_results_match_the_checkpoint():
     from torch_geometric.loader import DataLoader
 
