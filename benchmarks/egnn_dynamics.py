@@ -373,8 +373,8 @@ def aggregate(folder: Path, summary: Path) -> dict:
     lines = [f"Made by `{out['command']}` from runs {', '.join(f'`{c}`' for c in out['seed_commands'])}.", "",
              "| model | seeds | epochs | one-step pos MSE | rollout pos MSE (mean of steps 1-39) | speed W1 | "
              "at a plateau |", "|---|---|---|---|---|---|---|"]
-    for name, m in out["models"].items():
-        cell = lambda key: f"{m[key]['mean']:.4g} ± {m[key]['se']:.2g}" if key in m else "—"  # noqa: E731
+    for m in out["models"].values():
+        cell = lambda key, m=m: f"{m[key]['mean']:.4g} ± {m[key]['se']:.2g}" if key in m else "—"  # noqa: E731
         plateau = f"{sum(m['plateaued'])}/{len(m['plateaued'])}" if "plateaued" in m else "—"
         lines.append(f"| {m['label']} | {len(m['seeds'])} | {', '.join(map(str, m['epoch_budget']))} | "
                      f"{cell('one_step_pos_mse')} | {cell('rollout_pos_mse_mean')} | {cell('speed_w1')} | {plateau} |")

@@ -782,7 +782,7 @@ print(claims.holds(w1["egnn_finetune"] > w1["egnn"] and w1["egnn_multistep"] > w
 # %%
 seeds = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds.json").read_text())
 box = {k: seeds["models"][k] for k in ("ballistic", "egnn", "egnn_multistep", "abs_gnn")}
-for name, m in box.items():
+for m in box.values():
     claims.say("* {label} ({n} seeds, {ep} epochs): one-step position MSE {a:.2e} ± {sa:.1e}; rollout position "
                "MSE (mean of steps 1-39) {b:.2f} ± {sb:.2f}; speed W1 {c:.3f} ± {sc:.3f}{plat}",
                label=m["label"], n=len(m["seeds"]), ep=m["epoch_budget"][0], a=m["one_step_pos_mse"]["mean"],

@@ -640,7 +640,7 @@ print(claims.holds(results["models"]["egnn_crystal_free"]["test"]["crystal_drift
 # %%
 seeds = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds.json").read_text())
 pair = {k: seeds["models"][k] for k in ("egnn_crystal", "egnn_crystal_free")}
-for name, m in pair.items():
+for m in pair.values():
     claims.say("* {label} ({n} seeds, {ep} epochs): one-step position MSE {a:.2e} ± {sa:.1e}; rollout position "
                "MSE (mean of steps 1-39) {b:.2f} ± {sb:.2f}; speed W1 {c:.3f} ± {sc:.3f}; crystal drift after 39 "
                "steps {d:.3f} ± {sd:.3f}; at a validation plateau: {p} of 3", label=m["label"], n=len(m["seeds"]),
@@ -650,7 +650,7 @@ for name, m in pair.items():
                p=sum(m["plateaued"]))
 
 fig, ax = plt.subplots(figsize=(5, 3.2))
-for (name, m), color in zip(pair.items(), ("C0", "C3")):
+for m, color in zip(pair.values(), ("C0", "C3")):
     for k, curve in enumerate(m["val_curves"]):
         ax.plot(range(1, len(curve) + 1), curve, color=color, alpha=0.7, label=m["label"][:34] if k == 0 else None)
 ax.set(xlabel="epoch", ylabel="validation loss (one step)", yscale="log", title="3 seeds per model")

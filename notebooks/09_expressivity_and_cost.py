@@ -545,7 +545,8 @@ mean_se = lambda v: f"{np.mean(v):5.1f} ± {np.std(v, ddof=1) / np.sqrt(len(v)):
 print(f"{'model':22s} {'force MAE 2000':>15s} {'4000 steps':>13s} {'energy MAE 2000':>16s} {'4000 steps':>13s} "
       f"{'CPU s (2000)':>13s}  plateau 2000/4000")
 for m, label in MODELS.items():
-    print(f"{label.replace('$', '').replace('_{max}', '_max'):22s} {mean_se(force[m]):>15s} {mean_se(force4[m]):>13s} {mean_se(energy[m]):>16s} "
+    name = label.replace("$", "").replace("_{max}", "_max")
+    print(f"{name:22s} {mean_se(force[m]):>15s} {mean_se(force4[m]):>13s} {mean_se(energy[m]):>16s} "
           f"{mean_se(energy4[m]):>13s} {mean_se(cpu[m]):>13s}  {plateaued[m]}/3, {plateaued4[m]}/3")
 
 fig, ax = plt.subplots(figsize=(6, 4.2))
