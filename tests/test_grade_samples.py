@@ -251,7 +251,8 @@ def test_design_samples_get_their_verdicts(graded_design):
     assert {k: (r["status"], r["points"]) for k, r in graded_design.items()} == \
         {k: (r["status"], r["points"]) for k, r in want.items()}, (
         "regenerate: python -m course_lib.teaching.grading grading/samples/nb09 --out /tmp/g9 --hidden grading/hidden "
-        "--no-run --exercise-timeout 10 --jobs 2 && cp /tmp/g9/gradebook.csv grading/samples/nb09/expected_gradebook.csv")
+        "--no-run --exercise-timeout 10 --jobs 2 && cp /tmp/g9/gradebook.csv "
+        "grading/samples/nb09/expected_gradebook.csv")
     ex = "09.angle_feature"
     assert graded_design["correct", ex]["points"] == "3.00"
     broken = graded_design["non_equivariant", ex]
