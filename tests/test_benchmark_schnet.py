@@ -70,7 +70,10 @@ def test_quick_nequip_curve(tmp_path, one_thread):
     res = bench.main(["--lmax", "0", "--quick", "--sizes", "10", "--features", "4", "--layers", "1",
                       "--out", str(tmp_path), "--no-progress"])
     assert res["runs"][0]["n_train"] == 10 and res["runs"][0]["force_mae_meV_A"] > 0
-    assert (tmp_path / "nequip_curve_l0.pt").exists()
+    assert not list(tmp_path.glob("*.pt"))  # never over the shipped pilot checkpoints nequip_curve_l*.pt
+    bench.main(["--lmax", "0", "--quick", "--sizes", "10", "--features", "4", "--layers", "1",
+                "--out", str(tmp_path / "saved"), "--no-progress", "--save-checkpoint"])
+    assert [p.name for p in (tmp_path / "saved").glob("*.pt")] == ["nequip_curve_time_l0.pt"]
 
 
 def test_nequip_curve_aggregate(tmp_path, one_thread):
