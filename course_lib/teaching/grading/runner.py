@@ -64,22 +64,8 @@ class _Server:
         self.proc.stdin.flush()
 
     def read_line(self, timeout: float) -> str | None:
-        import select
-
-        fd = self.proc.stdout.fileno()
-        end = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    return None
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode("utf-8", "replace").strip()
+        line, self._buffer = _read_line(self.proc.stdout.fileno(), self._buffer, timeout)
+        return line
 
     def close(self) -> None:
         try:
@@ -249,8 +235,7 @@ class ExerciseRunner:
         try:
             checker.stdin.write(json.dumps(setup).encode())
             checker.stdin.close()
-            deadline = time.monotonic() + max(120.0, timeout)
-            if (_read_line(checker, deadline) or "") != "listening":
+            if (_read_line(checker.stdout.fileno(), b"", max(120.0, timeout))[0] or "") != "listening":
                 return "the checker did not start"
             cmd, cgroup_s = self._student_cmd(CHILD_FLAG)
             with open(student_job["output"], "wb") as log:
@@ -274,22 +259,23 @@ class ExerciseRunner:
                     cgroup.kill()
 
 
-def _read_line(proc, deadline: float) -> str | None:
+def _read_line(fd: int, buffer: bytes, timeout: float) -> tuple[str | None, bytes]:
+    """One line from ``fd`` within ``timeout`` seconds: ``(line, or None at a time-out or EOF; what is left)``."""
     import select
 
-    fd = proc.stdout.fileno()
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
+    end = time.monotonic() + timeout
+    while b"\n" not in buffer:
+        left = end - time.monotonic()
         if left <= 0:
-            return None
+            return None, buffer
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
             chunk = os.read(fd, 4096)
             if not chunk:
-                return None
-            buf += chunk
-    return buf.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+                return None, buffer
+            buffer += chunk
+    line, buffer = buffer.split(b"\n", 1)
+    return line.decode("utf-8", "replace").strip(), buffer
 
 
 def kill_group(proc) -> None:
