@@ -64,4 +64,7 @@ for script in committee painn_ethanol energy_learning_curve schnet_molecules egn
         > "$OUT/device_quick/$script.txt" 2>&1
     echo "device_quick $script: exit $?"
 done
+timeout 60 "$PY" benchmarks/nequip_learning_curve.py --lmax 1 --quick --device cuda \
+    --out "$OUT/device_quick/nequip_learning_curve" > "$OUT/device_quick/nequip_learning_curve.txt" 2>&1
+echo "device_quick nequip_learning_curve: exit $?"
 echo "== done $(date -u +%FT%TZ); files in $OUT:"; ls -l "$OUT"

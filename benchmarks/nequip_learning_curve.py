@@ -5,6 +5,7 @@
     python benchmarks/nequip_learning_curve.py --lmax 2
     python benchmarks/nequip_learning_curve.py --lmax 0 --quick --out /tmp/lc   # pipeline check (CI)
     python benchmarks/nequip_learning_curve.py --aggregate     # -> nequip_curve_summary.{json,md}
+    python benchmarks/nequip_learning_curve.py --lmax 1 --device cuda --out /tmp/lc   # train on the GPU
     python benchmarks/nequip_learning_curve.py --lmax 1 --sizes 25,400 --steps 6000 \
         --out benchmarks/results/nequip_curve_6000steps --no-checkpoint     # a budget check (benchmarks/README.md)
 
@@ -22,7 +23,9 @@ tested on the test frames (force and energy MAE); every run stores its validatio
 ``course_lib.stats.plateau`` of it. Writes ``nequip_curve_l<l_max>.json`` (seed 0; other seeds
 ``nequip_curve_l<l_max>_s<seed>.json``) into
 ``--out`` (default ``benchmarks/results/``) after every run (an interrupted call resumes), with the
-command, the thread count and the load average. ``--save-checkpoint`` also saves the seed-0 model of the largest
+command, the thread count and the load average. ``--device``: ``cpu`` (the default; the committed results are CPU
+results) or ``cuda``; recorded in ``machine``, and a resumed call keeps only runs made on the same device.
+``--save-checkpoint`` also saves the seed-0 model of the largest
 set as ``nequip_curve_time_l<l_max>.pt``. (The shipped ``nequip_curve_l<l_max>.pt`` are the older pilot models,
 one seed trained on the first 400 frames of the random split, whose runs are kept in
 ``results/nequip_curve_pilot/``: notebooks 07 section 12, 08 and 10 and the MD and vibration benchmarks use them,
@@ -63,7 +66,7 @@ from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.models.nequip import NequIP
 from course_lib.stats import difference, log_slope, plateau, random_subset, summarize
 from course_lib.train import fit, save_checkpoint
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
 BATCH = 5
@@ -72,7 +75,8 @@ MIN_EPOCHS = 30
 
 
 def train_nequip(train, val, test, l_max: int, steps: int, seed: int, features: int, layers: int,
-                 progress: bool = True, desc: str = "nequip", epoch_steps: int = 100, min_epochs: int = 30):
+                 progress: bool = True, desc: str = "nequip", epoch_steps: int = 100, min_epochs: int = 30,
+                 device="cpu"):
     """Train one NequIP for about ``steps`` optimizer steps; return (model, history, test errors)."""
     seed_everything(seed)
     model = NequIP(l_max=l_max, hidden=features, num_layers=layers)
@@ -88,9 +92,9 @@ def train_nequip(train, val, test, l_max: int, steps: int, seed: int, features: 
     # no early stopping: every size gets its whole budget (with 30 short epochs, a patience of a few epochs
     # stopped the largest sets at half their budget); the best-validation weights are tested
     hist = fit(model, tl, vl, per_atom_energy_force_loss, epochs=epochs, lr=LR, patience=None,
-               progress=progress, needs_grad_eval=True, desc=desc)
+               progress=progress, needs_grad_eval=True, desc=desc, device=device)
     hist.steps = epochs and len(hist.train) * len(tl)
-    return model, hist, molecule_errors(model, DataLoader(test, batch_size=50))
+    return model, hist, molecule_errors(model, DataLoader(test, batch_size=50), device=device)
 
 
 RESULT_FILE = re.compile(r"nequip_curve_l(\d+)(?:_s(\d+))?\.json")
@@ -260,7 +264,9 @@ def main(argv=None) -> dict:
                    help="save the seed-0 model of the largest set as nequip_curve_time_l<l_max>.pt (never over the "
                         "shipped pilot checkpoints nequip_curve_l<l_max>.pt)")
     p.add_argument("--no-checkpoint", action="store_true", help="(the default; kept for old commands)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
+    device = str(check_device(args.device))  # fails fast, before any data is loaded
     if args.aggregate:
         return aggregate(Path(args.out) if args.out else HERE / "results", args.split)
     if args.lmax is None:
@@ -276,7 +282,8 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cmd = "python benchmarks/nequip_learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
     res = {"command": cmd,
-           "machine": machine_info(), "molecule": args.molecule, "l_max": args.lmax, "features": args.features,
+           "machine": machine_info(**device_info(device)), "molecule": args.molecule, "l_max": args.lmax,
+           "features": args.features,
            "layers": args.layers, "batch_size": BATCH, "lr": LR, "steps_per_run": steps, "sizes": sizes,
            "loss": "per-atom energy MSE + force-component MSE (weights 1, 1)", "seed": args.seed,
            "split": args.split, "subsets": "course_lib.stats.random_subset(pool, n, seed): random, nested per seed",
@@ -287,7 +294,7 @@ def main(argv=None) -> dict:
     if path.exists() and not args.quick:  # resume: keep the runs of an interrupted call with the same settings
         old = json.loads(path.read_text())
         keys = ("molecule", "l_max", "features", "layers", "steps_per_run", "batch_size", "seed", "split")
-        if all(old.get(k) == res[k] for k in keys):
+        if all(old.get(k) == res[k] for k in keys) and old["machine"].get("device", "cpu") == device:
             done = {r["n_train"]: r for r in old["runs"]}
     t0 = time.perf_counter()
     for n in sizes:
@@ -299,7 +306,7 @@ def main(argv=None) -> dict:
         model, hist, err = train_nequip(subset, va, te, args.lmax, steps, args.seed, args.features, args.layers,
                                         progress=not args.no_progress, desc=f"l={args.lmax} n={n}",
                                         epoch_steps=2 if args.quick else 100,
-                                        min_epochs=1 if args.quick else MIN_EPOCHS)
+                                        min_epochs=1 if args.quick else MIN_EPOCHS, device=device)
         res["runs"].append({**err, "n_train": n, "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
                             "steps_run": hist.steps, "seed": args.seed, "val_curve": hist.val,
                             "plateau": plateau(hist.val) if len(hist.val) >= 5 else None,

@@ -23,7 +23,6 @@ NO_DEVICE = {
     "ethanol_conformers.py": "runs GFN2-xTB (tblite, CPU only) and no learned model",
     "nequip_official.py": "drives the official nequip package in its own environment (its trainer picks the "
                           "device); it is the CPU reference of nequip_compare.py",
-    "nequip_learning_curve.py": "not yet: being edited in parallel (issue 16 leaves it to that change)",
 }
 #: scripts whose ``--device`` defaults to something else than cpu, and why
 OTHER_DEFAULT = {"gpu_check.py": "its point is a GPU against the CPU (default cuda; --device cpu checks the pipeline)"}
@@ -31,8 +30,8 @@ OTHER_DEFAULT = {"gpu_check.py": "its point is a GPU against the CPU (default cu
 POSITIONAL = {"md_ethanol.py": ["nve"], "schnet_molecules.py": ["final"]}
 #: the scripts given --device by issue 16 (they share course_lib.utils.check_device)
 CHANGED = ["ase_md.py", "committee.py", "cost_scaling.py", "egnn_dynamics.py", "energy_learning_curve.py",
-           "md_ethanol.py", "md_speed.py", "nbody.py", "nbody_divergence.py", "nequip_compare.py", "painn_ethanol.py",
-           "schnet_molecules.py", "vibrations.py"]
+           "md_ethanol.py", "md_speed.py", "nbody.py", "nbody_divergence.py", "nequip_compare.py",
+           "nequip_learning_curve.py", "painn_ethanol.py", "schnet_molecules.py", "vibrations.py"]
 
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 
