@@ -1,0 +1,59 @@
+"""The energy-based dynamics benchmark (notebook 02 §9b) runs end to end in quick mode, and the shipped results hold
+what the notebook reads."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.models.mpnn import InvariantMPNN
+from course_lib.train import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "energy_dynamics.py"
+SHIPPED = ROOT / "benchmarks" / "results" / "energy_dynamics.json"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("energy_dynamics", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _check_dynamics(d: dict, steps: int):
+    assert len(d["rollout_pos_mse_per_step"]) == steps + 1 and d["rollout_pos_mse_per_step"][0] == 0.0
+    assert d["one_step_pos_mse"] > 0 and d["speed_w1"] >= 0
+    assert len(d["vel_hist"]) == len(d["true_vel_hist"]) == len(d["maxwell_boltzmann"]) == 40
+    assert all(x >= 0 for x in d["energy_drift_per_traj"])
+
+
+def test_quick_run(bench, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        res = bench.main(["--quick", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    on_disk = json.loads((tmp_path / "energy_dynamics.json").read_text())
+    assert on_disk["protocol"]["quick"] and len(on_disk["runs"]) == len(res["runs"]) == 1
+    row = on_disk["runs"][0]
+    _check_dynamics(row["dynamics"], 3)
+    _check_dynamics(on_disk["references"]["true_potential"], 3)
+    # the learned energy conserves momentum up to the float32 rounding of the frames
+    assert row["dynamics"]["momentum_change_max"] < 1e-5
+    model = InvariantMPNN(**load_checkpoint(tmp_path / "energy_dynamics_runs" / "mpnn_s0.pt")["config"])
+    load_checkpoint(tmp_path / "energy_dynamics_runs" / "mpnn_s0.pt", model)
+
+
+def test_shipped_results_follow_the_protocol():
+    res = json.loads(SHIPPED.read_text())
+    assert not res["protocol"]["quick"]
+    assert sorted(r["seed"] for r in res["runs"]) == [0, 1, 2]
+    assert all(r["val_curve"] and r["plateau"] is not None for r in res["runs"])
+    for k, s in res["summary"].items():
+        assert s["n"] == 3, k
+    for r in res["runs"]:
+        _check_dynamics(r["dynamics"], res["protocol"]["rollout_steps"])
