@@ -255,10 +255,11 @@ def _energy_symmetries(fn, fb, configs, seed: int, n_features: int) -> list[str]
             err = float((_features(fb, fn, moved, f"configuration {k} after the {key}", n_features) - base[k])
                         .abs().max())
             errors[key] = max(errors.get(key, 0.0), err)
-        perm = torch.randperm(len(pos), generator=rng(seed + 10 + k))
-        err = float((_features(fb, fn, (pos[perm], charge[perm], L, e), f"configuration {k} renumbered",
-                               n_features) - base[k]).abs().max())
-        errors["renumbering of the particles"] = max(errors.get("renumbering of the particles", 0.0), err)
+        g = rng(seed + 10 + k)
+        for perm in (torch.randperm(len(pos), generator=g) for _ in range(3)):
+            err = float((_features(fb, fn, (pos[perm], charge[perm], L, e), f"configuration {k} renumbered",
+                                   n_features) - base[k]).abs().max())
+            errors["renumbering of the particles"] = max(errors.get("renumbering of the particles", 0.0), err)
     for key, err in errors.items():
         ok = err <= 1e-8 * scale
         if not ok:
