@@ -663,7 +663,7 @@ assert residual["abs_gnn_aug"] > 100 * residual["mpnn"]  # ... but does not make
 # $[0, L)^2$), the charges `charge` `[N]` ($\pm 1$) and the box side `L` (a float) of **one** configuration,
 # return a feature vector `[F]`, the same $F$ for every configuration. The self-check (and the grader, on other
 # training subsets and on the test split) fits the energy by ridge regression, $E \approx w \cdot f + b$, on
-# a few hundred training configurations (a fixed "training run": closed form, no choice left to you) and
+# 150 to 200 training configurations (a fixed "training run": closed form, no choice left to you) and
 # measures the mean absolute error on other configurations. There is no single right answer; it tests:
 #
 # * **required** (a design that breaks one scores 0 for the case; the feedback names each broken symmetry with

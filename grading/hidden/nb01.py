@@ -84,10 +84,10 @@ def hidden_energy_features(fn, fb) -> None:
     out of the notebook's check) after fits on other random training subsets."""
     run_cases(fb, fn, [
         ("public check", public.check_energy_features, {}),
-        ("hidden: seed=1, 400 random training configurations, 300 of the test split", public.check_energy_features,
-         {"seed": 1, "n_train": 400, "n_test": 300, "test_split": "test"}),
-        ("hidden: seed=2, 250 random training configurations, 200 of the test split", public.check_energy_features,
-         {"seed": 2, "n_train": 250, "n_test": 200, "test_split": "test"}),
+        ("hidden: seed=1, 200 random training configurations, 150 of the test split", public.check_energy_features,
+         {"seed": 1, "n_train": 200, "n_test": 150, "test_split": "test"}),
+        ("hidden: seed=2, 150 random training configurations, 150 of the test split", public.check_energy_features,
+         {"seed": 2, "n_train": 150, "n_test": 150, "test_split": "test"}),
     ])
 
 
