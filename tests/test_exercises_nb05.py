@@ -116,7 +116,7 @@ def test_hidden_tests_accept_the_references_and_reject_a_mistake():
 
     hidden = _hidden()
     refs = {"05.gaussian_expansion": nb05.gaussian_expansion, "05.cfconv": nb05.cfconv,
-            "05.force_loss": nb05.force_loss}
+            "05.force_loss": nb05.force_loss, "05.smooth_basis": nb05.smooth_basis}
     assert set(hidden.HIDDEN) == set(refs)
     for ex, fn in refs.items():
         fb = Feedback()
