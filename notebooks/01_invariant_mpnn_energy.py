@@ -671,7 +671,8 @@ assert residual["abs_gnn_aug"] > 100 * residual["mpnn"]  # ... but does not make
 #   the 90° rotation and the mirrors of the square) and under renumbering the particles;
 # * **not a symmetry**: a rotation by 30° about the box centre must change the features of some configuration
 #   (section 2: the periodic box is not isotropic);
-# * **budget**: at most 64 features (one weight each) and 60 s for the features of all the configurations;
+# * **budget**: at most 64 features (one weight each) and 15 s for the features of all the configurations of
+#   a check (the grader runs three);
 # * **goal**: a test MAE below 0.3 (the feedback also prints the error of predicting the mean energy).
 #
 # *First hint: the idea.* Section 2's table of symmetries and section 3's design choices apply to features as

@@ -627,7 +627,7 @@ reveal("02.momentum", momentum_prediction, "a" if drift_egnn < 1e-4 else ("b" if
 #   **locality** (only the pairs of `edge_index`); and **conservation of** $\sum_i v_i$ **to round-off** on
 #   graphs where the particles have different numbers of neighbours;
 # * **not allowed**: an update blind to the positions ($v' = v$ has every symmetry and conserves everything);
-# * **budget**: 10 s for one update of 400 particles.
+# * **budget**: 5 s for one update of 400 particles.
 #
 # *First hint: the idea.* The toy computation above says which three ingredients break conservation; Newton's
 # third law says what must hold instead.

@@ -49,7 +49,7 @@ ENERGY_MAE_BAR = 0.3
 #: 01.energy_features: the budget, in features (= weights of the linear model) and in seconds for the features
 #: of every configuration of a case (a few hundred at most)
 MAX_FEATURES = 64
-FEATURE_SECONDS = 60.0
+FEATURE_SECONDS = 15.0
 
 _MINIMUM_IMAGE_MISTAKES = {
     "floor": "you rounded down (floor): the closest image needs the nearest whole number of boxes, "

@@ -40,7 +40,7 @@ from course_lib.teaching.exercises.stored import provider
 __all__ = ["check_periodic_mse", "check_equivariant_update", "check_momentum_update", "UPDATE_SECONDS"]
 
 #: 02.momentum_update: the budget, in seconds for one update of 400 particles in a box of side 40
-UPDATE_SECONDS = 10.0
+UPDATE_SECONDS = 5.0
 
 
 # ------------------------------------------------------------------------- helpers
