@@ -58,7 +58,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 4. verify the invariances of a trained model with `course_lib.symmetry`, and show that baselines break them;
 # 5. read a learning curve: how much data a model needs when it has to *learn* a symmetry instead of having it built in.
 #
-# Exercises: `01.minimum_image` (2 points), `01.message_passing_step` (3), `01.invariance_error` (2).
+# Exercises: `01.minimum_image` (2 points), `01.message_passing_step` (3), `01.invariance_error` (2), and the
+# design exercise `01.energy_features` (4: any design with the box's symmetries that reaches the accuracy bar).
 # Each is followed by a self-check cell that tells you what is wrong, if anything.
 # The prediction `01.augmentation_gap` (1 point for committing one) and the short answer
 # `01.why_invariant` (3 points, marked by your instructor) are graded separately.
@@ -653,6 +654,58 @@ for name, m in {"mpnn": mpnn, **{k: baselines[k] for k in ("abs_gnn", "abs_gnn_a
     print(f"{name:12s} mean |E(g x) - E(x)| over random box symmetries: {residual[name]:.4f}")
 assert residual["abs_gnn_aug"] < residual["abs_gnn"]  # augmentation helps ...
 assert residual["abs_gnn_aug"] > 100 * residual["mpnn"]  # ... but does not make the model invariant
+
+# %% [markdown]
+# ### Design exercise `01.energy_features` (4 points): symmetry by construction, no neural network
+#
+# The baselines *learn* (or fail to learn) the symmetries. The other way round: build them in and learn nothing
+# but a linear fit. Design `energy_features(pos, charge, L)`: from the positions `pos` `[N, 2]` (float64, in
+# $[0, L)^2$), the charges `charge` `[N]` ($\pm 1$) and the box side `L` (a float) of **one** configuration,
+# return a feature vector `[F]`, the same $F$ for every configuration. The self-check (and the grader, on other
+# training subsets and on the test split) fits the energy by ridge regression, $E \approx w \cdot f + b$, on
+# 150 to 200 training configurations (a fixed "training run": closed form, no choice left to you) and
+# measures the mean absolute error on other configurations. There is no single right answer; it tests:
+#
+# * **required** (a design that breaks one scores 0 for the case; the feedback names each broken symmetry with
+#   the size of the change): invariance under the box's symmetries (any translation, through the boundaries;
+#   the 90° rotation and the mirrors of the square) and under renumbering the particles;
+# * **not a symmetry**: a rotation by 30° about the box centre must change the features of some configuration
+#   (section 2: the periodic box is not isotropic);
+# * **budget**: at most 64 features (one weight each) and 15 s for the features of all the configurations of
+#   a check (the grader runs three);
+# * **goal**: a test MAE below 0.3 (the feedback also prints the error of predicting the mean energy).
+#
+# *First hint: the idea.* Section 2's table of symmetries and section 3's design choices apply to features as
+# much as to networks, and the energy is a sum of pair terms whose sign depends on the charges.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Sum, over the pairs $i < j$ closer than the cutoff (minimum image), a few functions of the distance $r_{ij}$
+# that together can represent the pair energy (a radial basis, or the powers and exponentials the potential is
+# made of), once as they are and once multiplied by $q_i q_j$. Vectorise: all pairs at once with broadcasting.
+# </details>
+
+# %% exercise="01.energy_features" points=4
+def energy_features(pos, charge, L):
+    """pos [N, 2] in [0, L)^2, charge [N], L the box side -> [F] features of the configuration (F <= 64, the same
+    for every configuration), invariant under the symmetries of the periodic box."""
+    ### BEGIN SOLUTION
+    ### HINT: which operations leave the energy unchanged (section 2), and what is the energy a sum of?
+    d = pos[:, None, :] - pos[None, :, :]
+    d = d - L * torch.round(d / L)
+    i, j = torch.triu_indices(len(pos), len(pos), 1)
+    r = d[i, j].norm(dim=-1)
+    qq = charge[i] * charge[j]
+    centres = torch.linspace(0.6, 3.0, 16, dtype=pos.dtype)
+    fc = torch.where(r < 3.0, 0.5 * (torch.cos(math.pi * r / 3.0) + 1), torch.zeros_like(r))
+    g = torch.exp(-(((r[:, None] - centres) / 0.2) ** 2)) * fc[:, None]
+    n = torch.tensor([float(len(pos))], dtype=pos.dtype)
+    return torch.cat([g.sum(0), (qq[:, None] * g).sum(0), n])
+    ### END SOLUTION
+
+
+# %%
+check("01.energy_features", energy_features)
 
 # %% [markdown]
 # ## 8. Learning curves: what the symmetry buys

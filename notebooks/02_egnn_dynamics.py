@@ -62,7 +62,9 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 5. look at conservation laws (total momentum), at good and bad predicted trajectories, and at the
 #    effect of a multi-step training loss.
 #
-# Exercises: `02.periodic_mse` (2 points), `02.equivariant_update` (3). Each is followed by a self-check.
+# Exercises: `02.periodic_mse` (2 points), `02.equivariant_update` (3), and the design exercise
+# `02.momentum_update` (3: any equivariant update that conserves the total momentum). Each is followed by a
+# self-check.
 # The prediction `02.momentum` (1 point for committing one) and the short answer `02.conserving_update`
 # (2 points, marked by your instructor) are graded separately.
 #
@@ -609,6 +611,54 @@ reveal("02.momentum", momentum_prediction, "a" if drift_egnn < 1e-4 else ("b" if
 # vector $x_{ij}$ (translations cancel in the difference, point operations rotate $x_{ij}$). An answer with
 # $\psi$ depending on $h_i$ and $h_j$ in a fixed order ($\phi(h_i, h_j)$, as in the EGNN) loses the first point
 # unless it symmetrises it.
+
+# %% [markdown]
+# ### Design exercise `02.momentum_update` (3 points): equivariant *and* conserving
+#
+# Now build one. Design `momentum_update(pos, vel, charge, edge_index, L)`: from the positions `pos` `[N, 2]`
+# (float64, in $[0, L)^2$), the velocities `vel` `[N, 2]`, the charges `charge` `[N]`, the periodic cutoff graph
+# `edge_index` `[2, E]` (both directions of every pair within the cutoff; row 0 the source $j$, row 1 the target
+# $i$) and the box side `L` (a float), return the new velocities `[N, 2]`. Any interaction you like (a physical
+# force law, random MLPs of invariants, ...); the self-check, and the grader on other systems, test:
+#
+# * **required** (a design that breaks one scores 0 for the case; the feedback names each broken property with
+#   its error): equivariance under the box's symmetries (translations through the boundaries, the 90° rotation
+#   and the mirrors of the square: the new velocities rotate with the old ones), under a **Galilean boost** (adding
+#   the same velocity $u$ to every particle adds $u$ to every new velocity), under renumbering the particles;
+#   **locality** (only the pairs of `edge_index`); and **conservation of** $\sum_i v_i$ **to round-off** on
+#   graphs where the particles have different numbers of neighbours;
+# * **not allowed**: an update blind to the positions ($v' = v$ has every symmetry and conserves everything);
+# * **budget**: 5 s for one update of 400 particles.
+#
+# *First hint: the idea.* The toy computation above says which three ingredients break conservation; Newton's
+# third law says what must hold instead.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# $v_i' = v_i + \sum_{j \in \mathcal N(i)} x_{ij}\, \psi_{ij}$ with the minimum-image $x_{ij} = x_i - x_j$ and a
+# scalar $\psi_{ij}$ computed from invariants that are symmetric in $i$ and $j$ (the distance, $q_i q_j$,
+# $|v_i - v_j|^2$); no per-particle factor in front of $v_i$ or of the sum. `scatter_sum` collects the terms at
+# their targets.
+# </details>
+
+# %% exercise="02.momentum_update" points=3
+def momentum_update(pos, vel, charge, edge_index, L):
+    """pos, vel [N, 2], charge [N], edge_index [2, E] (symmetric), L the box side -> new velocities [N, 2]:
+    equivariant under the box's symmetries and Galilean boosts, local, and conserving sum_i v_i."""
+    ### BEGIN SOLUTION
+    ### HINT: which terms of the sum over i of the update must cancel, and in what pairs?
+    j, i = edge_index
+    x_ij = pos[i] - pos[j]
+    x_ij = x_ij - L * torch.round(x_ij / L)
+    r = x_ij.norm(dim=-1, keepdim=True)
+    qq = (charge[i] * charge[j])[:, None]
+    psi = qq * 2.0 * torch.exp(-r) * (1 / r + 1) / r**2 + 12 * 0.6**12 / r**14  # the pair force / r: symmetric
+    return vel + 0.01 * scatter_sum(x_ij * psi, i, pos.shape[0])
+    ### END SOLUTION
+
+
+# %%
+check("02.momentum_update", momentum_update)
 
 # %% [markdown]
 # The second physics diagnostic: the **kinetic energy** per particle, $\frac{1}{N}\sum_i \frac12 |v_i|^2$,

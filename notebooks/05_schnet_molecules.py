@@ -58,7 +58,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 4. check that learned forces are O(3)- and permutation-equivariant and conserve energy in molecular dynamics;
 # 5. read learned species embeddings: do they rediscover the periodic table?
 #
-# Exercises: `05.gaussian_expansion` (2 points), `05.cfconv` (2), `05.force_loss` (3).
+# Exercises: `05.gaussian_expansion` (2 points), `05.cfconv` (2), `05.force_loss` (3), and the design exercise
+# `05.smooth_basis` (3: any radial basis that ends smoothly at the cutoff and fits pair potentials).
 # The prediction `05.force_labels` (1 point for committing one) and the short answer `05.direct_forces`
 # (2 points, marked by your instructor) are graded separately.
 #
@@ -239,6 +240,52 @@ axes[1].set_xlabel("Gaussian k")
 axes[1].set_title("five distances as feature vectors")
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ### Design exercise `05.smooth_basis` (3 points): a basis that ends smoothly at the cutoff
+#
+# These Gaussians do not vanish at $r_c$: SchNet multiplies its filters by a cutoff function (next section),
+# because the neighbour list drops a pair the moment it crosses $r_c$, and whatever the pair contributed then
+# vanishes at once. Design a radial basis that does this by itself: `smooth_basis(r, cutoff)` takes distances `r`
+# `[E]` (float64, positive, some beyond the cutoff) and the cutoff (a float, in Å) and returns `[E, K]`, the
+# same $K$ every time. A pair energy is then $E = \sum_{\text{pairs}} w \cdot b(r_{ij})$ with $K$ weights $w$.
+# There is no single right answer; the self-check (and the grader, at other cutoffs and on other potentials) tests:
+#
+# * **required** (a design that breaks one scores 0 for the case; the feedback names each broken property with
+#   its size): each row depends on its own distance only; the basis is zero for $r \ge r_c$; the **energy**
+#   and the **forces** are continuous when a pair crosses $r_c$ (value and slope go to zero there); the autograd
+#   forces of $E$ on a cluster of atoms equal the finite-difference forces;
+# * **budget**: $K \le 16$ functions (16 weights);
+# * **goal**: a least-squares fit of a pair potential (a Morse bond here; others in the grader) on 400
+#   distances reaches a mean absolute error on other distances below 5 % of the potential's mean deviation.
+#
+# *First hint: the idea.* A smooth cutoff is a product: something that can represent a potential, times an
+# envelope that is 1 near $r = 0$ and reaches zero *with zero slope* at $r_c$.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Take Gaussians (or $\sin(n \pi r / r_c) / r$, the radial Bessel functions of DimeNet, Gasteiger, Gross &
+# Günnemann, ICLR 2020), multiply them by $\tfrac12(\cos(\pi r / r_c) + 1)$ or by a polynomial envelope, and
+# set everything beyond $r_c$ to zero with `torch.where`. Place the functions where the potential changes fast.
+# </details>
+
+# %% exercise="05.smooth_basis" points=3
+def smooth_basis(r, cutoff):
+    """r [E] distances, cutoff a float -> [E, K] basis values (K <= 16): zero beyond the cutoff, reaching zero
+    with zero slope at the cutoff, smooth inside."""
+    ### BEGIN SOLUTION
+    ### HINT: what must the value and the slope of every function be at r = cutoff?
+    x = r / cutoff
+    n = torch.arange(1, 17, dtype=r.dtype)
+    bessel = (2 / cutoff) ** 0.5 * torch.sin(n * torch.pi * x[:, None]) / r[:, None]
+    p = 6
+    envelope = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    return torch.where((x < 1)[:, None], bessel * envelope[:, None], torch.zeros_like(bessel))
+    ### END SOLUTION
+
+
+# %%
+check("05.smooth_basis", smooth_basis)
 
 # %% [markdown]
 # ## 3. The continuous-filter convolution (exercise)

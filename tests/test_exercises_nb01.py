@@ -135,3 +135,96 @@ def test_message_passing_notebook_hint_works_in_float64():
 
 def test_checker_modules_hold_no_reference():
     assert not hasattr(checkers, "message_passing_step") and not hasattr(checkers, "minimum_image")
+
+
+# ------------------------------------------------------------------ 01.energy_features (a design exercise)
+
+
+def _hidden_scores(fn):
+    """Per-case scores and messages of the hidden test of 01.energy_features (public case + two hidden ones)."""
+    import importlib.util
+    from pathlib import Path
+
+    from course_lib.teaching.checks import Feedback
+
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb01.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb01_design", path)
+    hidden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hidden)
+    fb = Feedback()
+    hidden.HIDDEN["01.energy_features"](fn, fb)
+    return [score for _, score in fb.cases], " | ".join(fb.failed)
+
+
+def _pairs(pos, charge, L):
+    d = pos[:, None, :] - pos[None, :, :]
+    d = d - L * torch.round(d / L)
+    i, j = torch.triu_indices(len(pos), len(pos), 1)
+    return d[i, j].norm(dim=-1), charge[i] * charge[j]
+
+
+def physical_terms(pos, charge, L):
+    """Another valid design, not the reference's radial basis: the sums over pairs within the cutoff of the terms
+    the potential is made of (inverse powers, screened Coulomb with and without the charges)."""
+    r, qq = _pairs(pos, charge, L)
+    near = (r < 3.0).to(pos.dtype)
+    terms = [near * r ** -k for k in (1, 2, 6, 12)] + [near * qq * torch.exp(-r) / r, near * qq * torch.exp(-r),
+                                                        near * qq, near * qq * r, near, near * r]
+    return torch.stack([t.sum() for t in terms])
+
+
+def test_energy_features_accepts_the_reference_and_another_design():
+    for fn in (nb01.energy_features, physical_terms):
+        scores, failed = _hidden_scores(fn)
+        assert scores == [1.0, 1.0, 1.0], (fn.__name__, failed)
+
+
+def test_energy_features_scores_a_broken_symmetry_zero_and_names_it():
+    def with_centre_of_mass(pos, charge, L):  # "the position helps": not invariant under the box's symmetries
+        return torch.cat([physical_terms(pos, charge, L), pos.mean(0)])
+
+    scores, failed = _hidden_scores(with_centre_of_mass)
+    assert scores == [0.0, 0.0, 0.0], scores
+    assert "not invariant under the translation: the features change by" in failed
+    assert "not invariant under the 90 deg rotation of the box" in failed and "scores 0" in failed
+
+    def open_boundaries(pos, charge, L):  # distances without the minimum image: blind to the periodic images
+        return physical_terms(pos, charge, 1e9)
+
+    scores, failed = _hidden_scores(open_boundaries)
+    assert scores == [0.0, 0.0, 0.0] and "translation" in failed and "minimum-image" in failed
+
+    def first_particle(pos, charge, L):  # depends on which particle is listed first
+        return torch.cat([physical_terms(pos, charge, L), charge[:1]])
+
+    scores, failed = _hidden_scores(first_particle)
+    assert scores == [0.0, 0.0, 0.0] and "not invariant under the renumbering of the particles" in failed
+
+
+def test_energy_features_a_weak_design_misses_the_bar_with_numbers():
+    def counts(pos, charge, L):  # invariant, but blind to distances: N, the net charge, pairs within the cutoff
+        r, qq = _pairs(pos, charge, L)
+        near = (r < 3.0).to(pos.dtype)
+        return torch.stack([torch.tensor(float(len(pos)), dtype=pos.dtype), charge.sum(), near.sum(),
+                            (near * qq).sum()])
+
+    scores, failed = _hidden_scores(counts)
+    assert all(0.0 < s < 0.5 for s in scores), scores
+    assert "missed the accuracy bar" in failed and "test MAE of" in failed and "the bar is 0.3" in failed
+    assert "scores 0" not in failed and "not invariant" not in failed
+
+    def blind(pos, charge, L):  # no positions at all: also invariant under the 30 degree rotation
+        return torch.stack([torch.tensor(float(len(pos)), dtype=pos.dtype), charge.sum(), charge.sum() ** 2])
+
+    scores, failed = _hidden_scores(blind)
+    assert all(0.0 < s < 0.5 for s in scores) and "rotation by 30 deg" in failed, (scores, failed)
+
+
+def test_energy_features_budgets(monkeypatch):
+    res = check("01.energy_features", lambda p, q, L: physical_terms(p, q, L).repeat(7), verbose=False)  # 70 > 64
+    assert not res.passed and "the budget is 64 features" in _msgs(res)
+    monkeypatch.setattr(checkers, "FEATURE_SECONDS", 0.0)  # every design is "too slow" against a zero budget
+    res = check("01.energy_features", physical_terms, verbose=False)
+    assert not res.passed and "too slow" in _msgs(res) and "the budget is 0 s" in _msgs(res)
+    res = check("01.energy_features", lambda p, q, L: physical_terms(p, q, L)[: 1 + len(p) % 2], verbose=False)
+    assert not res.passed and "as on the first configuration" in _msgs(res)

@@ -116,7 +116,7 @@ def test_hidden_tests_accept_the_references_and_reject_a_mistake():
 
     hidden = _hidden()
     refs = {"05.gaussian_expansion": nb05.gaussian_expansion, "05.cfconv": nb05.cfconv,
-            "05.force_loss": nb05.force_loss}
+            "05.force_loss": nb05.force_loss, "05.smooth_basis": nb05.smooth_basis}
     assert set(hidden.HIDDEN) == set(refs)
     for ex, fn in refs.items():
         fb = Feedback()
@@ -131,3 +131,60 @@ def test_hidden_tests_accept_the_references_and_reject_a_mistake():
     fb = Feedback()
     hidden.HIDDEN["05.force_loss"](global_norm, fb)
     assert fb.failed and min(score for _, score in fb.cases) < 1.0
+
+
+# ------------------------------------------------------------------ 05.smooth_basis (a design exercise)
+
+
+def _hidden_scores(fn):
+    """Per-case scores and messages of the hidden test of 05.smooth_basis (public case + two hidden ones)."""
+    import importlib.util
+    from pathlib import Path
+
+    from course_lib.teaching.checks import Feedback
+
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb05.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb05_design", path)
+    hidden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hidden)
+    fb = Feedback()
+    hidden.HIDDEN["05.smooth_basis"](fn, fb)
+    return [score for _, score in fb.cases], " | ".join(fb.failed)
+
+
+def gaussians(r, cutoff, k=12, envelope="cos", mask=True):
+    """Another design than the reference's Bessel functions: k Gaussians on [0, r_c] times an envelope."""
+    mu = torch.linspace(0, cutoff, k, dtype=r.dtype)
+    env = {"cos": 0.5 * (torch.cos(torch.pi * r / cutoff) + 1), "linear": 1 - r / cutoff,
+           "none": torch.ones_like(r)}[envelope]
+    b = torch.exp(-(((r[:, None] - mu) / (cutoff / k)) ** 2)) * env[:, None]
+    return torch.where((r < cutoff)[:, None], b, torch.zeros_like(b)) if mask else b
+
+
+def test_smooth_basis_accepts_the_reference_and_another_design():
+    for fn in (nb05.smooth_basis, gaussians):
+        scores, failed = _hidden_scores(fn)
+        assert scores == [1.0, 1.0, 1.0], failed
+
+
+def test_smooth_basis_scores_a_broken_property_zero_and_names_it():
+    scores, failed = _hidden_scores(lambda r, rc: gaussians(r, rc, envelope="none"))  # a hard cutoff
+    assert scores == [0.0, 0.0, 0.0] and "the energy jumps when a pair crosses the cutoff" in failed, failed
+    scores, failed = _hidden_scores(lambda r, rc: gaussians(r, rc, envelope="linear"))  # value 0, slope not
+    assert scores == [0.0, 0.0, 0.0] and "the forces jump when a pair crosses the cutoff" in failed, failed
+    assert "energy jumps" not in failed
+    scores, failed = _hidden_scores(lambda r, rc: gaussians(r, rc, mask=False))  # the cosine comes back up
+    assert scores == [0.0, 0.0, 0.0] and "not zero beyond the cutoff" in failed
+    scores, failed = _hidden_scores(lambda r, rc: gaussians(r, rc) / gaussians(r, rc).sum())  # mixes the edges
+    assert scores == [0.0, 0.0, 0.0] and "each row must depend on its own distance only" in failed
+    scores, failed = _hidden_scores(lambda r, rc: gaussians(r.detach(), rc))
+    assert scores == [0.0, 0.0, 0.0] and "not differentiable" in failed
+
+
+def test_smooth_basis_a_weak_design_misses_the_bar_with_numbers():
+    scores, failed = _hidden_scores(lambda r, rc: gaussians(r, rc, k=3))
+    assert 0.0 < min(scores) < 0.5 and sum(s < 1 for s in scores) >= 2, scores
+    assert "missed the accuracy bar on the Morse bond" in failed and "relative mean absolute error of" in failed
+    assert "scores 0" not in failed
+    res = check("05.smooth_basis", lambda r, rc: gaussians(r, rc, k=20), verbose=False)
+    assert not res.passed and "the budget is 16 functions" in _msgs(res)

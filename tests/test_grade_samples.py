@@ -265,3 +265,42 @@ def test_design_samples_get_their_verdicts(graded_design):
     assert slow["status"] == "timeout" and slow["points"] == "0.00"
     for student in ("correct", "non_equivariant", "under_threshold", "too_slow"):
         assert graded_design[student, "09.bond_vector_sum"]["status"] == "pass"
+
+
+# --------------------------------------------------------------------------------------------
+# a design exercise with an accuracy bar on hidden data: notebook 01's 01.energy_features
+# --------------------------------------------------------------------------------------------
+
+DESIGN_01 = REPO / "grading" / "samples" / "nb01"
+
+
+@pytest.fixture(scope="module")
+def graded_design_01(tmp_path_factory):
+    if not DESIGN_01.is_dir():
+        pytest.skip("no design samples of notebook 01")
+    out = tmp_path_factory.mktemp("graded_design_01")
+    assert _grade(DESIGN_01, out, "--no-run") == 0
+    return {(r["student"], r["exercise"]): r for r in _rows(out / "gradebook.csv")}
+
+
+def test_design_samples_01_get_their_verdicts(graded_design_01):
+    """Correct: full marks; non-equivariant: 0, naming the broken symmetry with the change; under the bar (invariant
+    counts, blind to distances): a fraction, with the test MAE and the bar; too slow (an average over all N!
+    orderings): a time-out. The same as the reviewed expected gradebook."""
+    want = {(r["student"], r["exercise"]): r for r in _rows(DESIGN_01 / "expected_gradebook.csv")}
+    assert {k: (r["status"], r["points"]) for k, r in graded_design_01.items()} == \
+        {k: (r["status"], r["points"]) for k, r in want.items()}, (
+        "regenerate: python -m course_lib.teaching.grading grading/samples/nb01 --out /tmp/g1 --hidden grading/hidden "
+        "--no-run --exercise-timeout 10 --jobs 2 && cp /tmp/g1/gradebook.csv "
+        "grading/samples/nb01/expected_gradebook.csv")
+    ex = "01.energy_features"
+    assert graded_design_01["correct", ex]["points"] == "4.00"
+    broken = graded_design_01["non_equivariant", ex]
+    assert broken["status"] == "fail" and broken["points"] == "0.00"
+    assert "not invariant under the translation: the features change by" in broken["message"]
+    under = graded_design_01["under_threshold", ex]
+    assert under["status"] == "partial" and 0 < float(under["points"]) < 2
+    assert "missed the accuracy bar" in under["message"] and "test MAE of" in under["message"]
+    assert "the bar is 0.3" in under["message"]
+    slow = graded_design_01["too_slow", ex]
+    assert slow["status"] == "timeout" and slow["points"] == "0.00"

@@ -79,8 +79,21 @@ def hidden_invariance_error(fn, fb) -> None:
     ])
 
 
+def hidden_energy_features(fn, fb) -> None:
+    """The design exercise: its properties on other configurations, and the accuracy bar on the test split (held
+    out of the notebook's check) after fits on other random training subsets."""
+    run_cases(fb, fn, [
+        ("public check", public.check_energy_features, {}),
+        ("hidden: seed=1, 200 random training configurations, 150 of the test split", public.check_energy_features,
+         {"seed": 1, "n_train": 200, "n_test": 150, "test_split": "test"}),
+        ("hidden: seed=2, 150 random training configurations, 150 of the test split", public.check_energy_features,
+         {"seed": 2, "n_train": 150, "n_test": 150, "test_split": "test"}),
+    ])
+
+
 HIDDEN = {
     "01.minimum_image": hidden_minimum_image,
     "01.message_passing_step": hidden_message_passing_step,
     "01.invariance_error": hidden_invariance_error,
+    "01.energy_features": hidden_energy_features,
 }

@@ -70,8 +70,22 @@ def hidden_force_loss(fn, fb) -> None:
     ])
 
 
+def hidden_smooth_basis(fn, fb) -> None:
+    """The design exercise: its properties at other cutoffs, and the accuracy bar on pair potentials the notebook
+    does not show."""
+    targets = list(public.pair_targets())
+    run_cases(fb, fn, [
+        ("public check", public.check_smooth_basis, {}),
+        ("hidden: seed=1, another Morse bond, r_c = 4", public.check_smooth_basis,
+         {"seed": 1, "targets": (targets[1],)}),
+        ("hidden: seed=2, the screened Coulomb pair with its core, r_c = 3", public.check_smooth_basis,
+         {"seed": 2, "targets": (targets[2],)}),
+    ])
+
+
 HIDDEN = {
     "05.gaussian_expansion": hidden_gaussian_expansion,
     "05.cfconv": hidden_cfconv,
     "05.force_loss": hidden_force_loss,
+    "05.smooth_basis": hidden_smooth_basis,
 }

@@ -23,6 +23,8 @@ __all__ = [
     "expect_tensor",
     "random_rotation_and_reflection",
     "rng",
+    "square_box_operations",
+    "wrap_into_box",
     "shape_of",
     "source_of",
     "type_name",
@@ -132,3 +134,24 @@ def random_rotation_and_reflection(rotation_generator, reflection_generator) -> 
     rotation = S.random_orthogonal(3, det=1, generator=rotation_generator)
     reflection = S.random_orthogonal(3, det=-1, generator=reflection_generator)
     return rotation, reflection
+
+
+def square_box_operations(L: float, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Symmetries of a periodic square box of side ``L`` as ``x -> R x + t`` (positions then wrapped into
+    ``[0, L)``), float64, by name: a random translation (by any real vector: the particles wrap around) and the
+    three generators of the square's point group D4 about the origin (they map the lattice of images onto itself).
+    """
+    t = torch.rand(2, generator=rng(seed), dtype=torch.float64) * L
+    eye = torch.eye(2, dtype=torch.float64)
+    zero = torch.zeros(2, dtype=torch.float64)
+    return {
+        f"translation by ({float(t[0]):.2f}, {float(t[1]):.2f}) through the boundaries": (eye, t),
+        "90 deg rotation of the box": (torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64), zero),
+        "mirror x -> -x of the box": (torch.tensor([[-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64), zero),
+        "diagonal mirror x <-> y of the box": (torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), zero),
+    }
+
+
+def wrap_into_box(x: torch.Tensor, L: float) -> torch.Tensor:
+    """Positions wrapped into ``[0, L)``."""
+    return x - L * torch.floor(x / L)

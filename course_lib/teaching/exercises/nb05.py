@@ -5,6 +5,11 @@ Exercises:
 - ``05.gaussian_expansion``: expand distances in Gaussians exp(-gamma (r - mu_k)^2).
 - ``05.cfconv``: the continuous-filter convolution c_i = sum_j y_j o W(r_ij).
 - ``05.force_loss``: the energy+force loss rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2.
+- ``05.smooth_basis``: a design exercise. A radial basis ``[E, K]`` (``K`` <= :data:`MAX_BASIS`) for a pair
+  energy ``E = sum_pairs w . b(r_ij)``. Required (a case that breaks one scores 0, the broken ones named with
+  their numbers): each row depends on its own distance only, the basis is zero beyond the cutoff, the energy and
+  the forces are continuous when a pair crosses the cutoff, and the autograd forces are the finite-difference
+  forces. Goal: a least-squares fit of hidden pair potentials reaches a relative error below :data:`BASIS_BAR`.
 
 No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
 come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
@@ -15,10 +20,16 @@ from __future__ import annotations
 import torch
 
 from course_lib.teaching.checks import exercise
-from course_lib.teaching.exercises.common import close, expect_tensor, shape_of
+from course_lib.teaching.exercises.common import call_student, close, expect_tensor, rng, shape_of
 from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["check_gaussian_expansion", "check_cfconv", "check_force_loss", "random_molecules", "small_schnet"]
+__all__ = ["check_gaussian_expansion", "check_cfconv", "check_force_loss", "check_smooth_basis", "random_molecules",
+           "small_schnet", "pair_targets", "MAX_BASIS", "BASIS_BAR"]
+
+#: 05.smooth_basis: the budget (basis functions = weights of the fitted pair energy) and the accuracy bar (mean
+#: absolute error of the fit on test distances, relative to the mean absolute deviation of the target)
+MAX_BASIS = 16
+BASIS_BAR = 0.05
 
 _GAUSSIAN_MISTAKES = {
     "not squared": "the distance to the centre must be squared: exp(-gamma (r - mu_k)^2)",
@@ -192,3 +203,137 @@ def check_force_loss(fn, fb, seed: int = 0, expected=None):
     # the batch is not modified (positions are still a leaf without gradient tracking)
     fb.expect(not batch.pos.requires_grad, "your loss left batch.pos requiring gradients: differentiate a copy "
               "(pos = batch.pos.detach().requires_grad_(True) on a cloned batch) so the data set stays untouched")
+
+
+# --------------------------------------------------------------------------------------------------- 05.smooth_basis
+
+
+def _switch(x):
+    """1 - 10 x^3 + 15 x^4 - 6 x^5: 1 at x = 0, 0 with zero slope (and curvature) at x = 1."""
+    return 1 - 10 * x**3 + 15 * x**4 - 6 * x**5
+
+
+def pair_targets() -> dict[str, tuple]:
+    """The pair potentials the basis is fitted to, by name: ``(energy(r) in eV, cutoff, shortest distance)``. Each
+    vanishes smoothly at its cutoff, so a good basis can represent it."""
+    from course_lib.simulate.particles2d import PairPotential  # the screened Coulomb pair of notebooks 01-04
+
+    def morse(D, a, r0, rc):
+        return lambda r: D * ((1 - torch.exp(-a * (r - r0))) ** 2 - 1) * _switch((r / rc).clamp(max=1.0))
+
+    yukawa = PairPotential(cutoff=3.0)
+    return {
+        "Morse bond (r0 = 1.2 Å, r_c = 5 Å)": (morse(1.0, 1.5, 1.2, 5.0), 5.0, 0.7),
+        "Morse bond (r0 = 1.5 Å, r_c = 4 Å)": (morse(2.0, 2.0, 1.5, 4.0), 4.0, 0.9),
+        "screened Coulomb + core of notebook 01 (r_c = 3)": (lambda r: yukawa.energy(r, -1.0), 3.0, 0.65),
+    }
+
+
+def _basis(fb, fn, r, cutoff, what, k=None, grad=False):
+    """The student's basis on distances ``r`` as ``[E, K]``; prerequisites recorded on failure only."""
+    out = call_student(fb, fn, (r, cutoff), f"smooth_basis on {what}")
+    if not isinstance(out, torch.Tensor):
+        expect_tensor(fb, out, "smooth_basis")
+    ok = out.dim() == 2 and out.shape[0] == r.shape[0] and 0 < out.shape[1] <= MAX_BASIS
+    if not ok or (k is not None and out.shape[1] != k):
+        budget = f" (the budget is {MAX_BASIS} functions)" if out.dim() == 2 and out.shape[1] > MAX_BASIS else ""
+        fb.expect(False, f"return one row of K basis values per distance, shape ({r.shape[0]}, K) with K <= "
+                  f"{MAX_BASIS} (the same K every time); got {shape_of(out)} on {what}{budget}", fatal=True)
+    if not bool(torch.isfinite(out).all()):
+        fb.expect(False, f"the basis has NaN or inf on {what}", fatal=True)
+    if grad and not out.requires_grad:
+        fb.expect(False, "the basis is not differentiable with autograd (no gradient reaches r): the forces are "
+                  "-dE/dr, so compute it with torch operations on r (no .detach(), .numpy() or .item())", fatal=True)
+    return out if grad else out.detach().to(torch.float64)
+
+
+def _cluster_energy(fn, fb, pos, cutoff, w, k):
+    """E = sum over pairs i < j closer than the cutoff of w . b(r_ij) (the neighbour list drops the others)."""
+    i, j = torch.triu_indices(len(pos), len(pos), 1)
+    r = (pos[i] - pos[j]).norm(dim=-1)
+    near = r < cutoff
+    return (_basis(fb, fn, r[near], cutoff, "the pairs of a cluster", k, grad=pos.requires_grad) @ w).sum()
+
+
+def _smoothness(fn, fb, cutoff, k, seed) -> list[str]:
+    """The required properties; the names (with numbers) of those the basis breaks."""
+    broken = []
+    grid = torch.linspace(0.5, 2 * cutoff, 301, dtype=torch.float64)
+    full = _basis(fb, fn, grid, cutoff, "distances from 0.5 to 2 r_c", k)
+    scale = max(1e-12, float(full.abs().max()))
+    perm = torch.randperm(len(grid), generator=rng(seed))
+    err = max(float((_basis(fb, fn, grid[perm], cutoff, "the same distances shuffled", k) - full[perm]).abs().max()),
+              float((_basis(fb, fn, grid[100:101], cutoff, "a single distance", k) - full[100:101]).abs().max()))
+    if err > 1e-10 * scale:
+        broken.append(f"each row must depend on its own distance only (the rows change by {err:.1e} when the other "
+                      "distances change: no normalisation over the edges)")
+    beyond = float(full[grid >= cutoff].abs().max())
+    if beyond > 1e-12 * scale:
+        broken.append(f"the basis is not zero beyond the cutoff (up to {beyond:.1e}, relative {beyond / scale:.1e}): "
+                      "multiply by an envelope that is zero for r >= r_c (torch.where(r < cutoff, ..., 0))")
+    delta = 1e-6 * cutoff
+    edge = torch.tensor([cutoff - delta], dtype=torch.float64, requires_grad=True)
+    inside = _basis(fb, fn, edge, cutoff, "a distance just inside the cutoff", k, grad=True)
+    slope = torch.stack([torch.autograd.grad(inside[0, m], edge, retain_graph=True)[0][0] for m in range(k)])
+    r = grid[grid < cutoff].clone().requires_grad_(True)
+    values = _basis(fb, fn, r, cutoff, "distances inside the cutoff", k, grad=True)
+    slope_scale = max(float(torch.autograd.grad(values[:, m].sum(), r, retain_graph=True)[0].abs().max())
+                      for m in range(k)) / scale  # the typical slope of a basis function
+    jump = float(inside.detach().abs().max()) / scale
+    kink = float(slope.abs().max()) / (scale * max(slope_scale, 1e-12))
+    if jump > 1e-4:
+        broken.append(f"the energy jumps when a pair crosses the cutoff: the basis is {jump:.1e} (relative to its "
+                      "largest value) just inside r_c and 0 beyond; it must go to zero at r_c")
+    elif kink > 1e-3:
+        broken.append(f"the forces jump when a pair crosses the cutoff: the slope of the basis just inside r_c is "
+                      f"{kink:.1e} of its typical slope (the energy is continuous, its derivative is not); use an "
+                      "envelope with zero slope at r_c (e.g. (cos(pi r / r_c) + 1) / 2, or a polynomial)")
+    g = rng(seed + 1)  # 8 atoms on a jittered cube of side 0.72 r_c: none closer than 0.4 r_c, some pairs beyond
+    corners = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], dtype=torch.float64)
+    pos = (corners * 0.45 + (torch.rand(8, 3, generator=g, dtype=torch.float64) - 0.5) * 0.2) * cutoff * 1.6
+    pos.requires_grad_(True)
+    w = torch.randn(k, generator=g, dtype=torch.float64)
+    forces = -torch.autograd.grad(_cluster_energy(fn, fb, pos, cutoff, w, k), pos)[0]
+    h, fd = 1e-5, torch.zeros_like(forces)
+    with torch.no_grad():
+        for a in range(pos.shape[0]):
+            for c in range(3):
+                step = torch.zeros_like(pos)
+                step[a, c] = h
+                fd[a, c] = -(_cluster_energy(fn, fb, pos + step, cutoff, w, k)
+                             - _cluster_energy(fn, fb, pos - step, cutoff, w, k)) / (2 * h)
+    err = float((forces - fd).abs().max()) / max(1e-12, float(fd.abs().max()))
+    if err > 1e-5:
+        broken.append(f"the autograd forces of E = sum_pairs w . b(r_ij) differ from finite differences by {err:.1e} "
+                      "(relative): the basis is not a smooth function of r everywhere inside the cutoff")
+    return broken
+
+
+@exercise("05.smooth_basis", "design: a radial basis that ends smoothly at the cutoff and fits pair energies")
+def check_smooth_basis(fn, fb, seed: int = 0, targets: tuple = ("Morse bond (r0 = 1.2 Å, r_c = 5 Å)",),
+                       expected=None):
+    """Required properties first (a case that breaks one scores 0, naming each with its number), then the goal:
+    a least-squares fit of each target pair potential on 400 distances reaches a mean absolute error on 300 other
+    (random) distances below :data:`BASIS_BAR` of the target's mean absolute deviation."""
+    table = pair_targets()
+    cutoff = table[targets[0]][1]
+    first = _basis(fb, fn, torch.linspace(0.5, cutoff, 5, dtype=torch.float64), cutoff, "five distances")
+    k = first.shape[1]
+    fb.expect(True, "", ok=f"{k} basis functions (budget {MAX_BASIS})", fatal=True)
+    broken = _smoothness(fn, fb, cutoff, k, seed)
+    fb.expect(not broken, f"the design breaks a required property ({'; '.join(broken)}): whatever its accuracy, "
+              "such a basis is not a solution, and this case scores 0", fatal=True,
+              ok="zero beyond r_c, energy and forces continuous at r_c, forces = finite differences")
+    for name in targets:
+        target, rc, r_min = table[name]
+        train = torch.linspace(r_min, rc, 400, dtype=torch.float64)
+        test = r_min + (rc - r_min) * torch.rand(300, generator=rng(seed + 2), dtype=torch.float64)
+        B = _basis(fb, fn, train, rc, f"the fit of the {name}", k)
+        w = torch.linalg.lstsq(B, target(train)[:, None], rcond=None).solution
+        y = target(test)
+        rel = float((_basis(fb, fn, test, rc, f"the test of the {name}", k) @ w).squeeze(1).sub(y).abs().mean()
+                    / (y - y.mean()).abs().mean())
+        fb.expect(rel < BASIS_BAR, f"missed the accuracy bar on the {name}: the least-squares fit with your {k} "
+                  f"functions has a relative mean absolute error of {rel:.3f} on test distances, the bar is "
+                  f"{BASIS_BAR} (more functions, or functions that resolve the short distances, where the potential "
+                  "is steep)", ok=f"fits the {name} (relative error {rel:.3f} < {BASIS_BAR})", values=True)

@@ -7,11 +7,13 @@ what the checkers of :mod:`course_lib.teaching.exercises.nb01` ask for (their ``
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from course_lib.graph import scatter_sum
 
-__all__ = ["minimum_image", "message_passing_step", "invariance_error", "compute", "SOLUTIONS"]
+__all__ = ["minimum_image", "message_passing_step", "invariance_error", "energy_features", "compute", "SOLUTIONS"]
 
 
 def minimum_image(dx: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
@@ -33,11 +35,29 @@ def invariance_error(model, data, transform) -> float:
         return float((model(transform(data)) - model(data)).abs().max())
 
 
+def energy_features(pos, charge, L):
+    """Reference solution of 01.energy_features (one design among many): pos [N, 2], charge [N], L -> [33].
+
+    Over the pairs i < j (minimum image): 16 Gaussians of the distance times the cosine cutoff at r_c = 3, summed
+    once as they are and once weighted by q_i q_j (the two channels of a charge-dependent pair energy), and N."""
+    d = pos[:, None, :] - pos[None, :, :]
+    d = d - L * torch.round(d / L)
+    i, j = torch.triu_indices(len(pos), len(pos), 1)
+    r = d[i, j].norm(dim=-1)
+    qq = charge[i] * charge[j]
+    centres = torch.linspace(0.6, 3.0, 16, dtype=pos.dtype)
+    fc = torch.where(r < 3.0, 0.5 * (torch.cos(math.pi * r / 3.0) + 1), torch.zeros_like(r))
+    g = torch.exp(-(((r[:, None] - centres) / 0.2) ** 2)) * fc[:, None]
+    n = torch.tensor([float(len(pos))], dtype=pos.dtype)
+    return torch.cat([g.sum(0), (qq[:, None] * g).sum(0), n])
+
+
 #: the object a correct submission defines, per exercise (the tests and make_expected.py use it)
 SOLUTIONS = {
     "01.minimum_image": minimum_image,
     "01.message_passing_step": message_passing_step,
     "01.invariance_error": invariance_error,
+    "01.energy_features": energy_features,
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from course_lib.graph import scatter_sum
 from course_lib.neighbors import minimum_image
 
-__all__ = ["periodic_mse", "equivariant_update", "compute", "SOLUTIONS"]
+__all__ = ["periodic_mse", "equivariant_update", "momentum_update", "compute", "SOLUTIONS"]
 
 
 def periodic_mse(pred: torch.Tensor, target: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
@@ -28,7 +28,22 @@ def equivariant_update(x: torch.Tensor, edge_index: torch.Tensor, phi: torch.Ten
     return new - L * torch.floor(new / L)
 
 
-SOLUTIONS = {"02.periodic_mse": periodic_mse, "02.equivariant_update": equivariant_update}
+def momentum_update(pos, vel, charge, edge_index, L):
+    """Reference solution of 02.momentum_update (one design among many): a kick by pair forces,
+    v_i' = v_i + dt sum_j x_ij psi_ij with x_ij = x_i - x_j (minimum image) and the invariant scalar
+    psi_ij = q_i q_j A e^{-r/lam} (1/r + 1/lam) / r^2 + n B sigma^n / r^(n+2) (the screened Coulomb force of the
+    course's potential divided by r), symmetric in i and j: the terms of (i, j) and (j, i) cancel."""
+    j, i = edge_index
+    x_ij = pos[i] - pos[j]
+    x_ij = x_ij - L * torch.round(x_ij / L)
+    r = x_ij.norm(dim=-1, keepdim=True)
+    qq = (charge[i] * charge[j])[:, None]
+    psi = qq * 2.0 * torch.exp(-r) * (1 / r + 1) / r**2 + 12 * 0.6**12 / r**14
+    return vel + 0.01 * scatter_sum(x_ij * psi, i, pos.shape[0])
+
+
+SOLUTIONS = {"02.periodic_mse": periodic_mse, "02.equivariant_update": equivariant_update,
+             "02.momentum_update": momentum_update}
 
 
 def _update_variant(variant, x, edge_index, phi, L):
