@@ -1415,8 +1415,8 @@ for name, m in trained.items():
 # The test errors so far answer two questions: the random split (section 12) measures **interpolation**
 # (a test frame is ~10 fs from a training frame), the time blocks (section 11) **generalisation to a later
 # stretch of the same run**. A potential used in a simulation also meets configurations its data never
-# sampled. `python -m course_lib.simulate.molecules --ood` makes such a test set with the same simulator:
-# an independent GFN2-xTB Langevin run of ethanol at **1000 K** (twice the data's temperature; its own seed,
+# sampled. The simulator that made the data (`generate_ood` in `course_lib/simulate/molecules.py`) makes such a
+# test set: an independent GFN2-xTB Langevin run of ethanol at **1000 K** (twice the data's temperature; its own seed,
 # 1 ps of equilibration, 200 frames 10 fs apart, 0.1 MB; `load_molecules_ood("ethanol")`). Its frames are more
 # distorted and visit the wells in other proportions, so the error on it measures **generalisation out of
 # distribution**. `benchmarks/nequip_parity.py` evaluates the shipped ethanol models on it: the three
