@@ -1468,6 +1468,11 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
+rms = {t: float(torch.cat([g.forces for g in frames]).pow(2).mean().sqrt())
+       for t, frames in (("500 K", load_molecules("ethanol", "all")), ("1000 K", ood_frames))}
+print(claims.holds(rms["1000 K"] > 1.2 * rms["500 K"] and e1000.std() > 1.5 * e500.std()
+                   and np.mean(conformers(phi_ood) == "trans") > 2 * np.mean(conformers(phi_all) == "trans"),
+                   "the 1000 K frames: force RMS > 1.2 x, energy spread > 1.5 x, trans fraction > 2 x those at 500 K"))
 ood_rows = {r["checkpoint"]: r for r in parity_res["ood_shipped"]}
 committee_f = {k: [ood_rows[f"committee_s{s}.pt"][k]["force_mae_meV_A"] for s in range(3)]
                for k in ("random_test", "ood_1000K")}
