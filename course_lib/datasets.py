@@ -33,7 +33,8 @@ from course_lib.data import MIN_ATOM_DISTANCE, ContractError, validate, verify_c
 from course_lib.files import repo_file
 
 __all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file",
-           "MOLECULES", "MOLECULE_SPLIT_SCHEMES", "load_molecules", "G2_FILE", "load_g2_conformers"]
+           "MOLECULES", "MOLECULE_SPLIT_SCHEMES", "load_molecules",
+           "OOD_MOLECULES", "load_molecules_ood", "G2_FILE", "load_g2_conformers"]
 
 #: Dataset short names -> file names.
 FILES = {
@@ -276,6 +277,37 @@ def load_molecules(name: str = "ethanol", split: str = "train", root: str | Path
         graphs.append(validate(data, require=("z", "energy", "forces"), name=f"{name} frame {int(k)}",
                                min_distance=MIN_ATOM_DISTANCE))
     return graphs
+
+
+#: Out-of-distribution test trajectories (``python -m course_lib.simulate.molecules --ood``): name -> file.
+OOD_MOLECULES = {"ethanol": "ethanol_1000K.npz"}
+_REGENERATE_OOD = (
+    "regenerate with `python -m course_lib.simulate.molecules --ood --out DIR --molecules ethanol` (seconds) and "
+    "pass root=DIR (or set COURSE_DATA_DIR to the parent of DIR/molecules)"
+)
+
+
+def load_molecules_ood(name: str = "ethanol", root: str | Path | None = None,
+                       dtype: torch.dtype = torch.float32) -> list[Data]:
+    """The out-of-distribution test frames of ``name``: an independent GFN2-xTB Langevin run at **1000 K**
+    (the training data: 500 K), 200 frames 10 fs apart, as graphs like :func:`load_molecules`.
+
+    All frames are test frames (there are no splits). A model trained on the 500 K data meets larger
+    distortions and other conformer populations here (for ethanol 19 % trans frames instead of 6.5 %), so the
+    error on this set measures **generalisation** to a different distribution; compare it with the test error of
+    the 500 K data (interpolation for the random split). See ``data/README.md`` and ``manifest.json``.
+    """
+    if name not in OOD_MOLECULES:
+        raise ValueError(f"no out-of-distribution set for {name!r}; available: {list(OOD_MOLECULES)}")
+    filename = OOD_MOLECULES[name]
+    with np.load(_molecule_file(filename, root, _REGENERATE_OOD), allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    z = torch.as_tensor(arrays["z"], dtype=torch.long)
+    return [validate(Data(z=z.clone(), pos=torch.as_tensor(arrays["pos"][k], dtype=dtype),
+                          energy=torch.as_tensor(arrays["energy"][k], dtype=dtype).reshape(1),
+                          forces=torch.as_tensor(arrays["forces"][k], dtype=dtype)),
+                     require=("z", "energy", "forces"), name=f"{filename} frame {k}", min_distance=MIN_ATOM_DISTANCE)
+            for k in range(len(arrays["energy"]))]
 
 
 #: The multi-element conformer set (``data/molecules/g2_conformers.npz``, ``--g2`` of the generator).

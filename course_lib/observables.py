@@ -15,6 +15,8 @@ Observables:
   does not have);
 - :func:`bond_lengths` ``|r_j - r_i|`` and :func:`dihedral_angles` (the IUPAC torsion angle i-j-k-l in
   degrees, in ``(-180, 180]``);
+- :func:`conformers`: the rotamer of every frame from a torsion angle (``"gauche+"``, ``"gauche-"``,
+  ``"trans"``; for ethanol the H-O-C-C angle, atoms :data:`ETHANOL_HOCC`);
 - :func:`find_bonds`: the covalent bonds of a structure (pairs closer than 1.2 x the sum of the
   covalent radii, the criterion of :class:`course_lib.md.MDGuard`).
 
@@ -45,6 +47,8 @@ __all__ = [
     "distance_histogram",
     "bond_lengths",
     "dihedral_angles",
+    "ETHANOL_HOCC",
+    "conformers",
     "find_bonds",
     "wasserstein1",
     "js_distance",
@@ -111,6 +115,23 @@ def dihedral_angles(positions, i: int, j: int, k: int, l: int) -> np.ndarray:  #
     sin = np.sum(np.cross(b1n, v) * w, axis=-1)
     ang = np.degrees(np.arctan2(sin, cos))
     return np.where(ang <= -180.0, ang + 360.0, ang)
+
+
+#: The H-O-C-C torsion of ethanol in the atom order of ``ase.build.molecule("CH3CH2OH")`` and of the course's data
+#: (C, C, O, H_O, ...): atoms 3-2-1-0.
+ETHANOL_HOCC = (3, 2, 1, 0)
+
+
+def conformers(dihedral_deg, trans_above: float = 120.0) -> np.ndarray:
+    """Rotamer label of every torsion angle (degrees): ``"trans"`` where ``|phi| > trans_above``, else
+    ``"gauche+"`` (``phi >= 0``) or ``"gauche-"`` (``phi < 0``). ``[F]`` array of str.
+
+    The two gauche wells of ethanol's H-O-C-C torsion are mirror images of each other: a reflection of a
+    frame changes the sign of every torsion angle (``conformers(-phi)`` swaps gauche+ and gauche-)."""
+    phi = np.asarray(dihedral_deg, dtype=np.float64)
+    if not 0 < trans_above < 180:
+        raise ValueError(f"trans_above must be between 0 and 180 degrees, got {trans_above}")
+    return np.where(np.abs(phi) > trans_above, "trans", np.where(phi >= 0, "gauche+", "gauche-"))
 
 
 def find_bonds(numbers, positions, factor: float = 1.2) -> list[tuple[int, int]]:

@@ -5,10 +5,12 @@ Usage::
     python -m course_lib.simulate.molecules --out DIR [--molecules ethanol,malonaldehyde,aspirin]
                                             [--frames N] [--sample-every K] [--seed S]
     python -m course_lib.simulate.molecules --g2 --out DIR [--molecules NAME,...] [--frames N] ...
+    python -m course_lib.simulate.molecules --ood --out DIR [--molecules ethanol] [--temperature 1000] [--frames 200]
 
 The second form writes the multi-element conformer set ``g2_conformers.npz`` (:func:`generate_g2`): short
 Langevin runs of every closed-shell molecule of ASE's g2 collection (:func:`select_g2`), for learning species
-embeddings across H, Li, B, C, N, O, F, Na, Al, Si, P, S, Cl.
+embeddings across H, Li, B, C, N, O, F, Na, Al, Si, P, S, Cl. The third writes an out-of-distribution test
+trajectory ``<name>_<T>K.npz`` (:func:`generate_ood`: an independent Langevin run at 1000 K by default).
 
 The protocol follows MD17 (Chmiela et al., Sci. Adv. 3, e1603015, 2017): Langevin dynamics at 500 K with a
 0.5 fs timestep, but with the semi-empirical tight-binding method GFN2-xTB (Bannwarth, Ehlert, Grimme,
@@ -65,6 +67,9 @@ __all__ = [
     "fit_species_shift",
     "to_graphs",
     "generate",
+    "ood_filename",
+    "OOD_DEFAULTS",
+    "generate_ood",
     "make_splits",
     "write_splits",
     "SPLIT_FRACTIONS",
@@ -706,9 +711,60 @@ def generate(out: str | Path, names, n_frames: int, seed: int = 0, sample_every:
     return manifest
 
 
+#: The out-of-distribution set (``--ood``): an independent, hotter trajectory of one molecule.
+OOD_DEFAULTS = {"temperature_K": 1000.0, "n_frames": 200, "sample_every": 20, "equilibration_steps": 2000,
+                "seed_offset": 1000}
+
+
+def ood_filename(name: str, temperature_K: float) -> str:
+    """File name of an out-of-distribution trajectory: ``<name>_<T>K.npz`` (e.g. ``ethanol_1000K.npz``)."""
+    return f"{name}_{temperature_K:g}K.npz"
+
+
+def generate_ood(out: str | Path, name: str = "ethanol", temperature_K: float = OOD_DEFAULTS["temperature_K"],
+                 n_frames: int = OOD_DEFAULTS["n_frames"], seed: int = 0,
+                 sample_every: int = OOD_DEFAULTS["sample_every"],
+                 equilibration_steps: int = OOD_DEFAULTS["equilibration_steps"]) -> dict:
+    """Write ``<name>_<T>K.npz`` (:func:`ood_filename`): a Langevin run at ``temperature_K`` (default 1000 K,
+    twice the temperature of the training data), independent of the 500 K run (its own seed, ``seed +
+    OOD_DEFAULTS["seed_offset"] + offset of the molecule``), with the same protocol otherwise (relaxed start,
+    0.5 fs steps, friction 0.01/fs). All frames form one test set (no splits): it measures generalisation
+    to a different distribution (larger distortions, other conformer populations), not interpolation.
+    Adds the file's entry to ``manifest.json`` in ``out``; returns the manifest."""
+    if name not in MOLECULES:
+        raise ValueError(f"unknown molecule {name!r}; valid choices: {', '.join(MOLECULES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    t0 = time.perf_counter()
+    atoms = make_molecule(name)
+    params = {"molecule": name, "formula": atoms.get_chemical_formula(), "method": "GFN2-xTB",
+              "seed": seed + OOD_DEFAULTS["seed_offset"] + _SEED_OFFSET[name], "n_frames": n_frames,
+              "sample_every_steps": sample_every, "equilibration_steps": equilibration_steps,
+              "temperature_K": float(temperature_K), "timestep_fs": 0.5, "friction_per_fs": 0.01,
+              "thermostat": "ase Langevin", "role": "out-of-distribution test set (no splits)",
+              "units": {"pos": "Å", "energy": "eV", "forces": "eV/Å", "time_fs": "fs"},
+              "versions": {p: importlib.metadata.version(p) for p in ("tblite", "ase", "numpy")},
+              "openmp_threads_per_xtb_call": 1}
+    arrays = run_md(atoms, n_frames, sample_every, params["seed"], float(temperature_K), 0.5, equilibration_steps,
+                    0.01)
+    path = out / ood_filename(name, temperature_K)
+    write_npz(path, arrays)
+    manifest[path.name] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, **params}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    print(f"{path.name}: {n_frames} frames at {temperature_K:g} K, {path.stat().st_size / 1e6:.2f} MB, "
+          f"wall time {time.perf_counter() - t0:.1f} s")
+    return manifest
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--ood", action="store_true",
+                    help="write the out-of-distribution trajectory <molecule>_<T>K.npz (generate_ood) instead")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help=f"K (default 500; --ood: {OOD_DEFAULTS['temperature_K']:g})")
     ap.add_argument("--g2", action="store_true",
                     help=f"write the multi-element conformer set {G2_FILE} of ASE's g2 molecules instead")
     ap.add_argument("--molecules", default=None,
@@ -724,7 +780,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     names = None if args.molecules is None else [m.strip() for m in args.molecules.split(",") if m.strip()]
     t0 = time.perf_counter()
-    if args.g2:
+    if args.ood:
+        kw = {"n_frames": args.frames, "sample_every": args.sample_every,
+              "equilibration_steps": args.equilibration_steps, "temperature_K": args.temperature}
+        for name in names or ["ethanol"]:
+            generate_ood(args.out, name, seed=args.seed, **{k: v for k, v in kw.items() if v is not None})
+    elif args.g2:
         kw = {"n_frames": args.frames, "sample_every": args.sample_every,
               "equilibration_steps": args.equilibration_steps}
         generate_g2(args.out, names, args.seed, **{k: v for k, v in kw.items() if v is not None})
@@ -733,7 +794,8 @@ def main(argv=None) -> None:
             ap.error("--frames is required (without --g2)")
         generate(args.out, names or list(MOLECULES), args.frames, args.seed,
                  20 if args.sample_every is None else args.sample_every,
-                 2000 if args.equilibration_steps is None else args.equilibration_steps)
+                 2000 if args.equilibration_steps is None else args.equilibration_steps,
+                 500.0 if args.temperature is None else args.temperature)
     print(f"total wall time {time.perf_counter() - t0:.1f} s")
 
 
