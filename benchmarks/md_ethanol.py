@@ -405,7 +405,8 @@ def part_sweep(args, save=None) -> dict:
     if args.xtb_replicas and body["xtb"] is None:
         from course_lib.simulate.molecules import xtb_calculator
 
-        rows = [stability_run(xtb_calculator, 1, temperature, limit_ps, args.seed + r) for r in range(args.xtb_replicas)]
+        rows = [stability_run(xtb_calculator, 1, temperature, limit_ps, args.seed + r)
+                for r in range(args.xtb_replicas)]
         times = [r["failure_time_fs"][0] for r in rows]
         body["xtb"] = {"failure_time_fs": times, "stable_replicas": sum(t is None for t in times),
                        "reasons": [r["reasons"].get("0") for r in rows],
@@ -446,7 +447,8 @@ def main(argv=None) -> dict:
     p.add_argument("--stab-runs", default=None,
                    help="TEMPERATURE:PS,... stability runs (default 500:10,1000:5; quick 500:0.02)")
     p.add_argument("--sweep-dir", default=str(RESULTS / "painn_ethanol_ckpt"), help="checkpoints of the sweep part")
-    p.add_argument("--sweep-run", default=None, help="TEMPERATURE:PS of the sweep part (default 1000:1, quick 1000:0.02)")
+    p.add_argument("--sweep-run", default=None,
+                   help="TEMPERATURE:PS of the sweep part (default 1000:1, quick 1000:0.02)")
     p.add_argument("--xtb-replicas", type=int, default=None,
                    help="xTB runs (one molecule each) in the sweep part (default = --replicas, quick 1; 0: none)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
