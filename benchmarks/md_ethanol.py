@@ -47,7 +47,7 @@ ethanol data, Maxwell-Boltzmann velocities at 500 K (zero momentum and angular m
   models are more stable; the shipped models do not have similar force errors, see notebook 08).
 - ``sweep``: the same stability runs (:func:`stability_run`) for every checkpoint in ``--sweep-dir`` (default
   ``results/painn_ethanol_ckpt/``: SchNet, PaiNN, NequIP l_max 0/1/2 x 3 seeds, ``painn_ethanol.py
-  --save-checkpoint``), at one temperature and limit (``--sweep-run``, default 1000 K for 1 ps), ``--replicas``
+  --save-checkpoint``), at one temperature and limit (``--sweep-run``, default 1000 K for 0.5 ps), ``--replicas``
   replicas with the same initial velocities for every model (seeds ``--seed`` + r), and ``--xtb-replicas``
   xTB runs of one molecule each with the velocities of replicas 0, 1, ... (the reference in the same harness).
   Per checkpoint: its test force MAE and the replicas' failure times (``null`` = intact at the limit, i.e.
@@ -373,7 +373,8 @@ def part_sweep(args, save=None) -> dict:
     ``save(body)`` is called after every checkpoint (the partial result); rows of an earlier call with the
     same protocol and the same checkpoint hash are kept (resume).
     """
-    paths = sorted(Path(args.sweep_dir).glob("*.pt"))
+    # seed by seed (<model>_s<seed>.pt): an interrupted sweep has every model at the first seeds
+    paths = sorted(Path(args.sweep_dir).glob("*.pt"), key=lambda p: (p.stem.rpartition("_s")[2], p.stem))
     if not paths:
         raise FileNotFoundError(f"no checkpoints (*.pt) in {args.sweep_dir}; make them with `python "
                                 "benchmarks/painn_ethanol.py --models painn,nequip_l1,schnet,nequip_l0,nequip_l2 "
@@ -448,7 +449,7 @@ def main(argv=None) -> dict:
                    help="TEMPERATURE:PS,... stability runs (default 500:10,1000:5; quick 500:0.02)")
     p.add_argument("--sweep-dir", default=str(RESULTS / "painn_ethanol_ckpt"), help="checkpoints of the sweep part")
     p.add_argument("--sweep-run", default=None,
-                   help="TEMPERATURE:PS of the sweep part (default 1000:1, quick 1000:0.02)")
+                   help="TEMPERATURE:PS of the sweep part (default 1000:0.5, quick 1000:0.02)")
     p.add_argument("--xtb-replicas", type=int, default=None,
                    help="xTB runs (one molecule each) in the sweep part (default = --replicas, quick 1; 0: none)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
@@ -462,7 +463,7 @@ def main(argv=None) -> dict:
     args.nvt_ps = args.nvt_ps or (0.02 if q else 2.5)
     runs = args.stab_runs or ("500:0.02" if q else "500:10,1000:5")
     args.stab_runs = [(float(t), float(ps)) for t, ps in (r.split(":") for r in runs.split(","))]
-    sweep = args.sweep_run or ("1000:0.02" if q else "1000:1")
+    sweep = args.sweep_run or ("1000:0.02" if q else "1000:0.5")
     args.sweep_run = [(float(t), float(ps)) for t, ps in (r.split(":") for r in sweep.split(","))]
     if args.xtb_replicas is None:
         args.xtb_replicas = 0 if args.no_xtb else (1 if q else args.replicas)
