@@ -1,4 +1,4 @@
-"""Molecular dynamics of ethanol with the learned potentials against GFN2-xTB (notebook 08).
+"""Molecular dynamics of ethanol with the learned potentials against GFN2-xTB (notebooks 08 and 09).
 
     python benchmarks/md_ethanol.py nve          # energy conservation, ~10 min on 1 shared thread
     python benchmarks/md_ethanol.py nvt          # observables at 500 K vs the xTB reference, ~30 min

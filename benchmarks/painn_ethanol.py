@@ -19,7 +19,7 @@ are not resumed.
 ``--save-checkpoint`` also saves every trained model (best validation weights, its config and test errors) as
 ``<out>/painn_ethanol_ckpt/<model>_s<seed>.pt`` (never the name of a shipped model); a run whose checkpoint is
 missing is retrained even when its row exists. The committed ``results/painn_ethanol_ckpt/`` (the 15 runs at
-2000 steps) are what ``md_ethanol.py stability_sweep`` runs MD with (notebook 09 §8).
+2000 steps) are what ``md_ethanol.py sweep`` runs MD with (notebook 09 §8).
 """
 
 from __future__ import annotations

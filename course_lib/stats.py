@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Summary", "summarize", "difference", "random_subset", "plateau", "log_slope", "survival", "MIN_SEEDS"]
+__all__ = ["Summary", "summarize", "difference", "random_subset", "plateau", "log_slope", "survival",
+           "rank_correlation", "MIN_SEEDS"]
 
 #: the protocol's minimum number of independent runs behind every compared number
 MIN_SEEDS = 3
@@ -157,3 +158,20 @@ def survival(times: Sequence[float | None], limit: float) -> dict:
             "restricted_mean": float(capped.mean()),
             "restricted_mean_se": float(capped.std(ddof=1) / math.sqrt(t.size)) if t.size > 1 else float("nan"),
             "median": float(failed[k - 1]) if failed.size >= k else None, "limit": float(limit)}
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of paired values ``x`` [n] and ``y`` [n]: the Pearson correlation of their
+    ranks, tied values sharing their mean rank (e.g. runs censored at the same limit). nan when either side is
+    constant."""
+    a, b = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"rank_correlation needs two 1-d sequences of the same length >= 2, got {a.shape}, {b.shape}")
+
+    def ranks(v):
+        return np.array([(v < t).sum() + ((v == t).sum() + 1) / 2 for t in v])
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

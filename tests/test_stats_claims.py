@@ -76,6 +76,17 @@ def test_survival_of_replicas_with_censoring():
         stats.survival([], limit=100.0)
 
 
+def test_rank_correlation_is_spearman_with_mean_ranks_for_ties():
+    assert stats.rank_correlation([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)  # monotone, not linear
+    assert stats.rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties: y ranks (1.5, 1.5, 3, 4) against x ranks (1, 2, 3, 4)
+    expected = np.corrcoef([1, 2, 3, 4], [1.5, 1.5, 3, 4])[0, 1]
+    assert stats.rank_correlation([1, 2, 3, 4], [5, 5, 7, 9]) == pytest.approx(expected)
+    assert math.isnan(stats.rank_correlation([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError, match="same length"):
+        stats.rank_correlation([1, 2], [1, 2, 3])
+
+
 def test_claims_pass_and_fail_with_numbers():
     a, b = [1.0, 1.1, 0.9], [2.0, 2.1, 1.9]
     assert claims.less(a, b, "A", "B") == "claim: A < B: OK (difference > 2 s.e., 3 and 3 seeds)"
