@@ -1,8 +1,9 @@
-"""Molecular dynamics of ethanol with the learned potentials against GFN2-xTB (notebook 08).
+"""Molecular dynamics of ethanol with the learned potentials against GFN2-xTB (notebooks 08 and 09).
 
     python benchmarks/md_ethanol.py nve          # energy conservation, ~10 min on 1 shared thread
     python benchmarks/md_ethanol.py nvt          # observables at 500 K vs the xTB reference, ~30 min
     python benchmarks/md_ethanol.py stability    # time to an unphysical structure at 500 and 1000 K, ~30 min
+    python benchmarks/md_ethanol.py sweep        # stability of the 15 models of painn_ethanol.py at 1000 K (09 §8)
     python benchmarks/md_ethanol.py nve --quick --out /tmp/m   # pipeline check (CI)
     python benchmarks/md_ethanol.py nve --device cuda          # the learned models on the GPU (xTB stays on the CPU)
 
@@ -44,6 +45,14 @@ ethanol data, Maxwell-Boltzmann velocities at 500 K (zero momentum and angular m
   of replicas that reached the limit, and the test force MAE recorded in the checkpoint (the claim of Fu et
   al., "Forces are not enough", TMLR 2023, and of the NequIP paper: at a *similar* force error, equivariant
   models are more stable; the shipped models do not have similar force errors, see notebook 08).
+- ``sweep``: the same stability runs (:func:`stability_run`) for every checkpoint in ``--sweep-dir`` (default
+  ``results/painn_ethanol_ckpt/``: SchNet, PaiNN, NequIP l_max 0/1/2 x 3 seeds, ``painn_ethanol.py
+  --save-checkpoint``), at one temperature and limit (``--sweep-run``, default 1000 K for 0.5 ps), ``--replicas``
+  replicas with the same initial velocities for every model (seeds ``--seed`` + r), and ``--xtb-replicas``
+  xTB runs of one molecule each with the velocities of replicas 0, 1, ... (the reference in the same harness).
+  Per checkpoint: its test force MAE and the replicas' failure times (``null`` = intact at the limit, i.e.
+  censored) with :func:`course_lib.stats.survival` (fraction intact, restricted mean time, median). Written
+  after every checkpoint; an interrupted call resumes (same protocol, same checkpoint hash).
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ from course_lib import observables as O
 from course_lib.ase_calculator import ModelCalculator
 from course_lib.datasets import load_molecules
 from course_lib.md import energy_drift_per_ps, run_md, run_until_unstable, thermalize
+from course_lib.stats import survival
 from course_lib.train import load_model
 from course_lib.utils import DEVICE_HELP, check_device, device_info
 
@@ -339,6 +349,73 @@ def part_stability(args) -> dict:
     return out
 
 
+def _finite_or_none(d: dict) -> dict:
+    """``nan`` -> ``None`` (strict JSON)."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
+
+
+def _sweep_row(name, make, metrics, k, temperature, limit_ps, seed, extra) -> dict:
+    t0, c0 = time.perf_counter(), time.process_time()
+    row = stability_run(make, k, temperature, limit_ps, seed)
+    row.update({**extra, "force_mae_meV_A": metrics.get("force_mae_meV_A"),
+                "survival_fs": _finite_or_none(survival(row["failure_time_fs"], 1000.0 * limit_ps)),
+                "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0})
+    ft = [f"{t / 1000:.2f}" if t is not None else "-" for t in row["failure_time_fs"]]
+    print(f"sweep {name:14s} at {temperature:.0f} K: {row['stable_replicas']}/{k} intact for {limit_ps} ps; "
+          f"failure times (ps) {ft}; force MAE {row['force_mae_meV_A'] or float('nan'):.1f} meV/A "
+          f"({row['cpu_s']:.0f} s CPU)", flush=True)
+    return row
+
+
+def part_sweep(args, save=None) -> dict:
+    """Stability of every checkpoint of ``--sweep-dir`` at one temperature, with xTB replicas as the reference.
+
+    ``save(body)`` is called after every checkpoint (the partial result); rows of an earlier call with the
+    same protocol and the same checkpoint hash are kept (resume).
+    """
+    # seed by seed (<model>_s<seed>.pt): an interrupted sweep has every model at the first seeds
+    paths = sorted(Path(args.sweep_dir).glob("*.pt"), key=lambda p: (p.stem.rpartition("_s")[2], p.stem))
+    if not paths:
+        raise FileNotFoundError(f"no checkpoints (*.pt) in {args.sweep_dir}; make them with `python "
+                                "benchmarks/painn_ethanol.py --models painn,nequip_l1,schnet,nequip_l0,nequip_l2 "
+                                "--save-checkpoint`")
+    paths = paths[:2] if args.quick else paths
+    (temperature, limit_ps), = args.sweep_run
+    body = {"temperature_K": temperature, "limit_ps": limit_ps, "replicas": args.replicas,
+            "xtb_replicas": args.xtb_replicas, "max_bond_factor": 2.0, "dt_fs": DT_FS, "friction_per_fs": FRICTION,
+            "sweep_dir": _rel(args.sweep_dir), "models": {}, "xtb": None}
+    old = Path(args.out) / "md_ethanol_sweep.json"
+    if old.exists() and not args.quick:
+        prev = json.loads(old.read_text()).get("sweep", {})
+        if all(prev.get(k) == body[k] for k in ("temperature_K", "limit_ps", "replicas", "xtb_replicas")) and \
+                json.loads(old.read_text()).get("seed") == args.seed:
+            body["models"], body["xtb"] = prev.get("models", {}), prev.get("xtb")
+    for path in paths:
+        digest = _sha256(path)
+        if body["models"].get(path.stem, {}).get("sha256") == digest:
+            continue
+        model, payload = load_model(path)
+        metrics = dict(payload.get("metrics", {}))
+        extra = {"checkpoint": _rel(path), "sha256": digest, "model": metrics.get("model", path.stem),
+                 "model_seed": metrics.get("seed")}
+        make = (lambda m=model: ModelCalculator(m, device=args.device))
+        body["models"][path.stem] = _sweep_row(path.stem, make, metrics, args.replicas, temperature, limit_ps,
+                                               args.seed, extra)
+        if save:
+            save(body)
+    if args.xtb_replicas and body["xtb"] is None:
+        from course_lib.simulate.molecules import xtb_calculator
+
+        rows = [stability_run(xtb_calculator, 1, temperature, limit_ps, args.seed + r)
+                for r in range(args.xtb_replicas)]
+        times = [r["failure_time_fs"][0] for r in rows]
+        body["xtb"] = {"failure_time_fs": times, "stable_replicas": sum(t is None for t in times),
+                       "reasons": [r["reasons"].get("0") for r in rows],
+                       "survival_fs": _finite_or_none(survival(times, 1000.0 * limit_ps))}
+        print(f"sweep xtb: {body['xtb']['stable_replicas']}/{args.xtb_replicas} intact for {limit_ps} ps", flush=True)
+    return body
+
+
 def _sha256(path) -> str:
     from course_lib.data import sha256_file
 
@@ -355,7 +432,7 @@ def _rel(path) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("nve", "nvt", "stability"))
+    p.add_argument("part", choices=("nve", "nvt", "stability", "sweep"))
     p.add_argument("--quick", action="store_true", help="tiny runs (pipeline check)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--threads", type=int, default=1)
@@ -370,6 +447,11 @@ def main(argv=None) -> dict:
     p.add_argument("--nvt-ps", type=float, default=None, help="NVT sampling per replica (default 2.5 ps, quick 0.02)")
     p.add_argument("--stab-runs", default=None,
                    help="TEMPERATURE:PS,... stability runs (default 500:10,1000:5; quick 500:0.02)")
+    p.add_argument("--sweep-dir", default=str(RESULTS / "painn_ethanol_ckpt"), help="checkpoints of the sweep part")
+    p.add_argument("--sweep-run", default=None,
+                   help="TEMPERATURE:PS of the sweep part (default 1000:0.5, quick 1000:0.02)")
+    p.add_argument("--xtb-replicas", type=int, default=None,
+                   help="xTB runs (one molecule each) in the sweep part (default = --replicas, quick 1; 0: none)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     args = p.parse_args(argv)
     args.device = str(check_device(args.device))  # fails fast, before any run
@@ -381,17 +463,32 @@ def main(argv=None) -> dict:
     args.nvt_ps = args.nvt_ps or (0.02 if q else 2.5)
     runs = args.stab_runs or ("500:0.02" if q else "500:10,1000:5")
     args.stab_runs = [(float(t), float(ps)) for t, ps in (r.split(":") for r in runs.split(","))]
+    sweep = args.sweep_run or ("1000:0.02" if q else "1000:0.5")
+    args.sweep_run = [(float(t), float(ps)) for t, ps in (r.split(":") for r in sweep.split(","))]
+    if args.xtb_replicas is None:
+        args.xtb_replicas = 0 if args.no_xtb else (1 if q else args.replicas)
     res = {"command": " ".join(["python", "benchmarks/md_ethanol.py", *(argv if argv is not None else sys.argv[1:])]),
-           "machine": machine(args.device), "seed": args.seed,
-           "checkpoints": {k: {"path": _rel(getattr(args, k)), "sha256": _sha256(getattr(args, k))}
-                           for k in ("schnet", "nequip_l0", "nequip_l1")}}
-    t0 = time.perf_counter()
-    res[args.part] = {"nve": part_nve, "nvt": part_nvt, "stability": part_stability}[args.part](args)
-    res["total_wall_s"] = time.perf_counter() - t0
-    res["machine"]["load_average_end"] = os.getloadavg()
+           "machine": machine(args.device), "seed": args.seed}
+    if args.part != "sweep":  # the sweep's checkpoints are listed per row, with their hashes
+        res["checkpoints"] = {k: {"path": _rel(getattr(args, k)), "sha256": _sha256(getattr(args, k))}
+                              for k in ("schnet", "nequip_l0", "nequip_l1")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"md_ethanol_{args.part}.json").write_text(json.dumps(res, indent=1) + "\n")
+    path = out / f"md_ethanol_{args.part}.json"
+    if args.part == "sweep":
+        res["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def save(body):
+        res["machine"]["load_average_end"] = os.getloadavg()
+        path.write_text(json.dumps({**res, args.part: body}, indent=1) + "\n")
+
+    t0 = time.perf_counter()
+    if args.part == "sweep":
+        res["sweep"] = part_sweep(args, save)
+    else:
+        res[args.part] = {"nve": part_nve, "nvt": part_nvt, "stability": part_stability}[args.part](args)
+    res["total_wall_s"] = time.perf_counter() - t0
+    save(res[args.part])
     return res
 
 

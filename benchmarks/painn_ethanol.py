@@ -15,6 +15,11 @@ Each finished run is written at once (an interrupted call resumes). The cost axi
 training (``seconds``, ``cpu_seconds``), one thread; the machine load is recorded. ``--device``: ``cpu`` (the
 default; the committed results are CPU results) or ``cuda``; recorded in ``machine``, and runs of another device
 are not resumed.
+
+``--save-checkpoint`` also saves every trained model (best validation weights, its config and test errors) as
+``<out>/painn_ethanol_ckpt/<model>_s<seed>.pt`` (never the name of a shipped model); a run whose checkpoint is
+missing is retrained even when its row exists. The committed ``results/painn_ethanol_ckpt/`` (the 15 runs at
+2000 steps) are what ``md_ethanol.py sweep`` runs MD with (notebook 09 §8).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from torch_geometric.loader import DataLoader
 from course_lib.datasets import load_molecules
 from course_lib.losses import molecule_errors, per_atom_energy_force_loss
 from course_lib.stats import plateau, random_subset
-from course_lib.train import fit
+from course_lib.train import fit, save_checkpoint
 from course_lib.utils import DEVICE_HELP, check_device, device_info, machine_info, seed_everything
 
 HERE = Path(__file__).resolve().parent
@@ -56,7 +61,14 @@ def make_model(name: str, hidden: int, num_layers: int):
     return NequIP(l_max=int(name[-1]), hidden=hidden, num_layers=num_layers)
 
 
-def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_steps=100, device="cpu"):
+def checkpoint_path(out: Path, name: str, seed: int) -> Path:
+    """Where ``--save-checkpoint`` puts the model ``name`` of seed ``seed``."""
+    return Path(out) / "painn_ethanol_ckpt" / f"{name}_s{seed}.pt"
+
+
+def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_steps=100, device="cpu",
+              checkpoint=None):
+    """One run; returns its results row. ``checkpoint``: a path to save the trained model to."""
     seed_everything(seed)
     model = make_model(name, hidden, num_layers)
     model.fit_energy_scale(train)
@@ -68,6 +80,10 @@ def train_one(name, train, val, test, steps, seed, hidden, num_layers, epoch_ste
                patience=None, progress=False, needs_grad_eval=True, desc=name, device=device)
     cpu = time.process_time() - c0
     err = molecule_errors(model, DataLoader(test, batch_size=50), device=device)
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, model.cpu(), config=model.config,
+                        metrics={**{k: v for k, v in err.items() if isinstance(v, (int, float))}, "model": name,
+                                 "seed": seed, "n_train": len(train), "steps": steps})
     return {**{k: v for k, v in err.items() if isinstance(v, (int, float))}, "model": name, "seed": seed,
             "n_train": len(train), "epochs_run": len(hist.train), "best_epoch": hist.best_epoch,
             "steps_run": len(hist.train) * len(tl), "seconds": hist.seconds, "cpu_seconds": cpu,
@@ -85,6 +101,8 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--save-checkpoint", action="store_true",
+                   help="also save every model as <out>/painn_ethanol_ckpt/<model>_s<seed>.pt")
     args = p.parse_args(argv)
     device = str(check_device(args.device))  # fails fast, before any data is loaded
     torch.set_num_threads(1)
@@ -106,6 +124,8 @@ def main(argv=None) -> dict:
         if (all(old.get(k) == res[k] for k in ("n_train", "steps_per_run", "hidden", "num_layers"))
                 and old["machine"].get("device", "cpu") == device):
             res["runs"] = old["runs"]
+    if args.save_checkpoint:  # a row without its checkpoint is trained again
+        res["runs"] = [r for r in res["runs"] if checkpoint_path(out, r["model"], r["seed"]).exists()]
     done = {(r["model"], r["seed"]) for r in res["runs"]}
     for seed in res["seeds"]:
         for name in args.models.split(","):
@@ -113,7 +133,8 @@ def main(argv=None) -> dict:
                 continue
             train = [tr[int(k)] for k in random_subset(range(len(tr)), args.n, seed)]
             row = train_one(name, train, va, te, args.steps, seed, args.hidden, args.layers,
-                            epoch_steps=2 if args.quick else 100, device=device)
+                            epoch_steps=2 if args.quick else 100, device=device,
+                            checkpoint=checkpoint_path(out, name, seed) if args.save_checkpoint else None)
             res["runs"].append(row)
             print(f"{name} seed {seed}: force MAE {row['force_mae_meV_A']:.1f} meV/A, energy MAE "
                   f"{row['energy_mae_meV']:.1f} meV, {row['cpu_seconds']:.0f} s CPU", flush=True)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Summary", "summarize", "difference", "random_subset", "plateau", "log_slope", "MIN_SEEDS"]
+__all__ = ["Summary", "summarize", "difference", "random_subset", "plateau", "log_slope", "survival",
+           "rank_correlation", "MIN_SEEDS"]
 
 #: the protocol's minimum number of independent runs behind every compared number
 MIN_SEEDS = 3
@@ -127,3 +128,50 @@ def log_slope(sizes: Sequence[float], errors_per_seed: Sequence[Sequence[float]]
     x = np.log(np.asarray(sizes, dtype=float))
     slopes = [np.polyfit(x, np.log(_values(e)), 1)[0] for e in errors_per_seed]
     return summarize(slopes)
+
+
+def survival(times: Sequence[float | None], limit: float) -> dict:
+    """Time to failure of ``n`` replicas run until they fail or reach ``limit``.
+
+    ``times`` [n]: the failure time of each replica, ``None`` for one that reached ``limit`` intact
+    (right-censored at ``limit``, the same for every replica, so the Kaplan-Meier survival curve is the
+    fraction of replicas not yet failed). Returns
+
+    - ``n``, ``failed`` and ``surviving``: the fraction intact at ``limit``;
+    - ``restricted_mean`` and ``restricted_mean_se``: the mean of min(t, limit) over replicas (the area
+      under the survival curve up to ``limit``; a lower bound of the mean time to failure whenever a
+      replica survived) and its standard error over replicas (sd / √n; nan for n = 1);
+    - ``median``: the time by which half of the replicas had failed (the smallest t with survival ≤ 1/2),
+      ``None`` when more than half reached the limit (the median is then only known to exceed it).
+    """
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    t = np.array([np.inf if v is None else float(v) for v in times], dtype=float)
+    if t.size == 0:
+        raise ValueError("no replicas: pass one failure time (or None) per replica")
+    if np.any(np.isnan(t)) or np.any(t < 0) or np.any(np.isfinite(t) & (t > limit)):
+        raise ValueError(f"failure times must lie in [0, limit = {limit}] or be None (censored), got {list(times)}")
+    failed = np.sort(t[np.isfinite(t)])
+    capped = np.minimum(t, limit)
+    k = math.ceil(t.size / 2)  # the k-th failure brings the survival to <= 1/2
+    return {"n": int(t.size), "failed": int(failed.size), "surviving": float(1 - failed.size / t.size),
+            "restricted_mean": float(capped.mean()),
+            "restricted_mean_se": float(capped.std(ddof=1) / math.sqrt(t.size)) if t.size > 1 else float("nan"),
+            "median": float(failed[k - 1]) if failed.size >= k else None, "limit": float(limit)}
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of paired values ``x`` [n] and ``y`` [n]: the Pearson correlation of their
+    ranks, tied values sharing their mean rank (e.g. runs censored at the same limit). nan when either side is
+    constant."""
+    a, b = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"rank_correlation needs two 1-d sequences of the same length >= 2, got {a.shape}, {b.shape}")
+
+    def ranks(v):
+        return np.array([(v < t).sum() + ((v == t).sum() + 1) / 2 for t in v])
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

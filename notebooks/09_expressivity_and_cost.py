@@ -72,6 +72,7 @@ import torch
 from torch_geometric.data import Batch
 
 from course_lib import expressivity as X
+from course_lib import stats
 from course_lib import symmetry as S
 from course_lib.datasets import load_molecules, repo_file
 from course_lib.graph import count_parameters
@@ -603,9 +604,141 @@ print(claims.holds(sum(plateaued4.values()) < len(MODELS) * 3 / 2, "most runs ha
                    numbers=str(plateaued4)))
 
 # %% [markdown]
-# One size, two budgets, three seeds: a different number of frames, channels or steps can change the ranking, and
-# this comparison says nothing about the stability of molecular dynamics with these models (notebook 08's harness
-# takes any of them unchanged).
+# ### The third axis: how long molecular dynamics stays physical
+#
+# A force error is an average over test frames from the training distribution; molecular dynamics also needs the
+# potential to push back where the data are thin. `benchmarks/md_ethanol.py sweep` puts each of the 15 models above
+# (`painn_ethanol.py --save-checkpoint`: the same runs retrained with the same seeds, which reproduced the test
+# errors of the table exactly) into notebook 08's stability harness at 1000 K, the stress test of section 6 there:
+# 8 molecules per model, each with its own Maxwell-Boltzmann velocities (the same 8 sets of velocities for every
+# model), Langevin dynamics (0.5 fs, friction 0.01/fs) for at most 0.5 ps; a molecule *fails* at the first bond
+# stretched beyond twice the sum of the covalent radii. The same harness runs GFN2-xTB, the reference, on the same
+# 8 starting velocities. A molecule still intact at 0.5 ps is *censored*: its time to failure is only known to
+# exceed 0.5 ps. We therefore report the fraction intact at the limit and the *restricted mean* time to failure, the
+# mean of min(t, 0.5 ps) over the molecules (the area under the survival curve up to the limit; a lower bound of
+# the mean whenever a molecule survived), and the median when at least half failed.
+# %%
+sweep_res = json.loads(repo_file("benchmarks/results/md_ethanol_sweep.json").read_text())
+sweep = sweep_res["sweep"]
+print(sweep_res["command"], "|", sweep["replicas"], "molecules per model at", f"{sweep['temperature_K']:.0f} K,",
+      "limit", sweep["limit_ps"], "ps")
+limit = 1000 * sweep["limit_ps"]  # fs
+md = {m: sorted((r for r in sweep["models"].values() if r["model"] == m), key=lambda r: r["model_seed"])
+      for m in MODELS}
+assert all([r["model_seed"] for r in md[m]] == [r["seed"] for r in per[m]] for m in MODELS)
+# the checkpoints are the runs of the table above: the same test force errors
+assert all(np.allclose([r["force_mae_meV_A"] for r in md[m]], force[m], rtol=1e-9, atol=0) for m in MODELS)
+rmst = {m: [r["survival_fs"]["restricted_mean"] for r in rs] for m, rs in md.items()}  # per seed, fs
+pooled = {m: stats.survival([t for r in rs for t in r["failure_time_fs"]], limit) for m, rs in md.items()}
+xtb = sweep["xtb"]["survival_fs"]
+print(f"{'model':22s} {'force MAE':>12s} {'intact at limit':>16s} {'restricted mean (fs)':>26s} "
+      f"{'median (fs)':>12s}  per seed (fs)")
+for m, label in MODELS.items():
+    name, p = label.replace("$", "").replace("_{max}", "_max"), pooled[m]
+    median = "> limit" if p["median"] is None else f"{p['median']:.0f}"
+    print(f"{name:22s} {mean_se(force[m]):>12s} {p['n'] - p['failed']:>9d} of {p['n']:<3d} "
+          f"{mean_se(rmst[m]):>26s} {median:>12s}  " + " ".join(f"{v:4.0f}" for v in rmst[m]))
+print(f"{'GFN2-xTB (reference)':22s} {'':>12s} {xtb['n'] - xtb['failed']:>9d} of {xtb['n']:<3d}")
+print("restricted mean: the mean over molecules of min(t, limit) (a molecule intact at the limit counts the "
+      "limit: censored), then mean ± s.e. over the 3 seeds; median: over the 24 molecules of a model")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+for (m, label), marker in zip(MODELS.items(), ("o", "v", "*", "s", "D")):
+    se = [r["survival_fs"]["restricted_mean_se"] for r in md[m]]
+    line = axes[0].errorbar(force[m], rmst[m], yerr=se, fmt=marker, ms=8, capsize=3, label=label)
+    axes[1].errorbar(np.mean(cpu[m]), np.mean(rmst[m]), yerr=np.std(rmst[m], ddof=1) / np.sqrt(3), fmt=marker,
+                     ms=10, capsize=4, color=line[0].get_color())
+    axes[1].plot(cpu[m], rmst[m], marker, ms=6, alpha=0.35, color=line[0].get_color())
+for ax in axes:
+    ax.axhline(limit, color="gray", ls="--", lw=1)
+axes[0].text(axes[0].get_xlim()[0], limit, " limit (xTB: every molecule intact)", va="bottom", fontsize=8)
+axes[0].set(xlabel="test force MAE (meV/Å); one point per seed, bars: s.e. over molecules",
+            ylabel=f"restricted mean time to failure at {sweep['temperature_K']:.0f} K (fs)")
+axes[1].set(xlabel="training CPU time (s), 2000 steps; large: mean ± s.e. over seeds")
+axes[0].legend(fontsize=8)
+fig.suptitle("the third axis: how long MD with each model stays physical at 1000 K")
+plt.show()
+
+# %%
+# Spearman's rank correlation (runs tied at the limit share their mean rank); resampling runs gives an interval
+spearman = stats.rank_correlation
+runs_mae = np.array([v for m in MODELS for v in force[m]])
+runs_t = np.array([v for m in MODELS for v in rmst[m]])
+rho = spearman(runs_mae, runs_t)
+draws = np.random.default_rng(0).integers(0, len(runs_t), size=(2000, len(runs_t)))
+rho_boot = np.array([spearman(runs_mae[d], runs_t[d]) for d in draws])
+rho_lo, rho_hi = np.percentile(rho_boot[np.isfinite(rho_boot)], [2.5, 97.5])
+# the s.e. over molecules of one run, for the runs where a molecule failed (all intact: no spread to measure)
+replica_se = np.median([r["survival_fs"]["restricted_mean_se"] for rs in md.values() for r in rs
+                        if r["survival_fs"]["failed"]])
+seed_se = {m: np.std(v, ddof=1) / np.sqrt(len(v)) for m, v in rmst.items()}
+claims.say("rank correlation of force MAE and mean time to failure over the {n} runs: {rho:+.2f} "
+           "(bootstrap 95 % interval {lo:+.2f} to {hi:+.2f})", n=len(runs_t), rho=rho, lo=rho_lo, hi=rho_hi)
+claims.say("noise floor: the s.e. over the {k} molecules of one run is {f:.0f} fs (median over the runs with a "
+           "failure); the s.e. over seeds is {a:.0f} fs (SchNet), {b:.0f} fs (NequIP l_max=0), {c:.0f} fs (PaiNN)",
+           k=sweep["replicas"], f=replica_se, a=seed_se["schnet"], b=seed_se["nequip_l0"], c=seed_se["painn"])
+
+# %% [markdown]
+# Across all 15 runs, stability follows the force error: the rank correlation is clearly negative (printed above),
+# the two NequIP models with $l \ge 1$, which have the lowest errors, keep almost every molecule intact to the limit,
+# and xTB keeps all of its molecules, so the harness does not break bonds that the reference keeps. The limit also
+# caps what can be seen: NequIP $l_{max} = 1$ and $2$ cannot be ranked against each other at 0.5 ps.
+#
+# At *matched* force error the architectures differ. Two comparisons above had force errors on par (section 8's
+# claims): SchNet and NequIP $l_{max} = 0$, two distance-only models, and PaiNN and NequIP $l_{max} = 0$. SchNet
+# fails sooner than NequIP $l_{max} = 0$ (paired by seed, beyond 2 s.e.). PaiNN, the equivariant one, fails sooner
+# than NequIP $l_{max} = 0$ in every seed, but the paired difference stays within 2 s.e. of three seeds: not
+# established for the architectures. For two single trained models the answer is sharp: PaiNN seed 1 and NequIP
+# $l_{max} = 0$ seed 1 have the same force error to within half a meV/Å, and every PaiNN molecule broke a bond
+# within the limit while every NequIP molecule stayed intact (a difference far beyond the spread over the 8
+# molecules). So a force
+# error does not fix the stability, and the difference at matched error is not "equivariant beats invariant" here:
+# the equivariant PaiNN sits below the invariant NequIP $l_{max} = 0$, and the two invariant models differ from each
+# other. (Fu et al., *Forces are not enough*, TMLR 2023, found the same decoupling on MD17 and reported equivariant
+# models as the more stable ones; with 100 frames and 2000 steps, far from converged, our small models do not show
+# that as a rule.)
+#
+# The noise floor of the measurement: the spread over the 8 molecules of one run is comparable to the spread over
+# seeds for SchNet and PaiNN, so their seed-to-seed differences are mostly measurement noise; NequIP
+# $l_{max} = 0$ seed 1 (all 8 intact) against seeds 0 and 2 (most failed) is a real difference between trained
+# models of one architecture, larger than the molecule-to-molecule noise. Checked:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+molecules = {(r["model"], r["model_seed"]): [limit if t is None else t for t in r["failure_time_fs"]]
+             for r in sweep["models"].values()}  # per molecule, min(t, limit) in fs
+print(claims.holds(rho_hi < 0, "force MAE and mean time to failure are anti-correlated over the 15 runs "
+                   "(bootstrap 95 % interval of the rank correlation below 0)", numbers=f"{rho_lo:.2f}..{rho_hi:.2f}"))
+print(claims.holds(sweep["xtb"]["stable_replicas"] == sweep["xtb_replicas"], "xTB keeps every molecule intact"))
+print(claims.holds(pooled["nequip_l1"]["surviving"] >= 0.9 and pooled["nequip_l2"]["surviving"] >= 0.9,
+                   "NequIP l_max=1 and 2 keep at least 90 % of their molecules intact to the limit",
+                   numbers=f"{pooled['nequip_l1']['surviving']:.2f}, {pooled['nequip_l2']['surviving']:.2f}"))
+print(claims.holds(all(t is None for r in md["nequip_l2"] for t in r["failure_time_fs"]),
+                   "every NequIP l_max=2 molecule reaches the limit (l_max 1 and 2 cannot be ranked at this limit)"))
+print(claims.tie(force["schnet"], force["nequip_l0"], "SchNet force MAE", "NequIP l_max=0 force MAE", paired=True))
+print(claims.less(rmst["schnet"], rmst["nequip_l0"], "SchNet mean time to failure", "NequIP l_max=0", paired=True))
+print(claims.tie(force["painn"], force["nequip_l0"], "PaiNN force MAE", "NequIP l_max=0 force MAE", paired=True))
+print(claims.tie(rmst["painn"], rmst["nequip_l0"], "PaiNN mean time to failure", "NequIP l_max=0", paired=True))
+print(claims.holds(all(a < b for a, b in zip(rmst["painn"], rmst["nequip_l0"])),
+                   "PaiNN fails sooner than NequIP l_max=0 in every seed"))
+print(claims.less(rmst["painn"], rmst["nequip_l1"], "PaiNN mean time to failure", "NequIP l_max=1", paired=True))
+print(claims.holds(abs(force["painn"][1] - force["nequip_l0"][1]) < 0.5,
+                   "PaiNN seed 1 and NequIP l_max=0 seed 1: force MAE within 0.5 meV/A"))
+intact_s1 = (md["painn"][1]["stable_replicas"], md["nequip_l0"][1]["stable_replicas"])
+print(claims.holds(intact_s1 == (0, sweep["replicas"]),
+                   "every PaiNN seed-1 molecule fails, every NequIP l_max=0 seed-1 molecule stays intact"))
+print(claims.less(molecules["painn", 1], molecules["nequip_l0", 1], "PaiNN seed 1, per molecule",
+                  "NequIP l_max=0 seed 1, per molecule"))
+print(claims.holds(all(0.5 < replica_se / seed_se[m] < 2 for m in ("schnet", "painn")),
+                   "the s.e. over molecules is within a factor 2 of the s.e. over seeds (SchNet, PaiNN)"))
+for seed in (0, 2):
+    print(claims.less(molecules["nequip_l0", seed], molecules["nequip_l0", 1],
+                      f"NequIP l_max=0 seed {seed}, per molecule", "seed 1, per molecule"))
+
+# %% [markdown]
+# One size, two budgets, three seeds, one temperature: a different number of frames, channels or steps can change
+# the ranking.
 #
 # ## Summary
 #
@@ -619,4 +752,6 @@ print(claims.holds(sum(plateaued4.values()) < len(MODELS) * 3 / 2, "most runs ha
 # * A Clebsch-Gordan layer's time grows roughly like $(l_{max}+1)^4$; PaiNN's Cartesian vectors stay cheap, at
 #   the price of $l \le 1$. On ethanol, at equal width, depth and steps, the force errors order by what the
 #   messages see (distance-only, then PaiNN, then NequIP $l_{max} = 1$, $2$) and the training costs the other way:
-#   no model dominates, and neither budget was enough for a plateau in most runs.
+#   no model dominates, and neither budget was enough for a plateau in most runs. In 1000 K molecular dynamics
+#   the time to a broken bond follows the force error over all runs, but not at matched error: SchNet fails sooner
+#   than NequIP $l_{max} = 0$ at the same force error, and PaiNN is no more stable than NequIP $l_{max} = 0$.

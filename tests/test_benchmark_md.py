@@ -95,6 +95,31 @@ def test_md_ethanol_quick(part, tmp_path, tiny_checkpoint, one_thread):
         assert len(row["failure_time_fs"]) == 2 and row["metrics"]["force_mae_meV_A"] == 1.0
 
 
+def test_md_ethanol_sweep_quick(tmp_path, tiny_checkpoint, one_thread):
+    """The sweep part runs every checkpoint of a folder and xTB in the stability harness and writes its schema."""
+    import shutil
+
+    bench = _bench("md_ethanol")
+    ckpts = tmp_path / "ckpt"
+    ckpts.mkdir()
+    for name in ("schnet_s0.pt", "schnet_s1.pt"):
+        shutil.copy(tiny_checkpoint, ckpts / name)
+    res = bench.main(["sweep", "--quick", "--out", str(tmp_path), "--sweep-dir", str(ckpts)])
+    on_disk = json.loads((tmp_path / "md_ethanol_sweep.json").read_text())
+    assert on_disk["command"].startswith("python benchmarks/md_ethanol.py sweep") and "date" in on_disk
+    sweep = on_disk["sweep"]
+    assert sweep["temperature_K"] == 1000.0 and sweep["limit_ps"] == 0.02 and sweep["replicas"] == 2
+    assert set(sweep["models"]) == {"schnet_s0", "schnet_s1"}
+    for row in sweep["models"].values():
+        assert len(row["failure_time_fs"]) == 2 and row["force_mae_meV_A"] == 1.0 and len(row["sha256"]) == 64
+        surv = row["survival_fs"]
+        assert surv["n"] == 2 and 0 <= surv["surviving"] <= 1 and 0 < surv["restricted_mean"] <= 20.0
+    assert len(sweep["xtb"]["failure_time_fs"]) == 1 and sweep["xtb"]["survival_fs"]["limit"] == 20.0
+    assert res["sweep"]["models"]["schnet_s0"]["failure_time_fs"] == row["failure_time_fs"]  # same model, same seeds
+    with pytest.raises(FileNotFoundError, match="save-checkpoint"):
+        bench.main(["sweep", "--quick", "--out", str(tmp_path), "--sweep-dir", str(tmp_path / "empty")])
+
+
 def test_stability_removes_failed_replicas_and_continues(tmp_path):
     """A potential that tears one replica apart: that replica fails, the other reaches the limit."""
     bench = _bench("md_ethanol")

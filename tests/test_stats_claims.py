@@ -61,6 +61,32 @@ def test_log_slope_recovers_power_law():
     assert abs(slope.mean + 0.5) < 1e-9
 
 
+def test_survival_of_replicas_with_censoring():
+    s = stats.survival([100.0, None, 300.0, 200.0], limit=1000.0)
+    assert (s["n"], s["failed"], s["surviving"]) == (4, 3, 0.25)
+    assert s["restricted_mean"] == pytest.approx(400.0)  # (100 + 1000 + 300 + 200) / 4: the censored one counts 1000
+    assert s["restricted_mean_se"] == pytest.approx(np.std([100, 1000, 300, 200], ddof=1) / 2)
+    assert s["median"] == 200.0  # the 2nd of 4 failures brings the survival to 1/2
+    assert stats.survival([50.0, None, None], limit=100.0)["median"] is None  # 2 of 3 reached the limit
+    assert stats.survival([50.0, 70.0, None], limit=100.0)["median"] == 70.0
+    assert math.isnan(stats.survival([None], limit=5.0)["restricted_mean_se"])
+    with pytest.raises(ValueError, match="limit"):
+        stats.survival([50.0, 150.0], limit=100.0)
+    with pytest.raises(ValueError, match="None"):
+        stats.survival([], limit=100.0)
+
+
+def test_rank_correlation_is_spearman_with_mean_ranks_for_ties():
+    assert stats.rank_correlation([1, 2, 3, 4], [10, 20, 30, 1000]) == pytest.approx(1.0)  # monotone, not linear
+    assert stats.rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties: y ranks (1.5, 1.5, 3, 4) against x ranks (1, 2, 3, 4)
+    expected = np.corrcoef([1, 2, 3, 4], [1.5, 1.5, 3, 4])[0, 1]
+    assert stats.rank_correlation([1, 2, 3, 4], [5, 5, 7, 9]) == pytest.approx(expected)
+    assert math.isnan(stats.rank_correlation([1, 2, 3], [5, 5, 5]))
+    with pytest.raises(ValueError, match="same length"):
+        stats.rank_correlation([1, 2], [1, 2, 3])
+
+
 def test_claims_pass_and_fail_with_numbers():
     a, b = [1.0, 1.1, 0.9], [2.0, 2.1, 1.9]
     assert claims.less(a, b, "A", "B") == "claim: A < B: OK (difference > 2 s.e., 3 and 3 seeds)"
