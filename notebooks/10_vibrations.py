@@ -304,8 +304,9 @@ for name in LIVE:
 # %% [markdown] answer="10.zero_modes" points=2
 # (i) Differentiate $E(\mathbf r + \mathbf t\,\mathbf 1) = E(\mathbf r)$ with respect to $\mathbf t$:
 # $\sum_i \partial E/\partial \mathbf r_i = 0$ at every geometry (the forces add up to zero). Differentiating this
-# identity once more with respect to $\mathbf r_j$ gives $\sum_i \partial^2 E/\partial \mathbf r_j \partial \mathbf r_i = 0$, i.e.
-# $H\,T_a = 0$ for the vector $T_a$ that moves every atom by $\hat e_a$: the translations are zero modes everywhere.
+# identity once more with respect to $\mathbf r_j$ gives
+# $\sum_i \partial^2 E/\partial \mathbf r_j \partial \mathbf r_i = 0$, i.e. $H\,T_a = 0$ for the vector $T_a$ that
+# moves every atom by $\hat e_a$: the translations are zero modes everywhere.
 #
 # (ii) For a small rotation $\mathbf r_i \mapsto \mathbf r_i + \epsilon\, \boldsymbol\omega \times \mathbf r_i$,
 # invariance gives $\sum_i \nabla_i E \cdot (\boldsymbol\omega \times \mathbf r_i) = 0$ (no torque) at every geometry.
