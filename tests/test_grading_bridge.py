@@ -300,7 +300,7 @@ def test_every_checker_gives_the_same_verdict_through_the_channel(tmp_path):
         conn, _ = listener.accept()
         end = bridge.CheckerEnd(conn)
         remotes = end.decode(bridge.recv_frame(conn)["target"])
-        compared = failing = 0
+        compared = failing = classes = 0
         for nb in NOTEBOOKS:
             for ex, sol in reference(nb).SOLUTIONS.items():
                 checker = checks.EXERCISES[ex].checker
@@ -309,11 +309,14 @@ def test_every_checker_gives_the_same_verdict_through_the_channel(tmp_path):
                 assert _verdict(checker, remotes[ex]) == local, ex
                 compared += 1
                 if isinstance(sol, type):
+                    classes += 1  # a class is not perturbed
                     continue
                 wrong_local = _verdict(checker, perturbed(sol))
                 failing += bool(wrong_local[1])  # (a design exercise may accept a scaled answer)
                 assert _verdict(checker, remotes[ex + "/wrong"]) == wrong_local, ex
-        assert compared >= 20 and failing >= compared - 3, (compared, failing)
+        # every perturbed function fails, except up to 3 design exercises that accept it (03.crystal_feature and
+        # 09.angle_feature accept a scaled feature; 08.md_setup returns a dict, which the perturbation leaves alone)
+        assert compared >= 20 and failing >= compared - classes - 3, (compared, classes, failing)
         end.close()
     finally:
         try:

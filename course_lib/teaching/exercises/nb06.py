@@ -494,7 +494,7 @@ def _quadrupole_run(fb: Feedback, fn, pos, edge_index, what: str, first: bool = 
 
 def _quadrupole_budget(fb: Feedback, layer) -> None:
     """The parameter budget (a bar), for a module (a function has no parameters)."""
-    if not hasattr(layer, "parameters"):
+    if not isinstance(layer, nn.Module):
         return
     count = sum(int(p.numel()) for p in layer.parameters())
     fb.expect(count <= QUADRUPOLE_MAX_PARAMETERS, f"over the budget: {count} parameters > {QUADRUPOLE_MAX_PARAMETERS}; "
