@@ -29,6 +29,7 @@ EXERCISES = {
     "06.cross_product_from_cg": nb06.cross_product_from_cg,
     "06.norm_activation": nb06.norm_activation,
     "06.radial_tensor_product": nb06.RadialTensorProduct,
+    "06.quadrupole_layer": nb06.quadrupole_layer,
 }
 
 
@@ -499,4 +500,4 @@ def test_quadrupole_layer_hidden_tests_run():
     spec.loader.exec_module(hidden)
     fb = Feedback()
     hidden.HIDDEN["06.quadrupole_layer"](_cartesian_quadrupole, fb)
-    assert not fb.failed and [s for _, s in fb.cases] == [1.0, 1.0, 1.0], fb.failed
+    assert not fb.failed and [s for _, s in fb.cases] == [1.0, 1.0, 1.0, 1.0], fb.failed

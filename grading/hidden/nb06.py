@@ -198,6 +198,7 @@ def hidden_quadrupole_layer(fn, fb) -> None:
         ("public check", public.check_quadrupole_layer, {}),
         ("hidden: seed=3, 14 atoms", public.check_quadrupole_layer, {"seed": 3, "n": 14}),
         ("hidden: seed=4, 5 atoms", public.check_quadrupole_layer, {"seed": 4, "n": 5}),
+        ("hidden: seed=5, 24 atoms", public.check_quadrupole_layer, {"seed": 5, "n": 24}),
     ])
 
 

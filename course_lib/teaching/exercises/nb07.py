@@ -394,8 +394,9 @@ def _variant_energy(fb, model, graphs, what: str, grad: bool = False):
 def _variant_build(cls, fb, seed: int):
     from course_lib.graph import count_parameters
 
-    torch.manual_seed(seed)
-    model = call_student(fb, cls, (), "building the model with no arguments (NequIPVariant())")
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the notebook's random state left alone
+        torch.manual_seed(seed)
+        model = call_student(fb, cls, (), "building the model with no arguments (NequIPVariant())")
     fb.expect(type_name(model) != "NequIP", "this is the library's NequIP class: the exercise asks for a variant that "
               "you assemble (your own forward pass from the blocks, or your own blocks)", fatal=True)
     cutoff = getattr(model, "cutoff", None)
