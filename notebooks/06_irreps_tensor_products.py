@@ -77,7 +77,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # `assert_irreps_equivariant` / `assert_irreps_not_equivariant` print deterministic pass/fail lines.
 #
 # Exercises: `06.wigner_d_from_harmonics` (2 points), `06.cross_product_from_cg` (2),
-# `06.radial_tensor_product` (3), `06.norm_activation` (2). Each one is followed by a self-check cell.
+# `06.radial_tensor_product` (3), `06.norm_activation` (2) and the design exercise `06.quadrupole_layer` (3,
+# end of section 3: any `2e` layer with the required symmetries passes). Each one is followed by a self-check cell.
 # The prediction `06.selection_rule` (1 point for committing one) and the short answer `06.no_pseudoscalar`
 # (2 points, marked by your instructor) are graded separately.
 
@@ -599,6 +600,49 @@ print("chirality = sqrt(6) * [0o part of (r_Cl x r_F) x r_Br]:", torch.allclose(
 # 1 point: the conclusion $f(Mx) = f(x)$ for reflections and hence equal outputs for the mirror images, plus the
 # fix (keep `1e`/`0o` paths and a `0o` output, or SO(3) only). "All distances of the enantiomers are equal" alone
 # earns nothing: this network sees directions, not only distances.
+
+# %% [markdown]
+# ### Exercise `06.quadrupole_layer` (3 points, design): a `2e` feature of each atom's neighbourhood
+#
+# The `2e` part of $1 \otimes 1$ describes the *shape* of a neighbourhood: elongated along an axis, flattened,
+# or neither. Design `quadrupole_layer(pos, edge_index)`: from the positions `pos` `[N, 3]` (float64) and the
+# directed pairs `edge_index` `[2, E]` (edges `(j, i)`, `j` a neighbour of `i`, both directions present), return
+# one `2e` feature per atom, shape `[N, 5]`, its five coefficients in e3nn's basis. There is no single right
+# answer (weights that depend on the distance, which products of bond vectors, how to collect them per atom are
+# yours). It may be a function or an `nn.Module` instance (then at most 2,000 parameters). The self-check tests:
+#
+# * **rotations**: $f(R x) = D^2(R)\, f(x)$, and **parity**: `2e` does not change under the inversion
+#   $x \mapsto -x$ (a `2o` feature would change sign: a polar/axial mix-up fails here);
+# * translation invariance, permutation equivariance, locality (only the pairs of `edge_index`);
+# * the goal: the feature is **nonzero** for every atom that has a neighbour.
+#
+# A design that breaks a symmetry scores 0 for the case, whatever else it does; the feedback lists what breaks,
+# with the error.
+#
+# <details><summary>Second hint: the approach (open it after trying)</summary>
+#
+# Two routes, both from this notebook: the degree-2 spherical harmonics of the bond vectors
+# (`o3.spherical_harmonics(2, ...)`, section 2), or the symmetric traceless matrix of a bond vector with itself
+# contracted with the basis `Q` of section 3. Weight each bond by any function of its length, then add the
+# contributions of the bonds that end at an atom (`index_add` over `edge_index[1]`).
+# </details>
+
+# %% exercise="06.quadrupole_layer" points=3
+def quadrupole_layer(pos, edge_index):
+    """pos [N, 3], edge_index [2, E] (edges j -> i) -> [N, 5]: a 2e feature of each atom's neighbourhood."""
+    ### BEGIN SOLUTION
+    ### HINT: each bond vector r_j - r_i defines an l = 2 object; which parity has a product of two polar vectors?
+    ### HINT: collect the bonds of each atom with a sum (the second hint, above the cell, says how)
+    j, i = edge_index
+    vec = pos[j] - pos[i]
+    y2 = o3.spherical_harmonics(2, vec, normalize=True, normalization="component")
+    weight = torch.exp(-vec.norm(dim=-1, keepdim=True))
+    return torch.zeros(pos.shape[0], 5, dtype=pos.dtype).index_add(0, i, weight * y2)
+    ### END SOLUTION
+
+
+# %%
+check("06.quadrupole_layer", quadrupole_layer)
 
 # %% [markdown]
 # ## 4. Tensor products with weights

@@ -63,8 +63,9 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 5. read the paper's data-efficiency experiment, redone on our ethanol data: force error against the
 #    number of training frames for $l_{max} = 0, 1, 2$, and a comparison with SchNet.
 #
-# Exercises: `07.radial_basis` (2 points), `07.convolution` (4), `07.gate` (3). Each is followed by a
-# self-check cell that tells you what is wrong, if anything. The prediction `07.mirror_energy` (1 point for
+# Exercises: `07.radial_basis` (2 points), `07.convolution` (4), `07.gate` (3), and the design exercise
+# `07.nequip_variant` (3, end of section 9: any variant with the required symmetries passes). Each is followed by
+# a self-check cell that tells you what is wrong, if anything. The prediction `07.mirror_energy` (1 point for
 # committing one) and the short answer `07.gate_parity` (2 points, marked by your instructor) are graded
 # separately.
 
@@ -91,6 +92,7 @@ from course_lib.models import energy_and_forces
 from course_lib.models.nequip import (
     ConvolutionBlock,
     GateNonlinearity,
+    InteractionBlock,
     NequIP,
     SphericalHarmonicEdgeAttrs,
     default_hidden_irreps,
@@ -970,6 +972,75 @@ for what, g in (("N (in the table, not in the training data)", amine), ("F (not 
         model(g)
     except ValueError as err:
         print(f"{what}: {err}")
+
+# %% [markdown]
+# ### Exercise `07.nequip_variant` (3 points, design): a NequIP of your own
+#
+# You have all the parts. Assemble your own NequIP variant: a class `NequIPVariant(torch.nn.Module)` whose
+# instance, built with no arguments, maps a batch of molecules (`z` with H, C, O; `pos` `[N, 3]`; `batch`) to
+# their energies `[num_graphs]`, and has an attribute `cutoff` (Å, between 1.5 and 6). Change what you like: the
+# radial basis or the radial network, the gate, the width, the depth, $l_{max}$, the readout; the library's blocks
+# (`InteractionBlock`, `ConvolutionBlock`, `GateNonlinearity`, `SphericalHarmonicEdgeAttrs`, `BesselRBF`) may be
+# used, but write the forward pass yourself (the library's `NequIP` class itself is not accepted). The grader
+# builds your model with random weights and tests:
+#
+# * **required** (a model that breaks one scores 0 for the case, with the broken properties named): the energy is
+#   invariant under rotations, reflections, translations and permutations of the atoms; the forces
+#   $-\partial E/\partial \mathbf r$ (autograd) agree with finite differences of the energy; the **cutoff is
+#   smooth**: the energy and the force on an atom go continuously to their values without it as it crosses
+#   `cutoff`;
+# * **bars**: at most 15,000 parameters (the model of section 7 has about 37,600: see its table), and the energy
+#   tells apart two bent triatomics H-C-H with equal bonds and angles of 105° and 150° (the H atoms out of each
+#   other's cutoff, as in notebook 09): the model must see angles.
+#
+# <details><summary>Second hint: the approach (open it after trying)</summary>
+#
+# Follow `NequIP.atomic_energies` (section 7): a one-hot of the species (`(batch.z[:, None] == species)`), a linear
+# embedding, the neighbour list `radius_graph(batch.pos, cutoff, batch=batch.batch)`, spherical harmonics and a
+# radial basis of the edges, a few `InteractionBlock`s (their `radial_hidden` sets most of the parameter count),
+# an `o3.Linear` to `"1x0e"`, and a sum of the atomic energies per molecule (`index_add` over `batch.batch`). For a
+# smooth cutoff, every radial weight must vanish at `cutoff` together with its derivative: a basis times an
+# envelope, and a radial network that maps zero to zero.
+# </details>
+
+# %% exercise="07.nequip_variant" points=3
+class NequIPVariant(torch.nn.Module):
+    """batch (z [N] in {1, 6, 8}, pos [N, 3], batch [N]) -> energies [num_graphs]; attribute ``cutoff`` (A)."""
+
+    def __init__(self, hidden=8, num_layers=2, cutoff=4.0, num_basis=8):
+        super().__init__()
+        ### BEGIN SOLUTION
+        ### HINT: the energy must come from invariant (0e) features only, and every edge's weight must vanish
+        ### HINT: smoothly at the cutoff; count the parameters of the radial networks first
+        self.cutoff = cutoff
+        self.register_buffer("species", torch.tensor([1, 6, 8]))
+        self.embedding = o3.Linear("3x0e", f"{hidden}x0e")
+        self.radial = BesselRBF(num_basis, cutoff)  # Bessel basis x polynomial envelope: zero at the cutoff
+        self.sh = SphericalHarmonicEdgeAttrs(1)
+        irreps, blocks = o3.Irreps(f"{hidden}x0e"), []
+        for _ in range(num_layers):
+            blocks.append(InteractionBlock(irreps, default_hidden_irreps(hidden, 1), self.sh.irreps_out, "3x0e",
+                                           num_basis, radial_hidden=(16,), gate="silu"))
+            irreps = blocks[-1].irreps_out
+        self.blocks = torch.nn.ModuleList(blocks)
+        self.readout = o3.Linear(irreps, "1x0e")
+        ### END SOLUTION
+
+    def forward(self, batch):
+        ### BEGIN SOLUTION
+        a = (batch.z[:, None] == self.species).to(batch.pos.dtype)  # [N, 3] one-hot species
+        h = self.embedding(a)
+        edge_index, vec = radius_graph(batch.pos, self.cutoff, batch=batch.batch)
+        sh, rbf = self.sh(vec), self.radial(vec.norm(dim=-1))
+        for block in self.blocks:
+            h = block(h, a, sh, rbf, edge_index)
+        e = self.readout(h).squeeze(-1)
+        return torch.zeros(int(batch.batch.max()) + 1, dtype=e.dtype).index_add(0, batch.batch, e)
+        ### END SOLUTION
+
+
+# %%
+check("07.nequip_variant", NequIPVariant)
 
 # %% [markdown]
 # ## 10. Training NequIP

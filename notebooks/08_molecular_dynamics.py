@@ -71,7 +71,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 4. measure MD stability and the cost of a force call, and read speed-up tables critically;
 # 5. explain why a learned potential must be smooth for MD.
 #
-# Exercises: `08.velocity_verlet_step` (3 points), `08.distance_histogram` (2).
+# Exercises: `08.velocity_verlet_step` (3 points), `08.distance_histogram` (2), and the design exercise
+# `08.md_setup` (3, end of section 6: graded by running hidden MD with your setup).
 # The prediction `08.hot_stability` (1 point for committing one) and the short answer `08.error_vs_stability`
 # (2 points, marked by your instructor) are graded separately.
 #
@@ -802,6 +803,52 @@ try:
 except MDInstability as err:
     print(f"MDInstability: {err}")
     print(f"(recorded before the failure: {len(err.record.times)} steps)")
+
+# %% [markdown]
+# ### Exercise `08.md_setup` (3 points, design): an MD setup that is stable, accurate and affordable
+#
+# You run MD of ethanol with the shipped SchNet potential (`models["SchNet"]`, float64) from a 500 K start.
+# Design the setup: `md_setup()` returns a dict with
+#
+# * `"timestep_fs"`: the timestep of both runs (fs);
+# * `"thermostat"`: `"langevin"` (then `"friction_per_fs"`, the friction in 1/fs) or `"bussi"` (the stochastic
+#   velocity rescaling of Bussi, Donadio & Parrinello, J. Chem. Phys. 2007; then `"taut_fs"`, its time constant).
+#
+# The grader runs hidden MD with your choices (other starting frames, velocities and lengths than below):
+#
+# * **stability** (required): neither the NVE nor the NVT run may fall apart (the guard of `run_md`);
+#   a setup that blows up scores 0 for the case;
+# * **accuracy** (a bar): in NVE (velocity Verlet), the total energy may wander at most 4 meV per atom from its
+#   start, $\max_t |E(t) - E(0)| / N \le 4$ meV;
+# * **cost** (a budget): at most 400 force calls for 300 fs of NVE, counted in force calls rather than CPU
+#   seconds so that the verdict does not depend on the machine;
+# * **thermostat** (a bar): its coupling time ($1/\gamma$ for Langevin, `taut` for Bussi) between 20 and 500 fs:
+#   strong enough to bring a short run to its temperature, weak enough not to damp the O-H stretch (period
+#   ~10 fs) into a different dynamics. (Berendsen rescaling is not offered: it does not sample the canonical
+#   ensemble.)
+#
+# The budget and the accuracy pull in opposite directions: find the window with your own runs (the cells of
+# section 4 are a start), then commit. The self-check runs the public case (a few seconds).
+#
+# <details><summary>Second hint: the approach (open it after trying)</summary>
+#
+# The energy error of velocity Verlet grows like $\Delta t^2$ (section 4's table: halving dt divides the
+# fluctuation by about 4). Run NVE with `run_md` at two or three timesteps between the budget's lower limit and
+# 2 fs, measure $\max_t |E(t) - E(0)|/N$, and pick a timestep with a margin below the bar: the grader's runs start
+# elsewhere.
+# </details>
+
+# %% exercise="08.md_setup" points=3
+def md_setup():
+    """-> {"timestep_fs": float, "thermostat": "langevin" or "bussi", "friction_per_fs" or "taut_fs": float}."""
+    ### BEGIN SOLUTION
+    ### HINT: the budget sets the smallest timestep, the energy bar the largest: measure where the bar is crossed
+    return {"timestep_fs": 0.8, "thermostat": "langevin", "friction_per_fs": 0.01}
+    ### END SOLUTION
+
+
+# %%
+check("08.md_setup", md_setup)
 
 # %% [markdown]
 # ## 7. Speed

@@ -61,7 +61,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 # 6. read a measurement of the cost of one interaction layer against l_max, beside the scaling laws.
 #
 # Exercises: `09.bond_vector_sum` (2 points), `09.angle_feature` (3 points, a design exercise: any correct
-# design passes). Each is followed by a self-check cell.
+# design passes). Each is followed by a self-check cell. The prediction `09.star_order` (1 point for committing
+# one) and the short answer `09.octahedral_site` (2 points, marked by your instructor) are graded separately.
 
 # %%
 import json
@@ -82,6 +83,7 @@ from course_lib.models.painn import PaiNN
 from course_lib.neighbors import radius_graph
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.utils import FAST, get_device, seed_everything
 
 # %%
@@ -265,7 +267,18 @@ for name, model in models.items():
 # only components with $m$ a multiple of k survive. For $l < k$ that leaves $m = 0$ only: the order-l feature
 # of the star is the same however the star is turned, and an order-l model cannot see its orientation (Joshi
 # et al. 2023). For odd $l < k$ even the $m = 0$ part vanishes (the star is symmetric under $z \to -z$). Below:
-# the star and the star turned by $\pi/k$, with e3nn's spherical harmonics:
+# the star and the star turned by $\pi/k$, with e3nn's spherical harmonics.
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). Take the 4-fold star (four
+# neighbours in a plane, at right angles) and the same star turned by 45° about its axis. What is the smallest
+# order $l$ whose summed harmonics $c^l$ differ between the two?
+#
+# (a) $l = 1$; (b) $l = 2$; (c) $l = 3$; (d) $l = 4$.
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="09.star_order" points=1 choices="a,b,c,d"
+star_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 rows = []
@@ -276,6 +289,9 @@ for k in (2, 3, 4, 5):
     norms = [float(X.summed_harmonics(s0.pos[1:], l).norm()) for l in range(k + 1)]
     print(f"k = {k}: |c^l(turned) - c^l|, l = 0..{k}: " + ", ".join(f"{d:.0e}" for d in diffs)
           + "   |c^l|: " + ", ".join(f"{n:.2f}" for n in norms))
+    if k == 4:
+        first_seen = next(l for l, d in enumerate(diffs) if d > 1e-9)  # the smallest order that sees the turn
+reveal("09.star_order", star_prediction, {1: "a", 2: "b", 3: "c", 4: "d"}[first_seen])
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -319,6 +335,37 @@ print(claims.holds(all(float(X.summed_harmonics(tet, l).abs().max()) < 1e-12 for
                    and float(X.summed_harmonics(tet, 3).abs().max()) > 1, "tetrahedron: l = 1, 2 vanish, l = 3 not"))
 print(claims.holds(all(float(X.summed_harmonics(octa, l).abs().max()) < 1e-12 for l in (1, 2, 3))
                    and float(X.summed_harmonics(octa, 4).abs().max()) > 1, "octahedron: l = 1, 2, 3 vanish, l = 4 not"))
+
+# %% [markdown]
+# ### Short answer `09.octahedral_site` (2 points, marked by your instructor)
+#
+# The check above found that the summed harmonics $c^l = \sum_j Y^l(\hat{\mathbf r}_j)$ of the six corners of an
+# octahedron ($\pm\hat x, \pm\hat y, \pm\hat z$) vanish for $l = 1, 2, 3$. Prove it without computing any harmonic
+# numerically: (i) for every odd $l$, using the parity of $Y^l$; (ii) for $l = 2$, using the argument of the
+# k-fold star with the 4-fold axis $\hat z$ and the explicit form $Y^2_0 \propto 3z^2 - r^2$. (iii) What does
+# this mean for the first layer of an equivariant model at an atom in a perfect octahedral site?
+
+# %% [markdown] answer="09.octahedral_site" points=2
+# (i) $Y^l(-\hat r) = (-1)^l Y^l(\hat r)$. The corners come in opposite pairs $\pm\hat e$, so for odd $l$ each pair
+# contributes $Y^l(\hat e) - Y^l(\hat e) = 0$ and $c^l = 0$ for $l = 1, 3, 5, \dots$
+#
+# (ii) The octahedron is unchanged by a rotation of 90° about $\hat z$, so $c^2$ is too; a rotation by $\alpha$ about
+# $\hat z$ multiplies the component $m$ by $e^{im\alpha}$, and $e^{im\pi/2} = 1$ only for $m$ a multiple of 4. With
+# $|m| \le 2$ only $m = 0$ survives: $c^2 \propto \sum_j (3z_j^2 - 1)$ (unit vectors). The two corners on the
+# $z$ axis give $3 - 1 = 2$ each, the four in the $xy$ plane $-1$ each: $2 \cdot 2 + 4 \cdot (-1) = 0$. So
+# $c^2 = 0$. (Equivalently: $\sum_j \hat r_j \hat r_j^\top = 2I$ has no traceless part.)
+#
+# (iii) After one layer, the atom's features of order 1, 2 and 3 (sums over its neighbours of a radial weight
+# times $Y^l$, all neighbours at the same distance) are zero: an equivariant model sees the octahedral site only
+# through its scalars and through $l \ge 4$. Nothing is lost for the energy (which is invariant), but directional
+# information about such a site enters only through higher orders or later layers, once the neighbours'
+# own environments differ.
+
+# %% [markdown] rubric="09.octahedral_site"
+# **Rubric (2 points).** 1 point: (i) parity $Y^l(-\hat r) = (-1)^l Y^l(\hat r)$ and the opposite pairs cancel for odd
+# $l$. 1 point: (ii) the 4-fold axis leaves only $m = 0$ for $l = 2$, and the sum $\sum (3z_j^2 - 1) = 0$ is shown
+# (or the equivalent $\sum \hat r \hat r^\top = 2I$); half a point if only one of the two steps is there. Part
+# (iii) is needed for a complete answer but earns no separate point: zero l = 1..3 features at the site.
 
 # %% [markdown]
 # ## 4. Mirror images

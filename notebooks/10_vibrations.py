@@ -69,7 +69,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #    the frequency shift of the integrator itself);
 # 6. estimate a model's uncertainty with a committee and check it with a calibration plot.
 #
-# Exercise: `10.harmonic_wavenumbers` (3 points).
+# Exercise: `10.harmonic_wavenumbers` (3 points). The prediction `10.worst_mode` (1 point for committing one)
+# and the short answer `10.zero_modes` (2 points, marked by your instructor) are graded separately.
 #
 # The complete comparison (xTB and four models, Hessians at both orientations, 3 × 2 ps NVE runs per method for
 # the VDOS) is made by `benchmarks/vibrations.py` (about 8 minutes on one thread); this notebook loads its
@@ -94,6 +95,7 @@ from course_lib.datasets import load_molecules, repo_file
 from course_lib.md import run_md, thermalize
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.responses import reveal
 from course_lib.train import load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
 
@@ -290,12 +292,58 @@ for name in LIVE:
     print(f"{name:11s} max |live - stored| = {np.abs(live.wavenumbers - stored).max():.2f} cm^-1")
 
 # %% [markdown]
+# ### Short answer `10.zero_modes` (2 points, marked by your instructor)
+#
+# (i) Show from the translation invariance of the energy,
+# $E(\mathbf r_1 + \mathbf t, \dots, \mathbf r_N + \mathbf t) = E(\mathbf r_1, \dots, \mathbf r_N)$ for all $\mathbf t$,
+# that the Hessian $H$ has the three rigid translations in its null space at *every* geometry. (ii) Rotation
+# invariance, $E(R\mathbf r_1, \dots, R\mathbf r_N) = E(\mathbf r_1, \dots, \mathbf r_N)$, gives three more zero
+# modes, but only at a stationary point: say why (what extra term appears when you differentiate twice?).
+# (iii) How many zero modes does a linear molecule such as CO$_2$ have, and why?
+
+# %% [markdown] answer="10.zero_modes" points=2
+# (i) Differentiate $E(\mathbf r + \mathbf t\,\mathbf 1) = E(\mathbf r)$ with respect to $\mathbf t$:
+# $\sum_i \partial E/\partial \mathbf r_i = 0$ at every geometry (the forces add up to zero). Differentiating this
+# identity once more with respect to $\mathbf r_j$ gives
+# $\sum_i \partial^2 E/\partial \mathbf r_j \partial \mathbf r_i = 0$, i.e. $H\,T_a = 0$ for the vector $T_a$ that
+# moves every atom by $\hat e_a$: the translations are zero modes everywhere.
+#
+# (ii) For a small rotation $\mathbf r_i \mapsto \mathbf r_i + \epsilon\, \boldsymbol\omega \times \mathbf r_i$,
+# invariance gives $\sum_i \nabla_i E \cdot (\boldsymbol\omega \times \mathbf r_i) = 0$ (no torque) at every geometry.
+# Differentiating with respect to $\mathbf r_j$ gives $H\,\Omega = -(\text{a term linear in the gradient})$: the
+# rotation vector itself depends on the positions, so the derivative of $\boldsymbol\omega \times \mathbf r_i$
+# brings in $\nabla E$. At a stationary point $\nabla E = 0$ and $H\,\Omega = 0$; elsewhere the rotational
+# directions mix with the gradient and need not be zero modes (which is why the analysis starts from a relaxed
+# structure; a loosely converged minimum shows them as the "few cm⁻¹" modes of this section).
+#
+# (iii) Five: three translations and only two rotations. A rotation about the molecular axis moves no atom
+# (every $\mathbf r_i$ is parallel to the axis, so $\boldsymbol\omega \times \mathbf r_i = 0$): it is not a
+# displacement at all, so a linear molecule has $3N - 5$ vibrations instead of $3N - 6$.
+
+# %% [markdown] rubric="10.zero_modes"
+# **Rubric (2 points).** 1 point: (i) the sum of the forces vanishes identically, and differentiating once more
+# gives $H\,T = 0$ at every geometry. 1 point: (ii) the second derivative of the rotation identity contains a
+# gradient term, which vanishes only at a stationary point, and (iii) five zero modes for a linear molecule
+# because the rotation about its axis moves no atom; half a point for only one of (ii) and (iii).
+
+# %% [markdown]
 # ## 5. Mode by mode: the models against GFN2-xTB
 #
 # To compare two potentials mode by mode, pair each model mode with the xTB mode *that moves the atoms the same
 # way*: `V.match_modes` maximises the overlaps of the mass-weighted eigenvectors (sorting both lists by
 # frequency would pair different motions wherever two modes cross). The O–H stretch is the xTB mode that
 # stretches the O2–H3 bond most (`V.stretch_mode`).
+#
+# **Predict, then run** (1 point for committing a prediction, whatever it is). NequIP with $l_{max} = 2$ has a
+# moderate test force error. Which of its 21 harmonic frequencies is furthest from GFN2-xTB's?
+#
+# (a) a C–H stretch (near 3000 cm⁻¹); (b) the O–H stretch (the stiffest mode, near 3600 cm⁻¹); (c) a bend or a
+# skeletal C–C/C–O stretch (600–2000 cm⁻¹); (d) a soft torsion (below 600 cm⁻¹).
+#
+# Write your letter in the next cell *before* you run the cells below.
+
+# %% prediction="10.worst_mode" points=1 choices="a,b,c,d"
+worst_mode_prediction = None  # replace None by "a", "b", "c" or "d"
 
 # %%
 xtb_nu = np.array(res["GFN2-xTB"]["wavenumbers_cm"])
@@ -309,6 +357,11 @@ for name in SHIPPED:
     e = errors[name]
     print(f"{name:11s} {res[name]['checkpoint_metrics']['force_mae_meV_A']:6.1f} meV/A {np.abs(e).mean():6.1f} cm-1 "
           f"{np.abs(e).max():6.0f} cm-1 {e[oh]:+6.0f}  {overlap[name].min():10.2f}")
+worst = int(np.argmax(np.abs(errors["NequIP l=2"])))
+worst_outcome = "b" if worst == oh else "a" if xtb_nu[worst] > 2500 else "c" if xtb_nu[worst] >= 600 else "d"
+print(f"NequIP l=2: the largest error is at the xTB mode of {xtb_nu[worst]:.0f} cm^-1 "
+      f"({errors['NequIP l=2'][worst]:+.0f} cm^-1)")
+reveal("10.worst_mode", worst_mode_prediction, worst_outcome)
 
 # %%
 fig, ax = plt.subplots(figsize=(11, 4))

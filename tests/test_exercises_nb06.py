@@ -29,6 +29,7 @@ EXERCISES = {
     "06.cross_product_from_cg": nb06.cross_product_from_cg,
     "06.norm_activation": nb06.norm_activation,
     "06.radial_tensor_product": nb06.RadialTensorProduct,
+    "06.quadrupole_layer": nb06.quadrupole_layer,
 }
 
 
@@ -398,3 +399,105 @@ def test_feedback_is_deterministic():
     relu = lambda x, irreps: torch.relu(x)
     assert str(check("06.norm_activation", relu, verbose=False)) == str(check("06.norm_activation", relu,
                                                                               verbose=False))
+
+
+# --------------------------------------------------------------------------------------------
+# 06.quadrupole_layer (design)
+# --------------------------------------------------------------------------------------------
+
+
+def _quadrupole_score(fn):
+    from course_lib.teaching.exercises.nb06 import check_quadrupole_layer
+    from course_lib.teaching.grading import run_cases
+
+    fb = Feedback()
+    run_cases(fb, fn, [("public", check_quadrupole_layer, {})])
+    return fb.cases[0][1], fb.failed
+
+
+def _cartesian_quadrupole(pos, edge_index):
+    """Another design: sum over bonds of the symmetric traceless r r^T / |r|^2, in e3nn's basis."""
+    j, i = edge_index
+    r = pos[j] - pos[i]
+    s = r[:, :, None] * r[:, None, :] / (r * r).sum(-1)[:, None, None] - torch.eye(3, dtype=pos.dtype) / 3
+    Q = math.sqrt(5) * o3.wigner_3j(1, 1, 2, dtype=pos.dtype)
+    per_bond = torch.einsum("ijm,eij->em", Q, s)
+    return torch.zeros(len(pos), 5, dtype=pos.dtype).index_add(0, i, per_bond)
+
+
+class _LearnedQuadrupole(nn.Module):
+    """A third design: a small radial MLP of the bond length weights Y^2 of the bond."""
+
+    def __init__(self, hidden=16):
+        super().__init__()
+        self.radial = nn.Sequential(nn.Linear(1, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    def forward(self, pos, edge_index):
+        j, i = edge_index
+        r = pos[j] - pos[i]
+        w = self.radial(r.norm(dim=-1, keepdim=True).to(self.radial[0].weight.dtype)).to(pos.dtype)
+        y2 = o3.spherical_harmonics(2, r, normalize=True, normalization="component")
+        return torch.zeros(len(pos), 5, dtype=pos.dtype).index_add(0, i, w * y2)
+
+
+def test_quadrupole_layer_accepts_the_reference_and_other_designs():
+    for kw in ({}, {"seed": 3, "n": 14}):
+        assert check("06.quadrupole_layer", nb06.quadrupole_layer, verbose=False, **kw).passed
+    assert check("06.quadrupole_layer", _cartesian_quadrupole, verbose=False).passed
+    torch.manual_seed(0)
+    res = check("06.quadrupole_layer", _LearnedQuadrupole(), verbose=False)
+    assert res.passed, res
+
+
+def test_quadrupole_layer_scores_a_broken_symmetry_zero_naming_it():
+    def two_o(pos, edge_index):  # sym. traceless part of r (x) (sum of r_ij x r_ik): 1o x 1e -> 2o
+        j, i = edge_index
+        r = pos[j] - pos[i]
+        total = torch.zeros_like(pos).index_add(0, i, r)
+        c = torch.linalg.cross(r, total[i])
+        m = (r[:, :, None] * c[:, None, :] + c[:, :, None] * r[:, None, :]) / 2
+        m = m - torch.einsum("eii->e", m)[:, None, None] * torch.eye(3, dtype=pos.dtype) / 3
+        Q = math.sqrt(5) * o3.wigner_3j(1, 1, 2, dtype=pos.dtype)
+        return torch.zeros(len(pos), 5, dtype=pos.dtype).index_add(0, i, torch.einsum("ijm,eij->em", Q, m))
+
+    def entries(pos, edge_index):  # five entries of r r^T: not the e3nn basis
+        j, i = edge_index
+        r = pos[j] - pos[i]
+        rr = (r[:, :, None] * r[:, None, :]).reshape(-1, 9)[:, [0, 1, 2, 4, 5]]
+        return torch.zeros(len(pos), 5, dtype=pos.dtype).index_add(0, i, rr)
+
+    score, messages = _quadrupole_score(two_o)
+    assert score == 0.0 and any("2o feature" in m for m in messages) and any("scores 0" in m for m in messages), \
+        messages
+    score, messages = _quadrupole_score(entries)
+    assert score == 0.0 and any("rotation equivariance (error" in m for m in messages), messages
+    score, messages = _quadrupole_score(lambda p, e: nb06.quadrupole_layer(p, e) + 0.01 * p[:, :1])
+    assert score == 0.0 and any("translation invariance" in m for m in messages), messages
+
+
+def test_quadrupole_layer_zero_for_some_atoms_misses_the_goal_with_a_fraction():
+    def pairs_only(pos, edge_index):  # sum over pairs of bonds of sym(r_ij x r_ik ...): zero for one neighbour
+        j, i = edge_index
+        r = pos[j] - pos[i]
+        total = torch.zeros_like(pos).index_add(0, i, r)
+        out = _cartesian_quadrupole(pos, edge_index)
+        count = torch.bincount(i, minlength=len(pos)).to(pos.dtype)[:, None]
+        return out * (count > 1) + 0 * total[:, :1]
+
+    score, messages = _quadrupole_score(pairs_only)
+    assert 0.0 < score < 0.5 and any("zero for atoms that have" in m for m in messages), (score, messages)
+    assert not any("scores 0" in m for m in messages)
+    score, messages = _quadrupole_score(lambda p, e: torch.zeros(len(p), 5, dtype=p.dtype))
+    assert score < 0.5 and any("zero for atoms that have" in m for m in messages)
+    score, messages = _quadrupole_score(_LearnedQuadrupole(hidden=1000))  # a correct layer, too many weights
+    assert 0.0 < score < 1.0 and any("over the budget" in m for m in messages), messages
+
+
+def test_quadrupole_layer_hidden_tests_run():
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb06.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb06_q", path)
+    hidden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hidden)
+    fb = Feedback()
+    hidden.HIDDEN["06.quadrupole_layer"](_cartesian_quadrupole, fb)
+    assert not fb.failed and [s for _, s in fb.cases] == [1.0, 1.0, 1.0, 1.0], fb.failed

@@ -204,7 +204,7 @@ def test_hidden_tests_accept_the_references_and_reject_mistakes():
 
     hidden = _hidden()
     refs = {"07.radial_basis": nb07.radial_basis, "07.convolution": nb07.convolution, "07.gate": nb07.gate}
-    assert set(hidden.HIDDEN) == set(refs)
+    assert set(hidden.HIDDEN) == set(refs) | {"07.nequip_variant"}  # the design exercise: tests below
     for ex, fn in refs.items():
         fb = Feedback()
         hidden.HIDDEN[ex](fn, fb)
@@ -220,3 +220,121 @@ def test_hidden_tests_accept_the_references_and_reject_mistakes():
         fb = Feedback()
         hidden.HIDDEN[ex](fn, fb)
         assert fb.failed and min(score for _, score in fb.cases) < 1.0, ex
+
+
+# --------------------------------------------------------------------------------------------
+# 07.nequip_variant (design)
+# --------------------------------------------------------------------------------------------
+
+
+def _variant_score(cls):
+    from course_lib.teaching.checks import Feedback
+    from course_lib.teaching.exercises.nb07 import check_nequip_variant
+    from course_lib.teaching.grading import run_cases
+
+    fb = Feedback()
+    run_cases(fb, cls, [("public", check_nequip_variant, {})])
+    return fb.cases[0][1], fb.failed
+
+
+def _variant(radial=None, l_max=1, hidden=8, radial_hidden=(16,), num_layers=2, extra=None, detach=False):
+    """Variants of the reference: another radial basis, another l_max or width, or a deliberate mistake."""
+    from course_lib.models.nequip import InteractionBlock, SphericalHarmonicEdgeAttrs, default_hidden_irreps
+
+    base = nb07.NequIPVariant
+
+    class Variant(base):
+        def __init__(self):
+            super().__init__(hidden=hidden, num_layers=num_layers)
+            if radial is not None:
+                self.radial = radial(self.cutoff)
+            self.sh = SphericalHarmonicEdgeAttrs(l_max)
+            irreps, blocks = o3.Irreps(f"{hidden}x0e"), []
+            for _ in range(num_layers):
+                blocks.append(InteractionBlock(irreps, default_hidden_irreps(hidden, l_max), self.sh.irreps_out,
+                                               "3x0e", 8, radial_hidden=radial_hidden, gate="sigmoid"))
+                irreps = blocks[-1].irreps_out
+            self.blocks = torch.nn.ModuleList(blocks)
+            self.readout = o3.Linear(irreps, "1x0e")
+
+        def forward(self, batch):
+            if detach:
+                batch = batch.clone()
+                batch.pos = batch.pos.detach()
+            e = super().forward(batch)
+            if extra is not None:
+                e = e + extra(batch)
+            return e
+
+    return Variant
+
+
+class _GaussianCosine(torch.nn.Module):
+    """Another radial design: Gaussians times SchNet's cosine cutoff (C1 at r_c)."""
+
+    def __init__(self, cutoff, envelope=True):
+        from course_lib.models.radial import GaussianRBF
+
+        super().__init__()
+        self.cutoff, self.envelope = cutoff, envelope
+        self.rbf = GaussianRBF(8, cutoff, smooth=False)
+
+    def forward(self, r):
+        b = self.rbf(r)
+        return b * cosine_cutoff(r, self.cutoff)[:, None] if self.envelope else b
+
+
+def test_nequip_variant_accepts_the_reference_and_another_design():
+    res = check("07.nequip_variant", nb07.NequIPVariant, verbose=False)
+    assert res.passed, res
+    score, messages = _variant_score(_variant(radial=_GaussianCosine, hidden=6, num_layers=3))
+    assert score == 1.0, messages
+
+
+def test_nequip_variant_scores_a_broken_property_zero_naming_it():
+    from course_lib.models.nequip import NequIP
+
+    class BesselOnly(torch.nn.Module):  # no envelope: the energy is continuous, the forces jump at r_c
+        def __init__(self, cutoff):
+            super().__init__()
+            self.cutoff = cutoff
+
+        def forward(self, r):
+            return bessel_basis(r, self.cutoff, 8)
+
+    cases = {
+        "smooth cutoff: force jump": _variant(radial=BesselOnly),
+        "smooth cutoff: energy jump": _variant(radial=lambda c: _GaussianCosine(c, envelope=False)),
+        "rotation invariance (error": _variant(extra=lambda b: 0.01 * torch.zeros(int(b.batch.max()) + 1,
+                                                                                   dtype=b.pos.dtype).index_add(
+            0, b.batch, b.pos[:, 0])),
+        "forces = -dE/dr": _variant(detach=True),
+    }
+    for name, cls in cases.items():
+        score, messages = _variant_score(cls)
+        assert score == 0.0 and any(name in m and "scores 0" in m for m in messages), (name, messages)
+    score, messages = _variant_score(lambda: NequIP(l_max=1, hidden=4, num_layers=1))
+    assert score == 0.0 and any("library's NequIP" in m for m in messages), messages
+
+
+def test_nequip_variant_weak_designs_miss_a_bar_with_a_fraction():
+    score, messages = _variant_score(_variant(l_max=0))  # distances only: blind to the bond angle
+    assert 0.0 < score < 1.0 and any("sees distances only" in m for m in messages), messages
+    assert not any("scores 0" in m for m in messages)
+    score, messages = _variant_score(_variant(hidden=16, radial_hidden=(64, 64), num_layers=3))
+    assert 0.0 < score < 1.0 and any("over the budget" in m for m in messages), messages
+
+
+def test_nequip_variant_hidden_tests_accept_the_reference():
+    import importlib.util
+    from pathlib import Path
+
+    from course_lib.teaching.checks import Feedback
+
+    path = Path(__file__).resolve().parents[1] / "grading" / "hidden" / "nb07.py"
+    spec = importlib.util.spec_from_file_location("_hidden_nb07_variant", path)
+    hidden = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hidden)
+    fb = Feedback()
+    hidden.HIDDEN["07.nequip_variant"](nb07.NequIPVariant, fb)
+    assert not fb.failed and [s for _, s in fb.cases] == [1.0, 1.0], fb.failed

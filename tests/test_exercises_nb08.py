@@ -125,7 +125,7 @@ def test_hidden_tests_accept_the_references_and_reject_mistakes():
 
     hidden = _hidden()
     refs = {"08.velocity_verlet_step": nb08.velocity_verlet_step, "08.distance_histogram": nb08.distance_histogram}
-    assert set(hidden.HIDDEN) == set(refs)
+    assert set(hidden.HIDDEN) == set(refs) | {"08.md_setup"}  # the design exercise: tests below
     for ex, fn in refs.items():
         fb = Feedback()
         hidden.HIDDEN[ex](fn, fb)
@@ -151,3 +151,48 @@ def test_hidden_tests_accept_the_references_and_reject_mistakes():
     fb = Feedback()
     hidden.HIDDEN["08.distance_histogram"](no_frames, fb)
     assert fb.failed and fb.cases[0][1] == 1.0 and min(score for _, score in fb.cases) < 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# 08.md_setup (design, graded by running MD)
+# --------------------------------------------------------------------------------------------
+
+
+def _md_score(setup, **kw):
+    from course_lib.teaching.checks import Feedback
+    from course_lib.teaching.exercises.nb08 import check_md_setup
+    from course_lib.teaching.grading import run_cases
+
+    fb = Feedback()
+    run_cases(fb, lambda: setup, [("public", check_md_setup, kw)])
+    return fb.cases[0][1], fb.failed
+
+
+def test_md_setup_accepts_the_reference_and_another_design():
+    assert check("08.md_setup", nb08.md_setup, verbose=False).passed
+    other = {"timestep_fs": 1.0, "thermostat": "bussi", "taut_fs": 50.0}  # a different thermostat and timestep
+    score, messages = _md_score(other)
+    assert score == 1.0, messages
+
+
+def test_md_setup_verdicts_broken_weak_and_too_slow():
+    score, messages = _md_score({"timestep_fs": 3.0, "thermostat": "langevin", "friction_per_fs": 0.01})
+    assert score == 0.0 and any("stability of NVE at dt = 3 fs" in m and "scores 0" in m for m in messages), messages
+    score, messages = _md_score({"timestep_fs": 1.5, "thermostat": "langevin", "friction_per_fs": 0.01})
+    assert 0.0 < score < 1.0 and any("energy error is 5." in m and "bar of 4 meV" in m for m in messages), messages
+    score, messages = _md_score({"timestep_fs": 0.5, "thermostat": "langevin", "friction_per_fs": 0.01})
+    assert 0.0 < score < 1.0 and any("too slow: 300 fs" in m and "600 force calls" in m for m in messages), messages
+    score, messages = _md_score({"timestep_fs": 0.8, "thermostat": "langevin", "friction_per_fs": 0.0005})
+    assert 0.0 < score < 1.0 and any("coupling time is 2000 fs" in m and "too weak" in m for m in messages)
+    score, messages = _md_score({"timestep_fs": 0.8, "thermostat": "berendsen", "taut_fs": 100.0})
+    assert score == 0.0 and any("canonical ensemble" in m for m in messages)
+    score, messages = _md_score([0.8])
+    assert score == 0.0 and any("must return a dict" in m for m in messages)
+
+
+def test_md_setup_hidden_tests_accept_the_reference():
+    from course_lib.teaching.checks import Feedback
+
+    fb = Feedback()
+    _hidden().HIDDEN["08.md_setup"](nb08.md_setup, fb)
+    assert not fb.failed and [s for _, s in fb.cases] == [1.0, 1.0, 1.0], fb.failed

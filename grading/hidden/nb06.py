@@ -192,9 +192,20 @@ def hidden_radial_tensor_product(cls, fb) -> None:
     ])
 
 
+def hidden_quadrupole_layer(fn, fb) -> None:
+    """A design exercise: the public check, then other structures (sizes, seeds); no reference output."""
+    run_cases(fb, fn, [
+        ("public check", public.check_quadrupole_layer, {}),
+        ("hidden: seed=3, 14 atoms", public.check_quadrupole_layer, {"seed": 3, "n": 14}),
+        ("hidden: seed=4, 5 atoms", public.check_quadrupole_layer, {"seed": 4, "n": 5}),
+        ("hidden: seed=5, 24 atoms", public.check_quadrupole_layer, {"seed": 5, "n": 24}),
+    ])
+
+
 HIDDEN = {
     "06.wigner_d_from_harmonics": hidden_wigner_d_from_harmonics,
     "06.cross_product_from_cg": hidden_cross_product_from_cg,
     "06.norm_activation": hidden_norm_activation,
     "06.radial_tensor_product": hidden_radial_tensor_product,
+    "06.quadrupole_layer": hidden_quadrupole_layer,
 }

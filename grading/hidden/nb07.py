@@ -70,8 +70,17 @@ def hidden_gate(fn, fb) -> None:
     ])
 
 
+def hidden_nequip_variant(cls, fb) -> None:
+    """A design exercise: the public check, then other frames, seeds (weights) and rotations."""
+    run_cases(fb, cls, [
+        ("public check", public.check_nequip_variant, {}),
+        ("hidden: seed=3, three frames", public.check_nequip_variant, {"seed": 3, "frames": 3}),
+    ])
+
+
 HIDDEN = {
     "07.radial_basis": hidden_radial_basis,
     "07.convolution": hidden_convolution,
     "07.gate": hidden_gate,
+    "07.nequip_variant": hidden_nequip_variant,
 }

@@ -98,7 +98,19 @@ def hidden_distance_histogram(fn, fb) -> None:
     ])
 
 
+def hidden_md_setup(fn, fb) -> None:
+    """A design exercise: the public run, then MD from other frames and velocities, one longer (400 fs in 520 force
+    calls, dt >= 0.77 fs). The grader's sandboxes see the checkout's ``benchmarks/results/`` (the shipped SchNet)."""
+    run_cases(fb, fn, [
+        ("public check", public.check_md_setup, {}),
+        ("hidden: frame 3, seed 5, 400 fs", public.check_md_setup,
+         {"seed": 5, "frame": 3, "length_fs": 400.0, "budget": 520}),
+        ("hidden: frame 7, seed 6", public.check_md_setup, {"seed": 6, "frame": 7}),
+    ])
+
+
 HIDDEN = {
     "08.velocity_verlet_step": hidden_velocity_verlet_step,
     "08.distance_histogram": hidden_distance_histogram,
+    "08.md_setup": hidden_md_setup,
 }

@@ -11,6 +11,11 @@ Exercises (id, points):
 - ``06.radial_tensor_product`` (3): ``RadialTensorProduct(irreps_in, irreps_sh, irreps_out)``: a "uvu"
   tensor product of node features with the spherical harmonics of the edge vectors, with per-edge
   weights from a radial MLP of the edge length.
+- ``06.quadrupole_layer`` (3, design): ``quadrupole_layer(pos [N, 3], edge_index [2, E]) -> [N, 5]``: a ``2e``
+  feature of every atom's neighbourhood (the five coefficients in e3nn's basis). Any design passes that is
+  rotation-equivariant with ``D^2``, even under the inversion (``2e``, not ``2o``), translation invariant,
+  permutation equivariant, local (only the pairs of ``edge_index``), within :data:`QUADRUPOLE_MAX_PARAMETERS`
+  parameters if it is a module, and nonzero for every atom that has a neighbour; there is no expected output.
 
 No reference solution is here: the correct values come from the library (``course_lib.irreps.wigner_D``,
 ``torch.linalg.cross``) or, with the outputs of the known mistakes, from the checker's ``expected``
@@ -50,6 +55,8 @@ __all__ = [
     "check_cross_product_from_cg",
     "check_norm_activation",
     "check_radial_tensor_product",
+    "check_quadrupole_layer",
+    "QUADRUPOLE_MAX_PARAMETERS",
     "NORM_IRREPS",
     "TP_CONFIGS",
 ]
@@ -449,3 +456,124 @@ def check_radial_tensor_product(cls, fb: Feedback, seed: int = 0, config: int = 
 
     _check_message_values(fb, m, tp, radial, out, h, edge_vec, irreps_sh)
     _check_edge_symmetries(fb, m, out, h, edge_vec, irreps_in, irreps_out, seed)
+
+
+# --------------------------------------------------------------------------------------------
+# 06.quadrupole_layer (design)
+# --------------------------------------------------------------------------------------------
+
+#: the parameter budget of a quadrupole layer that is an ``nn.Module`` (a plain function has none)
+QUADRUPOLE_MAX_PARAMETERS = 2000
+_IR_2E = o3.Irrep("2e")
+
+
+def _quadrupole_structure(seed: int, n: int, cutoff: float = 1.6):
+    from course_lib.neighbors import radius_graph
+
+    g = rng(1000 + seed)
+    pos = torch.rand(n, 3, generator=g, dtype=torch.float64) * (n ** (1 / 3)) * 1.1
+    edge_index, _ = radius_graph(pos, cutoff)
+    return pos, edge_index
+
+
+def _quadrupole_run(fb: Feedback, fn, pos, edge_index, what: str, first: bool = False) -> torch.Tensor:
+    out = call_student(fb, fn, (pos.clone(), edge_index.clone()), f"quadrupole_layer on {what}")
+    n = pos.shape[0]
+    ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (n, 5)
+    if first or not ok:
+        expect_tensor(fb, out, "quadrupole_layer")
+        fb.expect(ok, f"return the five 2e coefficients of every atom, shape ({n}, 5), on {what}; got "
+                  f"{shape_of(out)} (a 3x3 matrix per atom? convert a symmetric traceless matrix S to its five "
+                  "coefficients with the basis Q = sqrt(5) wigner_3j(1, 1, 2) of section 3)", fatal=True)
+    out = out.detach().to(torch.float64)
+    finite = bool(torch.isfinite(out).all())
+    if first or not finite:
+        fb.expect(finite, f"the output has NaN or inf on {what} (a division by a zero norm?)", fatal=True)
+    return out
+
+
+def _quadrupole_budget(fb: Feedback, layer) -> None:
+    """The parameter budget (a bar), for a module (a function has no parameters)."""
+    if not isinstance(layer, nn.Module):
+        return
+    count = sum(int(p.numel()) for p in layer.parameters())
+    fb.expect(count <= QUADRUPOLE_MAX_PARAMETERS, f"over the budget: {count} parameters > {QUADRUPOLE_MAX_PARAMETERS}; "
+              "a 2e feature needs few weights (a radial function of a few numbers)", ok=f"{count} parameters (budget "
+              f"{QUADRUPOLE_MAX_PARAMETERS})", values=True)
+
+
+def _quadrupole_symmetries(fb: Feedback, fn, pos, edge_index, out, seed: int) -> list[str]:
+    """Record each required property; return the names (with errors) of those the layer breaks."""
+    n, broken = pos.shape[0], []
+    scale = max(1.0, float(out.abs().max()))
+    tol = 1e-5 * scale
+    R, M = random_rotation_and_reflection(seed + 1, seed + 1)
+    rot = float((_quadrupole_run(fb, fn, pos @ R.T, edge_index, "a rotated structure")
+                 - out @ I.wigner_D(_IR_2E, R).T).abs().max())
+    fb.expect(rot <= tol, f"not rotation-equivariant as 2e: |f(R x) - D^2(R) f(x)| = {rot:.1e}. The five numbers "
+              "must be the coefficients of an l = 2 irrep in e3nn's basis (o3.spherical_harmonics(2, ...) of the bond "
+              "vectors, or Q contracted with a symmetric traceless matrix), not five entries of a 3x3 matrix",
+              ok="rotation-equivariant (D^2)")
+    broken += [] if rot <= tol else [f"rotation equivariance (error {rot:.1e})"]
+    inverted = _quadrupole_run(fb, fn, -pos, edge_index, "the inverted structure (x -> -x)")
+    even, odd = float((inverted - out).abs().max()), float((inverted + out).abs().max())
+    why = ("it changes sign under the inversion: that is a 2o feature (odd parity), not 2e. Parities multiply: a "
+           "product of two bond vectors (1o x 1o) is even, a cross product (1e) times one more bond vector is odd"
+           if odd <= tol < even else "it has no definite parity under the inversion")
+    fb.expect(even <= tol, f"wrong parity: {why} (|f(-x) - f(x)| = {even:.1e})", ok="even under the inversion (2e)")
+    broken += [] if even <= tol else [f"parity (2e must not change under x -> -x; error {even:.1e})"]
+    refl = float((_quadrupole_run(fb, fn, pos @ M.T, edge_index, "a reflected structure")
+                  - out @ I.wigner_D(_IR_2E, M).T).abs().max())
+    fb.expect(refl <= tol, f"not equivariant under a reflection as 2e (error {refl:.1e})", ok="reflection-equivariant")
+    broken += [] if refl <= tol else [f"reflection equivariance (error {refl:.1e})"]
+    t = torch.randn(3, generator=rng(seed + 7), dtype=torch.float64) * 3.0
+    trans = float((_quadrupole_run(fb, fn, pos + t, edge_index, "a translated structure") - out).abs().max())
+    fb.expect(trans <= tol, f"not translation invariant (error {trans:.1e}): use the bond vectors r_j - r_i, never "
+              "the positions themselves", ok="translation invariant")
+    broken += [] if trans <= tol else [f"translation invariance (error {trans:.1e})"]
+    perm = torch.randperm(n, generator=rng(seed + 3))
+    permuted = _quadrupole_run(fb, fn, pos[perm], torch.argsort(perm)[edge_index], "the atoms renumbered")
+    ok_perm = bool(torch.allclose(permuted, out[perm], atol=tol, rtol=0))
+    fb.expect(ok_perm, "not permutation equivariant: renumbering the atoms must renumber the rows (sum over the "
+              "neighbours of each atom, do not use atom indices)", ok="permutation equivariant")
+    broken += [] if ok_perm else ["permutation equivariance"]
+    far = torch.cat([pos, torch.full((1, 3), 50.0, dtype=torch.float64)])
+    ok_local = bool(torch.allclose(_quadrupole_run(fb, fn, far, edge_index, "one more, isolated atom")[:n], out,
+                                   atol=tol, rtol=0))
+    fb.expect(ok_local, "the feature of an atom changes when an atom that is in no edge is added: use only the pairs "
+              "of edge_index", ok="local")
+    return broken + ([] if ok_local else ["locality"])
+
+
+@exercise("06.quadrupole_layer", "design: a 2e feature of each atom's neighbourhood")
+def check_quadrupole_layer(fn, fb: Feedback, seed: int = 0, n: int = 8, expected=None) -> None:
+    """A design exercise: the symmetries (rotation with D^2, even parity, translation, permutation, locality) are
+    prerequisites; the bars are a nonzero 2e feature for every atom with a neighbour and the parameter budget.
+    A layer that breaks a prerequisite scores 0 for the case (the feedback lists what it breaks, with the
+    errors); one that has them all and misses the goal gets a fraction."""
+    pos, edge_index = _quadrupole_structure(seed, n)
+    out = _quadrupole_run(fb, fn, pos, edge_index, f"a random structure of {n} atoms", first=True)
+    _quadrupole_budget(fb, fn)
+    broken = _quadrupole_symmetries(fb, fn, pos, edge_index, out, seed)
+    from course_lib.neighbors import radius_graph
+
+    chain = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.1, 0.0], [1.3, 1.0, 0.2]], dtype=torch.float64)
+    small = {}
+    for what, (p, e) in {"the random structure": (pos, edge_index),
+                         "a bent three-atom chain (each end atom has one neighbour)":
+                         (chain, radius_graph(chain, 1.2)[0])}.items():
+        o = out if p is pos else _quadrupole_run(fb, fn, p, e, what)
+        has = torch.zeros(len(p), dtype=torch.bool)
+        has[e[1]] = True
+        norms = o.norm(dim=-1)
+        zero = [int(k) for k in torch.nonzero(has & (norms <= 1e-8 * max(1.0, float(norms.max())))).flatten()]
+        if zero:
+            small[what] = zero
+    fb.expect(not small, "the feature is zero for atoms that have neighbours ("
+              + "; ".join(f"atoms {v} of {k}" for k, v in small.items()) + "): a 2e feature of an anisotropic "
+              "neighbourhood must not vanish (a single bond already defines a quadrupole r r^T - |r|^2 I / 3). A "
+              "constant zero has every symmetry and says nothing", ok="nonzero for every atom with a neighbour",
+              values=True)
+    fb.expect(not broken, f"the design breaks a required property ({'; '.join(broken)}): whatever else it does, a "
+              "layer without them is not a solution, and this case scores 0", fatal=True,
+              ok="has every required property")

@@ -12,6 +12,13 @@ Exercises:
 - ``07.gate``: the gated nonlinearity: SiLU on even scalars, tanh on odd scalars, sigmoid gates on the
   l > 0 channels, each activation rescaled to unit second moment (compared with the e3nn ``Gate`` inside
   :class:`course_lib.models.nequip.GateNonlinearity`).
+- ``07.nequip_variant``: a design exercise: a class whose instances (built with no arguments) are energy models
+  ``model(batch) -> [num_graphs]`` for molecules of H, C and O, with a ``cutoff`` attribute, assembled by the
+  student (not the library's ``NequIP``). Required: invariance of the energy under rotations, reflections,
+  translations and permutations, forces = -dE/dr that agree with finite differences, and a smooth cutoff (the
+  energy and the force go continuously to their values without the neighbour). Bars: at most
+  :data:`VARIANT_MAX_PARAMETERS` parameters, and the energy must tell apart two bent triatomics with the same
+  bond lengths (it must see angles). No expected output.
 
 No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
 come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
@@ -27,10 +34,19 @@ import torch.nn.functional as F
 
 from course_lib import irreps as _irreps
 from course_lib.teaching.checks import exercise
-from course_lib.teaching.exercises.common import close, expect_tensor, random_rotation_and_reflection, shape_of
+from course_lib.teaching.exercises.common import (
+    call_student,
+    close,
+    expect_tensor,
+    random_rotation_and_reflection,
+    rng,
+    shape_of,
+    type_name,
+)
 from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["check_radial_basis", "check_convolution", "check_gate", "irreps_equivariance_error"]
+__all__ = ["check_radial_basis", "check_convolution", "check_gate", "check_nequip_variant", "irreps_equivariance_error",
+           "VARIANT_MAX_PARAMETERS"]
 
 
 # ------------------------------------------------------------------------- helpers
@@ -339,3 +355,164 @@ def check_gate(fn, fb, seed: int = 0, muls=(3, 2, 2, 2, 1), n: int = 6, expected
     r32 = fn(scalars.float(), gates.float(), gated.float(), irreps_scalars, irreps_gated)
     fb.expect(isinstance(r32, torch.Tensor) and r32.dtype == torch.float32,
               "float32 input: keep float32 (no .double() inside)")
+
+
+# ------------------------------------------------------------------------- 07.nequip_variant (design)
+
+#: the parameter budget of a NequIP variant (the notebook's NequIP of section 7 has about 37,600)
+VARIANT_MAX_PARAMETERS = 15_000
+
+
+def _variant_graphs(pos_list, z_list):
+    from torch_geometric.data import Batch, Data
+
+    return Batch.from_data_list([Data(z=torch.as_tensor(z, dtype=torch.long), pos=torch.as_tensor(p).double())
+                                 for p, z in zip(pos_list, z_list)])
+
+
+def _variant_energy(fb, model, graphs, what: str, grad: bool = False):
+    """The energies [num_graphs] (float64) and, with ``grad``, the forces -dE/dpos [N, 3]."""
+    pos = graphs.pos.detach().clone().requires_grad_(grad)
+    graphs = graphs.clone()
+    graphs.pos = pos
+    out = call_student(fb, model, (graphs,), f"the model on {what}")
+    ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (int(graphs.num_graphs),)
+    if not ok:
+        expect_tensor(fb, out, "the model")
+        fb.expect(False, f"the model must return one energy per graph, shape ({int(graphs.num_graphs)},), on {what}; "
+                  f"got {shape_of(out)}", fatal=True)
+    if not bool(torch.isfinite(out.detach()).all()):
+        fb.expect(False, f"the energy has NaN or inf on {what}", fatal=True)
+    if not grad:
+        return out.detach().double(), None
+    if not out.requires_grad:
+        return out.detach().double(), torch.zeros_like(pos)
+    (g,) = torch.autograd.grad(out.sum(), pos, allow_unused=True)
+    return out.detach().double(), (torch.zeros_like(pos) if g is None else -g.detach().double())
+
+
+def _variant_build(cls, fb, seed: int):
+    from course_lib.graph import count_parameters
+
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the notebook's random state left alone
+        torch.manual_seed(seed)
+        model = call_student(fb, cls, (), "building the model with no arguments (NequIPVariant())")
+    fb.expect(type_name(model) != "NequIP", "this is the library's NequIP class: the exercise asks for a variant that "
+              "you assemble (your own forward pass from the blocks, or your own blocks)", fatal=True)
+    cutoff = getattr(model, "cutoff", None)
+    fb.expect(isinstance(cutoff, (int, float)) and not isinstance(cutoff, bool) and 1.5 <= float(cutoff) <= 6.0,
+              f"the model needs an attribute `cutoff`, a number of Angstrom in [1.5, 6]; got {cutoff!r}", fatal=True)
+    model = model.double()
+    model.eval()
+    count = count_parameters(model, trainable_only=False)
+    fb.expect(count <= VARIANT_MAX_PARAMETERS, f"over the budget: {count} parameters > {VARIANT_MAX_PARAMETERS}. The "
+              "radial MLPs hold most of NequIP's parameters (the table of section 7): fewer or narrower hidden "
+              "layers there, fewer channels or fewer blocks", ok=f"{count} parameters (budget "
+              f"{VARIANT_MAX_PARAMETERS})", values=True)
+    return model, float(cutoff)
+
+
+def _variant_symmetries(fb, model, seed: int, frames: int) -> list[str]:
+    """Invariance of the energy under rotations, reflections, translations, permutations, and forces that agree
+    with finite differences of the energy, on ethanol frames; returns the broken properties."""
+    from course_lib.datasets import load_molecules
+
+    data = load_molecules("ethanol", "test", dtype=torch.float64)[seed: seed + frames]
+    graphs = _variant_graphs([d.pos for d in data], [d.z for d in data])
+    energy, forces = _variant_energy(fb, model, graphs, "ethanol frames", grad=True)
+    tol = 1e-8 * max(1.0, float(energy.abs().max()))
+    R, M = random_rotation_and_reflection(seed + 1, seed + 2)
+    t = torch.randn(3, generator=rng(seed + 3), dtype=torch.float64) * 2.0
+    perm = torch.cat([torch.randperm(len(d.z), generator=rng(seed + 4 + k)) for k, d in enumerate(data)])
+    offsets = torch.repeat_interleave(torch.tensor([0] + [len(d.z) for d in data][:-1]).cumsum(0),
+                                      torch.tensor([len(d.z) for d in data]))
+    perm = perm + offsets
+    moved = {"rotation": graphs.pos @ R.T, "reflection": graphs.pos @ M.T, "translation": graphs.pos + t}
+    broken = []
+    for name, pos in moved.items():
+        other = graphs.clone()
+        other.pos = pos
+        err = float((_variant_energy(fb, model, other, f"a {name} of them")[0] - energy).abs().max())
+        fb.expect(err <= tol, f"the energy is not invariant under {name} (it changes by {err:.1e} eV): every input of "
+                  "the readout must be an invariant (0e) feature, built from bond vectors, never coordinates",
+                  ok=f"energy invariant under {name}")
+        broken += [] if err <= tol else [f"{name} invariance (error {err:.1e} eV)"]
+    other = graphs.clone()
+    other.pos, other.z = graphs.pos[perm], graphs.z[perm]
+    err = float((_variant_energy(fb, model, other, "the atoms renumbered")[0] - energy).abs().max())
+    fb.expect(err <= tol, f"the energy changes when the atoms are renumbered ({err:.1e} eV): sum over atoms and "
+              "neighbours, never use atom indices", ok="energy invariant under permutations")
+    broken += [] if err <= tol else [f"permutation invariance (error {err:.1e} eV)"]
+    return broken + _variant_gradient(fb, model, graphs, forces, seed)
+
+
+def _variant_gradient(fb, model, graphs, forces, seed: int, h: float = 1e-4) -> list[str]:
+    """Autograd forces against central finite differences of the energy, on a few coordinates."""
+    coords = torch.randperm(graphs.pos.numel(), generator=rng(seed + 9))[:6]
+    fd = []
+    for c in coords.tolist():
+        e = []
+        for sign in (1.0, -1.0):
+            other = graphs.clone()
+            other.pos = graphs.pos.clone()
+            other.pos.view(-1)[c] += sign * h
+            e.append(float(_variant_energy(fb, model, other, "a displaced frame")[0].sum()))
+        fd.append(-(e[0] - e[1]) / (2 * h))
+    fd = torch.tensor(fd, dtype=torch.float64)
+    auto = forces.reshape(-1)[coords]
+    err = float((auto - fd).abs().max())
+    ok = err <= 1e-4 * max(1.0, float(fd.abs().max()))
+    fb.expect(ok, f"the forces -dE/dr from autograd differ from finite differences of the energy by {err:.1e} eV/A: "
+              "is a part of the energy detached from the positions, or not differentiable (a hard cutoff inside, "
+              "rounding)?", ok="forces = -dE/dr (autograd = finite differences)")
+    return [] if ok else [f"forces = -dE/dr (autograd vs finite differences: {err:.1e} eV/A)"]
+
+
+def _variant_cutoff(fb, model, cutoff: float) -> list[str]:
+    """O at the origin, H bonded to it, a C atom on the far side at the cutoff -/+ delta: energy and force on C
+    must go smoothly to their values without the C-O pair."""
+    delta = 1e-4 * cutoff
+
+    def frame(x):
+        return _variant_graphs([torch.tensor([[0.0, 0.0, 0.0], [-0.97, 0.0, 0.0], [x, 0.0, 0.0]])], [[8, 1, 6]])
+
+    e_in, f_in = _variant_energy(fb, model, frame(cutoff - delta), "C just inside the cutoff of O", grad=True)
+    e_out, _ = _variant_energy(fb, model, frame(cutoff + delta), "C just outside the cutoff of O")
+    e_mid, f_mid = _variant_energy(fb, model, frame(0.6 * cutoff), "C at 0.6 cutoff from O", grad=True)
+    scale_e = max(float((e_mid - e_out).abs()), 1e-6)
+    scale_f = max(float(f_mid[2].norm()), 1e-6)
+    jump = float((e_in - e_out).abs())
+    force = float(f_in[2].norm())
+    ok_e, ok_f = jump <= 1e-5 * scale_e, force <= 1e-3 * scale_f
+    fb.expect(ok_e, f"the energy jumps by {jump:.1e} eV when an atom crosses the cutoff ({jump / scale_e:.1e} of its "
+              "interaction energy at 0.6 r_c): the edge's contribution must go to zero at r_c. Multiply the radial "
+              "basis by an envelope, and make the radial network zero for a zero input (no biases), or multiply "
+              "its output by the envelope", ok="energy continuous at the cutoff")
+    fb.expect(ok_f, f"the force on an atom just inside the cutoff is {force:.1e} eV/A ({force / scale_f:.1e} of the "
+              "force at 0.6 r_c), but 0 just outside: the forces jump at the cutoff, so MD does not conserve energy. "
+              "The envelope must make the basis AND its derivative vanish at r_c (NequIP's polynomial, p = 6)",
+              ok="forces continuous at the cutoff")
+    return ([] if ok_e else [f"smooth cutoff: energy jump {jump:.1e} eV"]) + \
+           ([] if ok_f else [f"smooth cutoff: force jump {force:.1e} eV/A"])
+
+
+@exercise("07.nequip_variant", "design: a NequIP variant of your own that keeps every symmetry")
+def check_nequip_variant(cls, fb, seed: int = 0, frames: int = 2, expected=None):
+    """A design exercise: invariances, forces = -grad and the smooth cutoff are prerequisites (a model that breaks
+    one scores 0 for the case, the feedback lists what it breaks with the errors); the parameter budget and
+    seeing angles (two bent triatomics with equal bonds) are the bars."""
+    from course_lib import expressivity
+
+    model, cutoff = _variant_build(cls, fb, seed)
+    broken = _variant_symmetries(fb, model, seed, frames) + _variant_cutoff(fb, model, cutoff)
+    a, b = expressivity.bent_pair(bond=cutoff / 1.3)
+    pair = _variant_graphs([a.pos, b.pos], [a.z, b.z])
+    e, _ = _variant_energy(fb, model, pair, "two bent triatomics (105 and 150 degrees)")
+    gap = float((e[0] - e[1]).abs())
+    fb.expect(gap > 1e-8 * max(1.0, float(e.abs().max())), "the energy is the same for two bent triatomics H-C-H with "
+              "equal bond lengths and angles of 105 and 150 degrees (the H atoms do not see each other within the "
+              "cutoff): the model sees distances only. Keep l >= 1 features (vectors) and their tensor products",
+              ok=f"tells the bent triatomics apart (energy gap {gap:.1e} eV)", values=True)
+    fb.expect(not broken, f"the design breaks a required property ({'; '.join(broken)}): whatever else it does, a "
+              "potential without them is not a solution, and this case scores 0", fatal=True,
+              ok="has every required property")

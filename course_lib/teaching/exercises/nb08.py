@@ -6,6 +6,13 @@ Exercises:
   does), with one force call per step.
 - ``08.distance_histogram``: ``h(r)``, the mean number of atom pairs per frame and per unit length at
   distance r, from a trajectory.
+- ``08.md_setup``: a design exercise: ``md_setup() -> dict`` with the timestep and the thermostat of MD with the
+  shipped SchNet potential of ethanol. Graded by running short hidden MD: NVE (velocity Verlet at the chosen
+  timestep) must stay stable (a prerequisite), keep the energy error below :data:`MD_ENERGY_BAR_MEV` meV per
+  atom and stay within a budget of force calls; NVT (the chosen thermostat) must stay stable, and its coupling
+  time must lie in :data:`MD_COUPLING_FS` (strong enough to thermalise a short run, weak enough not to
+  overdamp the vibrations). Force calls, not CPU seconds, measure the cost, so the verdict does not depend
+  on the machine's load.
 
 No reference solution is here: the expected outputs (of the correct solution and of the known mistakes)
 come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercises.stored`).
@@ -13,13 +20,16 @@ come from the checker's ``expected`` provider (:mod:`course_lib.teaching.exercis
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from course_lib.teaching.checks import exercise
-from course_lib.teaching.exercises.common import close_arrays, shape_of, type_name
+from course_lib.teaching.exercises.common import call_student, close_arrays, shape_of, type_name
 from course_lib.teaching.exercises.stored import provider
 
-__all__ = ["check_velocity_verlet_step", "check_distance_histogram"]
+__all__ = ["check_velocity_verlet_step", "check_distance_histogram", "check_md_setup", "MD_ENERGY_BAR_MEV",
+           "MD_COUPLING_FS", "MD_THERMOSTATS"]
 
 _POSITION_MISTAKES = {
     "pos: no acceleration": "the position update misses the acceleration term + dt^2/2 * F/m",
@@ -183,3 +193,140 @@ def check_distance_histogram(fn, fb, seed: int = 0, frames: int = 7, n: int = 6,
     one = fn(positions[:1], edges)
     fb.expect(close_arrays(one, one_ref, atol=1e-10, rtol=1e-9), "a single frame ([1, N, d]) gives a wrong h(r)",
               values=True)
+
+
+# --------------------------------------------------------------------------------------------
+# 08.md_setup (design)
+# --------------------------------------------------------------------------------------------
+
+#: the bar of the NVE run: max |E_tot(t) - E_tot(0)| per atom, in meV
+MD_ENERGY_BAR_MEV = 4.0
+#: the allowed coupling time of the thermostat (1 / friction for Langevin, taut for Bussi), fs
+MD_COUPLING_FS = (20.0, 500.0)
+#: the thermostats a design may choose (both sample the canonical ensemble)
+MD_THERMOSTATS = {"langevin": "friction_per_fs", "bussi": "taut_fs"}
+_SHIPPED = ("benchmarks/results/schnet_ethanol.pt", "python benchmarks/schnet_molecules.py final")
+
+
+@functools.cache
+def _md_potential():
+    """The shipped SchNet of ethanol in float64 and the ethanol test frames (loaded once per process)."""
+    import torch
+
+    from course_lib.datasets import load_molecules
+    from course_lib.train import load_shipped_model
+
+    model, _ = load_shipped_model(_SHIPPED[0], how_to_make=_SHIPPED[1])
+    return model.double().eval(), load_molecules("ethanol", "test", dtype=torch.float64)
+
+
+def _md_atoms(frame: int, seed: int):
+    from ase import Atoms
+
+    from course_lib.ase_calculator import ModelCalculator
+    from course_lib.md import thermalize
+
+    model, frames = _md_potential()
+    start = frames[frame]
+    atoms = Atoms(numbers=start.z.numpy(), positions=start.pos.numpy())
+    atoms.calc = ModelCalculator(model)
+    return thermalize(atoms, 500.0, seed=seed)
+
+
+def _md_read_setup(fb, setup) -> tuple[float, str, float]:
+    """The timestep, the thermostat and its coupling time from the student's dict (fatal checks)."""
+    fb.expect(isinstance(setup, dict), f"md_setup() must return a dict, got {type_name(setup)}", fatal=True)
+    dt = setup.get("timestep_fs")
+    fb.expect(isinstance(dt, (int, float)) and not isinstance(dt, bool) and np.isfinite(dt) and dt > 0,
+              f"'timestep_fs' must be a positive number (fs), got {dt!r}", fatal=True)
+    thermostat = setup.get("thermostat")
+    fb.expect(thermostat in MD_THERMOSTATS, f"'thermostat' must be one of {sorted(MD_THERMOSTATS)}, got "
+              f"{thermostat!r} (Berendsen rescaling is not offered: it does not sample the canonical ensemble)",
+              fatal=True)
+    key = MD_THERMOSTATS[thermostat]
+    value = setup.get(key)
+    fb.expect(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value > 0,
+              f"the {thermostat} thermostat needs '{key}', a positive number, got {value!r}", fatal=True)
+    coupling = 1.0 / value if thermostat == "langevin" else float(value)
+    return float(dt), thermostat, coupling
+
+
+def _md_run(dyn, steps: int, max_energy_change):
+    """(record, None) or (None, the guard's reason)."""
+    from course_lib.md import MDInstability, run_md
+
+    try:
+        return run_md(dyn, steps, stride=10, max_energy_change=max_energy_change), None
+    except MDInstability as err:
+        return None, str(err)
+
+
+def _md_nve(fb, dt: float, length_fs: float, budget: int, frame: int, seed: int) -> list[str]:
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    steps = int(np.ceil(length_fs / dt - 1e-9))
+    within = steps <= budget
+    fb.expect(within, f"too slow: {length_fs:g} fs of NVE at dt = {dt:g} fs take {steps} force calls, over the budget "
+              f"of {budget} (dt >= {length_fs / budget:.2f} fs); the NVE run was not done", ok=f"NVE: {steps} force "
+              f"calls (budget {budget})", values=True)
+    if not within:
+        return []
+    atoms = _md_atoms(frame, seed)
+    rec, failure = _md_run(VelocityVerlet(atoms, timestep=dt * units.fs), steps, max_energy_change=1.0)
+    fb.expect(failure is None, f"NVE at dt = {dt:g} fs is not stable: {failure}", ok=f"NVE at dt = {dt:g} fs stable")
+    if failure is not None:
+        return [f"stability of NVE at dt = {dt:g} fs: {failure.split(':')[0]}"]
+    err = 1000 * float(np.abs(rec.total - rec.total[0]).max()) / len(atoms)
+    fb.expect(err <= MD_ENERGY_BAR_MEV, f"the NVE energy error is {err:.1f} meV per atom over {length_fs:g} fs, above "
+              f"the bar of {MD_ENERGY_BAR_MEV:g} meV per atom: the timestep is too large for the O-H and C-H "
+              "stretches (the error of velocity Verlet grows like dt^2)", ok=f"NVE energy error {err:.1f} meV per "
+              f"atom (bar {MD_ENERGY_BAR_MEV:g})", values=True)
+    return []
+
+
+def _md_nvt(fb, dt: float, thermostat: str, coupling: float, length_fs: float, budget: int, frame: int,
+            seed: int) -> list[str]:
+    from ase import units
+
+    low, high = MD_COUPLING_FS
+    ok = low <= coupling <= high
+    why = ("too weak: a short run does not reach the target temperature (it needs several coupling times)"
+           if coupling > high else "too strong: the thermostat overdamps the molecule's vibrations (the O-H stretch "
+           "has a period of about 10 fs), so the dynamics, spectra and diffusion are no longer those of the potential")
+    fb.expect(ok, f"the {thermostat} coupling time is {coupling:g} fs, outside [{low:g}, {high:g}] fs: {why}",
+              ok=f"{thermostat} coupling time {coupling:g} fs", values=True)
+    atoms = _md_atoms(frame, seed)
+    if thermostat == "langevin":
+        from ase.md.langevin import Langevin
+
+        dyn = Langevin(atoms, timestep=dt * units.fs, temperature_K=500.0, friction=1.0 / (coupling * units.fs),
+                       fixcm=False, rng=np.random.default_rng(seed))
+    else:
+        from ase.md.bussi import Bussi
+
+        dyn = Bussi(atoms, timestep=dt * units.fs, temperature_K=500.0, taut=coupling * units.fs,
+                    rng=np.random.default_rng(seed))
+    steps = int(np.ceil(length_fs / dt - 1e-9))
+    _, failure = _md_run(dyn, min(steps, budget), max_energy_change=None)
+    fb.expect(failure is None, f"NVT ({thermostat}) at dt = {dt:g} fs is not stable: {failure}",
+              ok=f"NVT ({thermostat}) stable")
+    return [] if failure is None else [f"stability of NVT at dt = {dt:g} fs: {failure.split(':')[0]}"]
+
+
+@exercise("08.md_setup", "design: a stable and affordable MD setup for the learned potential")
+def check_md_setup(fn, fb, seed: int = 0, frame: int = 0, length_fs: float = 300.0, budget: int = 400,
+                   expected=None):
+    """A design exercise graded by running MD with the shipped SchNet of ethanol (500 K start). Stability of the
+    NVE and NVT runs is a prerequisite (a run that blows up scores 0 for the case, the feedback says when and
+    why); the energy error of NVE, the budget of force calls and the thermostat's coupling time are the bars."""
+    import warnings
+
+    setup = call_student(fb, fn, (), "md_setup()")
+    dt, thermostat, coupling = _md_read_setup(fb, setup)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        broken = _md_nve(fb, dt, length_fs, budget, frame, seed)
+        broken += _md_nvt(fb, dt, thermostat, coupling, length_fs, budget, frame, seed + 1)
+    fb.expect(not broken, f"the setup breaks a required property ({'; '.join(broken)}): an MD run that falls apart "
+              "measures nothing, and this case scores 0", fatal=True, ok="stable in NVE and NVT")

@@ -122,12 +122,17 @@ class Session:
         (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
 
     def _bind_course_data(self) -> None:
-        """Empty mount points next to the pristine copy for the checkout's ``data/`` (bound read-only)."""
+        """Empty mount points next to the pristine copy for the checkout's ``data/`` and ``benchmarks/results/``
+        (the shipped data sets and trained models, public course material: ``08.md_setup`` runs MD with a shipped
+        model), bound read-only, so that ``repo_file`` finds them in the sandboxes as in the checkout."""
         self.course_binds: list[tuple[str, str]] = []
-        data = LIB_DIR.parent / "data"
-        if (LIB_DIR.parent / "pyproject.toml").is_file() and data.is_dir():
-            (self.pristine.parent / "data").mkdir(exist_ok=True)
-            self.course_binds.append((str(data.resolve()), str(self.pristine.parent / "data")))
+        repo = LIB_DIR.parent
+        if not (repo / "pyproject.toml").is_file():
+            return
+        for rel in ("data", "benchmarks/results"):
+            if (repo / rel).is_dir():
+                (self.pristine.parent / rel).mkdir(parents=True, exist_ok=True)
+                self.course_binds.append((str((repo / rel).resolve()), str(self.pristine.parent / rel)))
 
     def boxed(self, argv: list[str], rw: list[Path], ro: list[Path] = (), cgroup: Cgroup | None = None,
               cwd: str = "/tmp/work") -> list[str]:

@@ -19,7 +19,7 @@ from torch import nn
 from course_lib.models.radial import GaussianRBF
 
 __all__ = ["wigner_d_from_harmonics", "cross_product_from_cg", "norm_activation", "uvu_instructions",
-           "RadialTensorProduct", "SOLUTIONS", "compute"]
+           "RadialTensorProduct", "quadrupole_layer", "SOLUTIONS", "compute"]
 
 
 def wigner_d_from_harmonics(l: int, R: torch.Tensor) -> torch.Tensor:
@@ -137,12 +137,24 @@ def _norm_variant(variant: str, x: torch.Tensor, irreps) -> torch.Tensor:
     return variants[variant]()
 
 
+def quadrupole_layer(pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Reference solution of the design exercise 06.quadrupole_layer: ``[N, 5]``, the sum over the bonds of an atom
+    of ``exp(-r) Y^2(r_hat)`` (degree-2 spherical harmonics of the bond vector ``r = r_j - r_i``). A product of two
+    polar vectors, so even (``2e``); any other radial weight works as well. Checked by its properties only."""
+    j, i = edge_index
+    vec = pos[j] - pos[i]
+    y2 = o3.spherical_harmonics(2, vec, normalize=True, normalization="component")
+    weight = torch.exp(-vec.norm(dim=-1, keepdim=True))
+    return torch.zeros(pos.shape[0], 5, dtype=pos.dtype).index_add(0, i, weight * y2)
+
+
 #: the object a correct submission defines, per exercise (the tests and make_expected.py use it)
 SOLUTIONS = {
     "06.wigner_d_from_harmonics": wigner_d_from_harmonics,
     "06.cross_product_from_cg": cross_product_from_cg,
     "06.norm_activation": norm_activation,
     "06.radial_tensor_product": RadialTensorProduct,
+    "06.quadrupole_layer": quadrupole_layer,
 }
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from course_lib.graph import scatter_sum
 from course_lib.models.radial import bessel_basis, cosine_cutoff, polynomial_envelope
 
-__all__ = ["radial_basis", "convolution", "gate", "compute", "SOLUTIONS"]
+__all__ = ["radial_basis", "convolution", "gate", "NequIPVariant", "compute", "SOLUTIONS"]
 
 
 def radial_basis(r: torch.Tensor, cutoff: float, num_basis: int = 8, p: int = 6) -> torch.Tensor:
@@ -59,10 +59,49 @@ def gate(scalars, gates, gated, irreps_scalars, irreps_gated) -> torch.Tensor:
 
 
 #: the object a correct submission defines, per exercise (the tests and make_expected.py use it)
+class NequIPVariant(torch.nn.Module):
+    """Reference solution of the design exercise 07.nequip_variant: NequIP's blocks with a small radial MLP (one
+    hidden layer of 16), SiLU gates, 8 channels per irrep, l_max = 1, two blocks, cutoff 4 A (about 3,100
+    parameters). Checked by its properties only."""
+
+    def __init__(self, hidden: int = 8, num_layers: int = 2, cutoff: float = 4.0, num_basis: int = 8):
+        from e3nn import o3
+
+        from course_lib.models.nequip import InteractionBlock, SphericalHarmonicEdgeAttrs, default_hidden_irreps
+        from course_lib.models.radial import BesselRBF
+
+        super().__init__()
+        self.cutoff = cutoff
+        self.register_buffer("species", torch.tensor([1, 6, 8]))
+        self.embedding = o3.Linear("3x0e", f"{hidden}x0e")
+        self.radial = BesselRBF(num_basis, cutoff)  # Bessel basis x polynomial envelope: zero at the cutoff
+        self.sh = SphericalHarmonicEdgeAttrs(1)
+        irreps, blocks = o3.Irreps(f"{hidden}x0e"), []
+        for _ in range(num_layers):
+            blocks.append(InteractionBlock(irreps, default_hidden_irreps(hidden, 1), self.sh.irreps_out, "3x0e",
+                                           num_basis, radial_hidden=(16,), gate="silu"))
+            irreps = blocks[-1].irreps_out
+        self.blocks = torch.nn.ModuleList(blocks)
+        self.readout = o3.Linear(irreps, "1x0e")
+
+    def forward(self, batch):
+        from course_lib.neighbors import radius_graph
+
+        a = (batch.z[:, None] == self.species).to(batch.pos.dtype)  # [N, 3] one-hot species
+        h = self.embedding(a)
+        edge_index, vec = radius_graph(batch.pos, self.cutoff, batch=batch.batch)
+        sh, rbf = self.sh(vec), self.radial(vec.norm(dim=-1))
+        for block in self.blocks:
+            h = block(h, a, sh, rbf, edge_index)
+        e = self.readout(h).squeeze(-1)
+        return torch.zeros(int(batch.batch.max()) + 1, dtype=e.dtype).index_add(0, batch.batch, e)
+
+
 SOLUTIONS = {
     "07.radial_basis": radial_basis,
     "07.convolution": convolution,
     "07.gate": gate,
+    "07.nequip_variant": NequIPVariant,
 }
 
 
