@@ -213,7 +213,7 @@ def check_al_schema(res, seeds, rounds):
                 assert b["selection"]["selected"] <= p["n_add"]
         # equal budgets: the same number of labels and gradient steps in both arms, round by round
         for a, b in zip(s["arms"]["al"], s["arms"]["random"]):
-            assert a["training"]["steps"] == b["training"]["steps"]
+            assert a["training"]["steps"] == b["training"]["steps"] and a["labels"] == b["labels"]
 
 
 def test_active_learning_benchmark_quick(tmp_path, one_thread):
