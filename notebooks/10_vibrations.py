@@ -658,9 +658,9 @@ print(claims.holds(not any(r["plateau"]["plateaued"] for r in table[MACE_LABEL])
 # **Stability at 1000 K.** The stress test of notebook 08 (`md_ethanol.py stability`: Langevin dynamics at
 # 1000 K, twice the training temperature, 0.5 fs steps; a run fails when a bond of the molecule stretches beyond
 # twice the sum of the covalent radii) was run with the seed-0 MACE model, in a reduced form that fitted the
-# budget: single-molecule replicas of 1 ps (seeds 0, 1, ...) instead of notebook 08's 8 replicas of 5 ps. The
-# course's checkpoints in notebook 08's table were trained on 800 frames, MACE here on 100: read the rows below
-# side by side, not as an equal-data comparison.
+# budget: single-molecule replicas of 1 ps (seeds 0, 1, ...; the model in float32) instead of notebook 08's 8
+# replicas of 5 ps. The course's checkpoints in notebook 08's table were trained on 800 frames, MACE here on 100:
+# read the rows below side by side, not as an equal-data comparison.
 
 # %%
 stab = json.loads(repo_file("benchmarks/results/md_ethanol_stability.json").read_text())

@@ -24,6 +24,8 @@ NO_DEVICE = {
     "nequip_official.py": "drives the official nequip package in its own environment (its trainer picks the "
                           "device); it is the CPU reference of nequip_compare.py",
     "nequip_learning_curve.py": "not yet: being edited in parallel (issue 16 leaves it to that change)",
+    "mace_ethanol.py": "drives the mace-torch package in its own environment, like nequip_official.py; the "
+                       "committed MACE reference is a CPU run",
 }
 #: scripts whose ``--device`` defaults to something else than cpu, and why
 OTHER_DEFAULT = {"gpu_check.py": "its point is a GPU against the CPU (default cuda; --device cpu checks the pipeline)"}
