@@ -23,7 +23,9 @@ arguments that the command line cannot make is ``amsgrad=False`` (the CLI flag c
 
 The test errors are recomputed frame by frame here with ``mace.calculators.MACECalculator`` (float64 inputs,
 the float32 model). ``--stability``: the 1000 K stress test of ``md_ethanol.py stability`` (Langevin, 0.5 fs,
-friction 0.01/fs, same start frame, replicas and failure criterion, 5 ps limit) with the seed-0 MACE model.
+friction 0.01/fs, same start frame and failure criterion; default 5 ps) with the seed-0 MACE model, one molecule
+per run (``--replicas`` runs, seeds 0, 1, ...): see :func:`stability_replica` for why. The committed block:
+``--stability --stab-dtype float32 --stab-ps 1 --replicas 8`` (the budget did not allow 5 ps in float64).
 
 Each finished seed is written to the JSON at once (an interrupted call resumes); one run at a time.
 Imports at module level: standard library, numpy and course_lib.stats (numpy only), so the course's tests can
