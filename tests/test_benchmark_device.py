@@ -23,6 +23,8 @@ NO_DEVICE = {
     "ethanol_conformers.py": "runs GFN2-xTB (tblite, CPU only) and no learned model",
     "nequip_official.py": "drives the official nequip package in its own environment (its trainer picks the "
                           "device); it is the CPU reference of nequip_compare.py",
+    "mace_ethanol.py": "drives the mace-torch package in its own environment, like nequip_official.py; the "
+                       "committed MACE reference is a CPU run",
 }
 #: scripts whose ``--device`` defaults to something else than cpu, and why
 OTHER_DEFAULT = {"gpu_check.py": "its point is a GPU against the CPU (default cuda; --device cpu checks the pipeline)"}
