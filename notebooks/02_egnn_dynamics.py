@@ -894,8 +894,8 @@ print(claims.holds(sum(box["egnn"]["plateaued"]) + sum(box["egnn_multistep"]["pl
 # * **momentum**: a translation-invariant energy does not change when every particle moves by the same $a$,
 #   so $\sum_i F_i = -\tfrac{d}{da} E_\theta(x + a) = 0$ and $P = \sum_i v_i$ never changes;
 # * **energy**: velocity Verlet is symplectic: the *learned* total energy $E_\theta + K$ is conserved up to an
-#   $O(\Delta t^2)$ oscillation without drift, as long as $E_\theta$ is smooth (the cutoff weight of notebook
-#   01 §5b).
+#   error that shrinks as $\Delta t^2$ (checked in `tests/test_verlet.py`), as long as $E_\theta$ is smooth (the
+#   cutoff weight of notebook 01 §5b).
 #
 # Three things it does not guarantee: that $E_\theta$ is the *true* energy (the trajectories follow the learned
 # landscape, and chaos amplifies every difference), that it is cheap (each 0.2 τ frame takes many small

@@ -19,7 +19,8 @@ construction guarantees, for any weights (each checked in ``tests/test_verlet.py
 - the total momentum :math:`\sum_i m \mathbf v_i` is conserved exactly (to round-off): a translation-invariant
   energy has :math:`\sum_i \mathbf F_i = -\frac{d}{d\mathbf a} E_\theta(\mathbf x + \mathbf a) = 0`;
 - the *learned* total energy :math:`E_\theta + K` is conserved up to the integrator's
-  :math:`O(\Delta t^2)` error, without drift, if :math:`E_\theta` is smooth (velocity Verlet is symplectic);
+  :math:`O(\Delta t^2)` error if :math:`E_\theta` is smooth (velocity Verlet is symplectic; the tests check the
+  :math:`\Delta t^2` scaling over a short run, not the long-time absence of drift);
 - with the true energy and the data's own timestep it reproduces the data (the simulator's integrator).
 
 A next-state model such as EGNN has none of the last three by construction; it has to learn them.
