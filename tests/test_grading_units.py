@@ -367,3 +367,30 @@ def test_without_the_sandbox_the_grader_refuses_unless_unsafe(tmp_path, monkeypa
     assert grading.main([str(subs), "--out", str(tmp_path / "out"), "--no-run", "--unsafe", "--notebook", "00",
                          "--overwrite"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "subs"]  # no staging folder left behind
+
+
+def test_course_folders_come_from_the_checkout_or_from_the_hidden_tests_checkout(tmp_path, monkeypatch):
+    """The sandboxes see the shipped data and models: from the checkout course_lib comes from, or, when
+    course_lib is an installed wheel, from the checkout that holds the hidden tests; otherwise none."""
+    from course_lib.teaching.grading import session as sess
+
+    checkout = tmp_path / "course"
+    for rel in ("grading/hidden", "data", "benchmarks/results"):
+        (checkout / rel).mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    wheel = tmp_path / "site-packages" / "course_lib"
+    wheel.mkdir(parents=True)
+    monkeypatch.setattr(sess, "LIB_DIR", wheel)
+
+    def binds(hidden):
+        fake = types.SimpleNamespace(hidden=hidden, pristine=tmp_path / "pristine" / "course_lib")
+        sess.Session._bind_course_data(fake)
+        return fake.course_binds
+
+    got = binds(checkout / "grading" / "hidden")
+    assert [src for src, _ in got] == [str((checkout / "data").resolve()),
+                                       str((checkout / "benchmarks" / "results").resolve())]
+    assert all(Path(dst).parent.parent == tmp_path / "pristine" or Path(dst).parent == tmp_path / "pristine"
+               for _, dst in got)
+    assert binds(None) == []
+    assert binds(tmp_path / "elsewhere" / "hidden") == []

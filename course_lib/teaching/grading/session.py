@@ -124,11 +124,18 @@ class Session:
     def _bind_course_data(self) -> None:
         """Empty mount points next to the pristine copy for the checkout's ``data/`` and ``benchmarks/results/``
         (the shipped data sets and trained models, public course material: ``08.md_setup`` runs MD with a shipped
-        model), bound read-only, so that ``repo_file`` finds them in the sandboxes as in the checkout."""
+        model), bound read-only, so that ``repo_file`` finds them in the sandboxes as in the checkout.
+
+        The checkout is the one course_lib comes from; when course_lib is an installed wheel, the checkout
+        that holds the hidden tests (``--hidden <checkout>/grading/hidden``) lends its folders instead (a
+        sandbox has no network, so ``repo_file`` could not download them there)."""
         self.course_binds: list[tuple[str, str]] = []
         repo = LIB_DIR.parent
         if not (repo / "pyproject.toml").is_file():
-            return
+            hidden = self.hidden.resolve() if self.hidden is not None else None
+            if hidden is None or not (hidden.parent.parent / "pyproject.toml").is_file():
+                return
+            repo = hidden.parent.parent
         for rel in ("data", "benchmarks/results"):
             if (repo / rel).is_dir():
                 (self.pristine.parent / rel).mkdir(parents=True, exist_ok=True)
