@@ -6,7 +6,6 @@ Instructor material: not part of the installed package (see ``nb01.py`` here for
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 __all__ = ["harmonic_wavenumbers", "failure_score", "compute", "SOLUTIONS"]
 
