@@ -67,7 +67,8 @@ _ = doctor()  # one line: library versions, device, fast mode
 #    O–H stretch;
 # 5. compute a VDOS from an NVE trajectory and relate its peaks to harmonic frequencies (anharmonicity, and
 #    the frequency shift of the integrator itself);
-# 6. estimate a model's uncertainty with a committee and check it with a calibration plot;
+# 6. estimate a model's uncertainty with a committee, check it with a calibration plot, and design a score from it
+#    that flags frames with large force errors (with the symmetries it must have);
 # 7. follow the committee's disagreement along hot MD runs and read what it can and cannot warn about;
 # 8. run an active-learning loop (label what the committee doubts with GFN2-xTB, retrain) and judge it against
 #    random selection at the same number of labels;
@@ -790,7 +791,7 @@ print(f"goal: AUROC >= {flag_rules.AUROC_BAR} for the worst {flag_rules.WORST_FR
       "the error of the committee's mean force (chance: 0.5)")
 print(f"budget: {flag_rules.SCORE_SECONDS:.0f} s for the scores of all the frames of a sample")
 print(f"self-check sample: the {flag_rules.frame_count('500K test')} test frames at 500 K (section 7) and every 4th "
-      f"frame of the 1000 K xTB run ({n_public} frames)")
+      f"frame of the 1000 K xTB run ({n_public} frames in all)")
 print(f"grader: the self-check, then two hidden samples of {flag_rules.HIDDEN_SAMPLE['500K']} frames at 500 K that "
       f"no member was trained on and {flag_rules.HIDDEN_SAMPLE['1000K']} other frames of the 1000 K run")
 
