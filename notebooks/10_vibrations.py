@@ -860,8 +860,8 @@ for name, value in baseline_auroc.items():
 # NBVAL_CHECK_OUTPUT
 sigma_atoms = np.sqrt(((sample["forces"] - sample["forces"].mean(0)) ** 2).sum((0, 3)) / (len(sample["energies"]) - 1))
 plain_auroc = flag_rules.flag_auroc(sigma_atoms.mean(-1), truth)
-print(claims.holds(baseline_auroc["norm of the mean force"] < flag_rules.AUROC_BAR,
-                   "the norm of the mean force misses the bar on the self-check's sample",
+print(claims.holds(0.5 < baseline_auroc["norm of the mean force"] < flag_rules.AUROC_BAR,
+                   "the norm of the mean force ranks better than chance but misses the bar on the self-check's sample",
                    f"AUROC {baseline_auroc['norm of the mean force']:.3f}"))
 worst = truth >= np.quantile(truth, 1 - flag_rules.WORST_FRACTION)
 print(claims.holds(sample["hot"][worst].mean() > 0.5, "most of the frames to flag are 1000 K frames",
