@@ -67,13 +67,15 @@ _ = doctor()  # one line: library versions, device, fast mode
 #    O–H stretch;
 # 5. compute a VDOS from an NVE trajectory and relate its peaks to harmonic frequencies (anharmonicity, and
 #    the frequency shift of the integrator itself);
-# 6. estimate a model's uncertainty with a committee and check it with a calibration plot;
+# 6. estimate a model's uncertainty with a committee, check it with a calibration plot, and design a score from it
+#    that flags frames with large force errors (with the symmetries it must have);
 # 7. follow the committee's disagreement along hot MD runs and read what it can and cannot warn about;
 # 8. run an active-learning loop (label what the committee doubts with GFN2-xTB, retrain) and judge it against
 #    random selection at the same number of labels;
 # 9. place the course's models beside an external reference, MACE, trained on the same frames and steps.
 #
-# Exercise: `10.harmonic_wavenumbers` (3 points). The prediction `10.worst_mode` (1 point for committing one)
+# Exercises: `10.harmonic_wavenumbers` (3 points) and `10.failure_flag` (3 points, a design exercise: any score with
+# the required properties that reaches the bar passes). The prediction `10.worst_mode` (1 point for committing one)
 # and the short answer `10.zero_modes` (2 points, marked by your instructor) are graded separately.
 #
 # The complete comparison (xTB and four models, Hessians at both orientations, 3 × 2 ps NVE runs per method for
@@ -99,6 +101,7 @@ from course_lib.datasets import load_molecules, repo_file
 from course_lib.md import run_md, thermalize
 from course_lib.teaching import claims
 from course_lib.teaching.exercises import check
+from course_lib.teaching.exercises import nb10 as flag_rules
 from course_lib.teaching.responses import reveal
 from course_lib.train import load_shipped_model
 from course_lib.utils import FAST, get_device, seed_everything
@@ -742,6 +745,130 @@ typical = [np.median(1000 * np.array(r["trace"]["sigma_eV_A"])) / sigma_star for
 clear = sum(x > 2 for x in typical) == 2 and sum(x < 1 for x in typical) == len(typical) - 2
 print(claims.holds(clear, "two quiet 500 K replicas spend most of their run above 2 sigma* (the others below 1)",
                    f"medians {np.round(typical, 2).tolist()}"))
+
+
+# %% [markdown]
+# ## 8b. Design exercise: a score that flags bad frames
+#
+# Sections 7 and 8 turned the committee's predictions on a frame into one number in two ways: the mean of the
+# per-atom disagreement σ_a over the atoms (§7) and its largest value (§8). Neither was derived; both are designs.
+# Here you design your own, for one job: **flag the frames whose forces are wrong** before anyone computes a
+# reference for them.
+#
+# **Exercise `10.failure_flag` (3 points, design).** Write `failure_score(z, pos, forces, energies)`. It receives one
+# ethanol frame, the atomic numbers `z` `[N]` and positions `pos` `[N, 3]` (Å), and the predictions of the M members
+# of the committee of §7 on it, the forces `forces` `[M, N, 3]` (eV/Å) and the energies `energies` `[M]` (eV), all
+# float64 but `z`. It returns one number, the higher the more the frame is to be distrusted. There is no single right
+# answer: any formula with the properties below passes. The checker tests, in this order:
+#
+# * **required symmetries** (a design that breaks one scores 0 for the case; the feedback names each with the size of
+#   the change): a rotation and a reflection of the frame, its forces turned alike (the error of a force does not
+#   depend on how the molecule is oriented); a translation; renumbering the atoms (`z`, `pos` and the forces
+#   together); renumbering the members (a committee has no first member);
+# * **required: it is a committee score.** When the members disagree twice as much (each member's deviation from
+#   the committee's mean doubled, the mean kept) the score must rise on every frame. A score of the geometry or of
+#   the mean prediction alone may rank frames too, but it is not what this section is about;
+# * **budget and goal**, printed by the next cell: the truth is the error of the committee's mean force against
+#   GFN2-xTB, $\frac1N\sum_a |\bar{\mathbf F}_a - \mathbf F_a^{\mathrm{xTB}}|$ per frame; the frames to flag are the
+#   worst part of a sample of 500 K and 1000 K frames, and the score must rank them above the others, measured by
+#   the area under the ROC curve (AUROC: the probability that a frame to flag scores above one that is not; 0.5 is
+#   chance, 1 a perfect ranking). Every frame reaches your function turned, moved and renumbered at random.
+#
+# *First hint: the idea.* The quantity to flag is a force error, atom by atom, and what the members tell you about
+# it is how far apart their force vectors are: measure that spread with lengths, which no rotation changes.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# For every atom, take the deviations of the members' force vectors from their mean and sum their squared lengths
+# over the members: a variance per atom, invariant under rotations, translations and the renumbering of members.
+# Then reduce the atoms to one number with an operation that does not depend on their order (a mean, a root mean
+# square, a maximum), and compare the choices on the self-check's sample. Vectorise over the members and atoms.
+# </details>
+
+# %%
+n_public = sum(len(idx) for _, idx in flag_rules.public_parts())
+print(f"goal: AUROC >= {flag_rules.AUROC_BAR} for the worst {flag_rules.WORST_FRACTION:.0%} of a sample's frames by "
+      "the error of the committee's mean force (chance: 0.5)")
+print(f"budget: {flag_rules.SCORE_SECONDS:.0f} s for the scores of all the frames of a sample")
+print(f"self-check sample: the {flag_rules.frame_count('500K test')} test frames at 500 K (section 7) and every 4th "
+      f"frame of the 1000 K xTB run ({n_public} frames in all)")
+print(f"grader: the self-check, then two hidden samples of {flag_rules.HIDDEN_SAMPLE['500K']} frames at 500 K that "
+      f"no member was trained on and {flag_rules.HIDDEN_SAMPLE['1000K']} other frames of the 1000 K run")
+
+
+# %% exercise="10.failure_flag" points=3
+def failure_score(z, pos, forces, energies):
+    """z [N], pos [N, 3] (Å), forces [M, N, 3] (eV/Å) and energies [M] (eV) of the M committee members on one frame
+    -> one number: the higher, the more the frame's forces are to be distrusted."""
+    ### BEGIN SOLUTION
+    ### HINT: how far apart are the members' force vectors on each atom, measured so that no rotation changes it?
+    deviation = forces - forces.mean(0)
+    sigma = (deviation.pow(2).sum((0, 2)) / (forces.shape[0] - 1)).sqrt()  # per atom, as in section 7
+    return float(sigma.mean())
+    ### END SOLUTION
+
+
+# %%
+check("10.failure_flag", failure_score)
+
+# %% [markdown]
+# Your score on the self-check's sample, beside two scores that ignore the committee's disagreement: the norm of the
+# mean force, averaged over the atoms (large forces, large errors?), and the mean predicted energy (a hot, distorted
+# frame has a high energy).
+
+# %%
+sample = flag_rules.flag_sample()
+truth = 1000 * sample["error"]  # meV/A
+mean_force = np.linalg.norm(sample["forces"].mean(0), axis=-1).mean(-1)
+mean_energy = sample["energies"].mean(0)
+baseline_auroc = {"norm of the mean force": flag_rules.flag_auroc(mean_force, truth),
+                  "mean predicted energy": flag_rules.flag_auroc(mean_energy, truth)}
+try:
+    yours = np.array([float(failure_score(*(torch.as_tensor(x) for x in (sample["z"], sample["pos"][k],
+                                                                           sample["forces"][:, k],
+                                                                           sample["energies"][:, k]))))
+                      for k in range(len(truth))])
+except NotImplementedError:
+    yours = None
+    print("write failure_score above first")
+if yours is not None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for hot, label in ((False, "500 K test frames"), (True, "1000 K frames")):
+        sel = sample["hot"] == hot
+        ax.scatter(yours[sel], truth[sel], s=12, label=label)
+    ax.axhline(np.quantile(truth, 1 - flag_rules.WORST_FRACTION), color="k", ls="--", lw=0.8,
+               label=f"worst {flag_rules.WORST_FRACTION:.0%} above")
+    ax.set_xlabel("your score")
+    ax.set_ylabel("error of the committee's mean force (meV/Å)")
+    ax.set_title(f"AUROC {flag_rules.flag_auroc(yours, truth):.3f} (bar {flag_rules.AUROC_BAR})")
+    ax.legend()
+    plt.show()
+for name, value in baseline_auroc.items():
+    print(f"{name}: AUROC {value:.3f}")
+
+# %% [markdown]
+# The norm of the mean force ranks the frames better than chance, but not well enough. The mean predicted energy,
+# which needs no committee at all (one model would do), ranks them about as well as the committee's plain
+# disagreement of section 7: the frames with the largest errors are mostly 1000 K frames, which lie farther from the
+# training data *and* higher in energy. So on these data the committee ranks the frames about as well as a
+# thermometer would. What the energy cannot do is travel: which energy counts as high depends on the molecule and its
+# size, while a disagreement of forces is read the same way for any system. That is why the exercise requires a
+# committee score instead of grading the ranking alone, and why a production flag is validated on frames like the
+# ones it will meet.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+sigma_atoms = np.sqrt(((sample["forces"] - sample["forces"].mean(0)) ** 2).sum((0, 3)) / (len(sample["energies"]) - 1))
+plain_auroc = flag_rules.flag_auroc(sigma_atoms.mean(-1), truth)
+print(claims.holds(0.5 < baseline_auroc["norm of the mean force"] < flag_rules.AUROC_BAR,
+                   "the norm of the mean force ranks better than chance but misses the bar on the self-check's sample",
+                   f"AUROC {baseline_auroc['norm of the mean force']:.3f}"))
+worst = truth >= np.quantile(truth, 1 - flag_rules.WORST_FRACTION)
+print(claims.holds(sample["hot"][worst].mean() > 0.5, "most of the frames to flag are 1000 K frames",
+                   f"{int(sample['hot'][worst].sum())} of {int(worst.sum())}"))
+print(claims.holds(abs(baseline_auroc["mean predicted energy"] - plain_auroc) < 0.05,
+                   "the mean predicted energy ranks the frames within 0.05 AUROC of the plain disagreement (section 7)",
+                   f"{baseline_auroc['mean predicted energy']:.3f} vs {plain_auroc:.3f}"))
 
 
 # %% [markdown]

@@ -329,7 +329,8 @@ def test_every_checker_gives_the_same_verdict_through_the_channel(tmp_path):
 
 #: design exercises for which an affine map of a correct answer is a correct answer (08.md_setup returns a dict of
 #: settings, which the perturbation leaves as it is)
-SCALED_ANSWERS_ACCEPTED = {"01.energy_features", "03.crystal_feature", "09.angle_feature", "08.md_setup"}
+SCALED_ANSWERS_ACCEPTED = {"01.energy_features", "03.crystal_feature", "09.angle_feature", "08.md_setup",
+                           "10.failure_flag"}
 
 PERTURB = """
 def perturbed(fn):

@@ -4,6 +4,11 @@ Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public c
 :mod:`course_lib.teaching.exercises.nb10` first (exactly the notebook's self-check, on its stored expected
 outputs), then the same checker with other seeds and sizes (expected outputs from ``reference/nb10.py``),
 then extra cases (rotation invariance of the spectrum, a bent triatomic's six zero modes).
+
+``10.failure_flag`` (a design exercise, no expected output) is checked on hidden samples: frames at 500 K that no
+committee member was trained on and frames of the 1000 K run outside the public sample, drawn per case (the sizes,
+:data:`~course_lib.teaching.exercises.nb10.HIDDEN_SAMPLE`, and the bar live in the public checker: one home for what
+the notebook prints and what is graded). The committee's predictions are computed here, at grading time.
 """
 
 from __future__ import annotations
@@ -61,4 +66,23 @@ def hidden_harmonic_wavenumbers(fn, fb) -> None:
     ])
 
 
-HIDDEN = {"10.harmonic_wavenumbers": hidden_harmonic_wavenumbers}
+def hidden_parts(seed: int) -> tuple:
+    """The hidden sample of one case: ``(source, indices)`` pairs for :func:`public.flag_sample`."""
+    g = np.random.default_rng(seed)
+    cool = g.choice(public.unused_training_frames(), public.HIDDEN_SAMPLE["500K"], replace=False)
+    public_hot = set(dict(public.public_parts())["1000K"])
+    others = np.array([k for k in range(public.frame_count("1000K")) if k not in public_hot])
+    hot = g.choice(others, public.HIDDEN_SAMPLE["1000K"], replace=False)
+    return (("500K train", tuple(sorted(int(k) for k in cool))), ("1000K", tuple(sorted(int(k) for k in hot))))
+
+
+def hidden_failure_flag(fn, fb) -> None:
+    n = sum(public.HIDDEN_SAMPLE.values())
+    run_cases(fb, fn, [
+        ("public check", public.check_failure_flag, {}),
+        (f"hidden: seed=1, {n} other frames", public.check_failure_flag, {"seed": 1, "parts": hidden_parts(1)}),
+        (f"hidden: seed=2, {n} other frames", public.check_failure_flag, {"seed": 2, "parts": hidden_parts(2)}),
+    ])
+
+
+HIDDEN = {"10.harmonic_wavenumbers": hidden_harmonic_wavenumbers, "10.failure_flag": hidden_failure_flag}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["harmonic_wavenumbers", "compute", "SOLUTIONS"]
+__all__ = ["harmonic_wavenumbers", "failure_score", "compute", "SOLUTIONS"]
 
 _EV, _AMU, _ANGSTROM, _C_CM = 1.602176634e-19, 1.66053906660e-27, 1e-10, 2.99792458e10
 _FACTOR = np.sqrt(_EV / (_AMU * _ANGSTROM**2)) / (2 * np.pi * _C_CM)  # cm^-1 per sqrt(eV / (Å² amu))
@@ -21,7 +21,17 @@ def harmonic_wavenumbers(hessian, masses):
     return np.sign(lam) * np.sqrt(np.abs(lam)) * _FACTOR
 
 
-SOLUTIONS = {"10.harmonic_wavenumbers": harmonic_wavenumbers}
+def failure_score(z, pos, forces, energies):
+    """Reference solution of 10.failure_flag: the committee's disagreement on the forces, the mean over the atoms of
+    ``σ_a = sqrt(Σ_k |F_a^k - F̄_a|² / (M - 1))`` (notebook 10 §7), eV/Å. ``z [N]``, ``pos [N, 3]``,
+    ``forces [M, N, 3]``, ``energies [M]`` -> a float. Invariant under every required symmetry: it uses only the
+    lengths of force differences, summed over the members and averaged over the atoms."""
+    deviation = forces - forces.mean(0)
+    sigma = (deviation.pow(2).sum((0, 2)) / (forces.shape[0] - 1)).sqrt()
+    return float(sigma.mean())
+
+
+SOLUTIONS = {"10.harmonic_wavenumbers": harmonic_wavenumbers, "10.failure_flag": failure_score}
 
 
 def _convert(lam):
