@@ -408,9 +408,10 @@ def test_lint_reports_convention_problems(registered):
 
 def test_lint_asks_for_hints_in_steps(registered):
     """A first hint (the stub's `### HINT:`), a folded second hint above the cell, no solution line spelled."""
-    cell = '# %% exercise="99.double" points=2\ndef double(x):\n    ### BEGIN SOLUTION\n{hint}    return float(x) + float(x)\n' \
-           '    ### END SOLUTION\n\n# %%\ncheck("99.double", double)\n'
-    folded = "# %% [markdown]\n# <details><summary>Second hint: the approach</summary>\n# {text}\n# </details>\n\n"
+    cell = ('# %% exercise="99.double" points=2\ndef double(x):\n    ### BEGIN SOLUTION\n'
+            '{hint}    return float(x) + float(x)\n    ### END SOLUTION\n\n# %%\ncheck("99.double", double)\n')
+    folded = ("# %% [markdown]\n# <details><summary>Second hint: the approach</summary>\n# {text}\n"
+              "# </details>\n\n")
     good = folded.format(text="add it to itself") + cell.format(hint="    ### HINT: twice the number\n")
     assert assign.lint(assign._reads_source(good), "99_fixture") == []
     bare = "# %% [markdown]\n# Double it.\n\n" + cell.format(hint="")
