@@ -36,8 +36,10 @@ Conventions (instructors write them, students meet them)
 3. **Exercises.** A solution cell is a code cell with the cell metadata ``exercise`` and
    ``points``; in the ``.py`` source its header reads ``# %% exercise="00.symmetrize" points=2``.
    It contains one or more solution regions between a line ``### BEGIN SOLUTION`` and a line
-   ``### END SOLUTION`` (the nbgrader markers, at any indentation). Inside a region an optional
-   line ``### HINT: ...`` gives the hint shown to students. The code cell right after it is the
+   ``### END SOLUTION`` (the nbgrader markers, at any indentation). Inside a region a line
+   ``### HINT: ...`` gives the hint shown to students (the first hint, the idea, never the code; one per
+   exercise cell is required, and the approach goes in a folded second hint in the markdown above: see
+   :func:`lint_hints`). The code cell right after it is the
    self-check, ``check("00.symmetrize", symmetrize)`` (see :mod:`course_lib.teaching.checks`). Cells tagged
    ``hidden`` (header ``# %% tags=["hidden"]``) are instructor-only.
 
