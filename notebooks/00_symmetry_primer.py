@@ -310,15 +310,24 @@ print(cloud)
 # Distances between points are the basic invariant of E(3): they do not change when the cloud is
 # translated, rotated or reflected, and relabelling the points only relabels the entries. Write
 # `pairwise_distances(pos)` returning the `[N, N]` matrix $D_{ij} = |x_i - x_j|$ for `pos` of shape
-# `[N, d]`, **without** `torch.cdist`: use broadcasting (`pos[:, None, :] - pos[None, :, :]` has shape
-# `[N, N, d]`). The checker tests the shape, symmetry, the zero diagonal, the values, 2D inputs, and
-# invariance under the four standard transforms (measured with `course_lib.symmetry`).
+# `[N, d]` (any $d$), **without** `torch.cdist` and without a Python loop over the points. The checker tests
+# the shape, symmetry, the zero diagonal, the values, 2D inputs, and invariance under the four standard
+# transforms (measured with `course_lib.symmetry`).
+#
+# *First hint: the idea.* All $N^2$ difference vectors $x_i - x_j$ fit in one tensor, made by broadcasting.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Index `pos` so that one copy varies along a first axis of length $N$ and the other along a second one, with
+# the coordinates last; their difference is `[N, N, d]`. A length is the square root of the sum of squares over
+# the coordinate axis.
+# </details>
 
 # %% exercise="00.pairwise_distances" points=1
 def pairwise_distances(pos):
     """Return D with D[i, j] = |pos[i] - pos[j]|, shape [N, N], for pos of shape [N, d]."""
     ### BEGIN SOLUTION
-    ### HINT: diff = pos[:, None, :] - pos[None, :, :] has shape [N, N, d]; take its length over the last axis
+    ### HINT: all the differences x_i - x_j at once, by broadcasting (the hints above the cell)
     diff = pos[:, None, :] - pos[None, :, :]
     return (diff**2).sum(dim=-1).sqrt()
     ### END SOLUTION
@@ -514,15 +523,24 @@ for name, ratio in jumps.items():
 # ### Exercise `00.symmetrize` (2 points)
 #
 # Write `symmetrize(f, x, group)`: `x` holds points as rows (`[M, d]`), `f` maps `[M, d]` to `[M, k]`,
-# `group` is a list of `[d, d]` matrices (same dtype as `x`). Return the average of `f(x @ g.T)` over
-# the elements `g` (a row vector $x$ is transformed as $x g^\top$). The checker tests invariance under
+# `group` is a list of `[d, d]` matrices (same dtype as `x`). Return the group average $f_{\text{sym}}(x)$
+# above, shape `[M, k]` (a row vector $x$ is transformed as $x g^\top$). The checker tests invariance under
 # $\mathbb{Z}_2$ (with `course_lib.symmetry.inversion`), $C_4$ and the 48-element cubic group.
+#
+# *First hint: the idea.* The formula is the recipe: one evaluation of `f` per group element, then an average
+# (not a sum).
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Transform all the rows of `x` by one matrix at once (row vectors multiply the transpose from the right), call
+# `f` on the result, collect the $|G|$ outputs along a new leading axis and average over that axis.
+# </details>
 
 # %% exercise="00.symmetrize" points=2
 def symmetrize(f, x, group):
     """Return (1/|G|) sum_g f(x @ g.T) for points x [M, d] and a list of [d, d] matrices `group`."""
     ### BEGIN SOLUTION
-    ### HINT: evaluate f on x @ g.T for every g, stack the results and take the mean over the new axis
+    ### HINT: one evaluation of f per group element, then the average (the hints above the cell)
     outputs = [f(x @ g.T) for g in group]
     return torch.stack(outputs).mean(dim=0)
     ### END SOLUTION
@@ -865,13 +883,23 @@ print(assert_not_equivariant(lambda d: gram_hhT(d.pos), cloud, transforms["permu
 # `nn.Sequential(nn.Linear(1, 16), nn.SiLU(), nn.Linear(16, 1))`. The checker measures the equivariance
 # error under permutation, translation, rotation and reflection with `course_lib.symmetry` and tells
 # you the value when it is too large.
+#
+# *First hint: the idea.* It is `pairwise_distances` with one more step: keep the difference vectors, not only
+# their lengths, and let the weights decide how much each neighbour pushes.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Build the `[N, N, d]` differences by broadcasting and their lengths with the trailing axis kept, so that
+# `phi` gets its `[..., 1]` input and its output multiplies every component of the difference. Then reduce over
+# the axis of the neighbours $j$ (which of the two axes is $j$?). The $j = i$ term needs no special care: its
+# difference is zero.
+# </details>
 
 # %% exercise="00.radial_field" points=2
 def radial_field(pos, phi):
     """Return v [N, d] with v_i = sum_j phi(|x_i - x_j|) (x_i - x_j); phi maps [..., 1] -> [..., 1]."""
     ### BEGIN SOLUTION
-    ### HINT: build the differences x_i - x_j [N, N, d] and the distances [N, N, 1] (keepdim=True);
-    ### HINT: weight the differences by phi(distances) and sum over the neighbours j
+    ### HINT: weight every difference vector by phi of its length and add them up per point (hints above)
     diff = pos[:, None, :] - pos[None, :, :]
     r = (diff**2).sum(dim=-1, keepdim=True).sqrt()
     return (phi(r) * diff).sum(dim=1)
@@ -966,18 +994,25 @@ for T in (rot, refl):
 # ### Exercise `00.gated_nonlinearity` (2 points)
 #
 # Write `gated_nonlinearity(scalars, vectors)`: `scalars` has shape `[N, C]`, `vectors` `[N, C, 3]`;
-# return the vectors with channel $c$ multiplied by $\mathrm{sigmoid}(s_c)$, shape `[N, C, 3]`. Watch the
-# broadcasting: the gate needs a trailing axis. The checker tests O(3) equivariance (rotations and
-# reflections) and permutations with `course_lib.symmetry`, that the output is not just the input, and
-# that the gate really comes from the scalars. (The gated row of the table above is yours to add: the
-# cell after the check measures your gate on the same features.)
+# return the vectors with channel $c$ multiplied by $\mathrm{sigmoid}(s_c)$, shape `[N, C, 3]`. The checker
+# tests O(3) equivariance (rotations and reflections) and permutations with `course_lib.symmetry`, that the
+# output is not just the input, and that the gate really comes from the scalars. (The gated row of the table
+# above is yours to add: the cell after the check measures your gate on the same features.)
+#
+# *First hint: the idea.* A vector multiplied by an invariant number stays equivariant; the number here is one
+# sigmoid per channel, the same for the three components of that channel.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# The gates have shape `[N, C]` and the vectors `[N, C, 3]`: broadcasting aligns shapes from the right, so the
+# gates need one more axis, of size 1, at the end before the product.
+# </details>
 
 # %% exercise="00.gated_nonlinearity" points=2
 def gated_nonlinearity(scalars, vectors):
     """Return sigmoid(scalars) [N, C] broadcast onto vectors [N, C, 3] (shape [N, C, 3])."""
     ### BEGIN SOLUTION
-    ### HINT: the gate sigmoid(scalars) has shape [N, C];
-    ### HINT: give it a trailing axis so that it broadcasts over the 3 components
+    ### HINT: one invariant gate per channel, shared by its three components (the hints above the cell)
     return torch.sigmoid(scalars)[..., None] * vectors
     ### END SOLUTION
 

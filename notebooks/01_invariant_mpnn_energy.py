@@ -249,18 +249,26 @@ for name, T in open_checks.items():
 # ### Exercise 01.minimum_image (2 points)
 #
 # In a periodic box every particle has infinitely many images at $x + n L$. The displacement between two
-# particles that matters is the shortest one. Component by component:
+# particles that matters is the shortest one: among all $\Delta x + n L$ ($n$ integer, one per axis), the one
+# whose every component lies in $[-L/2, L/2]$, whatever the size of $\Delta x$ (it may span several boxes).
+# Implement it for a batch of displacements `dx [..., d]` and box lengths `L` (broadcastable to `dx`, one
+# length per axis). Keep it differentiable (no `.numpy()`), and do not modify `dx` in place.
 #
-# $$\Delta x \leftarrow \Delta x - L \,\mathrm{round}(\Delta x / L),$$
+# *First hint: the idea.* The axes are independent, and on each one the answer differs from $\Delta x$ by a
+# whole number of box lengths: which number?
 #
-# which puts every component in $[-L/2, L/2]$. Implement it for a batch of displacements `dx [..., d]`
-# and box lengths `L` (broadcastable to `dx`, one length per axis). Keep it differentiable (no
-# `.numpy()`), and do not modify `dx` in place.
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# $\Delta x / L$ counts the box lengths in the displacement. Subtract $L$ times the *nearest* integer to that
+# count (not the one below it: a displacement of $-0.1 L$ must stay $-0.1 L$). One line of tensor
+# arithmetic, no loop and no `if`.
+# </details>
 
 # %% exercise="01.minimum_image" points=2
 def minimum_image(dx, L):
     """dx [..., d], L [d] (or broadcastable) -> minimum-image displacement [..., d]."""
     ### BEGIN SOLUTION
+    ### HINT: remove a whole number of box lengths from each component (the hints above the cell)
     return dx - L * torch.round(dx / L)
     ### END SOLUTION
 
@@ -310,15 +318,26 @@ except ValueError as err:
 #
 # Implement the step. `h [N, H]`, `e [E, K]`, `edge_index [2, E]` (row 0: source $j$, row 1: target
 # $i$), the two MLPs `phi_e` (input size $2H + K$) and `phi_h` (input size $2H$), and `w [E]`, the cutoff
-# weight $f_c(r_{ij})$ of every edge (zero for a pair at the cutoff). Concatenate in the order shown
-# above, and make sure that an edge with $w_{ij} = 0$ contributes nothing. Hint:
-# `torch.zeros(N, H, dtype=m_ij.dtype).index_add(0, i, m_ij)` sums the rows of `m_ij` into their target
-# nodes (`index_add` needs the same dtype on both sides: the check uses float64).
+# weight $f_c(r_{ij})$ of every edge (zero for a pair at the cutoff). Concatenate in the order of the
+# equations above ($[h_i, h_j, e_{ij}]$, then $[h_i, m_i]$); an edge with $w_{ij} = 0$ must contribute nothing.
+# Return the new features `[N, H]` (the check uses float64 inputs).
+#
+# *First hint: the idea.* Three stages: one message per *edge* (gather the features of its two ends), a sum of
+# the messages per *node*, and an update per node; only the messages depend on $r_{ij}$.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Split `edge_index` into its sources and targets and index `h` with them to get the `[E, H]` features of both
+# ends. Scale each message by its own weight (the weights need an axis to broadcast over the features). For the
+# sum per target node, start from zeros with one row per node and add every message to the row of its target
+# (`index_add`, which needs the same dtype on both sides).
+# </details>
 
 # %% exercise="01.message_passing_step" points=3
 def message_passing_step(h, e, edge_index, phi_e, phi_h, w):
     """One invariant message-passing step with cutoff-weighted messages: h [N, H] -> [N, H]."""
     ### BEGIN SOLUTION
+    ### HINT: messages per edge, summed per target node, then the update (the hints above the cell)
     j, i = edge_index
     m_ij = phi_e(torch.cat([h[i], h[j], e], dim=-1)) * w[:, None]
     m_i = torch.zeros(h.shape[0], m_ij.shape[1], dtype=h.dtype).index_add(0, i, m_ij)
@@ -496,11 +515,22 @@ print(claims.holds(abs(new_jump[0]) < 1e-9 and abs(new_jump[1]) < 1e-6, "with th
 # Write the test yourself before using the library's: given an energy model, a batch and a transform
 # from `course_lib.symmetry` (a callable that maps a batch to its transformed copy), return the largest
 # absolute change of the predicted energy over the graphs of the batch, as a Python float.
+#
+# *First hint: the idea.* Compare the model's energies of the original batch and of its transformed copy,
+# graph by graph.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# The model returns one energy per graph, and the transform keeps the graphs in their order, so the two outputs
+# can be subtracted directly. No gradients are needed (switch autograd off), and a one-element tensor becomes a
+# Python number with `float(...)`.
+# </details>
 
 # %% exercise="01.invariance_error" points=2
 def invariance_error(model, data, transform):
     """max over graphs |E(transform(data)) - E(data)|, a float."""
     ### BEGIN SOLUTION
+    ### HINT: the energies of the batch and of its transformed copy, compared graph by graph (hints above)
     with torch.no_grad():
         return float((model(transform(data)) - model(data)).abs().max())
     ### END SOLUTION

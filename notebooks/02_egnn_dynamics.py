@@ -166,13 +166,26 @@ plt.show()
 # boundary. The position error must therefore use the minimum image of `pred - target`, exactly like the
 # distances of notebook 01. `course_lib.models.egnn.next_step_loss` uses this MSE for the positions plus
 # the ordinary MSE for the velocities.
+#
+# **Exercise `02.periodic_mse` (2 points).** Write `periodic_mse(pred, target, L)`: for positions `pred` and
+# `target` `[N, d]` in $[0, L)$ and the box lengths `L` `[d]`, the mean over all $N d$ entries of the squared
+# minimum-image difference, a scalar tensor (differentiable: it is a training loss).
+#
+# *First hint: the idea.* The error of one coordinate is the shortest way from the prediction to the target,
+# through the boundary if that is shorter: notebook 01's minimum image.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Take the plain difference, reduce each component to its minimum image (subtract the nearest whole number of
+# box lengths, as in `01.minimum_image`), then square and average over every entry.
+# </details>
 
 # %% exercise="02.periodic_mse" points=2
 def periodic_mse(pred, target, L):
     """pred, target [N, d] positions in [0, L); L [d] -> scalar: mean over all entries of the squared
     minimum-image difference."""
     ### BEGIN SOLUTION
-    ### HINT: reduce pred - target to its minimum image (dx - L * round(dx / L)), square, average
+    ### HINT: the error of a coordinate is its shortest distance through the boundary (the hints above)
     dx = pred - target
     dx = dx - L * torch.round(dx / L)
     return dx.pow(2).mean()
@@ -195,14 +208,30 @@ check("02.periodic_mse", periodic_mse)
 # and the result is wrapped back into $[0, L)$. Rotate the input by $R$: every $x_{ij}$ becomes
 # $R x_{ij}$, every $\phi_{ij}$ stays the same, so the update becomes $R$ times the update. A translation
 # cancels in the difference, and a permutation only reorders the sum.
+#
+# **Exercise `02.equivariant_update` (3 points).** Write `equivariant_update(x, edge_index, phi, L)`: positions
+# `x` `[N, d]` in $[0, L)$, `edge_index` `[2, E]` (row 0 the source $j$, row 1 the target $i$), the per-edge
+# scalars `phi` `[E, 1]` and the box lengths `L` `[d]`; return the updated positions `[N, d]` of the equation
+# above, wrapped into $[0, L)$. $\deg_i$ is the number of edges that end at $i$ (a particle without edges does
+# not move).
+#
+# *First hint: the idea.* Three pieces: an edge vector per edge (periodic, so a minimum image), a sum per target
+# particle, and a normalisation by the degree; the final wrap is a different operation from the minimum image.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Index `x` with the two rows of `edge_index` to get $x_i - x_j$ for every edge and reduce it to its minimum
+# image. Multiply by `phi` and add the products into the rows of their targets (`scatter_sum`); summing ones
+# the same way counts the degrees. A wrapped position must land in $[0, L)$, not in $[-L/2, L/2]$: subtract
+# the whole number of box lengths *below* the position.
+# </details>
 
 # %% exercise="02.equivariant_update" points=3
 def equivariant_update(x, edge_index, phi, L):
     """x [N, d] in [0, L); edge_index [2, E] (row 0: source j, row 1: target i); phi [E, 1] invariant
     per-edge scalars; L [d]. Returns the updated positions [N, d], wrapped into [0, L)."""
     ### BEGIN SOLUTION
-    ### HINT: x_ij = minimum image of x[i] - x[j]; sum x_ij * phi over the edges ending at i (scatter_sum);
-    ### HINT: C_i = 1 / (1 + number of edges ending at i); wrap with x - L * floor(x / L)
+    ### HINT: periodic edge vectors weighted by phi, summed per target, normalised, wrapped (hints above)
     j, i = edge_index
     x_ij = x[i] - x[j]
     x_ij = x_ij - L * torch.round(x_ij / L)

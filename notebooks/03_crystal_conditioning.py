@@ -405,14 +405,21 @@ print(claims.holds(broken[1] > 1e-2 and broken[2] > 1e-2,
 #   site).
 #
 # The self-check names the operation that fails, with the size of the change.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Two routes. Periodic functions of $x$ and of $y$ with period $a$ (a cosine that peaks on the sites), combined
+# so that $x$ and $y$, and $+x$ and $-x$ about a site, play the same role: a sum and a product are symmetric in
+# the two. Or the distances to several nearby sites (minimum image), sorted so that the order of the sites does
+# not matter.
+# </details>
 
 # %% exercise="03.crystal_feature" points=3
 def crystal_feature(pos, a):
     """pos [N, 2] positions in the box [0, 4a)^2, a the lattice spacing -> [N] or [N, F] features that have the
     symmetries of the square crystal (sites at ((i + 1/2) a, (j + 1/2) a)) and no others."""
     ### BEGIN SOLUTION
-    ### HINT: two routes: periodic functions of x and y with period a, combined so that x and y (and +x and -x
-    ### HINT: about a site) play the same role; or the distances to several nearby sites, minimum image, sorted
+    ### HINT: a function of the position that repeats with the lattice and treats x, y, +x and -x alike
     c = torch.cos(2 * math.pi * pos / a)
     return torch.stack([c[:, 0] + c[:, 1], c[:, 0] * c[:, 1]], dim=-1)
     ### END SOLUTION

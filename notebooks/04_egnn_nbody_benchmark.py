@@ -166,13 +166,23 @@ print(f"free flight  x + v: test MSE {position_mse(lambda b: b.pos + b.vel, spli
 # vectors times invariant functions of the distance and the charges, summed over the other particles. The
 # self-check compares the values, names the usual mistakes, and otherwise measures which
 # symmetry your answer breaks.
+#
+# *First hint: the idea.* It is `00.radial_field` with a known weight, $q_i q_j / |x_{ij}|^3$, and one new rule:
+# a particle feels only the others of its own system, never itself.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Work with all $N \times N$ pairs at once: the `[N, N, 3]` differences by broadcasting, their lengths, and a
+# boolean `[N, N]` mask that is true for two different particles with the same `batch` entry. Set the weight of
+# every other pair to zero (with `torch.where`, so that the division by the zero self-distance never reaches the
+# result), multiply the differences by the weights and sum over $j$.
+# </details>
 
 # %% exercise="04.coulomb_step" points=3
 def coulomb_step(pos, vel, charge, batch, t, c):
     """pos, vel [N, 3], charge [N], batch [N] (system of each particle), t, c floats -> new positions [N, 3]."""
     ### BEGIN SOLUTION
-    ### HINT: all pairs at once: d = pos[:, None] - pos[None] is [N, N, 3] (x_i - x_j); keep the pairs of the same
-    ### HINT: system with i != j (a mask), weight them by q_i q_j / |d|^3 and sum over j
+    ### HINT: a radial field with the Coulomb weight, over the pairs of one system only (the hints above)
     d = pos[:, None, :] - pos[None, :, :]
     r = d.norm(dim=-1)
     pair = (batch[:, None] == batch[None, :]) & ~torch.eye(len(pos), dtype=torch.bool, device=pos.device)

@@ -213,12 +213,20 @@ print(f"fitted baseline sum_i mu_z_i = {baseline:.2f} eV: the network learns res
 #
 # **Exercise `05.gaussian_expansion` (2 points).** Return the $[E, K]$ matrix of the $E$ distances
 # `r` expanded in the Gaussians of centres `mu` $[K]$. Keep the dtype of `r`, keep gradients.
+#
+# *First hint: the idea.* Every distance meets every centre: an outer operation of two vectors, no loop.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Give `r` a trailing axis and `mu` a leading one; broadcasting then makes the `[E, K]` table of differences
+# $r_e - \mu_k$, and the formula applies entry by entry.
+# </details>
 
 # %% exercise="05.gaussian_expansion" points=2
 def gaussian_expansion(r, mu, gamma):
     """r [E], mu [K], gamma float -> [E, K] with entries exp(-gamma (r_e - mu_k)^2)."""
     ### BEGIN SOLUTION
-    ### HINT: broadcast r[:, None] against mu[None, :]
+    ### HINT: every distance against every centre, by broadcasting (the hints above the cell)
     return torch.exp(-gamma * (r[:, None] - mu[None, :]) ** 2)
     ### END SOLUTION
 
@@ -305,12 +313,22 @@ check("05.smooth_basis", smooth_basis)
 # **Exercise `05.cfconv` (2 points).** Given atom features `y` $[N, F]$, one filter per edge `W`
 # $[E, F]$ and `edge_index` $[2, E]$ (PyG convention: row 0 the source $j$, row 1 the target $i$),
 # return $c$ $[N, F]$. `scatter_sum(values, index, num_nodes)` is imported.
+#
+# *First hint: the idea.* A message per edge (the source's features filtered by the edge's filter), then a sum
+# of the messages per receiving atom.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Split `edge_index` into sources and targets; index `y` with the sources to get one `[E, F]` row per edge,
+# multiply it element-wise by `W`, and add the rows into their targets with `scatter_sum` (one output row per
+# atom, also for an atom without neighbours).
+# </details>
 
 # %% exercise="05.cfconv" points=2
 def cfconv(y, W, edge_index):
     """y [N, F], W [E, F], edge_index [2, E] -> c [N, F], c_i = sum over edges (j -> i) of y_j * W_ij."""
     ### BEGIN SOLUTION
-    ### HINT: j, i = edge_index; gather y[j], multiply by W, scatter_sum over i
+    ### HINT: filter each neighbour's features, then sum them per receiving atom (the hints above the cell)
     j, i = edge_index
     return scatter_sum(y[j] * W, i, y.shape[0])
     ### END SOLUTION
@@ -360,12 +378,24 @@ assert n_ours == n_pyg
 #
 # **Exercise `05.force_loss` (3 points).** Write the loss. `batch.energy` $[G]$, `batch.forces`
 # $[N, 3]$, `batch.batch` $[N]$ (molecule of each atom), `batch.num_graphs` $= G$.
+#
+# *First hint: the idea.* The force term is a mean over the atoms *of each molecule*, and only then are the
+# molecules averaged: molecules of different sizes weigh the same.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Get the predicted energies and forces in one call (above). Per atom, the squared error of its force vector
+# (summed over the three components); per molecule, the sum of these (`scatter_sum` with `batch.batch`) divided
+# by its number of atoms, counted the same way. Add $\rho$ times the squared energy error per molecule and take
+# the mean over the molecules. Note the sign convention: $F_i + \partial \hat E / \partial R_i$ is the
+# difference of the label and the predicted force.
+# </details>
 
 # %% exercise="05.force_loss" points=3
 def force_loss(model, batch, rho):
     """Mean over molecules of rho (E - Ê)^2 + (1/N) sum_i ||F_i + dÊ/dR_i||^2 (a scalar tensor)."""
     ### BEGIN SOLUTION
-    ### HINT: energy, forces = energy_and_forces(model, batch); per-molecule sums with scatter_sum
+    ### HINT: per-atom force errors averaged per molecule, then the mean over molecules (the hints above)
     energy, forces = energy_and_forces(model, batch)
     G = batch.num_graphs
     sq = scatter_sum(((forces - batch.forces) ** 2).sum(-1), batch.batch, G)

@@ -281,26 +281,30 @@ for l in range(4):
 # %% [markdown]
 # ### Exercise `06.wigner_d_from_harmonics` (2 points)
 #
-# The property $Y^l(R x) = D^l(R)\, Y^l(x)$ *defines* $D^l(R)$: evaluate it at enough points and solve
-# for the matrix. Write `wigner_d_from_harmonics(l, R)` that returns the $(2l+1)\times(2l+1)$ matrix for
-# any `R` of O(3) (float64 `[3, 3]`, rotation or reflection), without e3nn's `D_from_matrix`:
-#
-# 1. draw $P \geq 2l+1$ random points `x` of shape `[P, 3]` (in the dtype of `R`; more points than
-#    unknowns per row make the fit robust, e.g. $P = 4l + 4$);
-# 2. `Y = o3.spherical_harmonics(l, x, normalize=True)` (`[P, 2l+1]`) and `Y_R` the same at the
-#    rotated points, whose rows are $R x_p$ (`x @ R.T`);
-# 3. row by row $Y_R = Y\, D^\top$: a linear least-squares problem for $D^\top$
-#    (`torch.linalg.lstsq(Y, Y_R).solution`).
+# The property $Y^l(R x) = D^l(R)\, Y^l(x)$ *defines* $D^l(R)$. Write `wigner_d_from_harmonics(l, R)` that
+# returns the $(2l+1)\times(2l+1)$ matrix for any `R` of O(3) (float64 `[3, 3]`, rotation or reflection), in the
+# basis of e3nn's harmonics `o3.spherical_harmonics(l, x, normalize=True)` and in the dtype of `R`, without
+# e3nn's `D_from_matrix` (nor `Irreps.D_from_matrix`).
 #
 # The checker compares with the exact matrices for $l = 0, \dots, 3$, for a rotation, a reflection and
 # the inversion, and tests that your matrices are orthogonal and form a representation.
+#
+# *First hint: the idea.* The defining property holds at every point $x$, and it is linear in the unknown
+# matrix: at enough points it becomes a linear system that fixes $D^l(R)$.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Evaluate the harmonics at $P$ random points (rows of a `[P, 3]` tensor, more points than the $2l+1$ unknowns
+# per row make the fit robust) and at the transformed points $R x_p$ (row vectors: multiply by $R^\top$ from
+# the right). In rows, the property reads $Y_R = Y D^\top$: a least-squares problem for $D^\top$
+# (`torch.linalg.lstsq`); transpose its solution.
+# </details>
 
 # %% exercise="06.wigner_d_from_harmonics" points=2
 def wigner_d_from_harmonics(l, R):
     """D [2l+1, 2l+1] with Y^l(R x) = D Y^l(x) for all x, for R [3, 3] orthogonal (det +1 or -1)."""
     ### BEGIN SOLUTION
-    ### HINT: evaluate the harmonics at P >= 2l+1 random points x (dtype=R.dtype) and at x @ R.T;
-    ### HINT: then solve Y_R = Y D^T for D^T with torch.linalg.lstsq
+    ### HINT: the defining property at many points is a linear system for D (the hints above the cell)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4 * l + 4, 3, generator=g, dtype=R.dtype)
     Y = o3.spherical_harmonics(l, x, normalize=True)
@@ -532,19 +536,27 @@ print(assert_not_equivariant(cross, pair, inversion(3), output="vector", field_k
 # ### Exercise `06.cross_product_from_cg` (2 points)
 #
 # Write `cross_product_from_cg(a, b)` for `a, b` of shape `[..., 3]`: the cross product computed from the
-# Clebsch-Gordan coefficients `o3.wigner_3j(1, 1, 1)` (not with `torch.linalg.cross`). Build the
-# coefficients in the dtype of `a` (`dtype=a.dtype`), contract them with `torch.einsum` (use `...` for the
-# leading axes), and fix the normalisation so that the result is exactly $a \times b$. The checker tests
-# the values (it recognises the usual factors $1/\sqrt6$ and $1/\sqrt2$, and $b \times a$), leading
-# shapes, float32, and that the result transforms as a pseudovector under rotations, reflections and
-# the inversion.
+# Clebsch-Gordan coefficients `o3.wigner_3j(1, 1, 1)` (not with `torch.linalg.cross`), exactly $a \times b$,
+# for any leading shape and in the dtype of `a`. The checker tests the values (it recognises the usual factors
+# $1/\sqrt6$ and $1/\sqrt2$, and $b \times a$), leading shapes, float32, and that the result transforms as a
+# pseudovector under rotations, reflections and the inversion.
+#
+# *First hint: the idea.* $(a \times b)_k = \sum_{ij} \epsilon_{ijk} a_i b_j$, and the coefficients for
+# $1 \otimes 1 \to 1$ are the Levi-Civita symbol $\epsilon_{ijk}$ up to one constant factor.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Contract the `[3, 3, 3]` coefficients (built with `dtype=a.dtype`) with `a` over the first index and with `b`
+# over the second; `torch.einsum` with `...` handles the leading axes. Then find the constant: e3nn normalises
+# the coefficients to unit norm, and $\epsilon$ has six entries $\pm 1$ (or compare one known product, such as
+# $e_x \times e_y$, with your output).
+# </details>
 
 # %% exercise="06.cross_product_from_cg" points=2
 def cross_product_from_cg(a, b):
     """a x b for a, b of shape [..., 3], from the Clebsch-Gordan coefficients wigner_3j(1, 1, 1)."""
     ### BEGIN SOLUTION
-    ### HINT: C = o3.wigner_3j(1, 1, 1, dtype=a.dtype) is epsilon_ijk divided by its norm;
-    ### HINT: torch.einsum("ijk,...i,...j->...k", C, a, b) needs one constant factor
+    ### HINT: the Clebsch-Gordan coefficients of 1 x 1 -> 1 are epsilon_ijk up to a factor (hints above)
     C = o3.wigner_3j(1, 1, 1, dtype=a.dtype, device=a.device)
     return math.sqrt(6.0) * torch.einsum("ijk,...i,...j->...k", C, a, b)
     ### END SOLUTION
@@ -807,17 +819,30 @@ with torch.no_grad():
 # message per edge, $m_e = \mathrm{TP}\big(h_e,\, Y(r_e/|r_e|);\, W(|r_e|)\big)$, from the features
 # `h [E, irreps_in.dim]` of each edge's source node and the edge vectors `edge_vec [E, 3]`:
 #
-# * in `__init__` (the Gaussian expansion `self.rbf` is given): list **every** "uvu" path the selection
-#   rules allow, for any irreps (loop over `enumerate(irreps)`; a path needs `ir_out in ir1 * ir2` and
-#   the same multiplicity in and out); store the tensor product as `self.tp`
-#   (`shared_weights=False, internal_weights=False`) and the radial MLP as `self.radial`
-#   (`FullyConnectedNet([num_basis, hidden, self.tp.weight_numel], torch.nn.functional.silu)`);
-# * in `forward`: spherical harmonics of the edge vectors (`normalize=True, normalization="component"`),
-#   weights `self.radial(self.rbf(|r|))` of shape `[E, self.tp.weight_numel]`, and the tensor product.
+# * the tensor product `self.tp` (an `o3.TensorProduct` from `irreps_in` and `irreps_sh` to `irreps_out`)
+#   has **every** "uvu" path (with weights) that the selection rules allow, for any irreps given, and no
+#   weights of its own: one weight vector per edge (`shared_weights=False, internal_weights=False`);
+# * the radial network `self.radial` is `FullyConnectedNet([num_basis, hidden, self.tp.weight_numel],
+#   torch.nn.functional.silu)` and maps the Gaussian expansion `self.rbf(|r_e|)` (given) to those weights;
+# * `forward(h, edge_vec)` returns the messages `[E, irreps_out.dim]`; $Y$ are the spherical harmonics of
+#   `irreps_sh` with `normalize=True, normalization="component"`.
 #
 # The checker compares your paths with the allowed ones (it lists the missing ones), counts the weights,
 # recomputes the messages from your `self.tp` and `self.radial`, and measures O(3) equivariance with
 # `course_lib.irreps`.
+#
+# *First hint: the idea.* A path connects one block of each input to one block of the output; it is allowed
+# when the output irrep appears in the product of the two input irreps, and "uvu" keeps the channels, so the
+# multiplicities must agree. The weights come from the edge length, hence one set per edge.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# In `__init__`, go over every triple of blocks (with their indices: `enumerate` over each `o3.Irreps` yields
+# `(mul, ir)`), keep the triples that pass the selection rule (`ir_out in ir1 * ir2`) and the multiplicity
+# test, and write each as an instruction `(i1, i2, i_out, "uvu", True)`. Build `self.tp` from that list, then
+# `self.radial` with `self.tp.weight_numel` outputs. In `forward`: the harmonics of the edge vectors, the
+# weights from the edge lengths, and one call of `self.tp` with the weights as third argument.
+# </details>
 
 # %% exercise="06.radial_tensor_product" points=3
 class RadialTensorProduct(nn.Module):
@@ -829,9 +854,7 @@ class RadialTensorProduct(nn.Module):
         self.irreps_out = o3.Irreps(irreps_out)
         self.rbf = GaussianRBF(num_basis, cutoff)  # |r| [E] -> Gaussian features [E, num_basis]
         ### BEGIN SOLUTION
-        ### HINT: three nested loops over enumerate(irreps) collect (i1, i2, i_out, "uvu", True) for every path
-        ### HINT: with ir_out in ir1 * ir2 and equal multiplicities in and out; self.tp gets no weights of its own
-        ### HINT: (shared_weights=False, internal_weights=False); self.radial maps num_basis -> tp.weight_numel
+        ### HINT: every path the selection rules allow, per-edge weights from a radial network (hints above)
         instructions = []
         for i1, (mul1, ir1) in enumerate(self.irreps_in):
             for i2, (_, ir2) in enumerate(self.irreps_sh):
@@ -846,8 +869,7 @@ class RadialTensorProduct(nn.Module):
     def forward(self, h, edge_vec):
         """h [E, irreps_in.dim], edge_vec [E, 3] -> messages [E, irreps_out.dim]."""
         ### BEGIN SOLUTION
-        ### HINT: spherical harmonics of the edge directions, one weight vector per edge from the edge lengths
-        ### HINT: (self.radial(self.rbf(...))), then self.tp(h, sh, weights)
+        ### HINT: harmonics of the edge directions, weights from the edge lengths (the hints above the cell)
         sh = o3.spherical_harmonics(self.irreps_sh, edge_vec, normalize=True, normalization="component")
         weights = self.radial(self.rbf(edge_vec.norm(dim=-1)))
         return self.tp(h, sh, weights)
@@ -896,17 +918,26 @@ with torch.no_grad():
 #
 # Write `norm_activation(x, irreps)` for `x` of shape `[N, irreps.dim]` (an `o3.Irreps`): every copy $x_u$
 # of every irrep (its $2l+1$ consecutive components, scalars included) is multiplied by
-# $\mathrm{sigmoid}(|x_u|)$. Loop over `zip(irreps, irreps.slices())`; a block `mul x ir` reshapes to
-# `[N, mul, ir.dim]` (e3nn stores the copies one after the other). The checker tests O(3) equivariance
-# with `course_lib.irreps`, the values (it recognises a componentwise activation, a wrong reshape, one
-# norm per block or per node, a division by the norm, untouched scalars), zero inputs and other irreps.
+# $\mathrm{sigmoid}(|x_u|)$ (e3nn stores a block `mul x ir` as its `mul` copies one after the other). The
+# checker tests O(3) equivariance with `course_lib.irreps`, the values (it recognises a componentwise
+# activation, a wrong reshape, one norm per block or per node, a division by the norm, untouched scalars), zero
+# inputs and other irreps.
+#
+# *First hint: the idea.* The norm of one copy is invariant, so scaling that copy by any function of it keeps
+# the copy equivariant; the work is in finding the copies in the flat `[N, irreps.dim]` layout.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Go through the blocks together with their column ranges (`irreps.slices()`). Reshape a block so that one axis
+# counts its copies and the last one holds the $2l+1$ components of a copy; take the norm over the last axis
+# only (keep that axis to broadcast), scale, flatten back, and concatenate the blocks in their order.
+# </details>
 
 # %% exercise="06.norm_activation" points=2
 def norm_activation(x, irreps):
     """x [N, irreps.dim] -> [N, irreps.dim]: each copy x_u of each irrep scaled by sigmoid(|x_u|)."""
     ### BEGIN SOLUTION
-    ### HINT: loop over zip(irreps, irreps.slices()); reshape each block to [N, mul, ir.dim], scale it by the
-    ### HINT: sigmoid of its norm over the last axis (keepdim=True), reshape back and concatenate the blocks
+    ### HINT: scale every copy of every irrep by a function of its own norm (the hints above the cell)
     out = []
     for (mul, ir), sl in zip(irreps, irreps.slices()):
         block = x[:, sl].reshape(-1, mul, ir.dim)

@@ -191,13 +191,24 @@ print(f"{mol.num_nodes} atoms, {edge_index.shape[1]} directed edges within {R_MA
 # Write `radial_basis(r, cutoff, num_basis, p)` for distances `r [E]` (all $> 0$): return
 # $B_n(r)\,u(r/r_c)$ of shape `[E, num_basis]` (row: distance, column: $n = 1..$`num_basis`), exactly zero
 # for $r \ge r_c$. Keep the dtype of `r` and stay differentiable (forces are derivatives through this).
+#
+# *First hint: the idea.* A table of distances against the indices $n$, multiplied row by row by the envelope
+# of that distance; "exactly zero beyond the cutoff" is a selection, not a formula (the polynomial is not zero
+# there).
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Make the indices $n = 1, \dots$ `num_basis` a tensor of the dtype of `r` and broadcast the distances (with a
+# trailing axis) against it to get the `[E, num_basis]` Bessel table. Compute $u$ for every $x = r / r_c$ and
+# replace it by zero where $x \ge 1$ with an element-wise choice (`torch.where`, which keeps the gradient);
+# the envelope needs a trailing axis to scale the rows.
+# </details>
 
 # %% exercise="07.radial_basis" points=2
 def radial_basis(r, cutoff, num_basis=8, p=6):
     """r [E] (> 0) -> [E, num_basis]: (2 / r_c) sin(n pi r / r_c) / r * u(r / r_c), n = 1..num_basis."""
     ### BEGIN SOLUTION
-    ### HINT: n = torch.arange(1, num_basis + 1, dtype=r.dtype); broadcast r[:, None] against n; the envelope is
-    ### HINT: a polynomial in x = r / cutoff, set to zero where x >= 1 (torch.where)
+    ### HINT: the Bessel table by broadcasting, times the envelope, zero beyond the cutoff (hints above)
     n = torch.arange(1, num_basis + 1, dtype=r.dtype, device=r.device)
     bessel = (2.0 / cutoff) * torch.sin(n * math.pi * r[:, None] / cutoff) / r[:, None]
     x = r / cutoff
@@ -368,7 +379,12 @@ print(f"output irreps {conv.tp.irreps_out}; weights per edge: {conv.tp.weight_nu
 # %% [markdown]
 # ### Exercise 07.convolution (4 points)
 #
-# Write the forward pass of the convolution with the parts of such a block:
+# Write the forward pass of the convolution with the parts of such a block,
+#
+# $$m_i = \frac{1}{\sqrt{\bar n}} \sum_{j \in \mathcal N(i)} \mathrm{TP}\Big(x_j,\ Y(\mathbf r_{ij});\,
+#   \mathrm{radial}\big(\mathrm{rbf}(|\mathbf r_{ij}|)\big)\Big), \qquad \mathbf r_{ij} = \mathbf r_j - \mathbf r_i,$$
+#
+# given:
 #
 # * `x [N, tp.irreps_in1.dim]`: the atoms' features; `pos [N, 3]`; `edge_index [2, E]` with row 0 the
 #   neighbour $j$ and row 1 the centre $i$ that receives the message (PyG's convention);
@@ -378,10 +394,21 @@ print(f"output irreps {conv.tp.irreps_out}; weights per edge: {conv.tp.weight_nu
 # * `radial`: the MLP, `[E, 8] -> [E, tp.weight_numel]`; `rbf`: the radial basis, distances `[E] -> [E, 8]`;
 # * `avg_num_neighbors`: the constant $\bar n$ (a float).
 #
-# Steps: the bond vectors $\mathbf r_{ij} = $ `pos[j] - pos[i]`; their spherical harmonics
-# `o3.spherical_harmonics(tp.irreps_in2, r_ij, normalize=True, normalization="component")`; the weights
-# `radial(rbf(|r_ij|))`; the messages `tp(x[j], Y, weights)`; their sum into the centres (`index_add` on a
-# zero tensor with one row per atom); division by $\sqrt{\bar n}$. Return `[N, tp.irreps_out.dim]`.
+# $Y$ are the spherical harmonics of `tp.irreps_in2` with `normalize=True, normalization="component"` (as in
+# `ConvolutionBlock`). Return $m$, shape `[N, tp.irreps_out.dim]` (zero for an atom without neighbours).
+#
+# *First hint: the idea.* The same three stages as every message-passing step since notebook 01: per edge,
+# something that depends on the bond (its direction through $Y$, its length through the weights); per edge, a
+# message; per centre atom, a sum.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Split `edge_index` into neighbours and centres and build the bond vectors in the direction of the formula
+# (from the centre to the neighbour). From the bond vectors: their harmonics, and their lengths through `rbf`
+# and `radial` for the `[E, tp.weight_numel]` weights. One call of `tp` with the neighbours' features gives all
+# the messages; add them into a zero tensor with one row per atom (`index_add` along the rows, same dtype) and
+# divide by the square root of the constant.
+# </details>
 #
 # The checker compares your output with `ConvolutionBlock` on a directed graph with an isolated atom,
 # rotates and reflects positions and features with the Wigner-D matrices of their irreps, translates the
@@ -395,9 +422,7 @@ def convolution(x, pos, edge_index, tp, radial, rbf, avg_num_neighbors):
     -> [N, tp.irreps_out.dim]
     """
     ### BEGIN SOLUTION
-    ### HINT: j, i = edge_index; r_ij = pos[j] - pos[i]; Y from o3.spherical_harmonics(...); the weights from
-    ### HINT: radial(rbf(r_ij.norm(dim=-1))); messages tp(x[j], Y, weights); sum them into the rows i with
-    ### HINT: torch.zeros(N, dim, dtype=...).index_add(0, i, messages), then divide by math.sqrt(avg_num_neighbors)
+    ### HINT: per edge a message from the bond's direction and length, summed per centre (hints above)
     j, i = edge_index
     r_ij = pos[j] - pos[i]
     Y = o3.spherical_harmonics(tp.irreps_in2, r_ij, normalize=True, normalization="component")
@@ -504,16 +529,28 @@ except ValueError as err:
 #
 # Write `gate(scalars, gates, gated, irreps_scalars, irreps_gated)`:
 #
-# * `scalars [N, irreps_scalars.dim]` with `irreps_scalars` e.g. `3x0e+2x0o`: `SILU` on the even blocks,
-#   `TANH` on the odd ones (loop over `zip(irreps_scalars, irreps_scalars.slices())`, `ir.p` is +1 or -1);
-# * `gates [N, irreps_gated.num_irreps]`: one (even) scalar per channel of `gated`, in order; apply `SIGMOID`;
-# * `gated [N, irreps_gated.dim]`, e.g. `2x1o+2x1e+1x2e`: e3nn stores a block `mul x ir` as `mul` consecutive
-#   copies of `ir.dim = 2l + 1` components, so reshape each block to `[N, mul, 2l + 1]` and multiply copy
-#   $k$ by its gate;
+# * `scalars [N, irreps_scalars.dim]` with `irreps_scalars` e.g. `3x0e+2x0o`: `SILU` on the even (`0e`)
+#   blocks, `TANH` on the odd (`0o`) ones;
+# * `gates [N, irreps_gated.num_irreps]`: one (even) scalar per channel of `gated`, in order, through `SIGMOID`;
+# * `gated [N, irreps_gated.dim]`, e.g. `2x1o+2x1e+1x2e` (e3nn stores a block `mul x ir` as `mul` consecutive
+#   copies of `ir.dim = 2l + 1` components): every copy multiplied by its gate;
 # * return `[scalars after their activations, gated channels after gating]`, shape `[N, irreps_scalars.dim +
 #   irreps_gated.dim]` (the gates themselves are used up).
 #
 # The normalised activations are given at the top of the cell.
+#
+# *First hint: the idea.* Two independent halves: the scalars, block by block, each with the activation its
+# parity needs; the gated irreps, copy by copy, each scaled by its own gate (`00.gated_nonlinearity` with
+# blocks of different sizes, stored flat).
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Walk over the blocks of `irreps_scalars` with their column ranges (`.slices()`); the parity `ir.p` (+1 or -1)
+# picks the activation. Apply `SIGMOID` to all the gates at once, then walk over the blocks of `irreps_gated`,
+# keeping a counter of the channels used so far: reshape a block so that its copies lie along their own axis,
+# multiply by the matching `mul` gates (with an axis to broadcast over the components), flatten back. Collect
+# the pieces in order and concatenate them along the features.
+# </details>
 
 # %% exercise="07.gate" points=3
 SILU, TANH, SIGMOID = normalize2mom(F.silu), normalize2mom(torch.tanh), normalize2mom(torch.sigmoid)
@@ -522,9 +559,7 @@ SILU, TANH, SIGMOID = normalize2mom(F.silu), normalize2mom(torch.tanh), normaliz
 def gate(scalars, gates, gated, irreps_scalars, irreps_gated):
     """[SILU(0e) / TANH(0o) scalars, SIGMOID(gate_k) * channel k of gated] -> [N, dim scalars + dim gated]."""
     ### BEGIN SOLUTION
-    ### HINT: out = []; for (mul, ir), sl in zip(irreps_scalars, irreps_scalars.slices()): activate scalars[:, sl];
-    ### HINT: then for each block of irreps_gated: gated[:, sl].reshape(-1, mul, ir.dim) * g[:, k:k + mul, None]
-    ### HINT: with g = SIGMOID(gates) and k counting the channels; torch.cat(out, dim=-1)
+    ### HINT: activate the scalars by parity, scale every gated copy by its own gate (the hints above)
     out = []
     for (_, ir), sl in zip(irreps_scalars, irreps_scalars.slices()):
         out.append(SILU(scalars[:, sl]) if ir.p == 1 else TANH(scalars[:, sl]))

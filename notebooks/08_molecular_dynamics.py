@@ -272,15 +272,26 @@ for name in ("SchNet", "NequIP l=1"):
 #
 # ### Exercise 08.velocity_verlet_step (3 points)
 #
-# Write one step. `pos, vel, forces` are arrays `[N, d]`, `masses` is `[N]` (divide each atom's row by its own
-# mass: `masses[:, None]`), `force_fn(pos)` returns the forces at `pos`. Return `(new_pos, new_vel, new_forces)`,
-# call `force_fn` exactly once and do not modify the inputs in place.
+# Write one step of the scheme above. `pos, vel, forces` are arrays `[N, d]` (`forces` are the forces at `pos`),
+# `masses` is `[N]` (each atom's own mass), `force_fn(pos)` returns the forces at `pos`. Return
+# `(new_pos, new_vel, new_forces)`, call `force_fn` exactly once and do not modify the inputs in place.
+#
+# *First hint: the idea.* The velocity update needs the forces at the *new* positions, so the order of the
+# three updates is forced; that single new force evaluation is also the one you return for the next step.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Turn forces into accelerations by dividing every atom's row by its mass (the masses need a trailing axis to
+# broadcast over the $d$ components). Then: the new positions from the old acceleration; the forces there (the
+# one call); the new velocities from the average of the old and the new acceleration. Build new arrays
+# (`a = a + ...`, never `a += ...` on an input).
+# </details>
 
 # %% exercise="08.velocity_verlet_step" points=3
 def velocity_verlet_step(pos, vel, forces, masses, dt, force_fn):
     """pos, vel, forces [N, d]; masses [N]; dt; force_fn(pos) -> [N, d]. Returns (new_pos, new_vel, new_forces)."""
     ### BEGIN SOLUTION
-    ### HINT: acc = forces / masses[:, None]; new positions first, then the new forces there, then the velocities
+    ### HINT: positions, then the forces there, then velocities: the order is forced (the hints above)
     acc = forces / masses[:, None]
     new_pos = pos + dt * vel + 0.5 * dt**2 * acc
     new_forces = force_fn(new_pos)
@@ -489,14 +500,25 @@ print(f"xTB reference: {len(reference)} frames")
 #
 # so that $\sum_b h_b\,\Delta r_b$ is the mean number of pairs per frame inside the range (36 for ethanol if the
 # range covers every distance). Given `positions [F, N, d]` and bin edges `edges [B + 1]` (not necessarily
-# evenly spaced), return `h [B]`. Count every pair once ($i<j$, no $i = j$), divide by the number of frames and
-# by each bin's own width. `np.triu_indices` and `np.histogram` help.
+# evenly spaced), return `h [B]`: every pair counted once ($i<j$, no $i = j$), per frame and per unit length of
+# each bin (its own width).
+#
+# *First hint: the idea.* A histogram of all the pair distances of all the frames, turned into a density: the
+# counts divided by what "per frame" and "per unit length" mean.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# The index pairs $i<j$ of the upper triangle (`np.triu_indices` with an offset of one) select, in every frame
+# at once, the two atoms of each pair: an `[F, P]` array of distances. One `np.histogram` of all of them with the
+# given bin edges counts them; divide by the number of frames and by the widths of the bins (the differences of
+# consecutive edges).
+# </details>
 
 # %% exercise="08.distance_histogram" points=2
 def distance_histogram(positions, edges):
     """positions [F, N, d], edges [B + 1] -> h [B]: pairs (i < j) per frame and per unit length."""
     ### BEGIN SOLUTION
-    ### HINT: i, j = np.triu_indices(N, k=1); the distances of every frame in one np.histogram; then divide
+    ### HINT: one histogram of every pair distance of every frame, then a density (the hints above)
     positions = np.asarray(positions, dtype=np.float64)
     i, j = np.triu_indices(positions.shape[1], k=1)
     d = np.linalg.norm(positions[:, j] - positions[:, i], axis=-1)

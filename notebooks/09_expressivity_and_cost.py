@@ -161,12 +161,22 @@ for name, (a, b) in pairs.items():
 #
 # **Exercise `09.bond_vector_sum` (2 points).** `edge_index [2, E]` holds the edges `(j, i)` of the neighbour
 # list (row 0 the neighbour j, row 1 the centre i, as returned by `radius_graph`). Return $\mathbf v$ `[N, 3]`.
+#
+# *First hint: the idea.* One unit vector per edge, pointing from the centre to the neighbour, summed per centre:
+# the message-passing pattern with the simplest message.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Split `edge_index` into neighbours and centres, take the difference of their positions in the direction of
+# the formula, divide every row by its own length (keep the axis to broadcast), and add the rows into a zero
+# `[N, 3]` tensor at their centres (`index_add`; an atom without neighbours keeps a zero vector).
+# </details>
 
 # %% exercise="09.bond_vector_sum" points=2
 def bond_vector_sum(pos, edge_index):
     """pos [N, 3], edge_index [2, E] (rows j, i) -> v [N, 3], v_i = sum_j (r_j - r_i) / |r_j - r_i|."""
     ### BEGIN SOLUTION
-    ### HINT: gather pos[j] - pos[i], normalise each row, then index_add them into the rows i
+    ### HINT: a unit vector per edge, summed per centre atom (the hints above the cell)
     j, i = edge_index
     d = pos[j] - pos[i]
     return torch.zeros_like(pos).index_add(0, i, d / d.norm(dim=-1, keepdim=True))
@@ -191,6 +201,13 @@ check("09.bond_vector_sum", bond_vector_sum)
 # self-contained (the self-check runs this cell on its own: use `torch`, not your `bond_vector_sum`). It is
 # checked on random structures, rotated, reflected, translated, renumbered, with an extra isolated atom, and on
 # the two pairs.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Build the equivariant vector of `09.bond_vector_sum` again inside this cell and return an invariant of it, its
+# squared length: it contains the cosines of the bond angles. (Any other invariant function of the angles
+# between the bonds of an atom, summed over its pairs of bonds, works too.)
+# </details>
 
 # %% exercise="09.angle_feature" points=3
 def angle_feature(pos, edge_index):

@@ -206,13 +206,29 @@ for name, h in hessians.items():
 # $\tilde\nu = \omega / (2\pi c)$ with $c = 2.99792458\times10^{10}$ cm/s. A negative eigenvalue (a saddle point,
 # or noise in a numerical Hessian) is an *imaginary* frequency, reported as a negative wavenumber
 # $-\sqrt{|\lambda|}$ converted the same way.
+#
+# **Exercise `10.harmonic_wavenumbers` (3 points).** Write `harmonic_wavenumbers(hessian, masses)`: from the
+# Hessian `[3N, 3N]` in eV/Å² (coordinates ordered atom by atom, $x, y, z$ of each) and the masses `[N]` in amu,
+# return the `3N` harmonic wavenumbers in cm⁻¹, sorted in increasing order, a negative eigenvalue giving a
+# negative wavenumber.
+#
+# *First hint: the idea.* Three steps of the text: mass-weight the Hessian, diagonalise it, and convert each
+# eigenvalue to a (signed) wavenumber with the units above.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Repeat each mass for its three coordinates; the mass-weighted Hessian divides entry $(a, b)$ by the square
+# root of the product of the two masses (an outer product). The matrix is symmetric: its eigenvalues come sorted
+# from `np.linalg.eigvalsh`. Take $\mathrm{sign}(\lambda)\sqrt{|\lambda|}$, multiply by the conversion factor to
+# s⁻¹ (computed from the SI constants above, not typed from the rounded value) and divide by $2\pi c$.
+# </details>
 
 # %% exercise="10.harmonic_wavenumbers" points=3
 def harmonic_wavenumbers(hessian, masses):
     """hessian [3N, 3N] in eV/A^2, masses [N] in amu -> wavenumbers [3N] in cm^-1, sorted in increasing order;
     a negative eigenvalue gives a negative wavenumber (imaginary frequency)."""
     ### BEGIN SOLUTION
-    ### HINT: m = np.repeat(masses, 3); divide by np.sqrt(np.outer(m, m)); np.linalg.eigvalsh; sign(lam) sqrt(|lam|)
+    ### HINT: mass-weight, diagonalise, convert each eigenvalue to a signed wavenumber (the hints above)
     ev, amu, angstrom, c_cm = 1.602176634e-19, 1.66053906660e-27, 1e-10, 2.99792458e10
     m = np.repeat(np.asarray(masses, dtype=np.float64), 3)
     lam = np.linalg.eigvalsh(np.asarray(hessian, dtype=np.float64) / np.sqrt(np.outer(m, m)))

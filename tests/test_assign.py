@@ -55,6 +55,14 @@ def _check_counter(cls, fb):
 # %% tags=["hidden"]
 SECRET_INSTRUCTOR_VALUE = 42
 
+# %% [markdown]
+# Double a number.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Add the number to itself, or multiply it.
+# </details>
+
 # %% exercise="99.double" points=2
 def double(x):
     """Return two times x."""
@@ -68,11 +76,17 @@ check("99.double", double)
 
 # %% [markdown]
 # A class with two solution regions.
+#
+# <details><summary>Second hint: the approach</summary>
+#
+# Keep the running total in an attribute.
+# </details>
 
 # %% exercise="99.counter" points=1
 class Counter:
     def __init__(self):
         ### BEGIN SOLUTION
+        ### HINT: a running total
         self.n = 0
         ### END SOLUTION
 
@@ -390,6 +404,27 @@ def test_lint_reports_convention_problems(registered):
     assert "no `### BEGIN SOLUTION`" in problems
     assert 'must call check("99.double"' in problems
     assert "solution markers but no `exercise=` metadata" in problems
+
+
+def test_lint_asks_for_hints_in_steps(registered):
+    """A first hint (the stub's `### HINT:`), a folded second hint above the cell, no solution line spelled."""
+    cell = ('# %% exercise="99.double" points=2\ndef double(x):\n    ### BEGIN SOLUTION\n'
+            '{hint}    return float(x) + float(x)\n    ### END SOLUTION\n\n# %%\ncheck("99.double", double)\n')
+    folded = ("# %% [markdown]\n# <details><summary>Second hint: the approach</summary>\n# {text}\n"
+              "# </details>\n\n")
+    good = folded.format(text="add it to itself") + cell.format(hint="    ### HINT: twice the number\n")
+    assert assign.lint(assign._reads_source(good), "99_fixture") == []
+    bare = "# %% [markdown]\n# Double it.\n\n" + cell.format(hint="")
+    problems = "\n".join(assign.lint(assign._reads_source(bare), "99_fixture"))
+    assert "needs a first hint" in problems and "needs a folded second hint" in problems
+    # a folded hint above an earlier code cell does not count for this exercise
+    far = folded.format(text="add it") + "# %%\nx = 1\n\n" + cell.format(hint="    ### HINT: twice\n")
+    assert "needs a folded second hint" in "\n".join(assign.lint(assign._reads_source(far), "99_fixture"))
+    spelled = folded.format(text="`return float(x)  +  float(x)`") + cell.format(hint="    ### HINT: twice\n")
+    assert "spell the solution line(s) ['returnfloat(x)+float(x)']" in "\n".join(
+        assign.lint(assign._reads_source(spelled), "99_fixture"))
+    spelled_stub = folded.format(text="add") + cell.format(hint="    ### HINT: return float(x) + float(x)\n")
+    assert "spell the solution" in "\n".join(assign.lint(assign._reads_source(spelled_stub), "99_fixture"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,8 +36,10 @@ Conventions (instructors write them, students meet them)
 3. **Exercises.** A solution cell is a code cell with the cell metadata ``exercise`` and
    ``points``; in the ``.py`` source its header reads ``# %% exercise="00.symmetrize" points=2``.
    It contains one or more solution regions between a line ``### BEGIN SOLUTION`` and a line
-   ``### END SOLUTION`` (the nbgrader markers, at any indentation). Inside a region an optional
-   line ``### HINT: ...`` gives the hint shown to students. The code cell right after it is the
+   ``### END SOLUTION`` (the nbgrader markers, at any indentation). Inside a region a line
+   ``### HINT: ...`` gives the hint shown to students (the first hint, the idea, never the code; one per
+   exercise cell is required, and the approach goes in a folded second hint in the markdown above: see
+   :func:`lint_hints`). The code cell right after it is the
    self-check, ``check("00.symmetrize", symmetrize)`` (see :mod:`course_lib.teaching.checks`). Cells tagged
    ``hidden`` (header ``# %% tags=["hidden"]``) are instructor-only.
 
@@ -106,6 +108,7 @@ __all__ = [
     "stub_source",
     "imports_source",
     "lint",
+    "lint_hints",
     "lint_responses",
     "Change",
     "plan",
@@ -478,7 +481,58 @@ def lint(nb, slug: str) -> list[str]:
             problems.append(f"{slug}: {exc}")
         if check_target(nb, exercise_id) is None:
             problems.append(f'{where}: the next code cell must call check("{exercise_id}", <object>)')
+        problems += lint_hints(nb, i, where)
     return problems + lint_responses(nb, slug)
+
+
+_SECOND_HINT_RE = re.compile(r"<details>\s*<summary>\s*Second hint\b.*?</summary>(.*?)</details>", re.S | re.I)
+#: a solution line at least this long (white space removed) must not appear verbatim in the hints or the task
+_SPELLED_MIN_CHARS = 16
+
+
+def _solution_lines(source: str) -> tuple[list[str], list[str]]:
+    """The ``### HINT:`` texts and the code lines (white space removed, comments dropped) of the solution regions."""
+    hints, code, inside = [], [], False
+    for line in source.split("\n"):
+        if _BEGIN_RE.match(line) or _END_RE.match(line):
+            inside = bool(_BEGIN_RE.match(line))
+            continue
+        hint = _HINT_RE.match(line)
+        if inside and hint:
+            hints.append(hint.group(1))
+        elif inside and not line.strip().startswith("#"):
+            code.append(re.sub(r"\s+", "", line.split("  #")[0]))
+    return hints, code
+
+
+def lint_hints(nb, index: int, where: str) -> list[str]:
+    """Hints in steps (notebooks/README.md, "Exercises") for the exercise cell ``nb.cells[index]``.
+
+    The first hint, visible, names the idea: a ``### HINT:`` line in the solution region (the student's stub
+    shows it). The second, folded, gives the approach: a ``<details><summary>Second hint ...</summary>`` block in
+    the markdown between the previous code cell and the exercise. Neither they nor the task text may spell a line
+    of the solution (a solution line of 16 or more characters, white space removed, found verbatim).
+    """
+    hints, code = _solution_lines(cell_source(nb.cells[index]))
+    task = []
+    for cell in reversed(nb.cells[:index]):
+        if cell.get("cell_type") == "code":
+            break
+        task.append(cell_source(cell))
+    markdown = "\n".join(reversed(task))
+    problems = []
+    if not any(h.strip() for h in hints):
+        problems.append(f"{where}: needs a first hint, a `### HINT: ...` line naming the idea (the stub shows it)")
+    if not _SECOND_HINT_RE.search(markdown):
+        problems.append(f"{where}: needs a folded second hint (the approach) in the markdown above the cell: "
+                        "<details><summary>Second hint: the approach (open it after a first try)</summary> ... "
+                        "</details>")
+    visible = re.sub(r"\s+", "", markdown + "\n".join(hints))
+    spelled = [c for c in code if len(c) >= _SPELLED_MIN_CHARS and c in visible]
+    if spelled:
+        problems.append(f"{where}: the hints or the task spell the solution line(s) {spelled}: say what to do, "
+                        "not the code")
+    return problems
 
 
 def _reveal_calls(nb) -> set[str]:
