@@ -395,6 +395,7 @@ def aggregate(folder: Path, summary: Path) -> dict:
         seed = run["protocol"]["seed"]
         for name, entry in run["models"].items():
             rows.setdefault(name, []).append((seed, run, entry))
+    rows = {name: rows[name] for name in sorted(rows, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS))}
     shown = folder.resolve().relative_to(HERE.parent) if folder.resolve().is_relative_to(HERE.parent) else folder
     out = {"command": f"python benchmarks/egnn_dynamics.py --aggregate {shown}",
            "seed_commands": sorted({r["command"] for r in runs}), "models": {},
