@@ -11,9 +11,11 @@ Models (``--models``):
 - ``egnn``: :class:`~course_lib.models.egnn.EGNN` trained on all (t, t+1) pairs with ``next_step_loss``.
 - ``egnn_multistep``: the same EGNN trained with ``rollout_loss`` (back-propagation through ``k``
   steps, on windows of the training trajectories), the ablation of notebook 02 (Q10e).
-- ``egnn_finetune``: the one-step EGNN (``dyn_egnn.pt`` of ``--init-dir``, default ``--out``) fine-tuned
-  with ``rollout_loss`` at learning rate ``lr * finetune_lr_factor`` within the time budget
-  ``--finetune-time`` (pre-training on one step, then multi-step, is the usual recipe).
+- ``egnn_finetune``: the usual recipe at the same epoch budget as the other arms: the EGNN trained with
+  ``next_step_loss`` for ``epochs - finetune_epochs`` epochs, then fine-tuned with ``rollout_loss`` for
+  ``--finetune-epochs`` epochs at learning rate ``lr * finetune_lr_factor`` (each phase with its own cosine
+  decay); ``--epochs`` counts both phases. (The former wall-clock budget ``--finetune-time`` and the
+  fine-tuning of a separately trained ``--init-dir`` model were removed: budgets are epochs, never seconds.)
 - ``abs_gnn``: the non-equivariant :class:`~course_lib.models.baselines.AbsoluteCoordinateGNN`.
 - ``ballistic_crystal``: free flight with the crystal held, crystal trajectories.
 - ``egnn_crystal``: EGNN on the crystal trajectories (``use_fixed=True``, loss on mobile atoms).
@@ -21,15 +23,18 @@ Models (``--models``):
   (``mobile_only=False``), so the crystal atoms may move and the loss sees their (constant) targets.
 
 Protocol: Adam, batch 32 graphs, learning rate ``lr`` with a cosine decay over the epoch budget or the
-wall-clock budget (whichever runs out first), gradient clipping 10, the weights of the best one-step
-validation loss are kept (validated every epoch on every third validation pair). Test metrics (test
-split, mobile atoms only): one-step position MSE ``|dx|^2`` (minimum image, summed over x and y) and
-velocity MSE, and the 39-step rollout from frame 0: position MSE per step, its value at step 39 and
-its mean over steps 1..39; the Wasserstein-1 distance between the predicted and true speed
-distributions over the rollout; for the crystal ablation the mean displacement of the crystal atoms.
+wall-clock budget (whichever runs out first; the protocol runs set ``--time-limit`` far above the run time),
+gradient clipping 10, the weights of the best one-step validation loss are kept (validated every epoch
+on every third validation pair). Test metrics (test split, mobile atoms only): one-step position MSE
+``|dx|^2`` (minimum image, summed over x and y) and velocity MSE, and the 39-step rollout from frame 0:
+position MSE per step, its value at step 39 and its mean over steps 1..39; the Wasserstein-1 distance
+between the predicted and true speed distributions over the rollout; for the crystal ablation the mean
+displacement of the crystal atoms.
 
 Writes ``egnn_dynamics.json`` (all numbers, epochs, training times, the command, the machine and its
-load) and ``dyn_<model>.pt`` (:func:`course_lib.train.save_checkpoint`, ``config = model.config``).
+load) and ``dyn_<model>.pt`` (:func:`course_lib.train.save_checkpoint`, ``config = model.config``);
+with ``--checkpoint-dir`` also ``<model>_s<seed>.pt`` there (the per-seed checkpoints of
+``results/egnn_dynamics_seeds/ckpt/``, read by ``energy_dynamics.py``).
 
 ``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda`` (models and batches on the
 GPU, the rollout timed with ``torch.cuda.synchronize()``); recorded in ``machine``. The wall-clock budgets
@@ -149,8 +154,11 @@ def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit
 
 
 @torch.no_grad()
-def evaluate_dynamics(model, test_trajs: list[Data], steps: int, device="cpu") -> dict:
-    """One-step and rollout metrics on the test trajectories (mobile atoms; see the module docstring)."""
+def evaluate_dynamics(model, test_trajs: list[Data], steps: int, device="cpu", return_rollout: bool = False):
+    """One-step and rollout metrics on the test trajectories (mobile atoms; see the module docstring).
+
+    With ``return_rollout`` also the rollout itself, ``(metrics, (traj_pos, traj_vel))`` (``[N, steps + 1, 2]``
+    each, all test trajectories in one batch), so that further diagnostics need not roll out again."""
     model.to(device).eval()
     pairs = trajectory_pairs(test_trajs)
     sq_pos, sq_vel, n = 0.0, 0.0, 0
@@ -186,7 +194,40 @@ def evaluate_dynamics(model, test_trajs: list[Data], steps: int, device="cpu") -
         out["crystal_drift_per_step"] = [float(d) for d in disp.mean(0)]
         out["crystal_drift_final"] = float(disp[:, -1].mean())
         out["crystal_drift_max"] = float(disp.max())
-    return out
+    return (out, (tp, tv)) if return_rollout else out
+
+
+def _one_step_loss(mobile_only: bool):
+    def loss_fn(m, b):
+        return next_step_loss(m, b, mobile_only=mobile_only)
+    return loss_fn
+
+
+def _multistep_loss(k: int):
+    def loss_fn(m, b):  # windows carry traj_pos (training); the validation pairs do not (one step)
+        return rollout_loss(m, b, k) if "traj_pos" in b else next_step_loss(m, b)
+    return loss_fn
+
+
+def pretrain_finetune(model, tr, pairs, val_pairs, epochs: int, ft_epochs: int, args, time_limit: float,
+                      seed: int, device) -> dict:
+    """egnn_finetune: ``epochs - ft_epochs`` epochs of the one-step loss, then ``ft_epochs`` of the multi-step loss
+    at ``lr * finetune_lr_factor``; one history over both phases (epochs numbered on), best one-step validation
+    weights of the fine-tuning phase kept (model selection as for every arm)."""
+    pre_epochs = max(epochs - ft_epochs, 0)
+    pre = None
+    if pre_epochs:
+        pre = train(model, pairs, val_pairs, _one_step_loss(True), pre_epochs, args.lr, time_limit, seed,
+                    args.log_every, desc="egnn_finetune (one-step phase)", device=device)
+    ft = train(model, rollout_windows(tr, args.k, stride=args.k), val_pairs, _multistep_loss(args.k), ft_epochs,
+               args.lr * args.finetune_lr_factor, time_limit, seed + 50, args.log_every,
+               desc="egnn_finetune (multi-step phase)", device=device)
+    hist = (pre["history"] if pre else []) + [{**h, "epoch": h["epoch"] + pre_epochs} for h in ft["history"]]
+    return {"epochs_run": len(hist), "best_epoch": ft["best_epoch"] + pre_epochs, "best_val": ft["best_val"],
+            "stop_reason": ft["stop_reason"], "train_seconds": (pre["train_seconds"] if pre else 0.0)
+            + ft["train_seconds"], "history": hist, "pretrain_epochs": pre_epochs, "finetune_epochs": ft_epochs,
+            "pretrain_best_val": pre["best_val"] if pre else None,
+            "n_pretrain_graphs": len(pairs)}
 
 
 def merge(parts: list[Path], out: Path) -> dict:
@@ -223,11 +264,16 @@ def main(argv=None) -> dict:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--k", type=int, default=5, help="rollout length of the multi-step loss")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--init-dir", default=None, help="folder with dyn_egnn.pt for egnn_finetune (default --out)")
-    p.add_argument("--finetune-time", type=float, default=None, help="wall-clock budget of egnn_finetune (s)")
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="egnn_finetune: the last N of --epochs are multi-step fine-tuning (default: half)")
+    p.add_argument("--init-dir", default=None, help=argparse.SUPPRESS)  # removed: a clear error below
+    p.add_argument("--finetune-time", default=None, help=argparse.SUPPRESS)  # removed: a clear error below
     p.add_argument("--finetune-lr-factor", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="also save every trained model as <dir>/<model>_s<seed>.pt (per-seed checkpoints, e.g. "
+                        "results/egnn_dynamics_seeds/ckpt/ for energy_dynamics.py)")
     p.add_argument("--log-every", type=int, default=1)
     p.add_argument("--merge", default=None,
                    help="comma-separated result folders of partial runs (--models subsets run in parallel): "
@@ -238,21 +284,29 @@ def main(argv=None) -> dict:
                         "results/egnn_dynamics_seeds/): write mean +- s.e. per model to --summary and exit")
     p.add_argument("--summary", default=str(HERE / "results" / "egnn_dynamics_seeds.json"))
     args = p.parse_args(argv)
+    if args.finetune_time is not None or args.init_dir is not None:
+        raise SystemExit("--finetune-time and --init-dir were removed: the protocol (benchmarks/README.md) budgets "
+                         "epochs, never wall-clock time. egnn_finetune now pre-trains on one step and fine-tunes "
+                         "within --epochs; give the fine-tuning share with --finetune-epochs N.")
     if args.aggregate:
         return aggregate(Path(args.aggregate), Path(args.summary))
     device = str(check_device(args.device))  # fails fast, before any data is loaded
     if args.merge:
         return merge([Path(d) for d in args.merge.split(",")], Path(args.out))
 
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     models = [m for m in args.models.split(",") if m]
     for m in models:
         if m not in MODELS:
             raise SystemExit(f"unknown model {m!r}; choose from {MODELS}")
     epochs = args.epochs or (1 if args.quick else 40)
+    ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else max(1, epochs // 2)
+    if "egnn_finetune" in models and not 1 <= ft_epochs <= epochs - 1 + args.quick:
+        raise SystemExit(f"--finetune-epochs {ft_epochs} must lie between 1 and --epochs - 1 = {epochs - 1} "
+                         "(one-step pre-training + multi-step fine-tuning share the --epochs budget)")
     time_limit = args.time_limit or (15.0 if args.quick else 600.0)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     data = {}
     for kind in ("trajectories", "crystal_trajectories"):
         tr, va, te = (load_particles(kind, s) for s in ("train", "val", "test"))
@@ -268,6 +322,8 @@ def main(argv=None) -> dict:
         "protocol": {"epochs": epochs, "time_limit_s": time_limit, "lr": args.lr, "batch_size": 32,
                      "hidden": args.hidden, "layers": args.layers, "multistep_k": args.k, "rollout_steps": steps,
                      "dt": DT, "quick": args.quick, "seed": args.seed,
+                     "finetune_epochs": ft_epochs if "egnn_finetune" in models else None,
+                     "finetune_lr_factor": args.finetune_lr_factor,
                      "metrics": "test split, mobile atoms; pos MSE = mean |min_image(dx)|^2 (summed over x, y)"},
         "models": {},
     }
@@ -283,30 +339,19 @@ def main(argv=None) -> dict:
         else:
             mobile_only = name != "egnn_crystal_free"
             val_pairs = trajectory_pairs(va)[::3]
-            lr, budget = args.lr, time_limit
-            if name == "egnn_finetune":
-                from course_lib.train import load_checkpoint
-
-                init = Path(args.init_dir or out) / "dyn_egnn.pt"
-                if not init.exists():
-                    raise SystemExit(f"egnn_finetune needs {init}: run --models egnn first (or give --init-dir)")
-                load_checkpoint(init, model)
-                entry["init_from"] = str(init.name)
-                lr, budget = args.lr * args.finetune_lr_factor, args.finetune_time or time_limit / 2
-            if name in ("egnn_multistep", "egnn_finetune"):
-                train_set = rollout_windows(tr, args.k, stride=args.k)
-
-                def loss_fn(m, b, _k=args.k):
-                    if "traj_pos" in b:
-                        return rollout_loss(m, b, _k)
-                    return next_step_loss(m, b)
+            if name == "egnn_multistep":
+                train_set, loss_fn = rollout_windows(tr, args.k, stride=args.k), _multistep_loss(args.k)
             else:
-                train_set = trajectory_pairs(tr)
-
-                def loss_fn(m, b, _mo=mobile_only):
-                    return next_step_loss(m, b, mobile_only=_mo)
-            entry["train"] = train(model, train_set, val_pairs, loss_fn, epochs, lr, budget,
-                                   args.seed + k, args.log_every, desc=name, device=device)
+                train_set, loss_fn = trajectory_pairs(tr), _one_step_loss(mobile_only)
+            if name == "egnn_finetune":
+                entry["train"] = pretrain_finetune(model, tr, train_set, val_pairs, epochs, ft_epochs, args,
+                                                   time_limit, args.seed + k, device)
+                entry["label"] = (f"{LABELS[name]} ({entry['train']['pretrain_epochs']} + "
+                                  f"{entry['train']['finetune_epochs']} epochs)")
+                train_set = rollout_windows(tr, args.k, stride=args.k)
+            else:
+                entry["train"] = train(model, train_set, val_pairs, loss_fn, epochs, args.lr, time_limit,
+                                       args.seed + k, args.log_every, desc=name, device=device)
             entry["train"]["n_train_graphs"] = len(train_set)
         entry["test"] = evaluate_dynamics(model, te, steps, device)
         entry["load_average"] = os.getloadavg()
@@ -318,6 +363,12 @@ def main(argv=None) -> dict:
         if not name.startswith("ballistic"):
             save_checkpoint(out / f"dyn_{name}.pt", model, config=model.config,
                             metrics={k2: v for k2, v in t.items() if not isinstance(v, list)})
+            if args.checkpoint_dir:
+                ckdir = Path(args.checkpoint_dir)
+                ckdir.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(ckdir / f"{name}_s{args.seed}.pt", model, config=model.config,
+                                metrics={"seed": args.seed, "epochs": epochs, "command": results["command"],
+                                         **{k2: v for k2, v in t.items() if not isinstance(v, list)}})
         results["models"][name] = entry
         # write after every model, so a long run can be inspected (and merged) while it goes on
         results["total_seconds"] = time.perf_counter() - t_all
@@ -344,11 +395,12 @@ def aggregate(folder: Path, summary: Path) -> dict:
         seed = run["protocol"]["seed"]
         for name, entry in run["models"].items():
             rows.setdefault(name, []).append((seed, run, entry))
+    rows = {name: rows[name] for name in sorted(rows, key=lambda n: MODELS.index(n) if n in MODELS else len(MODELS))}
     shown = folder.resolve().relative_to(HERE.parent) if folder.resolve().is_relative_to(HERE.parent) else folder
     out = {"command": f"python benchmarks/egnn_dynamics.py --aggregate {shown}",
            "seed_commands": sorted({r["command"] for r in runs}), "models": {},
-           "test_set": "the 20 test trajectories of the same simulation (other initial conditions, same physics "
-                       "and density): an interpolation test of the learned dynamics"}
+           "test_set": "the test split (25 box, 20 crystal trajectories) of the same simulation (other initial "
+                       "conditions, same physics and density): an interpolation test of the learned dynamics"}
     for name, items in rows.items():
         seeds = [seed for seed, _, _ in items]
         if len(set(seeds)) != len(seeds):

@@ -20,8 +20,11 @@ simulation as the training data). Physics diagnostics of every rollout: the larg
 the relative drift of the *true* energy ``max_t |H(t) - H(0)| / <K>`` (``H`` = the simulator's potential + kinetic
 energy of the predicted states) and histograms of the velocity components against the Maxwell-Boltzmann mixture at
 each system's temperature. References, computed once: the true potential integrated the same way (what the
-integrator and chaos alone cost at this timestep) and the shipped EGNN ``results/dyn_egnn.pt`` (its diagnostics;
-its accuracy over seeds is in ``egnn_dynamics_seeds.json``).
+integrator and chaos alone cost at this timestep), the shipped EGNN ``results/dyn_egnn.pt`` (its diagnostics, kept
+for comparison with earlier versions) and the EGNN over seeds: the one-step EGNNs of the same seeds, 10 epochs each,
+saved by ``egnn_dynamics.py --checkpoint-dir`` in ``results/egnn_dynamics_seeds/ckpt/egnn_s<seed>.pt`` (the runs of
+``egnn_dynamics_seeds/box_s<seed>.json``), scored like the learned energy (``references["egnn_seeds"]``, their mean
+± s.e. in ``summary_egnn``). Every model is rolled out once: the diagnostics reuse the rollout of the metrics.
 
 Resumable: each seed writes ``<out>/energy_dynamics_runs/mpnn_s<seed>.json`` and its model
 ``energy_dynamics_runs/mpnn_s<seed>.pt``; finished seeds are skipped. ``energy_dynamics.json`` is rebuilt at the end
@@ -90,11 +93,16 @@ def energy_errors(model, test, device="cpu") -> dict:
     return {"energy_mae": float(torch.cat(e_err).mean()), "force_mae": float(torch.cat(f_err).mean())}
 
 
-def physics(model, trajs, steps: int, device="cpu") -> dict:
-    """Momentum and true-energy conservation of the rollouts, and velocity histograms (see the docstring)."""
+def physics(model, trajs, steps: int, device="cpu", rolled=None) -> dict:
+    """Momentum and true-energy conservation of the rollouts, and velocity histograms (see the docstring).
+
+    ``rolled``: the rollout ``(traj_pos, traj_vel)`` of ``trajs`` in one batch, when the caller has it already
+    (``evaluate_dynamics(..., return_rollout=True)``); otherwise the model is rolled out here."""
     batch = next(iter(DataLoader(trajs, batch_size=len(trajs)))).to(device)
-    with torch.no_grad():
-        tp, tv = rollout(model, batch, steps)
+    if rolled is None:
+        with torch.no_grad():
+            rolled = rollout(model, batch, steps)
+    tp, tv = rolled
     b = batch.batch
     G = int(b.max()) + 1
     P = torch.stack([tv[b == g].sum(0) for g in range(G)])  # [G, T, 2]
@@ -120,7 +128,24 @@ def physics(model, trajs, steps: int, device="cpu") -> dict:
 
 
 def score(model, trajs, steps, device) -> dict:
-    return {**evaluate_dynamics(model, trajs, steps, device=device), **physics(model, trajs, steps, device)}
+    """The metrics of ``evaluate_dynamics`` and the physics diagnostics, from one rollout."""
+    metrics, rolled = evaluate_dynamics(model, trajs, steps, device=device, return_rollout=True)
+    return {**metrics, **physics(model, trajs, steps, device, rolled=rolled)}
+
+
+def egnn_seeds(ckpt_dir: Path, seeds: list[int], trajs, steps: int, device="cpu") -> list[dict]:
+    """The EGNN reference over seeds: the per-seed one-step EGNNs of ``egnn_dynamics.py --checkpoint-dir``
+    (``<ckpt_dir>/egnn_s<seed>.pt``, the runs of ``egnn_dynamics_seeds/box_s<seed>.json``), each scored like the
+    learned energy (metrics and physics diagnostics of the same test rollouts)."""
+    rows = []
+    for seed in seeds:
+        path = ckpt_dir / f"egnn_s{seed}.pt"
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run python benchmarks/egnn_dynamics.py --models ballistic,egnn "
+                             f"--epochs 10 --time-limit 1e9 --seed {seed} --checkpoint-dir {ckpt_dir} (README)")
+        model, _ = load_model(path)
+        rows.append({"seed": seed, "checkpoint": path.name, **score(model.to(device), trajs, steps, device)})
+    return rows
 
 
 def _summary(values) -> dict:
@@ -143,6 +168,8 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None, help="default benchmarks/results/ (quick: a temp folder)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--egnn-ckpt-dir", default=str(HERE / "results" / "egnn_dynamics_seeds" / "ckpt"),
+                   help="the per-seed EGNN checkpoints egnn_s<seed>.pt of the EGNN reference")
     args = p.parse_args(argv)
     device = str(check_device(args.device))
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -162,6 +189,7 @@ def main(argv=None) -> dict:
            "protocol": {"steps_per_run": args.steps, "evals_per_run": args.evals, "batch_size": BATCH, "lr": 1e-3,
                         "loss": "MSE(E/N) + MSE(force components)", "n_train": len(tr), "n_val": len(va),
                         "seeds": seeds, "substeps": args.substeps, "dt_integrator": dt_int,
+                        "dt_simulator": p2d.DT, "frame_dt": FRAME_DT,
                         "rollout_steps": steps, "n_test_trajectories": len(trajs),
                         "test": "trajectories of the same simulation (interpolation)", "quick": args.quick},
            "runs": []}
@@ -194,8 +222,13 @@ def main(argv=None) -> dict:
         refs = {"true_potential": score(exact, trajs, steps, device),
                 "egnn_shipped": physics(egnn.to(device), trajs, steps, device)}
         ref_path.write_text(json.dumps(refs) + "\n")
+    if "egnn_seeds" not in refs or args.quick:
+        refs["egnn_seeds"] = egnn_seeds(Path(args.egnn_ckpt_dir), seeds, trajs, steps, device)
+        if not args.quick:
+            ref_path.write_text(json.dumps(refs) + "\n")
     res["references"] = refs
     res["summary"] = aggregate(res["runs"])
+    res["summary_egnn"] = {k: _summary([r[k] for r in refs["egnn_seeds"]]) for k in METRICS}
     res["machine"]["load_average_end"] = list(os.getloadavg())
     (out / "energy_dynamics.json").write_text(json.dumps(res, indent=1) + "\n")
     return res

@@ -529,21 +529,36 @@ print(f"{'truth':30s} mean speed of the mobile atoms: step 0 {float(sp_true[0]):
 # Each step shaves a little off the speed, and the rollout cools down. Equivariance does not prevent
 # this (a uniformly slower motion is perfectly equivariant). An energy-conserving design (forces from a
 # learned energy, integrated with a symplectic integrator) conserves the energy by construction, up to
-# the integrator's error. Multi-step training (notebook 02) is often proposed as the remedy, but the
-# course's own runs do not support it: on the empty-box task of notebook 02, the shipped multi-step and
-# fine-tuned EGNNs end further from the true speed distribution than the one-step EGNN (single runs
-# with unequal, wall-clock budgets, so this is not a finding against the method either):
+# the integrator's error. Multi-step training (notebook 02) is often proposed as the remedy: a model that
+# sees its own rollouts during training should learn not to drift. The course tested it on the empty-box task
+# of notebook 02, at an equal budget of 10 epochs with three seeds per recipe (notebook 02 section 9,
+# `benchmarks/results/egnn_dynamics_seeds.json`), and the numbers do not support it at this budget: both the
+# multi-step loss from scratch and one-step pre-training followed by multi-step fine-tuning end **further** from
+# the true speed distribution than the one-step loss alone (mean ± standard error over the seeds, Wasserstein-1
+# distance of the speeds over the rollouts). Fine-tuning does not buy a better rollout either: its rollout
+# position error is on par with the one-step loss's. (No EGNN trained from scratch reached a validation plateau in
+# 10 epochs, so this is a finding about this budget, not a verdict on the method.)
 #
 # %%
+box_seeds = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds.json").read_text())["models"]
 for name in ("egnn", "egnn_finetune", "egnn_multistep"):
-    claims.say("* {label}: speed W1 {w1:.3f}", label=results["models"][name]["label"],
-               w1=results["models"][name]["test"]["speed_w1"])
+    m = box_seeds[name]
+    claims.say("* {label} ({n} seeds, {ep} epochs): speed W1 {w1:.3f} ± {se:.3f}; rollout position MSE {r:.2f} ± "
+               "{sr:.2f}", label=m["label"], n=len(m["seeds"]), ep=m["epoch_budget"][0], w1=m["speed_w1"]["mean"],
+               se=m["speed_w1"]["se"], r=m["rollout_pos_mse_mean"]["mean"], sr=m["rollout_pos_mse_mean"]["se"])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-w1 = {name: results["models"][name]["test"]["speed_w1"] for name in ("egnn", "egnn_finetune", "egnn_multistep")}
-print(claims.holds(w1["egnn_finetune"] > w1["egnn"] and w1["egnn_multistep"] > w1["egnn"],
-                   "shipped single runs: speed W1 of the fine-tuned and multi-step EGNNs > one-step EGNN", str(w1)))
+w1 = {name: box_seeds[name]["speed_w1"]["values"] for name in ("egnn", "egnn_finetune", "egnn_multistep")}
+print(claims.greater(w1["egnn_multistep"], w1["egnn"], "box, 10 epochs: speed W1 of the multi-step loss",
+                     "speed W1 of the one-step loss"))
+print(claims.greater(w1["egnn_finetune"], w1["egnn"], "box, 10 epochs: speed W1 of one-step then fine-tuned",
+                     "speed W1 of the one-step loss"))
+print(claims.tie(box_seeds["egnn_finetune"]["rollout_pos_mse_mean"]["values"],
+                 box_seeds["egnn"]["rollout_pos_mse_mean"]["values"], "box, 10 epochs: rollout position MSE of "
+                 "one-step then fine-tuned", "rollout position MSE of the one-step loss"))
+print(claims.holds(sum(box_seeds["egnn"]["plateaued"]) + sum(box_seeds["egnn_multistep"]["plateaued"]) == 0,
+                   "no EGNN trained from scratch on the box reached a validation plateau in 10 epochs"))
 
 # %% [markdown]
 # An animation of one test trajectory (open circles: truth, dots: EGNN, grey squares: crystal):

@@ -25,7 +25,8 @@ def bench():
 def test_quick_run(bench, tmp_path):
     threads = torch.get_num_threads()
     try:
-        res = bench.main(["--quick", "--out", str(tmp_path), "--log-every", "0", "--hidden", "16", "--layers", "2"])
+        res = bench.main(["--quick", "--out", str(tmp_path), "--log-every", "0", "--hidden", "16", "--layers", "2",
+                          "--epochs", "2", "--finetune-epochs", "1", "--checkpoint-dir", str(tmp_path / "ckpt")])
     finally:
         torch.set_num_threads(threads)
     on_disk = json.loads((tmp_path / "egnn_dynamics.json").read_text())
@@ -41,9 +42,41 @@ def test_quick_run(bench, tmp_path):
         model = (AbsoluteCoordinateGNN if payload["model_class"] == "AbsoluteCoordinateGNN" else EGNN)(
             **payload["config"])
         load_checkpoint(tmp_path / f"dyn_{name}.pt", model)
+        # the per-seed copy (--checkpoint-dir) holds the same weights
+        per_seed = load_checkpoint(tmp_path / "ckpt" / f"{name}_s0.pt")
+        assert per_seed["metrics"]["seed"] == 0 and per_seed["metrics"]["epochs"] == 2
+        assert all(torch.equal(per_seed["state_dict"][k], v) for k, v in payload["state_dict"].items())
+        assert entry["train"]["epochs_run"] == len(entry["train"]["history"]) == 2
+    # fine-tuning shares the epoch budget: 1 epoch of the one-step loss, then 1 of the multi-step loss
+    ft = on_disk["models"]["egnn_finetune"]["train"]
+    assert (ft["pretrain_epochs"], ft["finetune_epochs"]) == (1, 1) and [h["epoch"] for h in ft["history"]] == [0, 1]
+    assert on_disk["protocol"]["finetune_epochs"] == 1
     assert on_disk["models"]["egnn_crystal"]["test"]["crystal_drift_final"] == 0.0
     assert "crystal_drift_final" in on_disk["models"]["egnn_crystal_free"]["test"]
-    assert "load_average_start" in on_disk["machine"] and on_disk["command"].endswith("--layers 2")
+    assert "load_average_start" in on_disk["machine"] and "--layers 2" in on_disk["command"]
+
+
+def test_per_seed_checkpoints_are_the_seed_table_runs():
+    """results/egnn_dynamics_seeds/ckpt/egnn_s<seed>.pt (retrained with --checkpoint-dir) hold the models whose test
+    numbers are those of the seed table (box_s<seed>.json): the retrain reproduced them exactly (one thread)."""
+    folder = SCRIPT.parent / "results" / "egnn_dynamics_seeds"
+    for seed in (0, 1, 2):
+        metrics = load_checkpoint(folder / "ckpt" / f"egnn_s{seed}.pt")["metrics"]
+        table = json.loads((folder / f"box_s{seed}.json").read_text())["models"]["egnn"]["test"]
+        assert metrics["seed"] == seed and metrics["epochs"] == 10
+        for key in ("one_step_pos_mse", "rollout_pos_mse_mean", "speed_w1"):
+            assert metrics[key] == table[key], (seed, key)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--finetune-time", "300"], "never wall-clock"),
+    (["--init-dir", "/tmp"], "never wall-clock"),
+    (["--models", "egnn_finetune", "--epochs", "4", "--finetune-epochs", "4"], "must lie between 1 and"),
+])
+def test_finetune_budget_is_epochs(bench, argv, message):
+    """The wall-clock budget of the fine-tuning recipe is gone, with an error that says what to use instead."""
+    with pytest.raises(SystemExit, match=message):
+        bench.main(argv + ["--out", "/nonexistent/never-written"])
 
 
 def test_merge(bench, tmp_path):

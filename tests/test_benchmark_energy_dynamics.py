@@ -44,6 +44,12 @@ def test_quick_run(bench, tmp_path):
     _check_dynamics(on_disk["references"]["true_potential"], 3)
     # the learned energy conserves momentum up to the float32 rounding of the frames
     assert row["dynamics"]["momentum_change_max"] < 1e-5
+    # the EGNN reference over seeds: the shipped per-seed checkpoint of seed 0, scored like the learned energy
+    (egnn_row,) = on_disk["references"]["egnn_seeds"]
+    assert egnn_row["seed"] == 0 and egnn_row["checkpoint"] == "egnn_s0.pt"
+    _check_dynamics(egnn_row, 3)
+    assert on_disk["summary_egnn"]["momentum_change_max"]["n"] == 1
+    assert on_disk["protocol"]["dt_integrator"] / on_disk["protocol"]["dt_simulator"] == pytest.approx(80)  # quick: 5
     model = InvariantMPNN(**load_checkpoint(tmp_path / "energy_dynamics_runs" / "mpnn_s0.pt")["config"])
     load_checkpoint(tmp_path / "energy_dynamics_runs" / "mpnn_s0.pt", model)
 
@@ -57,3 +63,19 @@ def test_shipped_results_follow_the_protocol():
         assert s["n"] == 3, k
     for r in res["runs"]:
         _check_dynamics(r["dynamics"], res["protocol"]["rollout_steps"])
+    # the EGNN side is three seeds too (notebook 02 §9b compares 3 seeds with 3 seeds)
+    assert [r["seed"] for r in res["references"]["egnn_seeds"]] == [0, 1, 2]
+    for r in res["references"]["egnn_seeds"]:
+        _check_dynamics(r, res["protocol"]["rollout_steps"])
+    assert all(s["n"] == 3 for s in res["summary_egnn"].values())
+
+
+def test_diagnostics_reuse_the_rollout(bench):
+    """physics() given the rollout of evaluate_dynamics gives exactly what it computes by rolling out itself."""
+    from course_lib.datasets import load_particles
+    from course_lib.train import load_model
+
+    trajs = load_particles("trajectories", "test")[:2]
+    model, _ = load_model(ROOT / "benchmarks" / "results" / "egnn_dynamics_seeds" / "ckpt" / "egnn_s0.pt")
+    _, rolled = bench.evaluate_dynamics(model, trajs, 3, return_rollout=True)
+    assert bench.physics(model, trajs, 3, rolled=rolled) == bench.physics(model, trajs, 3)
