@@ -17,13 +17,17 @@ models on the GPU, timed with ``torch.cuda.synchronize()`` around each call, and
   are ~1 eV/A): 100 K Maxwell-Boltzmann start, ``--time-fs`` fs at dt = 0.25, 0.5, 1 fs, float64 and
   float32. Reported: max |E_tot(t) - E_tot(0)| per atom and the linear-fit drift (eV/ps/atom).
 - ``nve_particles``: 2-D NVE of one particle system of the ``energy`` data set (15 charged particles,
-  L = 10, reduced units) with the trained invariant MPNN of notebook 01
-  (``results/energy_mpnn_final.pt``) and, for reference, with the exact pair potential of the
-  simulator, at dt = 2 and 8 times ``particles2d.DT`` (0.001 and 0.004 tau); drift per tau per particle.
-  The MPNN's error does not shrink with dt: its energy jumps (by ~3e-3 eps for an isolated +- pair) when
-  a pair crosses the cutoff, because its messages ``phi_e(h_i, h_j, e_ij)`` do not vanish there even
-  though the radial basis does; so NVE with this model conserves the energy only to ~1e-3 eps per
-  particle, whatever the timestep (the exact potential: ~4e-5 at 0.001 tau, with the dt^2 scaling).
+  L = 10, reduced units) with the trained invariant MPNNs of notebook 01 and, for reference, with the exact
+  pair potential of the simulator, at dt = 2 and 8 times ``particles2d.DT`` (0.001 and 0.004 tau); drift per
+  tau per particle. Two MPNNs, trained alike (``energy_learning_curve.py --models mpnn --sizes 2400 --steps
+  22500 --tag final``): ``mpnn_nocutoff`` (``results/energy_mpnn_final_nocutoff.pt``, the first version, whose
+  messages ``phi_e(h_i, h_j, e_ij)`` do not vanish at the cutoff although the radial basis does, so its energy
+  jumps when a pair crosses r_c and the NVE error does not shrink with dt) and ``mpnn``
+  (``results/energy_mpnn_final.pt``, messages multiplied by the smooth cutoff weight: a continuous energy, so
+  velocity Verlet's O(dt^2) error is back).
+
+``--parts nve_particles`` (or any comma list of ``timing,nve_schnet,nve_particles``) reruns only those parts and
+keeps the others of the existing ``ase_md.json`` (each part records its own command).
 """
 
 from __future__ import annotations
@@ -144,6 +148,9 @@ def nve_schnet(time_fs: float, dts, device="cpu") -> list[dict]:
     return rows
 
 
+PARTS = ("timing", "nve_schnet", "nve_particles")
+
+
 class ExactPairPotential(nn.Module):
     """The simulator's potential (particles2d.energy) as an energy model."""
 
@@ -151,14 +158,22 @@ class ExactPairPotential(nn.Module):
         return p2d.energy(batch.pos, batch.charge, float(batch.box[0, 0])).reshape(1)
 
 
-def nve_particles(time_tau: float, device="cpu") -> list[dict]:
-    ckpt = HERE / "results" / "energy_mpnn_final.pt"
+PARTICLE_MODELS = {"mpnn_nocutoff": "energy_mpnn_final_nocutoff.pt", "mpnn": "energy_mpnn_final.pt"}
+
+
+def _final_mpnn(filename: str) -> InvariantMPNN:
+    ckpt = HERE / "results" / filename
     payload = torch.load(ckpt, weights_only=True, map_location="cpu")
     mpnn = InvariantMPNN(**upgrade_config(InvariantMPNN, payload["config"]))
     load_checkpoint(ckpt, mpnn)
+    return mpnn.eval()
+
+
+def nve_particles(time_tau: float, device="cpu") -> list[dict]:
     g = load_particles("energy", "test")[0]
     rows = []
-    for name, model in (("mpnn", mpnn.eval()), ("exact", ExactPairPotential().eval())):
+    models = [(name, _final_mpnn(f)) for name, f in PARTICLE_MODELS.items()] + [("exact", ExactPairPotential().eval())]
+    for name, model in models:
         for dt in (2 * p2d.DT, 8 * p2d.DT):
             atoms = particles_to_atoms(g.pos.double().numpy(), g.charge.double().numpy(), box=g.box.numpy(),
                                        vel=g.vel.double().numpy())
@@ -189,25 +204,42 @@ def main(argv=None) -> dict:
     p.add_argument("--time-fs", type=float, default=None, help="SchNet NVE length in fs (default 250, quick 10)")
     p.add_argument("--time-tau", type=float, default=None, help="particle NVE length in tau (default 2, quick 0.1)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    p.add_argument("--parts", default=",".join(PARTS), help="comma list of parts to (re)run; the others are kept "
+                   "from the existing ase_md.json in --out")
     args = p.parse_args(argv)
+    parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        p.error(f"--parts: unknown {unknown or 'empty'}; choose among {', '.join(PARTS)}")
     device = str(check_device(args.device))  # fails fast, before any model is built
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (20 if args.quick else 300)
     time_fs = args.time_fs or (10.0 if args.quick else 250.0)
     time_tau = args.time_tau or (0.1 if args.quick else 2.0)
-    results = {
-        "command": " ".join(["python", "benchmarks/ase_md.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                    "load_average_start": os.getloadavg(), **device_info(device)},
-        "timing": timing(repeats, device),
-        "nve_schnet": nve_schnet(time_fs, (0.25, 0.5, 1.0), device),
-        "nve_particles": nve_particles(time_tau, device),
-    }
-    results["machine"]["load_average_end"] = os.getloadavg()
     out = Path(args.out)
+    command = " ".join(["python", "benchmarks/ase_md.py", *(argv if argv is not None else sys.argv[1:])])
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+               "load_average_start": os.getloadavg(), **device_info(device)}
+    old = out / "ase_md.json"
+    results = json.loads(old.read_text()) if set(parts) != set(PARTS) and old.exists() else {}
+    if set(parts) != set(PARTS) and not results:
+        raise SystemExit(f"--parts {args.parts}: no {old} to keep the other parts from; run all parts first")
+    results.setdefault("part_commands", {k: results.get("command") for k in PARTS if k in results})
+    if set(parts) == set(PARTS):
+        results.update(command=command, machine=machine)
+    run = {"timing": lambda: timing(repeats, device),
+           "nve_schnet": lambda: nve_schnet(time_fs, (0.25, 0.5, 1.0), device),
+           "nve_particles": lambda: nve_particles(time_tau, device)}
+    for part in PARTS:
+        if part in parts:
+            results[part] = run[part]()
+            results["part_commands"][part] = command
+            results.setdefault("part_machines", {})[part] = {**machine, "load_average_end": os.getloadavg()}
+    if set(parts) == set(PARTS):
+        results["machine"]["load_average_end"] = os.getloadavg()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ase_md.json").write_text(json.dumps(results, indent=1) + "\n")
+    old.write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
