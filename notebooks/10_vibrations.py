@@ -771,24 +771,26 @@ print(claims.holds(clear, "two quiet 500 K replicas spend most of their run abov
 # Here you design your own, for one job: **flag the frames whose forces are wrong** before anyone computes a
 # reference for them.
 #
-# **Exercise `10.failure_flag` (3 points, design).** Write `failure_score(z, pos, forces, energies)`. It receives one
-# ethanol frame, the atomic numbers `z` `[N]` and positions `pos` `[N, 3]` (Å), and the predictions of the M members
-# of the committee of §7 on it, the forces `forces` `[M, N, 3]` (eV/Å) and the energies `energies` `[M]` (eV), all
-# float64 but `z`. It returns one number, the higher the more the frame is to be distrusted. There is no single right
-# answer: any formula with the properties below passes. The checker tests, in this order:
+# **Exercise `10.failure_flag` (3 points, design).** Write `failure_score(z, forces, energies)`. It receives what the
+# committee of §7 says about one ethanol frame: the atomic numbers `z` `[N]` and the predictions of its M members,
+# the forces `forces` `[M, N, 3]` (eV/Å) and the energies `energies` `[M]` (eV), all float64 but `z`. It does not
+# receive the positions, on purpose: a flag is needed where no reference is computed, and with the positions the
+# reference itself (GFN2-xTB, a few milliseconds per frame) would give the true error. It returns one number, the
+# higher the more the frame is to be distrusted. There is no single right answer: any formula with the properties
+# below passes. The checker tests, in this order:
 #
 # * **required symmetries** (a design that breaks one scores 0 for the case; the feedback names each with the size of
-#   the change): a rotation and a reflection of the frame, its forces turned alike (the error of a force does not
-#   depend on how the molecule is oriented); a translation; renumbering the atoms (`z`, `pos` and the forces
-#   together); renumbering the members (a committee has no first member);
+#   the change): a rotation and a reflection of the frame, every member's forces turned alike (the error of a force
+#   does not depend on how the molecule is oriented); renumbering the atoms (`z` and the forces together);
+#   renumbering the members (a committee has no first member);
 # * **required: it is a committee score.** When the members disagree twice as much (each member's deviation from
-#   the committee's mean doubled, the mean kept) the score must rise on every frame. A score of the geometry or of
-#   the mean prediction alone may rank frames too, but it is not what this section is about;
+#   the committee's mean doubled, the mean kept) the score must rise on every frame. A score of the mean prediction
+#   alone may rank frames too, but it is not what this section is about;
 # * **budget and goal**, printed by the next cell: the truth is the error of the committee's mean force against
 #   GFN2-xTB, $\frac1N\sum_a |\bar{\mathbf F}_a - \mathbf F_a^{\mathrm{xTB}}|$ per frame; the frames to flag are the
 #   worst part of a sample of 500 K and 1000 K frames, and the score must rank them above the others, measured by
 #   the area under the ROC curve (AUROC: the probability that a frame to flag scores above one that is not; 0.5 is
-#   chance, 1 a perfect ranking). Every frame reaches your function turned, moved and renumbered at random.
+#   chance, 1 a perfect ranking). Every frame reaches your function turned and renumbered at random.
 #
 # *First hint: the idea.* The quantity to flag is a force error, atom by atom, and what the members tell you about
 # it is how far apart their force vectors are: measure that spread with lengths, which no rotation changes.
@@ -796,7 +798,7 @@ print(claims.holds(clear, "two quiet 500 K replicas spend most of their run abov
 # <details><summary>Second hint: the approach (open it after a first try)</summary>
 #
 # For every atom, take the deviations of the members' force vectors from their mean and sum their squared lengths
-# over the members: a variance per atom, invariant under rotations, translations and the renumbering of members.
+# over the members: a variance per atom, invariant under rotations and the renumbering of members.
 # Then reduce the atoms to one number with an operation that does not depend on their order (a mean, a root mean
 # square, a maximum), and compare the choices on the self-check's sample. Vectorise over the members and atoms.
 # </details>
@@ -808,14 +810,14 @@ print(f"goal: AUROC >= {flag_rules.AUROC_BAR} for the worst {flag_rules.WORST_FR
 print(f"budget: {flag_rules.SCORE_SECONDS:.0f} s for the scores of all the frames of a sample")
 print(f"self-check sample: the {flag_rules.frame_count('500K test')} test frames at 500 K (section 7) and every 4th "
       f"frame of the 1000 K xTB run ({n_public} frames in all)")
-print(f"grader: the self-check, then two hidden samples of {flag_rules.HIDDEN_SAMPLE['500K']} frames at 500 K that "
-      f"no member was trained on and {flag_rules.HIDDEN_SAMPLE['1000K']} other frames of the 1000 K run")
+print(f"grader: the self-check, then two hidden samples of {flag_rules.HIDDEN_SAMPLE['500K']} frames at 500 K and "
+      f"{flag_rules.HIDDEN_SAMPLE['1000K']} at 1000 K from fresh xTB runs of their own (not in data/)")
 
 
 # %% exercise="10.failure_flag" points=3
-def failure_score(z, pos, forces, energies):
-    """z [N], pos [N, 3] (Å), forces [M, N, 3] (eV/Å) and energies [M] (eV) of the M committee members on one frame
-    -> one number: the higher, the more the frame's forces are to be distrusted."""
+def failure_score(z, forces, energies):
+    """z [N], forces [M, N, 3] (eV/Å) and energies [M] (eV) of the M committee members on one frame -> one number:
+    the higher, the more the frame's forces are to be distrusted."""
     ### BEGIN SOLUTION
     ### HINT: how far apart are the members' force vectors on each atom, measured so that no rotation changes it?
     deviation = forces - forces.mean(0)
@@ -840,8 +842,7 @@ mean_energy = sample["energies"].mean(0)
 baseline_auroc = {"norm of the mean force": flag_rules.flag_auroc(mean_force, truth),
                   "mean predicted energy": flag_rules.flag_auroc(mean_energy, truth)}
 try:
-    yours = np.array([float(failure_score(*(torch.as_tensor(x) for x in (sample["z"], sample["pos"][k],
-                                                                           sample["forces"][:, k],
+    yours = np.array([float(failure_score(*(torch.as_tensor(x) for x in (sample["z"], sample["forces"][:, k],
                                                                            sample["energies"][:, k]))))
                       for k in range(len(truth))])
 except NotImplementedError:

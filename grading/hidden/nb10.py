@@ -5,10 +5,15 @@ Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public c
 outputs), then the same checker with other seeds and sizes (expected outputs from ``reference/nb10.py``),
 then extra cases (rotation invariance of the spectrum, a bent triatomic's six zero modes).
 
-``10.failure_flag`` (a design exercise, no expected output) is checked on hidden samples: frames at 500 K that no
-committee member was trained on and frames of the 1000 K run outside the public sample, drawn per case (the sizes,
-:data:`~course_lib.teaching.exercises.nb10.HIDDEN_SAMPLE`, and the bar live in the public checker: one home for what
-the notebook prints and what is graded). The committee's predictions are computed here, at grading time.
+``10.failure_flag`` (a design exercise, no expected output) is checked on two hidden samples drawn per case from
+frames that exist nowhere else: a 500 K and a 1000 K GFN2-xTB run of their own (``data/nb10/`` beside this file; the
+command, seeds and sha256 are in ``data/nb10/README.md``). The student's sandbox reads ``data/`` but never
+``grading/``, so a frame of a hidden sample cannot be looked up (by its distances, or by matching the shipped
+committee's predictions on the public frames), and the score never receives the positions, so it cannot compute
+the reference (GFN2-xTB) either: it is a function of the committee's predictions. The checker's sandbox binds
+``data/nb10/`` with this module (``ExerciseRunner.hidden_files``). The sizes
+(:data:`~course_lib.teaching.exercises.nb10.HIDDEN_SAMPLE`) and the bar live in the public checker: one home for
+what the notebook prints and what is graded. The committee's predictions are computed here, at grading time.
 """
 
 from __future__ import annotations
@@ -66,22 +71,29 @@ def hidden_harmonic_wavenumbers(fn, fb) -> None:
     ])
 
 
+#: the hidden frames of 10.failure_flag: fresh GFN2-xTB runs, readable by the checker only (data/nb10/README.md)
+HIDDEN_FRAMES = {"500K": Path(__file__).with_name("data") / "nb10" / "ethanol_500K.npz",
+                 "1000K": Path(__file__).with_name("data") / "nb10" / "ethanol_1000K.npz"}
+
+
 def hidden_parts(seed: int) -> tuple:
-    """The hidden sample of one case: ``(source, indices)`` pairs for :func:`public.flag_sample`."""
+    """The hidden sample of one case: ``(source, indices)`` pairs for :func:`public.flag_sample`, drawn from the
+    hidden runs (:data:`HIDDEN_FRAMES`) with ``seed``."""
     g = np.random.default_rng(seed)
-    cool = g.choice(public.unused_training_frames(), public.HIDDEN_SAMPLE["500K"], replace=False)
-    public_hot = set(dict(public.public_parts())["1000K"])
-    others = np.array([k for k in range(public.frame_count("1000K")) if k not in public_hot])
-    hot = g.choice(others, public.HIDDEN_SAMPLE["1000K"], replace=False)
-    return (("500K train", tuple(sorted(int(k) for k in cool))), ("1000K", tuple(sorted(int(k) for k in hot))))
+    parts = []
+    for key in ("500K", "1000K"):
+        path = str(HIDDEN_FRAMES[key])
+        idx = g.choice(public.frame_count(path), public.HIDDEN_SAMPLE[key], replace=False)
+        parts.append((path, tuple(sorted(int(k) for k in idx))))
+    return tuple(parts)
 
 
 def hidden_failure_flag(fn, fb) -> None:
     n = sum(public.HIDDEN_SAMPLE.values())
     run_cases(fb, fn, [
         ("public check", public.check_failure_flag, {}),
-        (f"hidden: seed=1, {n} other frames", public.check_failure_flag, {"seed": 1, "parts": hidden_parts(1)}),
-        (f"hidden: seed=2, {n} other frames", public.check_failure_flag, {"seed": 2, "parts": hidden_parts(2)}),
+        (f"hidden: seed=1, {n} fresh frames", public.check_failure_flag, {"seed": 1, "parts": hidden_parts(1)}),
+        (f"hidden: seed=2, {n} fresh frames", public.check_failure_flag, {"seed": 2, "parts": hidden_parts(2)}),
     ])
 
 

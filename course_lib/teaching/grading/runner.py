@@ -120,12 +120,14 @@ class ExerciseRunner:
         return self.s.boxed(argv, rw=[self.xfer, self.chk], ro=self.hidden_files(), cgroup=cgroup), cgroup
 
     def hidden_files(self) -> list[Path]:
-        """What the checker's sandbox may read of the instructor's material: this notebook's hidden tests and
-        their reference solutions (``reference/nbNN.py`` beside them), nothing else of the hidden folder."""
+        """What the checker's sandbox may read of the instructor's material: this notebook's hidden tests, their
+        reference solutions (``reference/nbNN.py`` beside them) and their hidden data (the folder ``data/nbNN/``
+        beside them, e.g. frames that must not be in the public ``data/``), nothing else of the hidden folder."""
         if self.hidden_file is None:
             return []
-        reference = self.hidden_file.parent / "reference" / self.hidden_file.name
-        return [self.hidden_file, *([reference] if reference.is_file() else [])]
+        beside = (self.hidden_file.parent / "reference" / self.hidden_file.name,
+                  self.hidden_file.parent / "data" / self.hidden_file.stem)
+        return [self.hidden_file, *(p for p in beside if p.exists())]
 
     # ---- servers
     def _start_servers(self) -> None:

@@ -21,10 +21,10 @@ def harmonic_wavenumbers(hessian, masses):
     return np.sign(lam) * np.sqrt(np.abs(lam)) * _FACTOR
 
 
-def failure_score(z, pos, forces, energies):
+def failure_score(z, forces, energies):
     """Reference solution of 10.failure_flag: the committee's disagreement on the forces, the mean over the atoms of
-    ``σ_a = sqrt(Σ_k |F_a^k - F̄_a|² / (M - 1))`` (notebook 10 §7), eV/Å. ``z [N]``, ``pos [N, 3]``,
-    ``forces [M, N, 3]``, ``energies [M]`` -> a float. Invariant under every required symmetry: it uses only the
+    ``σ_a = sqrt(Σ_k |F_a^k - F̄_a|² / (M - 1))`` (notebook 10 §7), eV/Å. ``z [N]``, ``forces [M, N, 3]``,
+    ``energies [M]`` -> a float. Invariant under every required symmetry: it uses only the
     lengths of force differences, summed over the members and averaged over the atoms."""
     deviation = forces - forces.mean(0)
     sigma = (deviation.pow(2).sum((0, 2)) / (forces.shape[0] - 1)).sqrt()
