@@ -791,17 +791,6 @@ print(claims.holds(clear, "two quiet 500 K replicas spend most of their run abov
 #   worst part of a sample of 500 K and 1000 K frames, and the score must rank them above the others, measured by
 #   the area under the ROC curve (AUROC: the probability that a frame to flag scores above one that is not; 0.5 is
 #   chance, 1 a perfect ranking). Every frame reaches your function turned and renumbered at random.
-#
-# *First hint: the idea.* The quantity to flag is a force error, atom by atom, and what the members tell you about
-# it is how far apart their force vectors are: measure that spread with lengths, which no rotation changes.
-#
-# <details><summary>Second hint: the approach (open it after a first try)</summary>
-#
-# For every atom, take the deviations of the members' force vectors from their mean and sum their squared lengths
-# over the members: a variance per atom, invariant under rotations and the renumbering of members.
-# Then reduce the atoms to one number with an operation that does not depend on their order (a mean, a root mean
-# square, a maximum), and compare the choices on the self-check's sample. Vectorise over the members and atoms.
-# </details>
 
 # %%
 n_public = sum(len(idx) for _, idx in flag_rules.public_parts())
@@ -812,6 +801,18 @@ print(f"self-check sample: the {flag_rules.frame_count('500K test')} test frames
       f"frame of the 1000 K xTB run ({n_public} frames in all)")
 print(f"grader: the self-check, then two hidden samples of {flag_rules.HIDDEN_SAMPLE['500K']} frames at 500 K and "
       f"{flag_rules.HIDDEN_SAMPLE['1000K']} at 1000 K from fresh xTB runs of their own (not in data/)")
+
+# %% [markdown]
+# *First hint: the idea.* The quantity to flag is a force error, atom by atom, and what the members tell you about
+# it is how far apart their force vectors are: measure that spread with lengths, which no rotation changes.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# For every atom, take the deviations of the members' force vectors from their mean and sum their squared lengths
+# over the members: a variance per atom, invariant under rotations and the renumbering of members.
+# Then reduce the atoms to one number with an operation that does not depend on their order (a mean, a root mean
+# square, a maximum), and compare the choices on the self-check's sample. Vectorise over the members and atoms.
+# </details>
 
 
 # %% exercise="10.failure_flag" points=3
