@@ -198,7 +198,7 @@ for name, h in hessians.items():
 # Newton's equations near a minimum, $m_i \ddot x_i = -\sum_j H_{ij} x_j$, become an ordinary eigenvalue
 # problem in **mass-weighted coordinates** $q_i = \sqrt{m_i}\, x_i$: with $\tilde H_{ij} = H_{ij} / \sqrt{m_i m_j}$
 # every eigenvector of $\tilde H$ is a normal mode, oscillating at the angular frequency $\omega = \sqrt\lambda$.
-# (Each atom's mass belongs to its three coordinates, so the mass vector is `np.repeat(masses, 3)`.)
+# (Each atom's mass belongs to its three coordinates.)
 #
 # Units: with $H$ in eV/Å² and masses in amu, λ is in eV/(Å² amu), and $\sqrt{\text{eV}/(\text{Å}^2\,\text{amu})}$
 # $= \sqrt{1.602176634\times10^{-19}\,\text{J} / (10^{-20}\,\text{m}^2 \times 1.66053906660\times10^{-27}\,\text{kg})}$
