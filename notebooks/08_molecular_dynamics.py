@@ -1065,7 +1065,8 @@ print(claims.holds(growth["mpnn_nocutoff"] < 2, "first MPNN: the energy error do
 print(claims.holds(growth["mpnn"] > q / 4, "MPNN with the cutoff weight: the error grows with dt again (the "
                    "integrator's error, not jumps)", f"x{growth['mpnn']:.0f}"))
 print(claims.holds(err["mpnn"][0] < err["mpnn_nocutoff"][0] / 3, "at the small timestep the smooth MPNN conserves "
-                   "the energy better than the first version", f"{err['mpnn'][0]:.1e} vs {err['mpnn_nocutoff'][0]:.1e}"))
+                   "the energy better than the first version",
+                   f"{err['mpnn'][0]:.1e} vs {err['mpnn_nocutoff'][0]:.1e}"))
 
 # %% [markdown]
 # With the exact potential the error falls about 16-fold when $\Delta t$ is divided by 4 ($O(\Delta t^2)$). The first
