@@ -437,20 +437,18 @@ my_test = load_particles("energy", "test")[: 100 if FAST else None]
 my_model = InvariantMPNN(hidden=32, num_layers=2)
 my_model.fit_energy_scale(my_train)
 my_hist = fit(my_model, DataLoader(my_train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)),
-              DataLoader(my_val, batch_size=256), lambda m, b: ((m(b) - b.energy) ** 2).mean(),
-              epochs=EPOCHS, lr=1e-3, patience=None, desc="your MPNN")
+              DataLoader(my_val, batch_size=256), energy_mse, epochs=EPOCHS, lr=1e-3, patience=None, desc="your MPNN")
 print(f"your model: {len(my_hist.train)} epochs, best validation MSE {my_hist.best_val:.3f} "
       f"at epoch {my_hist.best_epoch + 1}, {my_hist.seconds:.0f} s of training")
 
 # %%
 shipped, _ = load_shipped_model("benchmarks/results/energy_mpnn_final.pt")
 my_loader = DataLoader(my_test, batch_size=256)
-abs_err = lambda m, b: (m(b) - b.energy).abs().mean()
 print(student_run.compare({
     "shipped MPNN": {"parameters": count_parameters(shipped), "training systems": 2400,
-                     "test MAE": evaluate(shipped.eval(), my_loader, abs_err)},
+                     "test MAE": evaluate(shipped.eval(), my_loader, energy_mae)},
     "your MPNN": {"parameters": count_parameters(my_model), "training systems": len(my_train),
-                  "test MAE": evaluate(my_model.eval(), my_loader, abs_err)},
+                  "test MAE": evaluate(my_model.eval(), my_loader, energy_mae)},
 }, title=f"the same {len(my_test)} test systems"))
 
 # %%

@@ -1007,7 +1007,7 @@ with torch.no_grad():
 # %%
 N_TRAIN = 1000  # knob: training systems (the shipped model saw 3000)
 HIDDEN = 8      # knob: copies of each irrep in the hidden features
-EPOCHS = 30     # budget in epochs (one epoch = N_TRAIN / 50 steps of Adam)
+EPOCHS = 60     # budget in epochs (one epoch = N_TRAIN / 50 steps of Adam)
 if FAST:  # continuous integration: a tiny version of the same run
     N_TRAIN, EPOCHS = 100, 2
 print(student_run.measured("06"))

@@ -455,7 +455,7 @@ for tname, T in S.standard_transforms(state, generator=1).items():
 
 # %%
 N_TRAIN = 200  # knob: training frames (the shipped SchNet saw all 800)
-EPOCHS = 20    # knob: budget in epochs (one epoch = N_TRAIN / 10 steps of Adam)
+EPOCHS = 60    # knob: budget in epochs (one epoch = N_TRAIN / 10 steps of Adam)
 MY_NVE_STEPS = 200  # 100 fs at dt = 0.5 fs
 if FAST:  # continuous integration: a tiny version of the same run
     N_TRAIN, EPOCHS, MY_NVE_STEPS = 40, 2, 40
