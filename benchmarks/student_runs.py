@@ -38,11 +38,13 @@ def store_printed_outputs(ipynb: Path, cells: list[str], printed: list[str]) -> 
 
     nb = nbformat.read(ipynb, as_version=4)
     wanted = {src.strip(): text for src, text in zip(cells, printed) if src.startswith("# NBVAL_CHECK_OUTPUT")}
-    for cell in nb.cells:
-        text = wanted.get(cell.source.strip()) if cell.cell_type == "code" else None
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    for count, cell in enumerate(code, start=1):
+        text = wanted.get(cell.source.strip())
         if text is not None and not cell.get("outputs"):
             text = text.replace(str(ROOT), "<repo>")
             cell["outputs"] = [nbformat.v4.new_output("stream", name="stdout", text=text)] if text else []
+            cell["execution_count"] = count  # nbval refuses stored outputs of a cell that never ran
     ipynb.write_text(assign.notebook_text(nb), encoding="utf-8", newline="\n")
 
 
