@@ -89,3 +89,16 @@ def test_measured_runs_record_the_machine_and_the_command():
         assert row["command"].startswith("OMP_NUM_THREADS=1 ") and row["threads"] == 1
     assert "not measured yet" in student_run.measured("99") and "s (" in student_run.measured(next(iter(data["runs"])))
 
+
+
+def test_tfn_forces_benchmark_quick(tmp_path, monkeypatch):
+    """benchmarks/tfn_forces.py --quick: the checkpoint loads with load_model and the results file has the schema."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import tfn_forces
+
+    assert tfn_forces.main(["--quick", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "tfn_forces.json").read_text())
+    assert {"command", "date", "machine", "seeds", "sizes", "config", "metrics", "history"} <= set(record)
+    assert {"test_force_mae", "zero_prediction_mae", "best_epoch", "steps"} <= set(record["metrics"])
+    model, payload = load_model(tmp_path / "tfn_forces.pt")
+    assert isinstance(model, TensorFieldNetwork) and payload["config"] == model.config
