@@ -25,7 +25,7 @@ from course_lib.graph import count_parameters
 from course_lib.models.tfn import TensorFieldNetwork
 from course_lib.simulate.nbody import load_nbody_forces
 from course_lib.train import evaluate, fit, save_checkpoint
-from course_lib.utils import machine_info, seed_everything
+from course_lib.utils import add_device_argument, check_device, device_info, machine_info, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = dict(hidden=8, num_layers=2, l_max=1, cutoff=5.0, num_basis=8)
@@ -44,26 +44,29 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny data and 2 epochs, results to a temporary folder")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    add_device_argument(p)
     args = p.parse_args(argv)
+    device = check_device(args.device)
     n = dict(train=100, valid=50, test=50) if args.quick else dict(train=3000, valid=500, test=2000)
     epochs = 2 if args.quick else args.epochs
     out = Path(args.out or (tempfile.mkdtemp() if args.quick else ROOT / "benchmarks/results"))
     seed_everything(0)
     data = {k: load_nbody_forces(k, n=v) for k, v in n.items()}
-    model = TensorFieldNetwork(**CONFIG)
+    model = TensorFieldNetwork(**CONFIG).to(device)
     train = DataLoader(data["train"], batch_size=50, shuffle=True, generator=torch.Generator().manual_seed(0))
     hist = fit(model, train, DataLoader(data["valid"], batch_size=500), force_mse, epochs=epochs, lr=1e-2,
-               patience=None, desc="TFN forces")
+               patience=None, device=device, desc="TFN forces")
     test = DataLoader(data["test"], batch_size=500)
-    metrics = {"test_force_mae": evaluate(model, test, force_mae), "test_force_mse": evaluate(model, test, force_mse),
+    metrics = {"test_force_mae": evaluate(model, test, force_mae, device),
+               "test_force_mse": evaluate(model, test, force_mse, device),
                "zero_prediction_mae": float(torch.cat([g.forces for g in data["test"]]).abs().mean()),
                "best_epoch": hist.best_epoch, "epochs": epochs, "steps": epochs * (n["train"] // 50),
                "parameters": count_parameters(model)}
     save_checkpoint(out / "tfn_forces.pt", model, model.config, metrics)
     record = {"command": "python benchmarks/tfn_forces.py" + (" --quick" if args.quick else ""),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine_info(), "seeds": [0], "sizes": n, "config": CONFIG, "lr": 1e-2, "batch_size": 50,
-              "metrics": metrics, "history": hist.as_dict()}
+              "machine": machine_info(**device_info(device)), "seeds": [0], "sizes": n, "config": CONFIG,
+              "lr": 1e-2, "batch_size": 50, "metrics": metrics, "history": hist.as_dict()}
     (out / "tfn_forces.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(metrics, indent=1))
     print("results:", out)
