@@ -245,6 +245,7 @@ MODEL_CLASSES = {
     "AbsoluteCoordinateGNN": "course_lib.models.baselines:AbsoluteCoordinateGNN",
     "EGNN": "course_lib.models.egnn:EGNN",
     "EGNNDynamics": "course_lib.models.nbody:EGNNDynamics",
+    "TensorFieldNetwork": "course_lib.models.tfn:TensorFieldNetwork",
 }
 
 

@@ -90,9 +90,11 @@ import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate, NormActivation
 from torch import nn
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
 
 from course_lib.data import make_graph
+from course_lib.graph import count_parameters
 from course_lib.irreps import (
     assert_irreps_equivariant,
     assert_irreps_not_equivariant,
@@ -100,7 +102,9 @@ from course_lib.irreps import (
     wigner_D,
 )
 from course_lib.models.radial import GaussianRBF
+from course_lib.models.tfn import TensorFieldNetwork
 from course_lib.neighbors import radius_graph
+from course_lib.simulate.nbody import load_nbody_forces
 from course_lib.symmetry import (
     assert_equivariant,
     assert_not_equivariant,
@@ -110,8 +114,10 @@ from course_lib.symmetry import (
     reflection_matrix,
     standard_transforms,
 )
+from course_lib.teaching import student_run
 from course_lib.teaching.exercises import check
 from course_lib.teaching.responses import reveal
+from course_lib.train import evaluate, fit, load_shipped_model
 from course_lib.utils import FAST, fast_or_full, get_device, seed_everything
 
 # %%
@@ -1011,6 +1017,62 @@ with torch.no_grad():
         refused = True
     assert refused
     print("e3nn refuses SiLU on pseudoscalars (ValueError):", refused)
+
+# %% [markdown]
+# ### Your training run: a Tensor Field Network that predicts forces
+#
+# The pieces of this notebook make a network: `course_lib.models.tfn.TensorFieldNetwork` (read its source, it
+# is short) sums over the neighbours $j$ of each particle the tensor product of $h_j$ with $Y(\hat r_{ij})$,
+# weighted by a radial MLP of $|r_{ij}|$ (section 4), applies a gate (section 5), and reads out one `1o` vector
+# per particle. Train one yourself, on a CPU, in a few minutes, on a vector target with a known symmetry: the
+# Coulomb force on each of the 5 charged particles of the states of notebook 04,
+# $F_i = \sum_{j \ne i} q_i q_j\, x_{ij} / |x_{ij}|^3$ (its norm clipped at 10, which keeps it equivariant).
+# The last cells compare your model with predicting zero and with the shipped model (the same architecture,
+# trained by `benchmarks/tfn_forces.py` on all 3000 training systems for 60 epochs) on the same test systems,
+# and check your model's symmetries. The shipped model stays the reference.
+#
+# **Knobs** (top of the next cell): `N_TRAIN`, the number of training systems, and `HIDDEN`, the copies of
+# each irrep (`HIDDEN x 0e + HIDDEN x 1o`). Try twice: as it is, then with `HIDDEN = 2`. What does a smaller
+# network lose, and what does it keep whatever its size?
+
+# %%
+N_TRAIN = 1000  # knob: training systems (the shipped model saw 3000)
+HIDDEN = 8      # knob: copies of each irrep in the hidden features
+EPOCHS = 60     # budget in epochs (one epoch = N_TRAIN / 50 steps of Adam)
+if FAST:  # continuous integration: a tiny version of the same run
+    N_TRAIN, EPOCHS = 100, 2
+print(student_run.measured("06"))
+
+seed_everything(0)
+my_train = load_nbody_forces("train", n=N_TRAIN)
+my_val = load_nbody_forces("valid", n=200)
+my_test = load_nbody_forces("test", n=200 if FAST else 2000)
+my_model = TensorFieldNetwork(hidden=HIDDEN, num_layers=2, l_max=1)
+my_hist = fit(my_model, DataLoader(my_train, batch_size=50, shuffle=True, generator=torch.Generator().manual_seed(0)),
+              DataLoader(my_val, batch_size=200), lambda m, b: ((m(b) - b.forces) ** 2).mean(), epochs=EPOCHS,
+              lr=1e-2, patience=None, desc="your TFN")
+print(f"your model: {len(my_hist.train)} epochs, best validation MSE {my_hist.best_val:.3f} "
+      f"at epoch {my_hist.best_epoch + 1}, {my_hist.seconds:.0f} s of training")
+
+# %%
+shipped, _ = load_shipped_model("benchmarks/results/tfn_forces.pt", how_to_make="python benchmarks/tfn_forces.py")
+my_loader = DataLoader(my_test, batch_size=500)
+force_mae = lambda m, b: (m(b) - b.forces).abs().mean()
+print(student_run.compare({
+    "predict zero": {"parameters": 0, "training systems": 0,
+                     "force MAE": float(torch.cat([g.forces for g in my_test]).abs().mean())},
+    "shipped TFN": {"parameters": count_parameters(shipped), "training systems": 3000,
+                    "force MAE": evaluate(shipped.eval(), my_loader, force_mae)},
+    "your TFN": {"parameters": count_parameters(my_model), "training systems": N_TRAIN,
+                 "force MAE": evaluate(my_model.eval(), my_loader, force_mae)},
+}, title=f"the same {len(my_test)} test systems (force components)"))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+my_probe = Batch.from_data_list(my_test[:8])
+with torch.no_grad():
+    for name, T in standard_transforms(my_probe, generator=5).items():
+        print(assert_equivariant(my_model, my_probe, T, output="vector", name=f"your TFN forces, {name}"))
 
 # %% [markdown]
 # ## 6. Summary

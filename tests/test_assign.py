@@ -8,6 +8,7 @@ checked on every real ``notebooks/NN_*.py`` (those tests skip while there are no
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.teaching import assign, checks, exercises
+from course_lib.teaching import assign, checks, exercises, student_run
 
 # --------------------------------------------------------------------------------------------
 # the fixture notebook
@@ -704,3 +705,36 @@ def test_notebooks_run_xtb_only_when_tblite_is_there():
             if name in xtb_calls and isinstance(getattr(node, "ctx", None), ast.Load):
                 assert id(node) in guarded, f"{src.name}:{node.lineno}: {name} outside `if HAVE_XTB:`"
         assert 'find_spec("tblite")' in text, f"{src.name}: set HAVE_XTB from importlib.util.find_spec('tblite')"
+
+
+# --------------------------------------------------------------------------------------------
+# issue 19: every notebook 01-08 has a training run that the student does on a CPU
+# --------------------------------------------------------------------------------------------
+
+
+def _student_run_params():
+    params = []
+    for number in range(1, 9):
+        found = [p for p in _SOURCES if p.stem.startswith(f"{number:02d}_")]
+        params.append(pytest.param(found[0] if found else None, id=f"{number:02d}",
+                                   marks=[] if found else [pytest.mark.skip(reason="no such notebook")]))
+    return params
+
+
+@pytest.mark.parametrize("source", _student_run_params())
+def test_notebook_has_a_student_training_run(source):
+    """A section headed "Your training run": knobs with a tiny fast-mode version, a `fit` with a budget in epochs,
+    the measured cost printed from the results file (within the budget), a comparison with the shipped model and
+    a checked symmetry cell."""
+    _, cells = student_run.section_cells(assign.read_source(source))
+    number = source.stem[:2]
+    text = "\n".join(cells)
+    assert cells and "if FAST" in cells[0], "the first cell of the section names the knobs and a fast-mode version"
+    assert re.search(r"\bfit\(", text) and "epochs=" in text, "the section trains with course_lib.train.fit"
+    assert f'student_run.measured("{number}")' in text, "the section prints its measured cost"
+    assert "student_run.compare(" in text and "shipped" in text, "the section compares with the shipped model"
+    checked = [c for c in cells if c.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert checked and all("assert_equivariant" in c for c in checked), "a checked symmetry cell"
+    runs = json.loads((Path(assign.__file__).resolve().parents[2] / student_run.RESULTS).read_text())["runs"]
+    assert number in runs, f"not measured: python benchmarks/student_runs.py {number}"
+    assert runs[number]["seconds"] <= student_run.BUDGET_SECONDS and runs[number]["threads"] == 1

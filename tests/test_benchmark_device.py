@@ -25,6 +25,8 @@ NO_DEVICE = {
                           "device); it is the CPU reference of nequip_compare.py",
     "mace_ethanol.py": "drives the mace-torch package in its own environment, like nequip_official.py; the "
                        "committed MACE reference is a CPU run",
+    "student_runs.py": "measures what a student waits for on one CPU thread; the notebooks pick their device "
+                       "themselves",
 }
 #: scripts whose ``--device`` defaults to something else than cpu, and why
 OTHER_DEFAULT = {"gpu_check.py": "its point is a GPU against the CPU (default cuda; --device cpu checks the pipeline)"}

@@ -596,6 +596,23 @@ def load_nbody(split: str, root: str | Path | None = None, n: int | None = None)
     return graphs
 
 
+def load_nbody_forces(split: str, n: int | None = None, max_force: float = 10.0,
+                      root: str | Path | None = None) -> list:
+    """The input states of :func:`load_nbody` with the Coulomb force on every particle as the label:
+    ``Data(pos [5, 3], charge [5], forces [5, 3])`` (float32), ``forces`` from :func:`forces` with the norm
+    clipped at ``max_force`` (clipping the norm keeps the label rotation-equivariant). A vector-valued,
+    E(3)-equivariant regression task for small equivariant networks (notebook 06)."""
+    import torch
+    from torch_geometric.data import Data
+
+    graphs = load_nbody(split, root, n)
+    out = []
+    for g in graphs:
+        f = forces(g.pos.double().numpy(), g.charge.double().numpy(), max_force=max_force)
+        out.append(Data(pos=g.pos, charge=g.charge, forces=torch.from_numpy(f).to(g.pos.dtype)))
+    return out
+
+
 # --------------------------------------------------------------------------- CLI
 
 
