@@ -921,7 +921,8 @@ plt.show()
 # one time unit later, `model(data) -> [N, 3]`, like the models of section 2. `data` is a PyG batch with `pos` and
 # `vel` `[N, 3]`, `charge` `[N]` ($\pm 1$) and `batch` `[N]` (the system of each particle; particles of different
 # systems do not interact); the check runs in float64, so create new tensors with the dtype of the inputs
-# (`torch.zeros_like(pos)`). Any architecture is allowed: a Radial Field that sees more, an EGNN of your own, the
+# (`torch.zeros_like(pos)`), and it evaluates under `torch.no_grad()` (forces from autograd inside `forward` need
+# `torch.enable_grad()`). Any architecture is allowed: a Radial Field that sees more, an EGNN of your own, the
 # Coulomb term of `04.coulomb_step` as an input, other layer counts and widths. The library's layers may be used
 # (`course_lib.models.egnn.EGNNLayer`); the library's N-body models themselves (`EGNNDynamics`, `RadialField`,
 # ...) are not accepted. There is no single right answer. The check builds your model with seeded random weights

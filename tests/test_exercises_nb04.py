@@ -198,3 +198,14 @@ def test_nbody_design_budgets_and_learning():
     assert not res.passed and "the model on 3 random systems raised" in " ".join(res.messages)  # it reads no batch
     res = check("04.nbody_design", lambda: None, verbose=False)
     assert not res.passed and "must be a torch.nn.Module" in " ".join(res.messages)
+
+
+def test_nbody_design_a_diverging_training_misses_the_bar_and_keeps_the_symmetries_share():
+    class Exploding(DistanceOnly):  # equivariant, but the first Adam step (1e-3) makes exp(1e9 dt^2) overflow
+        def forward(self, data):
+            scale = torch.exp(1e9 * (self.t - 0.7 + 1e-6) ** 2)
+            return data.pos + scale * data.vel + 0.0 * super().forward(data)
+
+    scores, failed, _ = _hidden_design(Exploding, steps=5)
+    assert all(0.0 < s < 0.5 for s in scores), (scores, failed)
+    assert "the training diverged" in failed

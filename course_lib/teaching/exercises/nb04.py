@@ -299,8 +299,11 @@ def check_nbody_design(cls, fb, seed: int = 0, n_train: int = 500, n_test: int =
               "loaded elsewhere, nor for a numerical integrator of the dynamics", fatal=True,
               ok="learns: the untrained model is not at the bar")
     losses = train_nbody(model, params, train, steps=steps, seed=seed)
-    fb.expect(math.isfinite(losses[-1]), f"the training diverged: the loss is {losses[-1]} at step {len(losses)} of "
-              f"{steps} (bound the updates, e.g. with a tanh, or start close to free flight x + v)", fatal=True)
+    if not math.isfinite(losses[-1]):  # a missed bar, not a broken property: the symmetries keep their share
+        fb.expect(False, f"missed the accuracy bar: the training diverged (the loss is {losses[-1]} at step "
+                  f"{len(losses)} of {steps}; your untrained model: test MSE {before:.4f}). Bound the updates, e.g. "
+                  "with a tanh, and start close to free flight x + v", values=True)
+        return
     mse = _test_mse(fb, model, params, test, "the test systems")
     pos, vel, _, target = train
     t = float((vel * (target - pos)).sum() / (vel * vel).sum())  # the linear x + t v, fitted in closed form
