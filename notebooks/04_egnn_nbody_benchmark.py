@@ -70,9 +70,10 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # The full benchmark is not re-run here: `python benchmarks/nbody.py` does that (see `benchmarks/README.md`).
 #
-# Exercise: `04.coulomb_step` (3 points), followed by a self-check cell. The prediction `04.ranking` (1 point
-# for committing one) and the short answer `04.radial_field_proof` (2 points, marked by your instructor) are
-# graded separately.
+# Exercises: `04.coulomb_step` (3 points) and the design exercise `04.nbody_design` (4 points, section 8b: any
+# E(3)-equivariant model of your own that reaches the accuracy bar within the budget), each followed by a
+# self-check cell. The prediction `04.ranking` (1 point for committing one) and the short answer
+# `04.radial_field_proof` (2 points, marked by your instructor) are graded separately.
 
 # %%
 import copy
@@ -94,6 +95,7 @@ from course_lib.simulate.nbody import load_nbody, load_nbody_arrays
 from course_lib.symmetry import assert_equivariant, assert_not_equivariant, equivariance_error, standard_transforms
 from course_lib.teaching import claims, student_run
 from course_lib.teaching.exercises import check
+from course_lib.teaching.exercises.nb04 import NBODY_BATCH, NBODY_LR, NBODY_MAX_PARAMETERS, NBODY_MSE_BAR, NBODY_STEPS
 from course_lib.teaching.responses import reveal
 from course_lib.train import evaluate, fit, load_checkpoint, load_shipped_model, upgrade_config
 from course_lib.utils import FAST, fast_or_full, seed_everything
@@ -946,6 +948,105 @@ for ax, k, pe, pl in zip(axes, systems, pred_egnn, pred_lin):
 fig.suptitle("red: q = +1, blue: q = -1 | x: EGNN, +: linear x + t v")
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## 8b. Design exercise `04.nbody_design` (4 points): an N-body model of your own
+#
+# The four models of section 2 were designed by others. Now design one yourself: a class
+# `NBodyModel(torch.nn.Module)` whose instance, built with no arguments, maps a batch of systems to the positions
+# one time unit later, `model(data) -> [N, 3]`, like the models of section 2. `data` is a PyG batch with `pos` and
+# `vel` `[N, 3]`, `charge` `[N]` ($\pm 1$) and `batch` `[N]` (the system of each particle; particles of different
+# systems do not interact); the check runs in float64, so create new tensors with the dtype of the inputs
+# (`torch.zeros_like(pos)`), and it evaluates under `torch.no_grad()` (forces from autograd inside `forward` need
+# `torch.enable_grad()`). Any architecture is allowed: a Radial Field that sees more, an EGNN of your own, the
+# Coulomb term of `04.coulomb_step` as an input, other layer counts and widths. The library's layers may be used
+# (`course_lib.models.egnn.EGNNLayer`); the library's N-body models themselves (`EGNNDynamics`, `RadialField`,
+# ...) are not accepted. There is no single right answer. The check builds your model with seeded random weights
+# and tests:
+#
+# * **required** (a model that breaks one scores 0 for the case, and the feedback names each broken symmetry with
+#   the size of the violation): on random systems, the prediction is equivariant under rotations and reflections
+#   (of positions and velocities), translations of the positions (the velocities do not change) and
+#   permutations of the particles of a system; and the untrained model is *not* already at the bar (the task is a
+#   model that learns within the step budget, not weights trained elsewhere or an integrator of Newton's
+#   equations);
+# * **budget**: at most the number of parameters printed below;
+# * **goal**: the check trains your model with a fixed recipe, the same for every design (Adam, the learning rate,
+#   number of optimiser steps and batch size printed below, batches of training systems in a seeded order; no
+#   choice is left to you), then measures the MSE of the predicted positions on other systems: it must be below
+#   the bar. A design that has its symmetries but misses the bar keeps part of the points; the feedback prints its
+#   test MSE next to the linear model's.
+#
+# The self-check runs this once, on the first 500 training systems and 300 validation systems (a few seconds on a
+# CPU). The grader runs it again on two other random subsets of 800 training systems, each tested on 500 systems
+# of the test split that no cell of this notebook uses. Budgets are counted in steps and parameters, never in
+# seconds (the grader's time limit only stops endless loops).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"budget: at most {NBODY_MAX_PARAMETERS:,} parameters")
+print(f"fixed training: Adam, learning rate {NBODY_LR:g}, {NBODY_STEPS} steps of {NBODY_BATCH} systems, float64")
+print(f"bar: test MSE of the positions below {NBODY_MSE_BAR} (the feedback also prints the linear x + t v's)")
+
+# %% [markdown]
+# *First hint: the idea.* Every model of section 2 that has the symmetries gets them from one construction; what
+# separates a good design from a weak one within a small budget is what its learned scalars can see (which pairs
+# attract and which repel, how close they are) and where the untrained model starts.
+#
+# <details><summary>Second hint: the approach (open it after a first try)</summary>
+#
+# Start from free flight $x_i + v_i$ and learn corrections: in each of two or three layers, move $x_i$ by the mean
+# over the other particles $j$ of $x_{ij}$ times a scalar from an MLP of invariants ($\lvert x_{ij}\rvert^2$,
+# $q_i q_j$, hidden features $h_i, h_j$ that start from $\lvert v_i\rvert$: an EGNN layer), with the MLP's last
+# layer initialised near zero and its output bounded by a tanh, so that the untrained model is free flight and a
+# bad step cannot throw particles away. Width 32 with three layers fits the budget; count with `count_parameters`.
+# </details>
+
+# %% exercise="04.nbody_design" points=4
+class NBodyModel(torch.nn.Module):
+    """data (pos, vel [N, 3], charge [N], batch [N]) -> positions one time unit later [N, 3], E(3) and
+    permutation equivariant."""
+
+    def __init__(self, hidden=32, num_layers=3):
+        super().__init__()
+        ### BEGIN SOLUTION
+        ### HINT: which invariants may the networks see, and what should the untrained model predict?
+        def mlp(n_in, n_out, small=False):
+            layers = [torch.nn.Linear(n_in, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, n_out)]
+            if small:  # the last layer starts near zero: the untrained model is free flight
+                torch.nn.init.xavier_uniform_(layers[-1].weight, gain=1e-3)
+                torch.nn.init.zeros_(layers[-1].bias)
+            return torch.nn.Sequential(*layers)
+
+        self.embed = torch.nn.Linear(1, hidden)
+        self.phi_e = torch.nn.ModuleList(mlp(2 * hidden + 3, hidden) for _ in range(num_layers))
+        self.phi_x = torch.nn.ModuleList(mlp(hidden, 1, small=True) for _ in range(num_layers))
+        self.phi_v = torch.nn.ModuleList(mlp(hidden, 1, small=True) for _ in range(num_layers))
+        self.phi_h = torch.nn.ModuleList(mlp(2 * hidden, hidden) for _ in range(num_layers))
+        ### END SOLUTION
+
+    def forward(self, data):
+        ### BEGIN SOLUTION
+        pos, vel, q, batch = data.pos, data.vel, data.charge.to(data.pos.dtype), data.batch
+        pair = (batch[:, None] == batch[None, :]) & ~torch.eye(len(pos), dtype=torch.bool, device=pos.device)
+        i, j = torch.nonzero(pair, as_tuple=True)  # ordered pairs of the same system
+        d0 = pos[i] - pos[j]
+        a = torch.stack([q[i] * q[j], (d0 * d0).sum(-1)], dim=-1)  # invariant edge attributes
+        count = torch.bincount(batch).to(pos.dtype)[batch][:, None]  # particles per system
+        h = self.embed(vel.norm(dim=-1, keepdim=True))
+        x = pos
+        for phi_e, phi_x, phi_v, phi_h in zip(self.phi_e, self.phi_x, self.phi_v, self.phi_h):
+            d = x[i] - x[j]
+            m = F.silu(phi_e(torch.cat([h[i], h[j], (d * d).sum(-1, keepdim=True), a], dim=-1)))
+            push = torch.zeros_like(x).index_add(0, i, d * 3.0 * torch.tanh(phi_x(m))) / count
+            x = x + push + (1.0 + torch.tanh(phi_v(h))) * vel / len(self.phi_e)
+            h = h + phi_h(torch.cat([h, torch.zeros_like(h).index_add(0, i, m)], dim=-1))
+        return x
+        ### END SOLUTION
+
+
+# %%
+check("04.nbody_design", NBodyModel)
 
 # %% [markdown]
 # ## 9. Take-aways

@@ -3,6 +3,8 @@
 Same contract as ``nb00.py``: ``HIDDEN[exercise_id](obj, fb)`` runs the public checker of
 :mod:`course_lib.teaching.exercises.nb04` first (exactly the notebook's self-check, on its stored expected
 outputs), then the same checker with other seeds, sizes and constants (expected outputs from ``reference/nb04.py``).
+``04.nbody_design`` is checked by its properties and by the fixed training run on hidden data, so no reference
+output is needed there.
 """
 
 from __future__ import annotations
@@ -30,4 +32,17 @@ def hidden_coulomb_step(fn, fb) -> None:
     ])
 
 
-HIDDEN = {"04.coulomb_step": hidden_coulomb_step}
+def hidden_nbody_design(cls, fb, steps: int = public.NBODY_STEPS) -> None:
+    """The design exercise: its symmetries on other random systems and weights, and the accuracy bar on the test
+    split (held out of the notebook's check) after the fixed training run on other random training subsets.
+    ``steps``: fewer only in the course's own tests (the verdicts of the real run are calibrated in INSTRUCTORS.md)."""
+    run_cases(fb, cls, [
+        ("public check", public.check_nbody_design, {"steps": steps}),
+        ("hidden: seed=1, 800 random training systems, 500 of the test split", public.check_nbody_design,
+         {"seed": 1, "n_train": 800, "n_test": 500, "test_split": "test", "steps": steps}),
+        ("hidden: seed=2, 800 random training systems, 500 of the test split", public.check_nbody_design,
+         {"seed": 2, "n_train": 800, "n_test": 500, "test_split": "test", "steps": steps}),
+    ])
+
+
+HIDDEN = {"04.coulomb_step": hidden_coulomb_step, "04.nbody_design": hidden_nbody_design}

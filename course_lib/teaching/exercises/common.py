@@ -21,6 +21,7 @@ __all__ = [
     "close_arrays",
     "close_scaled",
     "expect_tensor",
+    "functional_call",
     "random_rotation_and_reflection",
     "rng",
     "square_box_operations",
@@ -60,6 +61,15 @@ def _remote(obj) -> bool:
 def type_name(obj) -> str:
     """``type(obj).__name__``, also for an object the grader sees through its channel to the student's process."""
     return obj.remote_type_name() if _remote(obj) else type(obj).__name__
+
+
+def functional_call(module, params: dict, args: tuple):
+    """``module(*args)`` with its parameters replaced by ``params`` (name -> tensor), as
+    ``torch.func.functional_call``: how a checker trains the student's module with its own optimiser. Works on the
+    grader's view of a module in the student's process too (the outputs are attached to ``params`` for backward)."""
+    if _remote(module):
+        return module.remote_functional_call(params, tuple(args))
+    return torch.func.functional_call(module, params, tuple(args))
 
 
 def source_of(fn) -> str:

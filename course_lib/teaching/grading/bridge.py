@@ -29,6 +29,11 @@ plain tensors: first derivatives only. In-place changes the student's code makes
 tensors (their values, ``requires_grad``) are copied back after each call, so "your function
 modified its input in place" is still seen.
 
+Training a student's module from the checker: :meth:`Remote.remote_functional_call` calls it with its parameters
+replaced by the checker's tensors (``torch.func.functional_call`` in the student process), so the outputs are
+attached to the checker's parameters and the optimiser runs in the checker; the student process forgets the
+autograd graph of such a call after its first ``backward`` (a training loop keeps no graph of earlier steps).
+
 The random state, the default dtype and whether gradients are enabled are sent with every call, so a
 checker that seeds ``torch`` before building the student's module gets the same weights as in one
 process.
@@ -486,6 +491,14 @@ class Remote:
         mro = self._meta.get("mro") or ["?:object"]
         return str(mro[0]).rpartition(":")[2].rpartition(".")[2][:100] or "object"
 
+    def remote_functional_call(self, params: dict, args: tuple, kwargs: dict | None = None):
+        """``torch.func.functional_call(module, params, args, kwargs)`` in the student process: the student's
+        module with its parameters (and buffers) named in ``params`` replaced by the checker's tensors; the outputs
+        are attached to them for ``backward`` (see the module doc)."""
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise TypeError("params must be a dict name -> tensor")
+        return self._end.call(self, tuple(args), dict(kwargs or {}), params=params)
+
     def remote_source(self) -> str:
         """The source code of the student's function, as the student process reports it ("" if none)."""
         text = self._end.request({"op": "source", "h": self._id})
@@ -603,11 +616,18 @@ class CheckerEnd:
             return
         send_frame(self.sock, {"re": "ok", "value": data})
 
-    def call(self, remote: Remote, args: tuple, kwargs: dict):
-        """``remote(*args, **kwargs)`` in the student process (see the module doc for gradients)."""
+    def call(self, remote: Remote, args: tuple, kwargs: dict, params: dict | None = None):
+        """``remote(*args, **kwargs)`` in the student process (see the module doc for gradients); with ``params``
+        the call is ``torch.func.functional_call(remote, params, args, kwargs)``."""
         torch = _torch()
-        data, tensors = self.encode([list(args), dict(kwargs)])
-        reply = self._exchange({"op": "call", "h": remote._id, "args": data, "ctx": _context()})
+        message = {"op": "call", "h": remote._id, "ctx": _context()}
+        if params is None:
+            data, tensors = self.encode([list(args), dict(kwargs)])
+        else:
+            data, tensors = self.encode([list(args), dict(kwargs), dict(params)])
+            message["functional"] = True
+        message["args"] = data
+        reply = self._exchange(message)
         self._apply_changes(tensors, reply.get("changed"))
         outputs: list = []
 
@@ -748,6 +768,7 @@ class StudentEnd:
         self.objects: dict[int, object] = {}
         self.ids: dict[int, int] = {}
         self.graphs: dict[int, tuple] = {}
+        self.calls = 0
         self.cell_files = cell_files
 
     def handle(self, obj) -> dict:
@@ -837,7 +858,13 @@ class StudentEnd:
         torch = _torch()
         if op == "call":
             fn = self.objects[message["h"]]
-            (args, kwargs), table = self.decode_args(message["args"])
+            functional = message.get("functional") is True
+            decoded, table = self.decode_args(message["args"])
+            if not isinstance(decoded, list) or len(decoded) != (3 if functional else 2):
+                raise ProtocolError("invalid call arguments")
+            args, kwargs = decoded[0], decoded[1]
+            if functional and not (isinstance(fn, torch.nn.Module) and isinstance(decoded[2], dict)):
+                raise TypeError(f"a {type(fn).__name__} is not a torch.nn.Module: its parameters cannot be replaced")
             versions = {i: (t._version, t.requires_grad) for i, t in table.items()}
             ctx = message.get("ctx") or {}
             if "rng" in ctx:
@@ -845,7 +872,10 @@ class StudentEnd:
             if ctx.get("dtype") in ("float32", "float64"):
                 torch.set_default_dtype(getattr(torch, ctx["dtype"]))
             with torch.set_grad_enabled(bool(ctx.get("grad", True))):
-                result = fn(*args, **kwargs)
+                if functional:
+                    result = torch.func.functional_call(fn, decoded[2], tuple(args), kwargs)
+                else:
+                    result = fn(*args, **kwargs)
             outputs: list = []
             value = self.encode(result, outputs)
             changed = []
@@ -854,14 +884,19 @@ class StudentEnd:
                 if t._version != version or t.requires_grad != rg:
                     changed.append({"i": i, "rg": bool(t.requires_grad),
                                     "data": self.encode(t.detach()) if t._version != version else None})
-            call_id = len(self.graphs)
+            call_id = self.calls
+            self.calls += 1
             if outputs:
                 inputs = [table[i] for i in sorted(table) if table[i].requires_grad
                           and (table[i].is_floating_point() or table[i].is_complex())]
-                self.graphs[call_id] = (outputs, inputs)
+                self.graphs[call_id] = (outputs, inputs, functional)
             return {"re": "ok", "value": value, "changed": changed, "call": call_id}
         if op == "backward":
-            outputs, inputs = self.graphs[message["call"]]
+            if message.get("call") not in self.graphs:
+                raise KeyError("backward of an unknown call (a training step's graph is used once)")
+            outputs, inputs, once = self.graphs[message["call"]]
+            if once:  # a training step: its graph is not needed again
+                del self.graphs[message["call"]]
             grads = [None if g is None else _tensor_from(g) for g in message["grads"]]
             pairs = [(outputs[k], g) for k, g in zip(message["keys"], grads, strict=True) if g is not None]
             if not pairs or not inputs:
