@@ -255,6 +255,40 @@ def run_seed(src: Path, seed: int, epochs: int, sizes: dict, log_path: Path, kee
             shutil.rmtree(work, ignore_errors=True)
 
 
+def timing_side_by_side(src: Path, epochs: int, runs_dir: Path, course_sets: list[str]) -> dict:
+    """Both codes at the same time, one thread each, batch 100, full data: their EGNN (seed 0) and the course's
+    ``benchmarks/nbody.py --models egnn`` (seed 0, with ``course_sets``), ``epochs`` epochs each. Seconds per
+    epoch (training pass + validation, median over epochs) of each and their ratio; wall clock on a shared
+    machine, so the load is recorded and only the concurrent ratio means much."""
+    from course_lib.utils import machine_info
+
+    course_out = Path(tempfile.mkdtemp(prefix="course_timing_")) / "course.json"
+    course_args = ["--models", "egnn", "--seed", "0", "--epochs", str(epochs), "--no-progress",
+                   "--timing-repeats", "3", *[x for item in course_sets for x in ("--set", item)]]
+    course_cmd = [sys.executable, str(ROOT / "benchmarks" / "nbody.py"), *course_args, "--out", str(course_out)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    load_before = machine_info()["load_average"]
+    course = subprocess.Popen(course_cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        theirs = run_seed(src, 0, epochs, FULL_SIZES, runs_dir / "timing_authors.log")
+    finally:
+        course.wait()
+    if course.returncode != 0:
+        raise SystemExit(f"the course's nbody.py failed (exit {course.returncode}): {' '.join(course_cmd)}")
+    h = json.loads(course_out.read_text())["models"]["egnn"]["history"]["elapsed_s"]
+    ours = [b - a for a, b in zip(h[:-1], h[1:])]  # epochs 2.. (the first includes start-up)
+    t_theirs, t_ours = theirs["s_per_epoch_median"], statistics.median(ours)
+    return {
+        "epochs": epochs, "course_command": "python benchmarks/nbody.py " + " ".join(course_args),
+        "authors_command": theirs["their_command"], "load_before": load_before,
+        "load_after": machine_info()["load_average"], "authors_s_per_epoch": t_theirs,
+        "course_s_per_epoch": t_ours, "ratio_course_over_authors": t_ours / t_theirs,
+        "authors_per_epoch": theirs["s_per_epoch"], "course_per_epoch": [round(x, 3) for x in ours],
+        "summary": f"authors {t_theirs:.2f} s, course {t_ours:.2f} s (course / authors = {t_ours / t_theirs:.2f}), "
+                   f"{epochs} epochs each, load average {load_before} before",
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # aggregate
 # --------------------------------------------------------------------------------------------
@@ -278,8 +312,15 @@ def aggregate_runs(runs: list[dict], meta: dict) -> dict:
         "s_per_epoch_median": [r["s_per_epoch_median"] for r in runs],
         "max_val_after_best": [r["max_val_after_best"] for r in runs],
         "max_val_after_best_ratio": [r["max_val_after_best_ratio"] for r in runs],
+        "max_val_spike": [_spike(r["val_curve"]) for r in runs],
     }
     return {"schema_version": SCHEMA_VERSION, **meta, "summary": summary, "runs": runs}
+
+
+def _spike(curve: list[float]) -> float | None:
+    """The largest ratio of an epoch's validation MSE to the lowest one before it (10 or more: a divergence)."""
+    v = np.asarray(curve, dtype=float)
+    return float(np.max(v[1:] / np.minimum.accumulate(v)[:-1])) if v.size > 1 else None
 
 
 def _plateaued(curve: list[float]) -> bool | None:
@@ -339,6 +380,10 @@ def parse_args(argv=None):
     p.add_argument("--runs", default=None, help=f"per-seed JSON folder (default {_rel(DEFAULT_RUNS)})")
     p.add_argument("--aggregate", action="store_true", help="no training: summarise --runs into --out")
     p.add_argument("--out", default=None, help=f"summary JSON (default {_rel(DEFAULT_OUT)})")
+    p.add_argument("--timing", type=int, default=None, metavar="EPOCHS",
+                   help="no seeds: time both codes side by side (concurrently) for EPOCHS epochs -> <runs>/timing.json")
+    p.add_argument("--course-set", action="append", default=[], metavar="egnn.KEY=VALUE",
+                   help="with --timing: --set options for the course's EGNN (default: its default settings)")
     p.add_argument("--keep", action="store_true", help="keep the temporary copy of their source (debugging)")
     return p.parse_args(argv)
 
@@ -352,6 +397,15 @@ def main(argv=None) -> dict:
     tmp = Path(tempfile.gettempdir()) / "course_nbody_authors_quick"
     runs_dir = Path(args.runs) if args.runs else (tmp / "runs" if args.quick else DEFAULT_RUNS)
     out = Path(args.out) if args.out else (tmp / "nbody_authors.json" if args.quick else DEFAULT_OUT)
+    if args.timing:
+        src = check_authors_src(args.authors_src)
+        timing = timing_side_by_side(src, args.timing, runs_dir, args.course_set)
+        timing.update(command=command, created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                      machine=machine_info())
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        (runs_dir / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
+        print("timing:", timing["summary"], flush=True)
+        return timing
     if not args.aggregate:
         src = check_authors_src(args.authors_src)
         epochs = 3 if args.quick else args.epochs
@@ -362,7 +416,8 @@ def main(argv=None) -> dict:
         runs_dir.mkdir(parents=True, exist_ok=True)
         (runs_dir / f"seed{args.seed}.json").write_text(json.dumps(run, indent=1) + "\n")
         print(f"seed {args.seed}: test MSE {run['test_mse']:.5f} at epoch {run['best_epoch']} (val "
-              f"{run['val_mse']:.5f}), {run['s_per_epoch_median']} s/epoch, wall {run['wall_s']:.0f} s", flush=True)
+              f"{run['val_mse']:.5f}), {run['s_per_epoch_median'] or float('nan'):.2f} s/epoch, "
+              f"wall {run['wall_s']:.0f} s", flush=True)
         if not args.quick:
             return run
     files = sorted(runs_dir.glob("seed*.json"))

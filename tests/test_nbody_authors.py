@@ -99,6 +99,7 @@ def test_parse_fake_log_and_aggregate(bench):
     s = res["summary"]
     assert s["seeds"] == [0, 1, 2] and math.isclose(s["test_mse_mean"], 0.2)
     assert math.isclose(s["test_mse_se"], 0.1 / math.sqrt(3))
+    assert s["max_val_spike"] == [18.0, 18.0, 18.0]  # 0.9 after a best of 0.05
     with pytest.raises(SystemExit, match="twice"):
         bench.aggregate_runs(runs + runs[:1], {})
     with pytest.raises(ValueError, match="test_interval 1"):
