@@ -358,8 +358,12 @@ def markdown(res: dict) -> str:
               f" validation MSE {s['val_mse_mean']:.4f} ± {s['val_mse_se']:.4f}.", ""]
     tm = res.get("timing")
     if tm:
+        load = ", ".join(f"{x:.1f}" for x in tm["load_before"])
         lines += [f"Side-by-side time per epoch (wall clock on a shared machine, both codes concurrent, one thread "
-                  f"each, batch 100, median over epochs): {tm['summary']}", ""]
+                  f"each, batch 100, training pass + validation, median of epochs 2-{tm['epochs']}): authors "
+                  f"{tm['authors_s_per_epoch']:.2f} s, course {tm['course_s_per_epoch']:.2f} s (course / authors = "
+                  f"{tm['ratio_course_over_authors']:.2f}); load average (1/5/15 min) {load} before. "
+                  f"Course: `{tm['course_command']}`.", ""]
     return "\n".join(lines)
 
 
