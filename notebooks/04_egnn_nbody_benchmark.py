@@ -875,6 +875,110 @@ else:
     print("no results")
 
 # %% [markdown]
+# ### The authors' code on the same data
+#
+# Is the course's EGNN as good as the original? Satorras, Hoogeboom & Welling published their code
+# (github.com/vgsatorras/egnn). `benchmarks/nbody_authors.py` writes the course's data (the same 3000 / 2000 /
+# 2000 systems) in the file layout of their loader, runs their `main_nbody.py` unchanged (CPU, one thread;
+# their script reads a `--seed` flag but never uses it, so a short runner seeds it before it starts) with
+# validation after every epoch, and reads the numbers from its log. Their protocol is the course's:
+# the same input (frame 30) and target (positions 1000 steps later), loss, optimiser, learning rate, batch
+# size and shuffling, and the test MSE of the epoch with the lowest validation MSE. All runs below had the
+# same budget of 120 epochs and no early stopping that fired; seeds 0, 1, 2 for each code (a seed of their
+# code and a seed of the course's are different random draws, so the comparison is not paired).
+
+# %%
+def load_result(name: str) -> dict | None:
+    """A shipped results file of benchmarks/results/, or None (offline, or not published yet)."""
+    try:
+        return json.loads(repo_file(f"benchmarks/results/{name}").read_text())
+    except (RuntimeError, OSError) as exc:
+        print(f"{name}: not available ({exc})")
+        return None
+
+
+def largest_jump(val_curve: list) -> float:
+    """The largest ratio of an epoch's validation MSE to the lowest one before it (10 or more: a divergence)."""
+    v = np.asarray(val_curve, dtype=float)
+    return float(np.max(v[1:] / np.minimum.accumulate(v)[:-1]))
+
+
+authors = load_result("nbody_authors.json") if results else None
+default120 = load_result("nbody_default120.json") if results else None
+if authors and paper_updates and default120:
+    a_runs = sorted(authors["runs"], key=lambda r: r["seed"])
+    rows = {
+        "authors' code (main_nbody.py)": a_runs,
+        "course EGNN, paper's updates": sorted(paper_updates["runs"], key=lambda r: r["seed"]),
+        "course EGNN, default updates": sorted(default120["runs"], key=lambda r: r["seed"]),
+    }
+    print("authors' code:", authors["authors_repo"], "commit", authors["authors_commit"][:10], "| runs:",
+          "; ".join(authors["seed_commands"]))
+    print("course default at 120 epochs:", "; ".join(default120["seed_commands"]))
+    spikes = {label: [largest_jump(r["val_curve"]) for r in runs] for label, runs in rows.items()}
+    print(f"{'120 epochs, seeds 0-2':32s} {'test MSE, mean ± s.e.':>26s}   per seed                 best epoch "
+          "    largest jump of the validation MSE (x its lowest before)")
+    for label, runs in rows.items():
+        test = [r["test_mse"] for r in runs]
+        print(f"{label:32s} {format(stats.summarize(test), '.4f'):>26s}   "
+              + " ".join(f"{v:.4f}" for v in test).ljust(25)
+              + "/".join(str(r["best_epoch"]) for r in runs).ljust(15)
+              + " / ".join(f"{v:.3g}" for v in spikes[label]))
+    print(f"{'course EGNN, default, ≤300 ep.':32s} {format(stats.summarize(per_seed(results, 'egnn')), '.4f'):>26s}   "
+          + " ".join(f"{v:.4f}" for v in per_seed(results, "egnn")))
+    t = authors.get("timing")
+    if t:
+        print(f"time per epoch, both codes at the same time on this shared machine (one thread each, batch 100, "
+              f"median of epochs 2-{t['epochs']}; wall clock, not a test): authors {t['authors_s_per_epoch']:.2f} s, "
+              f"course {t['course_s_per_epoch']:.2f} s, ratio course/authors {t['ratio_course_over_authors']:.2f} "
+              f"(load average {t['load_before'][0]:.1f})")
+
+# %%
+if authors and paper_updates and default120:
+    a_test, pu_test, df_test = ([r["test_mse"] for r in runs] for runs in rows.values())
+    claims.say("At 120 epochs the authors' code reaches a test MSE of {a:.4f}, the course's EGNN with the paper's "
+               "updates {p:.4f} (difference {dp:.4f}), and with its default bounded updates {d:.4f} (difference "
+               "{dd:.4f}), each course - authors, unpaired.",
+               a=a_test, p=pu_test, d=df_test, dp=stats.difference(pu_test, a_test),
+               dd=stats.difference(df_test, a_test))
+
+# %% [markdown]
+# What the numbers show (each sentence is a line of the asserted cell below). At equal epochs (120) the
+# course's EGNN with the paper's updates is **on par** with the authors' code: the difference is within two
+# standard errors (the course's mean is lower, which at three seeds is not a finding either). With its
+# default bounded updates the course's EGNN has a higher mean, but the difference is also within two
+# standard errors at three seeds: not a finding. The spread comes from divergences: two of the three
+# default runs diverged within their 120 epochs, and they are its two worst runs; the one that did not
+# diverge lies within the range of the authors' three runs. The authors' code did not diverge in any of its
+# runs, nor did the course's EGNN with the paper's updates. So the likely cost of the course's default is
+# not the accuracy of bounded $\phi_x$, $\phi_v$ functions but the divergences that came with them in
+# these runs; three seeds cannot show that the bounded updates *cause* the divergences (section 5 found a
+# divergence to be a property of one optimisation trajectory). None of these runs had plateaued at 120
+# epochs: this is a comparison at equal budgets, not at convergence (longer runs lower both codes'
+# numbers). The time per epoch printed above is a wall-clock
+# number on a shared machine, measured with both codes running at the same time so that the load slows
+# both alike; it says the two codes cost about the same per epoch, and it is not asserted.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if authors and paper_updates and default120:
+    print(compare(pu_test, a_test, "course EGNN, paper's updates (test MSE, 120 epochs)", "authors' code"))
+    print(compare(df_test, a_test, "course EGNN, default updates (test MSE, 120 epochs)", "authors' code"))
+    print(claims.holds(max(spikes["authors' code (main_nbody.py)"]) < 10,
+                       "no run of the authors' code diverged in 120 epochs (validation MSE never 10x its lowest)"))
+    diverged = [v >= 10 for v in spikes["course EGNN, default updates"]]
+    worst_two = sorted(range(len(df_test)), key=lambda k: df_test[k])[-2:]
+    print(claims.holds(sum(diverged) == 2 and all(diverged[k] for k in worst_two),
+                       "two of the course's default runs diverged within 120 epochs, and they are its two worst"))
+    print(claims.holds(all(min(a_test) <= t <= max(a_test) for t, bad in zip(df_test, diverged) if not bad),
+                       "the course's default run without a divergence lies within the range of the authors' runs"))
+    print(claims.holds(not any(authors["summary"]["plateaued"]) and not any(
+        r["plateau"]["plateaued"] for r in paper_updates["runs"]),
+        "no run of the authors' code or of the paper's updates had plateaued at 120 epochs"))
+else:
+    print("no results")
+
+# %% [markdown]
 # ### The trained EGNN
 #
 # The checkpoint holds only tensors and plain values (`torch.load(weights_only=True)`); the model is
