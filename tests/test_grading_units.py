@@ -394,3 +394,14 @@ def test_course_folders_come_from_the_checkout_or_from_the_hidden_tests_checkout
                for _, dst in got)
     assert binds(None) == []
     assert binds(tmp_path / "elsewhere" / "hidden") == []
+
+
+def test_an_exercise_that_trains_gets_its_own_longer_time_limit():
+    """The grader's limit for an exercise is --exercise-timeout, or the exercise's declared minimum when larger
+    (04.nbody_design trains the student's model three times in its hidden tests)."""
+    from course_lib.teaching.exercises import grading_timeout, nb04
+
+    assert grading_timeout("04.nbody_design", 60.0) == nb04.NBODY_GRADING_SECONDS > 60.0
+    assert grading_timeout("04.nbody_design", 1e4) == 1e4
+    assert grading_timeout("01.minimum_image", 60.0) == 60.0
+    assert grading_timeout("no.such_exercise", 60.0) == 60.0

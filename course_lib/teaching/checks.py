@@ -124,16 +124,20 @@ class Exercise:
     id: str
     title: str
     checker: Callable
+    #: the wall-clock seconds the grader gives this exercise's hidden tests at least (None: its
+    #: ``--exercise-timeout``); for exercises whose hidden tests train the student's model
+    min_grading_seconds: float | None = None
 
 
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(exercise_id: str, title: str):
-    """Decorator registering a checker ``fn(obj, fb)`` for an exercise id."""
+def exercise(exercise_id: str, title: str, min_grading_seconds: float | None = None):
+    """Decorator registering a checker ``fn(obj, fb)`` for an exercise id (``min_grading_seconds``: see
+    :attr:`Exercise.min_grading_seconds`)."""
 
     def deco(fn):
-        EXERCISES[exercise_id] = Exercise(exercise_id, title, fn)
+        EXERCISES[exercise_id] = Exercise(exercise_id, title, fn, min_grading_seconds)
         return fn
 
     return deco

@@ -17,7 +17,7 @@ import pkgutil
 
 from course_lib.teaching import checks
 
-__all__ = ["check", "load_checkers"]
+__all__ = ["check", "grading_timeout", "load_checkers"]
 
 #: modules of this package that hold no checkers
 _NOT_CHECKERS = {"common", "stored"}
@@ -29,6 +29,16 @@ def load_checkers() -> dict[str, checks.Exercise]:
         if mod.name not in _NOT_CHECKERS:
             importlib.import_module(f"{__name__}.{mod.name}")
     return checks.EXERCISES
+
+
+def grading_timeout(exercise_id: str, default: float) -> float:
+    """The grader's time limit for the hidden tests of ``exercise_id``: ``default`` (its ``--exercise-timeout``),
+    or the exercise's own minimum when it declares a larger one (e.g. a design exercise that trains the student's
+    model in its hidden tests)."""
+    load_checkers()
+    ex = checks.EXERCISES.get(exercise_id)
+    minimum = ex.min_grading_seconds if ex is not None else None
+    return max(default, minimum) if minimum is not None else default
 
 
 def check(exercise_id: str, obj, verbose: bool = True, **kwargs) -> checks.CheckResult:

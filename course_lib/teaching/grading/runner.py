@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from course_lib.teaching.exercises import grading_timeout
 from course_lib.teaching.grading.checker import CHECKER_JOB_FLAG, CHECKER_SERVER_FLAG
 from course_lib.teaching.grading.child import CHILD_FLAG, SERVER_FLAG, cap_text
 from course_lib.teaching.grading.protocol import validate_result
@@ -163,7 +164,7 @@ class ExerciseRunner:
         token = secrets.token_hex(16)
         output, result = work / "output.txt", chk / "result.json"
         sock = work / "channel"
-        timeout = self.s.limits.exercise_timeout
+        timeout = grading_timeout(job["exercise"], self.s.limits.exercise_timeout)
         student_job = dict(job, output=str(output), socket=str(sock))
         student_job.pop("hidden", None)  # the student's side never learns where the hidden tests are
         checker_job = {k: job[k] for k in ("exercise", "slug", "hidden")}
