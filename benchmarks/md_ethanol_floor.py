@@ -17,7 +17,10 @@ script measures the floor the models have to be compared with: GFN2-xTB itself r
   cutoff, so its replicas run one molecule at a time. Both give independent Langevin runs.)
 - ``committed_nvt``: the models' ensembles of the committed ``--nvt`` file (``md_ethanol_nvt.json``), each
   with ``floor_matched``, the distances of the xTB ensembles cut to the model's frames per replica (a model run
-  stopped by a broken bond keeps what it sampled before, so its ensemble can be shorter).
+  stopped by a broken bond keeps what it sampled before, so its ensemble can be shorter), and ``subsets``: the
+  same distances for ``--subsets`` random 8-replica subsets of all xTB replicas (cut likewise), the sample-size
+  matched block bootstrap (replicas as blocks), whose 95th percentile and the fraction of subsets at least as far
+  from the reference as the model are in ``summary_committed_nvt``.
 - ``--model-ensembles`` (default 0: none, the budget of a shared 2-core machine) more ensembles per learned model,
   with ``md_ethanol.py nvt``'s own code path and seeds ``8 e + r`` (ensemble 0 is the committed run).
 
@@ -118,8 +121,20 @@ def committed(body: dict, ref: dict, xtb: list, nvt_path: Path) -> dict:
         if "vs_reference" in row:
             f = row["frames_per_replica"]
             out[name] = {"vs_reference": row["vs_reference"], "frames_per_replica": f, "failed": row.get("failed"),
-                         "floor_matched": [M.compare(ref, pooled(x[:, :f])) for x in xtb]}
+                         "floor_matched": [M.compare(ref, pooled(x[:, :f])) for x in xtb],
+                         "subsets": replica_subsets(ref, xtb, body["replicas"], f, body["subsets"])}
     return out
+
+
+def replica_subsets(ref: dict, xtb: list, k: int, frames: int, n_subsets: int, seed: int = 0) -> list:
+    """Distances of ``n_subsets`` random ``k``-replica subsets of all xTB replicas (cut to ``frames``).
+
+    The sample-size matched block bootstrap: each subset is a sample of exactly the models' size (replicas are
+    the blocks, drawn without replacement); subsets overlap, so they scatter somewhat less than independent
+    ensembles would."""
+    pool = np.concatenate([x[:, :frames] for x in xtb])
+    rng = np.random.default_rng(seed)
+    return [M.compare(ref, pooled(pool[np.sort(rng.choice(len(pool), k, replace=False))])) for _ in range(n_subsets)]
 
 
 def _committed_summary(body: dict) -> dict:
@@ -131,8 +146,12 @@ def _committed_summary(body: dict) -> dict:
                 floor = [f[obs][metric] for f in row["floor_matched"]]
                 value = row["vs_reference"][obs][metric]
                 mean, sd = float(np.mean(floor)), float(np.std(floor, ddof=1)) if len(floor) > 1 else float("nan")
-                out[name][f"{obs}_{metric}"] = {"model": value, "floor": floor, "floor_mean": mean, "floor_sd": sd,
-                                                "z": (value - mean) / sd if sd > 0 else None}
+                sub = np.array([f[obs][metric] for f in row.get("subsets", [])])
+                out[name][f"{obs}_{metric}"] = {
+                    "model": value, "floor": floor, "floor_mean": mean, "floor_sd": sd,
+                    "z": (value - mean) / sd if sd > 0 else None,
+                    "subsets_q95": float(np.quantile(sub, 0.95)) if sub.size else None,
+                    "subsets_fraction_at_least_model": float(np.mean(sub >= value)) if sub.size else None}
     return out
 
 
@@ -215,6 +234,8 @@ def main(argv=None) -> dict:
     p.add_argument("--replicas", type=int, default=None, help="replicas per ensemble (default 8, quick 2)")
     p.add_argument("--xtb-ensembles", type=int, default=None, help="default 6, quick 2")
     p.add_argument("--model-ensembles", type=int, default=None, help="default 0, quick 1")
+    p.add_argument("--subsets", type=int, default=None, help="random replica subsets per committed model "
+                   "(default 200, quick 5)")
     p.add_argument("--nvt", default=str(M.RESULTS / "md_ethanol_nvt.json"), help="the committed models' run")
     p.add_argument("--equil-ps", type=float, default=None, help="default 1, quick 0.005")
     p.add_argument("--nvt-ps", type=float, default=None, help="sampling per replica (default 2.5, quick 0.02)")
@@ -240,7 +261,7 @@ def main(argv=None) -> dict:
     body = {**protocol, "xtb_seeds": f"{FLOOR_SEED} + {args.replicas} e + r (velocities and Langevin noise of "
             "replica r of ensemble e; one molecule per run)", "model_seeds": f"{args.seed} + {args.replicas} e "
             "(+ r for the velocities of replica r; md_ethanol.py nvt's code path)", "edges": None,
-            "xtb": [], "xtb_timing": {}, "models": {}}
+            "subsets": args.subsets or (5 if q else 200), "xtb": [], "xtb_timing": {}, "models": {}}
     positions = {}
     if jpath.exists() and not q:  # resume: same protocol
         old = json.loads(jpath.read_text())["floor"]
