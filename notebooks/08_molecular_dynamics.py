@@ -627,8 +627,8 @@ plt.show()
 # scores at this sample size: the **matched noise floor**, and their scatter over ensembles is the scatter of
 # one such measurement. A model run that stopped early is compared with the xTB ensembles cut to the same
 # number of frames per replica. As a second view of the same floor, 200 random 8-replica subsets of all the
-# xTB replicas (a block bootstrap with replicas as blocks; the subsets overlap, so they scatter somewhat less
-# than independent ensembles).
+# xTB replicas (a block bootstrap with replicas as blocks; the subsets overlap, so they are not independent
+# draws, but there are many of them, which shows the tail of the floor better than a handful of ensembles).
 
 # %%
 fl_run = json.loads(repo_file("benchmarks/results/md_ethanol_xtb_floor.json").read_text())
@@ -667,7 +667,7 @@ for name in fsum:
 # observable when it is beyond every ensemble and fewer than 5 % of the subsets are as far; **not
 # distinguishable** when it is within the ensembles' range and 5 % or more of the subsets are as far;
 # **borderline** when the two views disagree. The cell below asserts the verdict of every cell of the table
-# (Wasserstein-1 distances) and that the old floor was the more lenient one:
+# (Wasserstein-1 distances), and that for h(r) the old floor was the more lenient one:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -728,7 +728,7 @@ claims.say("**What the matched floor shows.** Sampled as much as a model, xTB it
 # %% [markdown]
 # The new floor changes both readings of SchNet that the old one gave: its dihedral, above the old floor (two
 # 5 ps halves of one run), is not distinguishable from xTB sampled as briefly as that SchNet run, and its h(r),
-# close to the old floor, is borderline against the matched one. The dihedral is the
+# which the earlier reading put at the old floor, is borderline against the matched one. The dihedral is the
 # hardest of the three: the hydroxyl hops between its wells only a few times per replica, so deciding whether a
 # model gets the *gauche*/*trans* populations right (they depend on energy differences of the order of
 # k_B T = 43 meV at 500 K) would need much longer reference and model runs. The SchNet run stopped early (the
