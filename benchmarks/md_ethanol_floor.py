@@ -86,9 +86,13 @@ def model_ensemble(make, k: int, seed: int, equil_steps: int, sample_steps: int)
     row = {"seed": seed, "velocity_seeds": [seed + r for r in range(k)]}
     try:
         run_md(dyn, equil_steps, stride=1000, max_energy_change=None, bonds=bonds)
+    except Exception as err:  # nothing sampled yet (md_ethanol.py nvt would take the equilibration frames)
+        row.update({"failed": str(err), "failed_during": "equilibration"})
+        return np.zeros((k, 0, n, 3)), row
+    try:
         rec = run_md(dyn, sample_steps, stride=20, max_energy_change=None, bonds=bonds)
     except Exception as err:  # keep what was sampled before an instability, as md_ethanol.py nvt does
-        row["failed"] = str(err)
+        row.update({"failed": str(err), "failed_during": "sampling"})
         rec = getattr(err, "record", None)
     if rec is None or len(rec.positions) < 2:
         return np.zeros((k, 0, n, 3)), row
