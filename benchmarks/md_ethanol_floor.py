@@ -22,7 +22,8 @@ script measures the floor the models have to be compared with: GFN2-xTB itself r
   matched block bootstrap (replicas as blocks), whose 95th percentile and the fraction of subsets at least as far
   from the reference as the model are in ``summary_committed_nvt``.
 - ``--model-ensembles`` (default 0: none, the budget of a shared 2-core machine) more ensembles per learned model,
-  with ``md_ethanol.py nvt``'s own code path and seeds ``8 e + r`` (ensemble 0 is the committed run).
+  with ``md_ethanol.py nvt``'s own code path and seeds ``8 e + r`` (ensemble 0 repeats the committed run's seeds);
+  an ensemble whose molecule breaks during the equilibration has no samples (``failed_during``).
 
 Each ensemble is measured against the whole 10 ps reference exactly as the models are (pooled samples,
 ``md_ethanol.compare``: Wasserstein-1 and Jensen-Shannon distances of h(r), the C-O bond and the H-O-C-C
