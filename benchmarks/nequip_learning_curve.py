@@ -117,11 +117,13 @@ def _paired(b_values, ib, a_values, ia) -> dict:
     return {"mean": d.mean, "se": d.se, "n": d.n}
 
 
-def aggregate(out: Path, split: str = "time") -> dict:
+def aggregate(out: Path, split: str = "time", sizes: list[int] | None = None) -> dict:
     """Summarise the per-seed files of ``out`` (those made with ``split``) into ``nequip_curve_summary.{json,md}``.
 
     A file counts only when it holds a run for every size of its ``sizes`` (an unfinished seed is listed under
-    ``incomplete`` and left out). Paired differences use the seeds present for both l_max values."""
+    ``incomplete`` and left out). ``sizes``: summarise only these sizes (files that hold runs for all of them count,
+    their other runs are left out; for a sweep extended to new sizes that not every file has finished yet).
+    Paired differences use the seeds present for both l_max values."""
     files, incomplete = {}, []
     for path in sorted(out.glob("nequip_curve_l*.json")):
         m = RESULT_FILE.fullmatch(path.name)
@@ -133,7 +135,8 @@ def aggregate(out: Path, split: str = "time") -> dict:
         l_max, seed = int(m.group(1)), int(m.group(2) or 0)
         if seed != res["seed"] or l_max != res["l_max"]:
             raise ValueError(f"{path.name}: file name and contents disagree (l_max {res['l_max']}, seed {res['seed']})")
-        if sorted(r["n_train"] for r in res["runs"]) != sorted(res["sizes"]):
+        have = sorted(r["n_train"] for r in res["runs"])
+        if (have != sorted(res["sizes"])) if sizes is None else not set(sizes) <= set(have):
             incomplete.append(path.name)
             continue
         files[(l_max, seed)] = (path.name, res)
@@ -142,10 +145,12 @@ def aggregate(out: Path, split: str = "time") -> dict:
     first = next(iter(files.values()))[1]
     keys = ("molecule", "features", "layers", "batch_size", "lr", "steps_per_run", "sizes", "loss", "split")
     for name, res in files.values():
-        if any(res[k] != first[k] for k in keys):
+        if any(res[k] != first[k] for k in keys if not (k == "sizes" and sizes)):
             raise ValueError(f"{name}: settings differ from {next(iter(files.values()))[0]} "
-                             f"({[k for k in keys if res[k] != first[k]]}); aggregate one configuration at a time")
-    sizes = first["sizes"]
+                             f"({[k for k in keys if res[k] != first[k]]}); aggregate one configuration at a time (files "
+                             "of a sweep extended by new sizes: --sizes with the sizes every file holds)")
+    explicit = bool(sizes)
+    sizes = sorted(sizes) if sizes else first["sizes"]
     lmaxes = sorted({lm for lm, _ in files})
     seeds = {lm: sorted(s for l_, s in files if l_ == lm) for lm in lmaxes}
     # per_seed[l][metric][n] = [value per seed, in the order of seeds[l]]
@@ -186,12 +191,13 @@ def aggregate(out: Path, split: str = "time") -> dict:
                             for n in sizes}
             paired[f"l{lb}-l{la}"] = row
     res = {"command": "python benchmarks/nequip_learning_curve.py --aggregate"
-                      + ("" if out == HERE / "results" else f" --out {out}"),
+                      + ("" if out == HERE / "results" else f" --out {out}")
+                      + (f" --sizes {','.join(map(str, sizes))}" if explicit else ""),
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "files": [name for name, _ in files.values()], "incomplete": incomplete,
            "runs_commands": sorted({res["command"] for _, res in files.values()}),
            "load_average_end": {name: res["machine"].get("load_average_end") for name, res in files.values()},
-           **{k: first[k] for k in keys}, "test_set": "time split: frames 825-999, a later block of the trajectory "
+           **{k: first[k] for k in keys}, "sizes": sizes, "test_set": "time split: frames 825-999, a later block of the trajectory "
            "after a 250 fs gap (generalisation within the trajectory)" if split == "time" else "random split",
            "l_max": lmaxes, "seeds": {f"l{lm}": seeds[lm] for lm in lmaxes},
            "per_seed": per_seed, "summary": summary, "slopes": slopes,
@@ -268,7 +274,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     device = str(check_device(args.device))  # fails fast, before any data is loaded
     if args.aggregate:
-        return aggregate(Path(args.out) if args.out else HERE / "results", args.split)
+        return aggregate(Path(args.out) if args.out else HERE / "results", args.split,
+                         [int(s) for s in args.sizes.split(",")] if args.sizes else None)
     if args.lmax is None:
         p.error("--lmax is required (or --aggregate)")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -298,7 +305,8 @@ def main(argv=None) -> dict:
             done = {r["n_train"]: r for r in old["runs"]}
     t0 = time.perf_counter()
     for n in sizes:
-        if n in done and n != sizes[-1]:
+        # a finished run is kept, unless it is the seed-0 largest set whose checkpoint is asked for
+        if n in done and not (n == sizes[-1] and args.seed == 0 and args.save_checkpoint):
             res["runs"].append(done[n])
             print(f"l_max={args.lmax} n={n:4d}  kept from {path.name}", flush=True)
             continue

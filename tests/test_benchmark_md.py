@@ -138,3 +138,35 @@ def test_stability_removes_failed_replicas_and_continues(tmp_path):
     res = bench.stability_run(PullReplicaZero, k=2, temperature=10.0, limit_ps=0.1, seed=0)
     assert res["failure_time_fs"][0] is not None and res["failure_time_fs"][1] is None
     assert res["stable_replicas"] == 1 and "stretched" in res["reasons"]["0"]
+
+
+def test_md_ethanol_floor_quick(tmp_path, tiny_checkpoint, one_thread):
+    """xTB ensembles through the nvt harness: the sample-size matched noise floor, with its own seeds."""
+    bench = _bench("md_ethanol_floor")
+    fake = {"temperature_K": 500.0, "dt_fs": 0.5, "friction_per_fs": 0.01, "replicas": 2, "equil_ps": 0.005,
+            "sample_ps_per_replica": 0.02, "models": {"cut_short": {"vs_reference": dict.fromkeys(("distances", "co_bond", "dihedral"),
+                                                                            {"w1": 1.0, "js": 1.0}),
+                                               "frames_per_replica": 2}}}
+    (tmp_path / "nvt.json").write_text(json.dumps({"nvt": fake}))  # a committed run, stopped after 2 frames
+    bench.main(["--quick", "--out", str(tmp_path), "--models", "schnet", "--schnet", tiny_checkpoint,
+                "--nvt", str(tmp_path / "nvt.json")])
+    on_disk = json.loads((tmp_path / "md_ethanol_xtb_floor.json").read_text())
+    assert on_disk["command"].startswith("python benchmarks/md_ethanol_floor.py")
+    f = on_disk["floor"]
+    assert len(f["xtb"]) == 2 and f["replicas"] == 2
+    xtb_seeds = {s for e in f["xtb"] for s in e["velocity_and_noise_seeds"]}
+    (ens,) = f["models"]["schnet"]["ensembles"]
+    assert len(xtb_seeds) == 4 and not xtb_seeds & ({0} | set(ens["velocity_seeds"]))  # independent of ref, models
+    for e in [*f["xtb"], ens]:
+        assert e["frames_per_replica"] == 3 and len(e["per_replica"]) == 2  # 0.02 ps, a frame every 10 fs
+        assert set(e["vs_reference"]) == {"distances", "co_bond", "dihedral"}
+    assert len(ens["floor_matched"]) == 2 and ens["floor_matched"][0] == f["xtb"][0]["vs_reference"]
+    s = f["summary"]["schnet"]["dihedral_w1"]
+    assert s["floor"] == [e["vs_reference"]["dihedral"]["w1"] for e in f["xtb"]] and s["model_minus_floor"] is None
+    assert f["floor"]["co_bond_w1"]["n"] == 2 and "half_vs_half" in f["reference"]
+    positions = np.load(tmp_path / "md_ethanol_xtb_floor.npz")
+    assert positions["xtb_e1"].shape == (2, 3, 9, 3)
+    cut = f["committed_nvt"]["cut_short"]["floor_matched"]  # the xTB ensembles cut to the model's 2 frames
+    assert len(cut) == 2 and cut[1] != f["xtb"][1]["vs_reference"]
+    z = f["summary_committed_nvt"]["cut_short"]["co_bond_w1"]
+    assert z["floor"] == [c["co_bond"]["w1"] for c in cut] and z["z"] > 0  # a distance of 1 A is far above

@@ -96,6 +96,15 @@ def test_nequip_curve_aggregate(tmp_path, one_thread):
     assert "| 1 | 0, 1, 2 |" in (tmp_path / "nequip_curve_summary.md").read_text()
     with pytest.raises(FileNotFoundError):  # no random-split files there
         bench.main(["--aggregate", "--split", "random", "--out", str(tmp_path)])
+    # a sweep extended by a size that one file has: --sizes summarises the sizes every file holds
+    path = tmp_path / "nequip_curve_l0_s1.json"
+    one = json.loads(path.read_text())
+    one["sizes"], one["runs"] = [10, 15, 20], [*one["runs"], {**one["runs"][0], "n_train": 15}]
+    path.write_text(json.dumps(one))
+    with pytest.raises(ValueError, match="--sizes"):
+        bench.main(["--aggregate", "--out", str(tmp_path)])
+    again = bench.main(["--aggregate", "--out", str(tmp_path), "--sizes", "10,20"])
+    assert again["sizes"] == [10, 20] and again["per_seed"] == res["per_seed"] and again["command"].endswith("10,20")
 
 
 def test_shipped_schnet_results_match_the_checkpoint():
