@@ -243,13 +243,15 @@ def part_nvt(args) -> dict:
                        rng=np.random.RandomState(args.seed))
         t0, c0 = time.perf_counter(), time.process_time()
         row = {"metrics": metrics}
+        phase = "equilibration"
         try:
             run_md(dyn, int(round(args.equil_ps * 1000 / DT_FS)), stride=1000, max_energy_change=None, bonds=bonds)
+            phase = "sampling"
             rec = run_md(dyn, int(round(args.nvt_ps * 1000 / DT_FS)), stride=20, max_energy_change=None, bonds=bonds)
-        except Exception as err:  # keep what was sampled before an instability
-            row["failed"] = str(err)
-            rec = getattr(err, "record", None)
-            print(f"NVT {name}: {err}", flush=True)
+        except Exception as err:  # keep what was sampled before an instability (never equilibration frames)
+            row.update(failed=str(err), failed_in=phase)
+            rec = getattr(err, "record", None) if phase == "sampling" else None
+            print(f"NVT {name}: {err} (during {phase})", flush=True)
         if rec is not None and len(rec.positions) > 1:
             frames = _replica_blocks(rec.positions, n)  # [F, K, 9, 3]
             samples = observables(frames.transpose(1, 0, 2, 3).reshape(-1, n, 3))

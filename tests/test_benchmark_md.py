@@ -95,6 +95,31 @@ def test_md_ethanol_quick(part, tmp_path, tiny_checkpoint, one_thread):
         assert len(row["failure_time_fs"]) == 2 and row["metrics"]["force_mae_meV_A"] == 1.0
 
 
+def test_md_ethanol_nvt_never_measures_equilibration_frames(tmp_path, tiny_checkpoint, one_thread, monkeypatch):
+    """A model that breaks during equilibration gets no observables (its few equilibration frames, one every
+    0.5 ps, are not samples); one that breaks during sampling keeps what it sampled."""
+    bench = _bench("md_ethanol")
+    real = bench.run_md
+    calls = {"n": 0}
+
+    def breaking(dyn, steps, stride, **kw):
+        calls["n"] += 1
+        rec = real(dyn, steps, stride=stride, **kw)
+        if calls["n"] == fail_at:
+            err = RuntimeError("bond broken (test)")
+            err.record = rec
+            raise err
+        return rec
+
+    monkeypatch.setattr(bench, "run_md", breaking)
+    for fail_at, phase in ((1, "equilibration"), (2, "sampling")):
+        calls["n"] = 0
+        res = bench.main(["nvt", "--quick", "--out", str(tmp_path), *_models(tiny_checkpoint)])
+        row = res["nvt"]["models"]["schnet"]
+        assert row["failed_in"] == phase
+        assert ("vs_reference" in row) is (phase == "sampling")
+
+
 def test_md_ethanol_sweep_quick(tmp_path, tiny_checkpoint, one_thread):
     """The sweep part runs every checkpoint of a folder and xTB in the stability harness and writes its schema."""
     import shutil
