@@ -52,6 +52,7 @@ from ase.md.langevin import Langevin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import md_ethanol as M  # noqa: E402  (the harness of notebook 08's model runs)
+
 from course_lib import observables as O  # noqa: E402
 from course_lib.md import run_md, thermalize  # noqa: E402
 from course_lib.stats import difference, summarize  # noqa: E402
