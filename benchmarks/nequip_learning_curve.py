@@ -147,7 +147,8 @@ def aggregate(out: Path, split: str = "time", sizes: list[int] | None = None) ->
     for name, res in files.values():
         if any(res[k] != first[k] for k in keys if not (k == "sizes" and sizes)):
             raise ValueError(f"{name}: settings differ from {next(iter(files.values()))[0]} "
-                             f"({[k for k in keys if res[k] != first[k]]}); aggregate one configuration at a time (files "
+                             f"({[k for k in keys if res[k] != first[k]]}); aggregate one configuration at a time "
+                             "(files "
                              "of a sweep extended by new sizes: --sizes with the sizes every file holds)")
     explicit = bool(sizes)
     sizes = sorted(sizes) if sizes else first["sizes"]
@@ -197,7 +198,8 @@ def aggregate(out: Path, split: str = "time", sizes: list[int] | None = None) ->
            "files": [name for name, _ in files.values()], "incomplete": incomplete,
            "runs_commands": sorted({res["command"] for _, res in files.values()}),
            "load_average_end": {name: res["machine"].get("load_average_end") for name, res in files.values()},
-           **{k: first[k] for k in keys}, "sizes": sizes, "test_set": "time split: frames 825-999, a later block of the trajectory "
+           **{k: first[k] for k in keys}, "sizes": sizes,
+           "test_set": "time split: frames 825-999, a later block of the trajectory "
            "after a 250 fs gap (generalisation within the trajectory)" if split == "time" else "random split",
            "l_max": lmaxes, "seeds": {f"l{lm}": seeds[lm] for lm in lmaxes},
            "per_seed": per_seed, "summary": summary, "slopes": slopes,

@@ -1287,7 +1287,8 @@ claims.say("**The numbers.** At every training-set size the tensor features lowe
            b=summarize(lc_seeds(0, SIZES[-1])), s0=summarize(slope[0]), s1=summarize(slope[1]),
            s2=summarize(slope[2]), d10=difference(slope[1], slope[0], paired=True),
            d21=difference(slope[2], slope[1], paired=True), d20=difference(slope[2], slope[0], paired=True),
-           k=len(SIZES), three=", ".join(map(str, THREE)), d10_3=difference(slope3[1], slope3[0], paired=True), p=plateaus,
+           k=len(SIZES), three=", ".join(map(str, THREE)), d10_3=difference(slope3[1], slope3[0], paired=True),
+           p=plateaus,
            runs=sum(lc["summary"][f"l{l}"][str(n)]["runs"] for l in L_MAX for n in SIZES), steps=lc["steps_per_run"])
 
 # %% [markdown]

@@ -798,8 +798,8 @@ claims.say("**What the matched floor shows.** Sampled as much as a model, xTB it
            "{chi:.4f} Å for the bond, {dlo:.0f}° to {dhi:.0f}° for the dihedral, so a single floor value, old "
            "or new, cannot settle a close call. Against this floor, **NequIP l=0** (the largest force error) is "
            "distinguishable from xTB in h(r) ({l0r:.4f} Å) and the C-O bond ({l0c:.4f} Å; its mean bond is "
-           "{dco:+.4f} Å from xTB's): beyond every xTB ensemble, with {p0r:.0%} and {p0c:.0%} of the replica subsets as "
-           "far. **NequIP l=1** "
+           "{dco:+.4f} Å from xTB's): beyond every xTB ensemble, with {p0r:.0%} and {p0c:.0%} of the replica subsets "
+           "as far. **NequIP l=1** "
            "is not distinguishable in any of the three observables. **SchNet**, whose run stopped after {sf} "
            "frames per replica and is compared with xTB cut to that length, is borderline in h(r): {sr:.4f} Å is "
            "beyond all {E} ensembles, yet {sp:.0%} of the replica subsets are as far; its C-O bond and its "
@@ -844,8 +844,9 @@ for obs in ("distances", "co_bond", "dihedral"):
 
 # %%
 claims.say("With the models' scatter included the picture holds: NequIP l=0 is further from the reference than xTB "
-           "in h(r) ({a:.4f} Å against {b:.4f} Å) and the C-O bond ({c:.4f} Å against {d:.4f} Å) and on par in the dihedral; NequIP "
-           "l=1 is on par with xTB in all three. SchNet has too few sampled ensembles for a comparison of this kind.",
+           "in h(r) ({a:.4f} Å against {b:.4f} Å) and the C-O bond ({c:.4f} Å against {d:.4f} Å) and on par in the "
+           "dihedral; NequIP l=1 is on par with xTB in all three. SchNet has too few sampled ensembles for a "
+           "comparison of this kind.",
            a=model_ens("nequip_l0", "distances"), b=ens["distances"], c=model_ens("nequip_l0", "co_bond"),
            d=ens["co_bond"])
 

@@ -32,6 +32,7 @@ CLASSES = {
     "EGNN": ("course_lib.models.egnn:EGNN", "box_dynamics"),
     "AbsoluteCoordinateGNN": ("course_lib.models.baselines:AbsoluteCoordinateGNN", "box_dynamics"),
     "EGNNDynamics": ("course_lib.models.nbody:EGNNDynamics", "nbody"),
+    "TensorFieldNetwork": ("course_lib.models.tfn:TensorFieldNetwork", "nbody"),  # one vector per particle
 }
 
 

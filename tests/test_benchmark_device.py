@@ -27,6 +27,10 @@ NO_DEVICE = {
                        "committed MACE reference is a CPU run",
     "student_runs.py": "measures what a student waits for on one CPU thread; the notebooks pick their device "
                        "themselves",
+    "md_ethanol_floor.py": "runs GFN2-xTB (tblite, CPU only) through notebook 08's harness; the models' runs "
+                           "it compares with are md_ethanol.py's, which takes --device",
+    "nbody_authors.py": "drives the authors' EGNN code in their own script, on the CPU (their --no-cuda flag), "
+                        "side by side with nbody.py's CPU runs; nbody.py takes --device",
 }
 #: scripts whose ``--device`` defaults to something else than cpu, and why
 OTHER_DEFAULT = {"gpu_check.py": "its point is a GPU against the CPU (default cuda; --device cpu checks the pipeline)"}

@@ -100,12 +100,12 @@ def test_md_ethanol_nvt_never_measures_equilibration_frames(tmp_path, tiny_check
     0.5 ps, are not samples); one that breaks during sampling keeps what it sampled."""
     bench = _bench("md_ethanol")
     real = bench.run_md
-    calls = {"n": 0}
+    calls = {"n": 0, "fail_at": 0}
 
     def breaking(dyn, steps, stride, **kw):
         calls["n"] += 1
         rec = real(dyn, steps, stride=stride, **kw)
-        if calls["n"] == fail_at:
+        if calls["n"] == calls["fail_at"]:
             err = RuntimeError("bond broken (test)")
             err.record = rec
             raise err
@@ -113,7 +113,7 @@ def test_md_ethanol_nvt_never_measures_equilibration_frames(tmp_path, tiny_check
 
     monkeypatch.setattr(bench, "run_md", breaking)
     for fail_at, phase in ((1, "equilibration"), (2, "sampling")):
-        calls["n"] = 0
+        calls.update(n=0, fail_at=fail_at)
         res = bench.main(["nvt", "--quick", "--out", str(tmp_path), *_models(tiny_checkpoint)])
         row = res["nvt"]["models"]["schnet"]
         assert row["failed_in"] == phase
@@ -169,9 +169,10 @@ def test_md_ethanol_floor_quick(tmp_path, tiny_checkpoint, one_thread):
     """xTB ensembles through the nvt harness: the sample-size matched noise floor, with its own seeds."""
     bench = _bench("md_ethanol_floor")
     fake = {"temperature_K": 500.0, "dt_fs": 0.5, "friction_per_fs": 0.01, "replicas": 2, "equil_ps": 0.005,
-            "sample_ps_per_replica": 0.02, "models": {"cut_short": {"vs_reference": dict.fromkeys(("distances", "co_bond", "dihedral"),
-                                                                            {"w1": 1.0, "js": 1.0}),
-                                               "frames_per_replica": 2}}}
+            "sample_ps_per_replica": 0.02,
+            "models": {"cut_short": {"vs_reference": dict.fromkeys(("distances", "co_bond", "dihedral"),
+                                                                   {"w1": 1.0, "js": 1.0}),
+                                     "frames_per_replica": 2}}}
     (tmp_path / "nvt.json").write_text(json.dumps({"nvt": fake}))  # a committed run, stopped after 2 frames
     bench.main(["--quick", "--out", str(tmp_path), "--models", "schnet", "--schnet", tiny_checkpoint,
                 "--nvt", str(tmp_path / "nvt.json")])
