@@ -1179,7 +1179,7 @@ print("MPNN, first version:", first_payload["config"])
 print("MPNN, smooth cutoff:", mpnn_payload["config"])
 
 # %% [markdown]
-# Two MPNNs, trained the same way on the same 2400 systems (`benchmarks/energy_learning_curve.py --tag final`):
+# Two MPNNs, trained the same way on the same systems (`benchmarks/energy_learning_curve.py --tag final`):
 # the **first version** of notebook 01, whose messages $\phi_e(h_i, h_j, e_{ij})$ are a neural network of the radial
 # basis and of the node features, and the version with every message multiplied by a **smooth cutoff weight**
 # $f_c(r_{ij})$ that goes to zero at $r_c$ (notebook 01 §5b). First the energy of a single +/- pair as a function of
