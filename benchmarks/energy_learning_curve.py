@@ -91,7 +91,7 @@ def energy_mae(model, batch):
 
 
 def train_one(name: str, train, val, test, steps: int, evals: int, seed: int, progress: bool,
-              device="cpu") -> tuple:
+              device="cpu", lr_patience: int | None = None, patience: int | None = None) -> tuple:
     """One run: ``steps`` optimiser steps in ``evals`` intervals, each followed by a validation pass."""
     seed_everything(seed)
     model = make_model(name)
@@ -101,8 +101,8 @@ def train_one(name: str, train, val, test, steps: int, evals: int, seed: int, pr
     sampler = RandomSampler(train, num_samples=interval * BATCH, generator=torch.Generator().manual_seed(seed))
     tl = DataLoader(train, batch_size=BATCH, sampler=sampler)
     vl = DataLoader(val, batch_size=256)
-    hist = fit(model, tl, vl, loss, epochs=evals, lr=1e-3, patience=None, progress=progress,
-               desc=f"{name} n={len(train)} s={seed}", device=device)
+    hist = fit(model, tl, vl, loss, epochs=evals, lr=1e-3, patience=patience, progress=progress,
+               desc=f"{name} n={len(train)} s={seed}", device=device, lr_patience=lr_patience, min_lr=1e-6)
     model.eval()
     mae = evaluate(model, DataLoader(test, batch_size=256), energy_mae, device=device)
     return model, hist, mae, interval
@@ -168,6 +168,12 @@ def parse(argv):
     p.add_argument("--seeds", default=None, help="comma-separated seeds (subset and initialisation)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (the same for every n)")
     p.add_argument("--evals", type=int, default=None, help="validation points per run")
+    p.add_argument("--lr-patience", type=int, default=None,
+                   help="halve the learning rate after this many validation points without a better one "
+                        "(default 6; never below 1e-6)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop a run after this many validation points without a better one (default: never); "
+                        "the budget --steps is then a cap, the same for every run")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--tag", default="", help="suffix of the output names (e.g. 'final' for a longer run)")
@@ -201,6 +207,8 @@ def main(argv=None) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine_info(**device_info(device)),
         "protocol": {"steps_per_run": steps, "evals_per_run": evals, "batch_size": BATCH, "seeds": seeds,
+                     "lr": "Adam 1e-3, halved after --lr-patience validation points without improvement (min 1e-6)",
+                     "lr_patience": args.lr_patience or 6, "patience": args.patience,
                      "subsets": "course_lib.stats.random_subset(range(len(train)), n, seed), same for every model",
                      "selection": "weights of the best validation MSE", "n_val": len(val), "n_test": len(test),
                      "test_set": "interpolation (systems drawn like the training systems)"},
@@ -217,10 +225,12 @@ def main(argv=None) -> dict:
                 if path.exists():
                     continue
                 model, hist, mae, interval = train_one(m, train, val, test, steps, evals, seed, not args.no_progress,
-                                                       device)
+                                                       device, args.lr_patience, args.patience)
                 row = {"model": m, "n_train": n, "seed": seed, "test_mae": mae, "test_mae_over_std":
                        mae / header["test_energy_std"], "steps": interval * evals, "steps_per_eval": interval,
                        "best_eval": hist.best_epoch, "val_curve": hist.val, "train_curve": hist.train,
+                       "lr_curve": hist.lr, "lr_patience": args.lr_patience or 6, "patience": args.patience,
+                       "stopped_early": hist.stopped_early, "steps_run": interval * len(hist.val),
                        "plateau": stats.plateau(hist.val), "seconds": hist.seconds,
                        "machine": machine_info(**device_info(device)),
                        "command": header["command"]}

@@ -41,10 +41,12 @@ class History:
     best_val: float = math.inf
     seconds: float = 0.0
     stopped_early: bool = False
+    lr: list[float] = field(default_factory=list)  # learning rate used in each epoch
 
     def as_dict(self) -> dict:
         return {"train": self.train, "val": self.val, "best_epoch": self.best_epoch,
-                "best_val": self.best_val, "seconds": self.seconds, "stopped_early": self.stopped_early}
+                "best_val": self.best_val, "seconds": self.seconds, "stopped_early": self.stopped_early,
+                "lr": self.lr}
 
 
 def _to(batch, device):
@@ -99,13 +101,17 @@ def fit(
     scheduler: str | None = "plateau",
     grad_clip: float | None = 10.0,
     desc: str = "training",
+    lr_patience: int | None = None,
+    min_lr: float = 0.0,
 ) -> History:
     """Train ``model`` with Adam; return a :class:`History`. The best weights (lowest validation loss)
     are loaded into the model at the end.
 
     ``loss_fn(model, batch) -> scalar tensor`` holds everything model-specific (energy loss, force
     loss, rollout loss, ...). ``patience``: stop after that many epochs without a better validation
-    loss (None: never). ``scheduler="plateau"`` halves the learning rate when validation stalls.
+    loss (None: never). ``scheduler="plateau"`` halves the learning rate when validation has not
+    improved for ``lr_patience`` epochs (default: a third of ``patience``, at least 2), never below
+    ``min_lr``; the rate of every epoch is in ``History.lr``.
     """
     from tqdm.auto import tqdm
 
@@ -114,7 +120,9 @@ def fit(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = None
     if scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, (patience or 20) // 3))
+        if lr_patience is None:
+            lr_patience = max(2, (patience or 20) // 3)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=lr_patience, min_lr=min_lr)
     hist = History()
     best_state = copy.deepcopy(model.state_dict())
     t0 = time.perf_counter()
@@ -122,6 +130,7 @@ def fit(
     since_best = 0
     for epoch in bar:
         model.train()
+        hist.lr.append(float(opt.param_groups[0]["lr"]))
         total, count = 0.0, 0
         for batch in train_loader:
             batch = _to(batch, device)
