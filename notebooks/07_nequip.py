@@ -1720,6 +1720,16 @@ for name, m in trained.items():
 # one-seed pilot NequIP models of section 11.
 
 # %%
+# NBVAL_CHECK_OUTPUT
+data_md = json.loads(repo_file("data/molecules/manifest.json").read_text())
+hot_md, warm_md = data_md["ethanol_1000K.npz"], data_md["ethanol.npz"]
+print(f"1000 K run: seed {hot_md['seed']} (500 K data: {warm_md['seed']}), "
+      f"{hot_md['equilibration_steps'] * hot_md['timestep_fs'] / 1000:g} ps of equilibration, {hot_md['n_frames']} "
+      f"frames {hot_md['sample_every_steps'] * hot_md['timestep_fs']:g} fs apart, {hot_md['size_bytes'] / 1e6:.1f} MB")
+print(claims.holds(hot_md["temperature_K"] == 2 * warm_md["temperature_K"] and hot_md["seed"] != warm_md["seed"],
+                   "the out-of-distribution run: twice the data's temperature, its own seed"))
+
+# %%
 ood_frames = load_molecules_ood("ethanol")
 e500 = torch.cat([g.energy for g in load_molecules("ethanol", "all")]).double()
 e1000 = torch.cat([g.energy for g in ood_frames]).double()
