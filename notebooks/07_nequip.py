@@ -1479,8 +1479,8 @@ claims.say("**Against the paper.** At the equal budget of the main sweep ({short
            "beats an $l_{{max}} = 0$ model trained on the largest. The second half, a steeper learning curve for "
            "$l \\ge 1$, shows only weakly at that budget: with {k} sizes the $l_{{max}} = 1$ and $l_{{max}} = 2$ "
            "slopes are steeper than the $l_{{max}} = 0$ slope beyond two standard errors, but only by {d10:.2f} and "
-           "{d20:.2f}, and {k3} sizes did not resolve it. Most of the advantage of the tensor features is a "
-           "downward shift of the curve: the error ratio to $l_{{max}} = 0$ is already {r1:.2f} ($l_{{max}} = 1$) "
+           "{d20:.2f} in the slope, and {k3} sizes did not resolve it. Most of the advantage of the tensor features "
+           "is a downward shift of the curve: the error ratio to $l_{{max}} = 0$ is already {r1:.2f} ($l_{{max}} = 1$) "
            "and {r2:.2f} ($l_{{max}} = 2$) at {n0} frames, against {q1:.2f} and {q2:.2f} at {n1}.\n\n"
            "The budget check points the same way, more clearly. With {long} steps every error falls, the "
            "$l_{{max}} = 1$ curve between the two ends is steeper than at {short} steps, and the $l_{{max}} = 1$ and "
@@ -1490,7 +1490,8 @@ claims.say("**Against the paper.** At the equal budget of the main sweep ({short
            "what the longer budget buys, and a longer one still could change them again. Other limits of what "
            "these curves can show, not tested:",
            short=lc["steps_per_run"], long=lc3["steps_per_run"], k=len(SIZES), k3=len(THREE),
-           d10=difference(slope[1], slope[0], paired=True).mean, d20=difference(slope[2], slope[0], paired=True).mean,
+           d10=abs(difference(slope[1], slope[0], paired=True).mean),
+           d20=abs(difference(slope[2], slope[0], paired=True).mean),
            r1=math.exp(log_ratio[1][0]), r2=math.exp(log_ratio[2][0]), q1=math.exp(log_ratio[1][-1]),
            q2=math.exp(log_ratio[2][-1]), n0=SIZES[0], n1=SIZES[-1])
 
