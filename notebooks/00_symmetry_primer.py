@@ -129,7 +129,7 @@ print(f"device: {device} | fast mode: {FAST}")
 # | $\mathbb{Z}_2$ | $\{I, -I\}$ | sign flip $x \mapsto -x$ (e.g. spin flip, inversion) |
 # | $C_4$ | rotations of the plane by $0°, 90°, 180°, 270°$ | a square grid, a square box |
 # | $S_n$ | the $n!$ permutation matrices | the order of $n$ identical particles |
-# | $O(3)$ | $3\times 3$ matrices with $R R^\top = I$; $\det R = +1$ rotations, $-1$ reflections | directions |
+# | $O(3)$ | $3\times 3$ matrices with $R R^\top = I$; $\det R = +1$ rotations, $-1$ improper ones | directions |
 # | $E(3) = T(3) \rtimes O(3)$ | pairs $(R, t)$ acting as $x \mapsto R x + t$ | positions |
 #
 # For a finite set of matrices, `check_group_axioms` tests the four axioms numerically.
@@ -761,9 +761,11 @@ assert final["fresh rotation every step"] < final["K = 1 (no augmentation)"]
 # (printed below). A network trained on one orientation per configuration learns to depend on the
 # orientation along with everything else, and its invariance error ends *above* the untrained value. With
 # augmentation the error comes down, below the untrained value: the lowest points of the plot belong to
-# augmented runs (and, here, the test error comes down too: the rotated copies teach the model something
-# true about the target). But it stays many orders of magnitude above round-off, however many orientations
-# we show. The cell checks these statements on the runs above:
+# augmented runs (and, here, the test error comes down too: the run with a fresh rotation at every step ends
+# with a lower test MSE than the run without augmentation, so the rotated copies teach the model something
+# true about the target). But it stays orders of magnitude above round-off, however many orientations we
+# show (every run ends above $10^{-3}$, against about $10^{-7}$ for float32 round-off). These are single
+# runs of a toy: the cell checks these statements on them:
 
 # %%
 plotted = ("K = 1 (no augmentation)", "K = 16", "fresh rotation every step")
@@ -781,6 +783,11 @@ lowest = min((err, name) for name in plotted for _, err, _ in results[name][1])
 print(claims.holds(lowest[1] != "K = 1 (no augmentation)" and lowest[0] < start,
                    "the lowest point of the plot belongs to an augmented run, below the untrained network's value",
                    f"lowest {lowest}, start {start:.3f}"))
+test_mse = {name: history[-1][2] for name, (_, history) in results.items()}
+print(claims.holds(test_mse["fresh rotation every step"] < test_mse["K = 1 (no augmentation)"],
+                   "with a fresh rotation at every step the test MSE ends lower than without augmentation",
+                   str(test_mse)))
+print(claims.holds(min(final.values()) > 1e-3, "every run's invariance error ends above 1e-3", str(final)))
 
 # %% [markdown]
 # The model is also still blind to the symmetries we did not augment for, such as relabelling the points:
@@ -798,8 +805,9 @@ with torch.no_grad():
 # ### 3d. Invariant features: distances and the DeepMD descriptor
 #
 # If the model only ever sees invariant inputs, it cannot break the symmetry. The pairwise distances are
-# the simplest choice (and, up to E(3), they determine the configuration). The DeepMD model
-# (Zhang et al., 2018) builds a richer per-atom descriptor that is invariant to translations,
+# the simplest choice (and, up to E(3), they determine the configuration). The smooth Deep Potential model,
+# DeepPot-SE (Zhang, Han, Wang, Saidi, Car & E, NeurIPS 2018), builds a richer per-atom descriptor that is
+# invariant to translations,
 # rotations, reflections **and** to the order of the neighbours. For atom $i$ with neighbours
 # $j \in \mathcal{N}(i)$:
 #
@@ -867,7 +875,7 @@ print(assert_not_equivariant(lambda d: gram_hhT(d.pos), cloud, transforms["permu
 # ### 3e. Equivariant maps
 #
 # The simplest equivariant vector map multiplies the difference vectors by invariant weights and sums
-# over neighbours, the *radial field* (Köhler et al.; also the position update of EGNN):
+# over neighbours, the *radial field* (Köhler, Klein & Noé, ICML 2020; also the position update of EGNN):
 #
 # $$v_i = \sum_{j \ne i} \phi\big(|x_{ij}|\big)\, x_{ij}, \qquad x_{ij} = x_i - x_j.$$
 #
