@@ -412,14 +412,15 @@ print("main model:", mpnn.config)
 e_std = float(torch.cat([g.energy for g in test_set]).std())
 mae = evaluate(mpnn, test_loader, energy_mae)
 print(f"invariant MPNN: test MAE {mae:.4f} = {100 * mae / e_std:.2f}% of the energy standard deviation ({e_std:.2f})")
-final_run = json.loads(repo_file("benchmarks/results/energy_final.json").read_text())["models"]["mpnn"]["runs"][0]
+final_results = json.loads(repo_file("benchmarks/results/energy_final.json").read_text())
+final_run = final_results["models"]["mpnn"]["runs"][0]
 plateau_text = ("yes" if final_run["plateau"]["plateaued"] else
                 "no: more steps would likely lower the test error further")
 claims.say("Main model: one run (seed {seed}), {steps} optimiser steps on {n} training systems; best validation at "
            "evaluation {best} of {evals}; the last fifth of the budget lowered the best validation loss by {gain:.0%}; "
-           "at a validation plateau: {plat}.", seed=final_run["seed"], steps=final_run["steps"],
+           "at a validation plateau: {plat}. Test set: {test}.", seed=final_run["seed"], steps=final_run["steps"],
            n=final_run["n_train"], best=final_run["best_eval"] + 1, evals=len(final_run["val_curve"]),
-           gain=final_run["plateau"]["last_window_gain"], plat=plateau_text)
+           gain=final_run["plateau"]["last_window_gain"], plat=plateau_text, test=final_results["protocol"]["test_set"])
 
 # %% [markdown]
 # A parity plot compares predictions with the truth on the test set:

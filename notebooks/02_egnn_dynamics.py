@@ -128,8 +128,10 @@ if FAST:
 train_pairs, val_pairs = trajectory_pairs(train_trajs), trajectory_pairs(val_trajs)
 DT = float(train_trajs[0].frame_dt)
 L = float(train_trajs[0].box[0, 0])
+sizes = [g.num_nodes for g in train_trajs + val_trajs + test_trajs]
 print(f"trajectories train/val/test: {len(train_trajs)}/{len(val_trajs)}/{len(test_trajs)}; "
-      f"pairs train/val: {len(train_pairs)}/{len(val_pairs)}; frame dt = {DT}; box side L = {L:.0f}")
+      f"pairs train/val: {len(train_pairs)}/{len(val_pairs)}; frame dt = {DT:.2f}; box side L = {L:.0f}; "
+      f"frames per trajectory: {train_trajs[0].traj_pos.shape[1]}; particles per system: {min(sizes)}-{max(sizes)}")
 print(train_pairs[0])
 
 
