@@ -86,6 +86,32 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable, device
         model.train(was)
 
 
+def _train_epoch(model, train_loader, loss_fn, opt, device, grad_clip, epoch) -> float:
+    """One pass over ``train_loader``; returns the mean training loss (weighted by graphs per batch)."""
+    model.train()
+    total, count = 0.0, 0
+    for batch in train_loader:
+        batch = _to(batch, device)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        # one host-device synchronisation per step, after the backward pass has been queued (on a GPU a
+        # check before it would stall the queue between forward and backward); no weight is updated yet
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"loss became {value} at epoch {epoch}: lower the learning rate (now "
+                f"{opt.param_groups[0]['lr']}) or check the data for NaNs"
+            )
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        n = getattr(batch, "num_graphs", 1)
+        total += value * n
+        count += n
+    return total / max(count, 1)
+
+
 def fit(
     model: torch.nn.Module,
     train_loader: Iterable,
@@ -129,29 +155,8 @@ def fit(
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     since_best = 0
     for epoch in bar:
-        model.train()
         hist.lr.append(float(opt.param_groups[0]["lr"]))
-        total, count = 0.0, 0
-        for batch in train_loader:
-            batch = _to(batch, device)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model, batch)
-            loss.backward()
-            # one host-device synchronisation per step, after the backward pass has been queued (on a GPU a
-            # check before it would stall the queue between forward and backward); no weight is updated yet
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"loss became {value} at epoch {epoch}: lower the learning rate (now {lr}) "
-                    "or check the data for NaNs"
-                )
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            n = getattr(batch, "num_graphs", 1)
-            total += value * n
-            count += n
-        hist.train.append(total / max(count, 1))
+        hist.train.append(_train_epoch(model, train_loader, loss_fn, opt, device, grad_clip, epoch))
         val = hist.train[-1] if val_loader is None else evaluate(model, val_loader, loss_fn, device,
                                                                   needs_grad=needs_grad_eval)
         hist.val.append(val)

@@ -96,3 +96,29 @@ def test_shipped_results_match_the_shipped_checkpoints(bench):
         row = next(r for r in curve["models"][name]["runs"] if r["n_train"] == n and r["seed"] == seed)
         assert payload["metrics"]["n_train"] == n and model.config["smooth_cutoff"] is True
         assert evaluate(model, test, bench.energy_mae) == pytest.approx(row["test_mae"], rel=1e-4)
+
+
+def test_shipped_plateau_runs_reach_their_plateau_honestly():
+    """The runs to a plateau at 1000 systems (``--tag plateau``): every model, >= 3 seeds, the same step cap, the
+    learning rate only ever decreasing, early stopping only after ``patience`` points without a better one, and the
+    recorded plateau flag equal to the one recomputed from the stored validation curve."""
+    from course_lib import stats
+
+    res = json.loads((RESULTS / "energy_plateau.json").read_text())
+    proto = res["protocol"]
+    assert len(res["seeds"]) >= 3 and 1000 in res["sizes"]
+    assert set(res["models"]) == {"mpnn", "abs_gnn", "abs_gnn_aug", "vec_gnn"}
+    for res_m in res["models"].values():
+        rows = [r for r in res_m["runs"] if r["n_train"] == 1000]
+        assert sorted(r["seed"] for r in rows) == res["seeds"]
+        for r in rows:
+            curve, lr = r["val_curve"], r["lr_curve"]
+            assert r["steps"] == proto["steps_per_run"] and len(lr) == len(curve) == len(r["train_curve"])
+            assert r["steps_run"] == r["steps_per_eval"] * len(curve) <= r["steps"]
+            assert all(b <= a for a, b in zip(lr, lr[1:])) and min(lr) >= 1e-6
+            assert r["best_eval"] == min(range(len(curve)), key=curve.__getitem__)
+            if r["stopped_early"]:
+                assert len(curve) - 1 - r["best_eval"] == r["patience"] == proto["patience"]
+            else:
+                assert len(curve) == proto["evals_per_run"]
+            assert r["plateau"] == stats.plateau(curve)
