@@ -45,10 +45,10 @@ _ = doctor()  # one line: library versions, device, fast mode
 # coordinate updates of notebooks 02-04). The question "is invariance all you need?" has a
 # sharp answer: invariant messages built from distances cannot tell some neighbourhoods apart (notebook 09
 # shows such pairs, checked on the course's models). Equivariant networks therefore carry features of
-# higher order: vectors, rank-2 tensors, and beyond, from Tensor Field Networks (Thomas et al.,
-# arXiv:1802.08219, 2018) to NequIP (Batzner et al., Nat. Commun. 13, 2453 (2022)) and MACE (Batatia et al.,
-# NeurIPS 2022), which report state-of-the-art accuracy on molecular benchmarks with them (notebook 07
-# measures what they buy on the course's data). To do that safely we need three
+# higher order: vectors, rank-2 tensors, and beyond. Tensor Field Networks (Thomas et al., arXiv:1802.08219,
+# 2018) introduced them for point clouds; NequIP (Batzner et al., Nat. Commun. 13, 2453 (2022)) and MACE
+# (Batatia et al., NeurIPS 2022) reported state-of-the-art accuracy on molecular benchmarks such as rMD17
+# with them (notebook 07 measures what they buy on the course's data). To do that safely we need three
 # pieces, and this notebook builds each one and checks it numerically:
 #
 # * a **bookkeeping of how features transform**: the irreducible representations (irreps) of O(3),
