@@ -33,7 +33,7 @@ from course_lib.data import MIN_ATOM_DISTANCE, ContractError, validate, verify_c
 from course_lib.files import repo_file
 
 __all__ = ["FILES", "REGENERATE", "data_path", "load_arrays", "load_particles", "trajectory_pairs", "repo_file",
-           "MOLECULES", "MOLECULE_SPLIT_SCHEMES", "load_molecules",
+           "MOLECULES", "MOLECULE_SPLIT_SCHEMES", "load_molecules", "molecule_split_frames",
            "OOD_MOLECULES", "load_molecules_ood", "G2_FILE", "load_g2_conformers"]
 
 #: Dataset short names -> file names.
@@ -277,6 +277,23 @@ def load_molecules(name: str = "ethanol", split: str = "train", root: str | Path
         graphs.append(validate(data, require=("z", "energy", "forces"), name=f"{name} frame {int(k)}",
                                min_distance=MIN_ATOM_DISTANCE))
     return graphs
+
+
+def molecule_split_frames(name: str = "ethanol", scheme: str = "random", root: str | Path | None = None
+                          ) -> dict[str, np.ndarray]:
+    """Which frames of the trajectory of ``name`` each split of ``scheme`` holds, and when they were taken:
+    ``{"time_fs": [F] (fs), "train": [n_train], "val": [n_val], "test": [n_test]}`` (frame indices, in the
+    order :func:`load_molecules` returns the graphs). For questions such as "how far in time is a test frame
+    from the nearest training frame?", i.e. what a test set measures."""
+    if name not in MOLECULES:
+        raise ValueError(f"unknown molecule {name!r}; choose one of {list(MOLECULES)}")
+    if scheme not in MOLECULE_SPLIT_SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; choose one of {list(MOLECULE_SPLIT_SCHEMES)}")
+    with np.load(_molecule_file(f"{name}.npz", root), allow_pickle=False) as f:
+        frames = {"time_fs": np.asarray(f["time_fs"], dtype=float)}
+    with np.load(_molecule_file(MOLECULE_SPLIT_SCHEMES[scheme].format(name=name), root), allow_pickle=False) as f:
+        frames.update({split: np.asarray(f[split]) for split in ("train", "val", "test")})
+    return frames
 
 
 #: Out-of-distribution test trajectories (``python -m course_lib.simulate.molecules --ood``): name -> file.

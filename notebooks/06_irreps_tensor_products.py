@@ -44,9 +44,11 @@ _ = doctor()  # one line: library versions, device, fast mode
 # The models so far worked with **scalars** (distances, in notebook 01) and **vectors** (the EGNN
 # coordinate updates of notebooks 02-04). The question "is invariance all you need?" has a
 # sharp answer: invariant messages built from distances cannot tell some neighbourhoods apart (notebook 09
-# shows such pairs, checked on the course's models), and
-# the most accurate interatomic potentials (Tensor Field Networks, NequIP, MACE) therefore carry
-# features of higher order: vectors, rank-2 tensors, and beyond. To do that safely we need three
+# shows such pairs, checked on the course's models). Equivariant networks therefore carry features of
+# higher order: vectors, rank-2 tensors, and beyond. Tensor Field Networks (Thomas et al., arXiv:1802.08219,
+# 2018) introduced them for point clouds; NequIP (Batzner et al., Nat. Commun. 13, 2453 (2022)) and MACE
+# (Batatia et al., NeurIPS 2022) reported state-of-the-art accuracy on molecular benchmarks such as rMD17
+# with them (notebook 07 measures what they buy on the course's data). To do that safely we need three
 # pieces, and this notebook builds each one and checks it numerically:
 #
 # * a **bookkeeping of how features transform**: the irreducible representations (irreps) of O(3),
@@ -102,6 +104,7 @@ from course_lib.irreps import (
     wigner_D,
 )
 from course_lib.models.radial import GaussianRBF
+from course_lib.models.schnet import SchNet
 from course_lib.models.tfn import TensorFieldNetwork
 from course_lib.neighbors import radius_graph
 from course_lib.simulate.nbody import load_nbody_forces
@@ -114,7 +117,7 @@ from course_lib.symmetry import (
     reflection_matrix,
     standard_transforms,
 )
-from course_lib.teaching import student_run
+from course_lib.teaching import claims, student_run
 from course_lib.teaching.exercises import check
 from course_lib.teaching.responses import reveal
 from course_lib.train import evaluate, fit, load_shipped_model
@@ -139,7 +142,8 @@ elements = {"rotation": R_rot, "reflection": R_ref, "inversion": R_inv}
 # and a rotation never mixes the three pieces (we check this in section 3). A representation that
 # cannot be split further is **irreducible**. For rotations (SO(3)) there is exactly one irrep for
 # each degree $l = 0, 1, 2, \dots$, of dimension $2l+1$, acting through the **Wigner-D matrices**
-# $D^l(R)$. Every representation is a block-diagonal sum of them.
+# $D^l(R)$. Every (finite-dimensional) representation is, after a change of basis, a block-diagonal sum
+# of them.
 #
 # O(3) adds the inversion $-I$, which commutes with everything, so each irrep comes in two
 # **parities**: under $x \mapsto -x$ an irrep of parity $p = \pm 1$ is multiplied by $p$. A reflection
@@ -150,7 +154,7 @@ elements = {"rotation": R_rot, "reflection": R_ref, "inversion": R_inv}
 # | `0e` | 1 | $+$ | energy, mass, distance, charge |
 # | `0o` | 1 | $-$ | signed volume $a\cdot(b\times c)$, chirality |
 # | `1o` | 3 | $-$ | position, velocity, force, dipole moment |
-# | `1e` | 3 | $+$ | angular momentum $r \times p$, magnetic field, any cross product of two vectors |
+# | `1e` | 3 | $+$ | angular momentum $r \times p$, magnetic field, the cross product of two polar (`1o`) vectors |
 # | `2e` | 5 | $+$ | symmetric traceless tensor: quadrupole, the traceless part of a polarisability |
 #
 # A feature vector of a network is a list of such irreps with multiplicities, e.g.
@@ -254,6 +258,23 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# The normalisation and the $l = 2$ functions listed above, checked (each listed polynomial of the unit
+# vector, times one constant, is the corresponding e3nn component):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+u = torch.randn(50, 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+for l in range(4):
+    sq_norm = (o3.spherical_harmonics(l, u, normalize=True, normalization="component") ** 2).sum(-1)
+    assert torch.allclose(sq_norm, torch.full_like(sq_norm, 2 * l + 1))
+    print(f"component normalisation: |Y^{l}|^2 = {2 * l + 1} at every direction: True")
+x_, y_, z_ = (u / u.norm(dim=-1, keepdim=True)).T
+listed = torch.stack([x_ * z_, x_ * y_, y_**2 - (x_**2 + z_**2) / 2, y_ * z_, z_**2 - x_**2], dim=-1)
+ratio = o3.spherical_harmonics(2, u, normalize=True, normalization="component") / listed
+assert torch.allclose(ratio, ratio[:1].expand_as(ratio))
+print("Y^2 = (xz, xy, y^2 - (x^2+z^2)/2, yz, z^2 - x^2) times one constant per component:", True)
+
+# %% [markdown]
 # ### Rotations and reflections: which irrep does $Y^l$ belong to?
 #
 # For a reflection the rule needs the parity. The spherical harmonics are polynomials of degree $l$, so
@@ -325,7 +346,8 @@ check("06.wigner_d_from_harmonics", wigner_d_from_harmonics)
 # %% [markdown]
 # The fitted matrices are exact to round-off. A precision trap worth knowing: e3nn's `D_from_matrix`
 # builds its Lie-algebra generators in torch's *default* dtype, so with the usual float32 default it
-# agrees with the fit only to about $10^{-6}$, even for a float64 `R`. `course_lib.irreps.wigner_D`
+# agrees with the fit only to float32 precision (printed below and checked after), even for a float64 `R`.
+# `course_lib.irreps.wigner_D`
 # calls it with float64 as the default dtype and is exact, which lets the checks of this notebook use
 # the float64 tolerance $10^{-9}$ of notebook 00.
 
@@ -342,6 +364,14 @@ for l in range(4):
               f"{float((D_fit - D_e3nn).abs().max()):.1e}, |D_fit - wigner_D| = "
               f"{float((D_fit - D_lib).abs().max()):.1e}")
 
+# %%
+# NBVAL_CHECK_OUTPUT
+gap = max(float((o3.Irrep(l, (-1) ** l).D_from_matrix(R) - wigner_D(o3.Irrep(l, (-1) ** l), R)).abs().max())
+          for l in range(1, 4) for R in elements.values())
+print(claims.holds(1e-9 < gap < 1e-5, "e3nn's D_from_matrix (float32 default dtype) differs from the float64 "
+                   "wigner_D by more than 1e-9 and less than 1e-5 (float32 precision)",
+                   f"largest difference {gap:.1e}"))
+
 # %% [markdown]
 # ### Why parity matters: a chiral molecule
 #
@@ -352,7 +382,8 @@ for l in range(4):
 #
 # All distances, and so all angles, of the two enantiomers are identical. Any model built on
 # O(3)-invariant features only (notebook 01's MPNN, SchNet) therefore predicts the *same* output for
-# both. The quantity that tells them apart is the signed volume spanned by three bonds,
+# both (checked below with a SchNet). The quantity that tells them apart is the signed volume spanned by
+# three bonds,
 #
 # $$\chi = r_{\mathrm{Br}} \cdot (r_{\mathrm{Cl}} \times r_{\mathrm{F}}) \qquad (r_X = \text{position of } X
 # \text{ relative to the carbon}),$$
@@ -396,6 +427,12 @@ for name in ("translation", "rotation", "reflection"):
     print(assert_equivariant(chirality, molecule, T[name], output="pseudoscalar", name=f"chirality as 0o | {name}"))
 print(assert_not_equivariant(chirality, molecule, T["reflection"], output="invariant",
                              name="chirality as 0e | reflection"))
+torch.manual_seed(0)
+schnet = SchNet().double().eval()  # untrained: any weights give the same energy to both enantiomers
+with torch.no_grad():
+    energies = [float(schnet(Batch.from_data_list([Data(z=g.z, pos=g.pos.double())]))) for g in (molecule, mirror)]
+print(claims.holds(abs(energies[0] - energies[1]) <= 1e-9 * max(1.0, abs(energies[0])),
+                   "a SchNet (O(3)-invariant) gives both enantiomers the same energy", str(energies)))
 
 # %% [markdown]
 # The lesson for model design: an O(3)-invariant model is right for the energy (the enantiomers have the
@@ -910,14 +947,17 @@ with torch.no_grad():
 # ReLU, neither odd nor even, break reflections while rotations stay fine. (For `0e` any activation
 # works.) Two constructions keep every irrep equivariant:
 #
-# * the **norm nonlinearity** (Tensor Field Networks): scale each copy $x_u$ of an irrep by a function of
+# * the **norm nonlinearity** (Tensor Field Networks, Thomas et al. 2018): scale each copy $x_u$ of an irrep by a
+#   function of
 #   its norm, $\sigma(|x_u|)\,x_u$. The norm is invariant, so each copy is multiplied by an invariant
 #   number;
-# * the **gated nonlinearity** (e3nn `Gate`, used by NequIP): extra scalar channels, passed through a
+# * the **gated nonlinearity** (Weiler et al., "3D Steerable CNNs", NeurIPS 2018; e3nn `Gate`, used by NequIP):
+#   extra scalar channels, passed through a
 #   sigmoid, multiply the copies with $l > 0$ (the gates); the scalars get an ordinary activation (odd for
 #   `0o`). e3nn's `Gate` refuses an activation that is neither odd nor even on `0o` inputs.
 #
-# We compare them on features of type `4x0e + 2x0o + 2x1o + 2x1e + 1x2e` (23 numbers per node).
+# We compare them on features of type `4x0e + 2x0o + 2x1o + 2x1e + 1x2e` ($4 + 2 + 6 + 6 + 5 = 23$ numbers per
+# node).
 
 # %% [markdown]
 # ### Exercise `06.norm_activation` (2 points)
@@ -1026,10 +1066,12 @@ with torch.no_grad():
 # weighted by a radial MLP of $|r_{ij}|$ (section 4), applies a gate (section 5), and reads out one `1o` vector
 # per particle. Train one yourself, on a CPU, in a few minutes, on a vector target with a known symmetry: the
 # Coulomb force on each of the 5 charged particles of the states of notebook 04,
-# $F_i = \sum_{j \ne i} q_i q_j\, x_{ij} / |x_{ij}|^3$ (its norm clipped at 10, which keeps it equivariant).
-# The last cells compare your model with predicting zero and with the shipped model (the same architecture,
-# trained by `benchmarks/tfn_forces.py` on all 3000 training systems for 60 epochs) on the same test systems,
-# and check your model's symmetries. The shipped model stays the reference.
+# $F_i = \sum_{j \ne i} q_i q_j\, x_{ij} / |x_{ij}|^3$ with $x_{ij} = x_i - x_j$, so that like charges repel
+# (its norm clipped at 10, which keeps it equivariant). The last cells compare your model with predicting zero
+# and with the shipped model (the same architecture, trained by `benchmarks/tfn_forces.py` on all 3000 training
+# systems for 60 epochs, one seed; its validation loss was still falling in its last epochs, so it is
+# budget-limited, not converged) on the same test systems, and check your model's symmetries. The shipped model
+# stays the reference.
 #
 # **Knobs** (top of the next cell): `N_TRAIN`, the number of training systems, and `HIDDEN`, the copies of
 # each irrep (`HIDDEN x 0e + HIDDEN x 1o`). Try twice: as it is, then with `HIDDEN = 2`. What does a smaller

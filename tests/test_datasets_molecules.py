@@ -66,3 +66,18 @@ def test_shipped_files_match_manifest_and_labels():
     atoms.set_positions(g.pos.numpy())
     atoms.calc = Mol.xtb_calculator()
     assert atoms.get_potential_energy() == pytest.approx(float(g.energy), abs=1e-3)
+
+
+@pytest.mark.skipif(not (DATA / "manifest.json").exists(), reason="molecular data not shipped")
+def test_molecule_split_frames_are_the_loaded_frames():
+    everything = D.load_molecules("ethanol", "all")
+    for scheme in D.MOLECULE_SPLIT_SCHEMES:
+        frames = D.molecule_split_frames("ethanol", scheme)
+        assert np.allclose(np.diff(frames["time_fs"]), 10.0)  # one frame every 10 fs (data/README.md)
+        for split in ("train", "val", "test"):
+            graphs = D.load_molecules("ethanol", split, scheme=scheme)
+            assert len(graphs) == len(frames[split])
+            k = int(frames[split][-1])
+            assert torch.equal(graphs[-1].pos, everything[k].pos), (scheme, split)
+    with pytest.raises(ValueError, match="unknown split scheme"):
+        D.molecule_split_frames("ethanol", "blocks")
