@@ -254,6 +254,21 @@ def time_calculator(calc, atoms, repeats: int, warmup: int) -> dict:
                     repeats, warmup)
 
 
+def parameters_by_block(model) -> dict[str, int]:
+    """Parameter counts grouped by block and kind, in the model's order: ``type_embed``, then per interaction
+    block ``layerK_convnet: radial MLP`` (edge MLP), ``: linear`` (the two linears of the convolution) and
+    ``: self-connection`` (the species-conditioned tensor product), then the readout."""
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        parts = [x for x in name.split(".") if x not in ("model", "func")]
+        block = parts[0]
+        if block.endswith("_convnet"):
+            kind = "self-connection" if ".sc." in name else "radial MLP" if "edge_mlp" in name else "linear"
+            block = f"{block}: {kind}"
+        out[block] = out.get(block, 0) + int(p.numel())
+    return out
+
+
 def model_summary(ckpt: Path, eager_model) -> dict:
     """Resolved model hyper-parameters (data statistics filled in) from the checkpoint, parameter count and
     the feature irreps the package built."""
@@ -270,6 +285,7 @@ def model_summary(ckpt: Path, eager_model) -> dict:
     return {
         "model": model_cfg,
         "parameters": int(sum(p.numel() for p in eager_model.parameters())),
+        "parameters_by_block": parameters_by_block(eager_model),
         "trainable_parameters": int(sum(p.numel() for p in eager_model.parameters() if p.requires_grad)),
         "convnet_irreps": irreps,
         "epoch_of_checkpoint": int(payload.get("epoch", -1)),
@@ -440,9 +456,10 @@ def mean_se(values: list[float]) -> dict:
 def summarize_seeds(files: dict[int, Path]) -> dict:
     """Per-seed rows and mean ± s.e. of the test errors over the seeds' results files; checks that every run
     had the same config, budget and parameter count."""
-    rows = []
+    rows, by_block = [], None
     for seed, path in files.items():
         r = json.loads(path.read_text())
+        by_block = by_block or r["model"].get("parameters_by_block")  # the same model: any run that has it
         if r["hyperparameters"]["seed"] != seed:
             raise ValueError(f"{path} holds seed {r['hyperparameters']['seed']}, not {seed}")
         t = r["test"]["eager_recomputed"]
@@ -458,6 +475,7 @@ def summarize_seeds(files: dict[int, Path]) -> dict:
     return {"what": "official nequip, comparison config: test errors of the best-validation checkpoint, "
                     "mean ± standard error over seeds (model initialisation and data-loader order)",
             "seeds": [row["seed"] for row in rows], "parameters": rows[0]["parameters"],
+            "parameters_by_block": by_block,
             "epochs": rows[0]["epochs"], "total_steps": rows[0]["total_steps"],
             "template_sha256": rows[0]["template_sha256"],
             "test": {k: mean_se([row[k] for row in rows]) for k in SUMMARY_METRICS}, "runs": rows}
