@@ -9,6 +9,13 @@ Runs with the python of a SEPARATE venv (``nequip`` is not a course dependency; 
     /tmp/nequip-venv/bin/pip install -r benchmarks/nequip_official/requirements.txt
     /tmp/nequip-venv/bin/python benchmarks/nequip_official.py --epochs 30    # the committed run (~10 min, 1 thread)
     /tmp/nequip-venv/bin/python benchmarks/nequip_official.py --quick        # pipeline check, ~2 min, temp folder
+    /tmp/nequip-venv/bin/python benchmarks/nequip_official.py --seed 1 --no-timing   # another seed: training + test
+    python benchmarks/nequip_official.py --aggregate    # mean ± s.e. over the seeds' files (numpy only, any venv)
+
+Seeds: ``--seed S`` is nequip-train's ``seed=S`` override (model initialisation and data-loader order). Seed 0
+is the committed run (``results/nequip_official.json``, with timings); S != 0 writes
+``results/nequip_official_seeds/seedS.json`` (+ ``seedS_test_predictions.npz``) from its own work folder, and
+``--no-timing`` skips the inference timing and the compilation (the comparison needs only the test errors).
 
 What it does (``benchmarks/nequip_official.md`` has the protocol and the numbers):
 
