@@ -9,6 +9,13 @@ Runs with the python of a SEPARATE venv (``nequip`` is not a course dependency; 
     /tmp/nequip-venv/bin/pip install -r benchmarks/nequip_official/requirements.txt
     /tmp/nequip-venv/bin/python benchmarks/nequip_official.py --epochs 30    # the committed run (~10 min, 1 thread)
     /tmp/nequip-venv/bin/python benchmarks/nequip_official.py --quick        # pipeline check, ~2 min, temp folder
+    /tmp/nequip-venv/bin/python benchmarks/nequip_official.py --seed 1 --no-timing   # another seed: training + test
+    python benchmarks/nequip_official.py --aggregate    # mean ± s.e. over the seeds' files (numpy only, any venv)
+
+Seeds: ``--seed S`` is nequip-train's ``seed=S`` override (model initialisation and data-loader order). Seed 0
+is the committed run (``results/nequip_official.json``, with timings); S != 0 writes
+``results/nequip_official_seeds/seedS.json`` (+ ``seedS_test_predictions.npz``) from its own work folder, and
+``--no-timing`` skips the inference timing and the compilation (the comparison needs only the test errors).
 
 What it does (``benchmarks/nequip_official.md`` has the protocol and the numbers):
 
@@ -56,6 +63,9 @@ HERE = Path(__file__).resolve().parent / "nequip_official"
 CONFIG_TEMPLATE = HERE / "config.yaml"
 DATA = ROOT / "data" / "molecules"
 RESULTS = ROOT / "benchmarks" / "results"
+SEEDS_DIR_REL = "benchmarks/results/nequip_official_seeds"
+SEEDS_DIR = ROOT / SEEDS_DIR_REL
+SUMMARY_REL = SEEDS_DIR_REL + "/summary.json"
 SPLITS = ("train", "val", "test")
 EV_TO_MEV = 1000.0
 
@@ -251,6 +261,21 @@ def time_calculator(calc, atoms, repeats: int, warmup: int) -> dict:
                     repeats, warmup)
 
 
+def parameters_by_block(model) -> dict[str, int]:
+    """Parameter counts grouped by block and kind, in the model's order: ``type_embed``, then per interaction
+    block ``layerK_convnet: radial MLP`` (edge MLP), ``: linear`` (the two linears of the convolution) and
+    ``: self-connection`` (the species-conditioned tensor product), then the readout."""
+    out: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        parts = [x for x in name.split(".") if x not in ("model", "func")]
+        block = parts[0]
+        if block.endswith("_convnet"):
+            kind = "self-connection" if ".sc." in name else "radial MLP" if "edge_mlp" in name else "linear"
+            block = f"{block}: {kind}"
+        out[block] = out.get(block, 0) + int(p.numel())
+    return out
+
+
 def model_summary(ckpt: Path, eager_model) -> dict:
     """Resolved model hyper-parameters (data statistics filled in) from the checkpoint, parameter count and
     the feature irreps the package built."""
@@ -267,6 +292,7 @@ def model_summary(ckpt: Path, eager_model) -> dict:
     return {
         "model": model_cfg,
         "parameters": int(sum(p.numel() for p in eager_model.parameters())),
+        "parameters_by_block": parameters_by_block(eager_model),
         "trainable_parameters": int(sum(p.numel() for p in eager_model.parameters() if p.requires_grad)),
         "convnet_irreps": irreps,
         "epoch_of_checkpoint": int(payload.get("epoch", -1)),
@@ -394,6 +420,89 @@ def _tail(path: Path, n: int = 30) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# seeds: where each run's results go, and their summary
+# --------------------------------------------------------------------------------------------
+
+
+def default_work_name(quick: bool, seed: int) -> str:
+    """Work folder name under $TMPDIR: one per seed, so seeds can run one after the other without
+    overwriting each other's checkpoints (seed 0 keeps the name of the committed run)."""
+    name = "nequip_official_quick" if quick else "nequip_official"
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def results_path(seed: int) -> Path:
+    """Seed 0 = the committed run (``results/nequip_official.json``); the other seeds
+    ``results/nequip_official_seeds/seedS.json`` (predictions next to each as ``seedS_test_predictions.npz``)."""
+    return RESULTS / "nequip_official.json" if seed == 0 else SEEDS_DIR / f"seed{seed}.json"
+
+
+def seed_results(results_dir: Path = RESULTS) -> dict[int, Path]:
+    """``{seed: results file}`` of the finished runs (seed 0 and every ``nequip_official_seeds/seed*.json``)."""
+    found = {}
+    if (results_dir / "nequip_official.json").exists():
+        found[0] = results_dir / "nequip_official.json"
+    for p in sorted((results_dir / "nequip_official_seeds").glob("seed*.json")):
+        if p.stem[4:].isdigit():
+            found[int(p.stem[4:])] = p
+    return dict(sorted(found.items()))
+
+
+#: the per-seed numbers the summary averages (all from ``test.eager_recomputed``)
+SUMMARY_METRICS = ("energy_mae_meV", "energy_mae_offset_removed_meV", "energy_mean_error_meV", "forces_mae_meV_per_A")
+
+
+def mean_se(values: list[float]) -> dict:
+    """Mean and standard error (sample std / sqrt(n), ddof = 1; None for n = 1) of a list of per-seed numbers;
+    the same convention as ``course_lib.stats.summarize`` (not imported: this script runs in the nequip venv)."""
+    v = np.asarray(values, dtype=float)
+    se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None
+    return {"mean": float(v.mean()), "se": se, "n": int(len(v)), "values": [float(x) for x in v]}
+
+
+def summarize_seeds(files: dict[int, Path]) -> dict:
+    """Per-seed rows and mean ± s.e. of the test errors over the seeds' results files; checks that every run
+    had the same config, budget and parameter count."""
+    rows, by_block = [], None
+    for seed, path in files.items():
+        r = json.loads(path.read_text())
+        by_block = by_block or r["model"].get("parameters_by_block")  # the same model: any run that has it
+        if r["hyperparameters"]["seed"] != seed:
+            raise ValueError(f"{path} holds seed {r['hyperparameters']['seed']}, not {seed}")
+        t = r["test"]["eager_recomputed"]
+        rows.append({"seed": seed, "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+                     **{k: t[k] for k in SUMMARY_METRICS}, "parameters": r["model"]["parameters"],
+                     "epochs": r["hyperparameters"]["epochs"], "total_steps": r["training"]["total_steps"],
+                     "template_sha256": r["config"]["template_sha256"],
+                     "epoch_of_checkpoint": r["model"]["epoch_of_checkpoint"],
+                     "training_wall_s": r["training"]["wall_s"]})
+    for key in ("parameters", "epochs", "total_steps", "template_sha256"):
+        if len({row[key] for row in rows}) > 1:
+            raise ValueError(f"the seeds' runs differ in {key}: {[row[key] for row in rows]}")
+    return {"what": "official nequip, comparison config: test errors of the best-validation checkpoint, "
+                    "mean ± standard error over seeds (model initialisation and data-loader order)",
+            "seeds": [row["seed"] for row in rows], "parameters": rows[0]["parameters"],
+            "parameters_by_block": by_block,
+            "epochs": rows[0]["epochs"], "total_steps": rows[0]["total_steps"],
+            "template_sha256": rows[0]["template_sha256"],
+            "test": {k: mean_se([row[k] for row in rows]) for k in SUMMARY_METRICS}, "runs": rows}
+
+
+def write_summary(out: Path) -> dict:
+    files = seed_results()
+    if not files:
+        raise ValueError(f"no results in {RESULTS}: run the seeds first (--seed S)")
+    res = {"command": shlex.join(["python", "benchmarks/nequip_official.py", "--aggregate"]),
+           "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **summarize_seeds(files)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    for k, v in res["test"].items():
+        print(f"{k}: {v['mean']:.2f} ± {v['se'] if v['se'] is None else round(v['se'], 2)} (n = {v['n']})")
+    print(f"wrote {out}", flush=True)
+    return res
+
+
+# --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
 
@@ -405,7 +514,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="pipeline check: 2 epochs of 40 steps, writes to the work folder unless --out is given")
     p.add_argument("--limit-train-batches", type=int, default=None, help="steps per epoch (default: all 160)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="model-initialisation and data-loader seed (nequip-train's seed= override); 0 is the "
+                        "committed run (results/nequip_official.json), S != 0 writes " + SEEDS_DIR_REL + "/seedS.json")
     p.add_argument("--threads", type=int, default=1, help="torch / OpenMP threads for training and timing")
     p.add_argument("--work", type=Path, default=None,
                    help="work folder (extxyz, nequip-train output, compiled model); default $TMPDIR/nequip_official")
@@ -413,6 +524,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="results JSON (default benchmarks/results/nequip_official.json; --quick: <work>/quick.json)")
     p.add_argument("--skip-train", action="store_true", help="reuse the work folder's finished training run")
     p.add_argument("--no-compile", action="store_true", help="skip nequip-compile (AOTInductor) and its timings")
+    p.add_argument("--no-timing", action="store_true",
+                   help="training + test evaluation only: no inference timing, no nequip-compile (the extra seeds)")
+    p.add_argument("--aggregate", action="store_true",
+                   help="no training: mean ± s.e. over the seeds' results files -> " + SUMMARY_REL)
     p.add_argument("--timing-repeats", type=int, default=200)
     p.add_argument("--compile-timeout", type=int, default=1200, help="seconds allowed for nequip-compile")
     return p.parse_args(argv)
@@ -426,9 +541,13 @@ def main(argv=None) -> dict:
         args.timing_repeats = min(args.timing_repeats, 30)
     if args.epochs < 1:
         raise ValueError("--epochs must be >= 1")
-    work = (args.work or Path(tempfile.gettempdir()) / ("nequip_official_quick" if args.quick else "nequip_official"))
+    if args.aggregate:
+        return write_summary(args.out or ROOT / SUMMARY_REL)
+    if args.no_timing:
+        args.no_compile = True
+    work = args.work or Path(tempfile.gettempdir()) / default_work_name(args.quick, args.seed)
     work = work.resolve()
-    out = args.out or (work / "quick.json" if args.quick else RESULTS / "nequip_official.json")
+    out = args.out or (work / "quick.json" if args.quick else results_path(args.seed))
     data_dir, run_dir = work / "data", work / "run"
 
     import torch
@@ -494,10 +613,12 @@ def main(argv=None) -> dict:
     np.savez_compressed(predictions, index=split_arrays["test"]["index"], energy=e_eager.astype(np.float64),
                         forces=f_eager.astype(np.float32))
     summary = model_summary(ckpt, eager.model)
-    timing_eager = time_calculator(eager, test_images[0], args.timing_repeats, warmup=20)
+    timing_eager = (None if args.no_timing else
+                    time_calculator(eager, test_images[0], args.timing_repeats, warmup=20))
     print(f"test (eager, best checkpoint): energy MAE {test_eager['energy_mae_meV']:.2f} meV, "
-          f"force MAE {test_eager['forces_mae_meV_per_A']:.2f} meV/A | model "
-          f"{timing_eager['model']['median_ms']:.2f} ms/frame", flush=True)
+          f"force MAE {test_eager['forces_mae_meV_per_A']:.2f} meV/A"
+          + ("" if timing_eager is None else f" | model {timing_eager['model']['median_ms']:.2f} ms/frame"),
+          flush=True)
 
     # 4. AOTInductor compilation
     compiled = {"attempted": not args.no_compile, "note": COMPILE_NOTE}
@@ -555,7 +676,8 @@ def main(argv=None) -> dict:
                                        "forces_mae_meV_per_A": EV_TO_MEV * test_nequip.get("forces_mae", float("nan")),
                                        "raw": test_nequip}},
         "inference": {
-            "what": "one ethanol (9 atoms), batch of 1, energy + forces, CPU; median of repeated calls",
+            "what": ("skipped (--no-timing: training and test evaluation only)" if args.no_timing else
+                     "one ethanol (9 atoms), batch of 1, energy + forces, CPU; median of repeated calls"),
             "threads": torch.get_num_threads(), "eager": timing_eager, "aotinductor": compiled},
     }
     out.write_text(json.dumps(res, indent=1) + "\n")

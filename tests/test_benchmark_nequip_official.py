@@ -109,3 +109,93 @@ def test_committed_results(bench):
     aot = res["inference"]["aotinductor"]
     if aot.get("ok"):
         assert aot["max_abs_diff_vs_eager"]["forces_meV_per_A"] < 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# the extra seeds (nequip_official.py --seed S --no-timing) and their summary (--aggregate)
+# --------------------------------------------------------------------------------------------
+
+SEEDS_DIR = ROOT / "benchmarks" / "results" / "nequip_official_seeds"
+
+
+def _fake_run(path: Path, seed: int, energy_mae: float, forces_mae: float, parameters: int = 216704) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    test = {"energy_mae_meV": energy_mae, "energy_mae_offset_removed_meV": energy_mae / 5,
+            "energy_mean_error_meV": -energy_mae, "forces_mae_meV_per_A": forces_mae}
+    path.write_text(json.dumps({
+        "hyperparameters": {"seed": seed, "epochs": 30}, "test": {"eager_recomputed": test},
+        "model": {"parameters": parameters, "epoch_of_checkpoint": 29},
+        "training": {"total_steps": 4800, "wall_s": 1.0}, "config": {"template_sha256": "x"}}))
+
+
+def test_summarize_seeds_recomputes_mean_and_standard_error(bench, tmp_path):
+    from course_lib.stats import summarize
+
+    files = {s: tmp_path / f"seed{s}.json" for s in (0, 1, 2)}
+    for (s, p), (e, f) in zip(files.items(), [(60.0, 35.0), (40.0, 33.0), (50.0, 31.0)]):
+        _fake_run(p, s, e, f)
+    res = bench.summarize_seeds(files)
+    assert res["seeds"] == [0, 1, 2] and res["parameters"] == 216704
+    ref = summarize([35.0, 33.0, 31.0])
+    assert res["test"]["forces_mae_meV_per_A"]["mean"] == pytest.approx(ref.mean)
+    assert res["test"]["forces_mae_meV_per_A"]["se"] == pytest.approx(ref.se)
+    assert res["test"]["energy_mae_meV"]["values"] == [60.0, 40.0, 50.0]
+    # runs of different models (or budgets) are refused, not averaged
+    _fake_run(files[2], 2, 50.0, 31.0, parameters=1000)
+    with pytest.raises(ValueError, match="parameters"):
+        bench.summarize_seeds(files)
+    _fake_run(files[2], 3, 50.0, 31.0)  # a file whose content is another seed than its name
+    with pytest.raises(ValueError, match="seed 3"):
+        bench.summarize_seeds(files)
+
+
+def test_seed_paths_keep_the_committed_run(bench):
+    assert bench.results_path(0) == ROOT / "benchmarks" / "results" / "nequip_official.json"
+    assert bench.results_path(2) == SEEDS_DIR / "seed2.json"
+    assert bench.default_work_name(False, 0) == "nequip_official"
+    assert bench.default_work_name(False, 1) != bench.default_work_name(False, 2)
+    args = bench.parse_args(["--seed", "1", "--no-timing"])
+    assert args.seed == 1 and args.no_timing
+
+
+def test_committed_seed_files_and_summary(bench):
+    from course_lib.stats import summarize
+
+    files = bench.seed_results()
+    base = json.loads(RESULTS.read_text())
+    ref = bench.load_split_arrays()["test"]
+    for seed, path in files.items():
+        if seed == 0:
+            continue
+        res = json.loads(path.read_text())
+        # the same config, package version, budget and model as the committed seed-0 run; only the seed differs
+        assert path == SEEDS_DIR / f"seed{seed}.json" and res["hyperparameters"]["seed"] == seed
+        assert f"seed={seed}" in res["config"]["overrides"]
+        assert res["config"]["template_sha256"] == bench._sha256(CONFIG)
+        assert res["versions"]["nequip"] == base["versions"]["nequip"]
+        assert res["hyperparameters"]["epochs"] == base["hyperparameters"]["epochs"]
+        assert res["training"]["total_steps"] == base["training"]["total_steps"]
+        assert res["model"]["parameters"] == base["model"]["parameters"]
+        assert len(res["training"]["val_curve"]) == res["hyperparameters"]["epochs"]
+        t = res["test"]["eager_recomputed"]
+        assert t["frames"] == 100 and 0 < t["forces_mae_meV_per_A"] < 1000
+        assert t["energy_mae_meV"] == pytest.approx(res["test"]["nequip_test_stage"]["energy_mae_meV"], abs=1e-2)
+        pred = np.load(path.with_name(path.stem + "_test_predictions.npz"))
+        np.testing.assert_array_equal(pred["index"], ref["index"])
+        de = 1e3 * (pred["energy"] - ref["energy"])
+        assert np.abs(de).mean() == pytest.approx(t["energy_mae_meV"], abs=1e-3)
+        assert np.abs(de - de.mean()).mean() == pytest.approx(t["energy_mae_offset_removed_meV"], abs=1e-3)
+        assert 1e3 * np.abs(pred["forces"] - ref["forces"]).mean() == pytest.approx(t["forces_mae_meV_per_A"],
+                                                                                   abs=1e-3)
+    summary_path = SEEDS_DIR / "summary.json"
+    if len(files) > 1:
+        assert summary_path.exists(), "run: python benchmarks/nequip_official.py --aggregate"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        assert summary["seeds"] == sorted(files)  # every finished seed, none left out
+        for key, s in summary["test"].items():
+            per_seed = [json.loads(files[seed].read_text())["test"]["eager_recomputed"][key] for seed in files]
+            assert s["values"] == pytest.approx(per_seed)
+            ref_s = summarize(per_seed)
+            assert s["mean"] == pytest.approx(ref_s.mean)
+            assert s["se"] == pytest.approx(ref_s.se)
