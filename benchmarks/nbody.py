@@ -67,7 +67,7 @@ import course_lib  # noqa: E402
 from course_lib.graph import count_parameters  # noqa: E402
 from course_lib.models.nbody import NBODY_MODELS  # noqa: E402
 from course_lib.simulate.nbody import load_nbody_arrays  # noqa: E402
-from course_lib.train import save_checkpoint  # noqa: E402
+from course_lib.train import save_checkpoint, upgrade_config  # noqa: E402
 from course_lib.utils import DEVICE_HELP, check_device, synchronize  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -399,9 +399,11 @@ def run_row(name: str, seed: int, r: dict, source: str) -> dict:
     return row
 
 
-def _same_settings(a: dict, b: dict) -> bool:
-    """Two runs of one model differ at most in their budget, the epoch cap or the wall-clock limit (learning rate,
-    patience, clipping and the model's configuration equal)."""
+def _same_settings(name: str, a: dict, b: dict) -> bool:
+    """Two runs of model ``name`` differ at most in their budget, the epoch cap or the wall-clock limit (learning
+    rate, patience, clipping and the model's configuration equal, old configuration keys read with today's names)."""
+    cls = NBODY_MODELS[name][0]
+    a, b = ({**r, "config": upgrade_config(cls, r.get("config", {}))} for r in (a, b))
     keys = ("lr", "patience", "clip", "config")
     return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
 
@@ -430,7 +432,8 @@ def _pick_runs(files: list[Path], per_seed: list[dict]) -> tuple[list[tuple], li
     kept, superseded = [], []
     for (name, seed), runs in groups.items():
         caps = [r["max_epochs"] for *_, r in runs]
-        if len(runs) > 1 and (len(set(caps)) < len(caps) or not all(_same_settings(runs[0][3], x[3]) for x in runs)):
+        same = all(_same_settings(name, runs[0][3], x[3]) for x in runs)
+        if len(runs) > 1 and (len(set(caps)) < len(caps) or not same):
             raise SystemExit(f"a model was run twice with the same seed: {name} seed {seed} in "
                              f"{[_rel(x[0]) for x in runs]} (only runs that differ in their epoch cap alone are "
                              "merged: the largest cap is kept)")
@@ -449,7 +452,9 @@ def _pick_runs(files: list[Path], per_seed: list[dict]) -> tuple[list[tuple], li
                 "old_max_epochs": r["max_epochs"], "new_max_epochs": best[3]["max_epochs"],
                 "reason": f"{why} ({r['epochs_run']} epochs, best epoch {r['best_epoch']}); rerun with the same seed "
                           f"and settings and a cap of {best[3]['max_epochs']} epochs"
-                          + (f" and a wall-clock limit of {limit:.0f} s" if limit else ""),
+                          + (f" and a wall-clock limit of {limit:.0f} s ("
+                             + ("reached" if best[3]["stop_reason"] == "time_limit" else "not reached") + ")"
+                             if limit else ""),
                 "old": {k: r[k] for k in ("test_mse", "val_mse", "epochs_run", "best_epoch", "stop_reason")},
                 "new": {k: best[3][k] for k in ("test_mse", "val_mse", "epochs_run", "best_epoch", "stop_reason")},
                 "old_plateau": _run_plateau(r), "new_plateau": _run_plateau(best[3]),
