@@ -24,7 +24,10 @@ Protocol (the paper's, see benchmarks/README.md for the details and the differen
   test MSE is computed **once**, with those weights (the test set plays no part in any choice);
 * early stopping: stop after ``patience`` (50) epochs without a better validation MSE, or at ``max_epochs``
   (EGNN 300, GNN 400, RF 1000), or, only with ``--time-limit S``, after S seconds of training (a safety
-  net; it makes results depend on the load); the JSON records which one fired (``stop_reason``);
+  net; it makes results depend on the load); the JSON records which one fired (``stop_reason``); a run that
+  stopped at its cap is rerun with a larger ``--epochs`` into a new file, and ``--aggregate`` keeps, for the same
+  (model, seed), the run with the largest cap (no schedule depends on the cap, so the longer run continues the
+  shorter one) and lists the replaced file under ``superseded``;
 * forward time: median over repeated ``model(batch)`` calls on one batch of 100 test systems,
   ``torch.no_grad()``, CPU, with 2 threads and with 1 (the paper timed a GTX 1080 Ti GPU: compare orders only);
 * threads: training runs with 1 torch thread by default: on a 2-core machine shared with other jobs, two
@@ -64,7 +67,7 @@ import course_lib  # noqa: E402
 from course_lib.graph import count_parameters  # noqa: E402
 from course_lib.models.nbody import NBODY_MODELS  # noqa: E402
 from course_lib.simulate.nbody import load_nbody_arrays  # noqa: E402
-from course_lib.train import save_checkpoint  # noqa: E402
+from course_lib.train import save_checkpoint, upgrade_config  # noqa: E402
 from course_lib.utils import DEVICE_HELP, check_device, synchronize  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -396,11 +399,85 @@ def run_row(name: str, seed: int, r: dict, source: str) -> dict:
     return row
 
 
+def _same_settings(name: str, a: dict, b: dict) -> bool:
+    """Two runs of model ``name`` differ at most in their budget, the epoch cap or the wall-clock limit (learning
+    rate, patience, clipping and the model's configuration equal, old configuration keys read with today's names)."""
+    cls = NBODY_MODELS[name][0]
+    a, b = ({**r, "config": upgrade_config(cls, r.get("config", {}))} for r in (a, b))
+    keys = ("lr", "patience", "clip", "config")
+    return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
+
+
+def _curve_agreement(old: list, new: list) -> dict:
+    """How far the first ``len(old)`` epochs of a longer run reproduce an earlier run's validation curve."""
+    a, b = np.asarray(old, dtype=float), np.asarray(new[: len(old)], dtype=float)
+    rel = np.abs(a - b) / np.maximum(np.abs(a), 1e-12)
+    off = np.nonzero(rel > 1e-5)[0]
+    return {"epochs_compared": int(len(a)), "max_rel_diff": float(rel.max()) if len(a) else 0.0,
+            "first_epoch_off_by_1e-5": int(off[0]) + 1 if len(off) else None}
+
+
+def _pick_runs(files: list[Path], per_seed: list[dict]) -> tuple[list[tuple], list[dict]]:
+    """One run per (model, seed): ``[(file, result, model name, run)]`` and the superseded runs.
+
+    The same (model, seed) in several files is refused, except when the runs differ only in their epoch cap
+    (``--epochs``): then the run with the largest cap is kept. A larger cap changes no epoch below the smaller one
+    (no schedule depends on ``max_epochs``; initialisation and batch order come from the seed), so the longer run
+    continues the shorter one; the summary records which file replaced which, why, and how closely the longer run
+    reproduces the shorter one's validation curve."""
+    groups: dict[tuple, list] = {}
+    for f, res in zip(files, per_seed):
+        for name, r in res["models"].items():
+            groups.setdefault((name, res["seed"]), []).append((f, res, name, r))
+    kept, superseded = [], []
+    for (name, seed), runs in groups.items():
+        caps = [r["max_epochs"] for *_, r in runs]
+        same = all(_same_settings(name, runs[0][3], x[3]) for x in runs)
+        if len(runs) > 1 and (len(set(caps)) < len(caps) or not same):
+            raise SystemExit(f"a model was run twice with the same seed: {name} seed {seed} in "
+                             f"{[_rel(x[0]) for x in runs]} (only runs that differ in their epoch cap alone are "
+                             "merged: the largest cap is kept)")
+        runs = sorted(runs, key=lambda x: x[3]["max_epochs"])
+        best = runs[-1]
+        kept.append(best)
+        for f, _, _, r in runs[:-1]:
+            if best[3]["epochs_run"] < r["epochs_run"]:
+                raise SystemExit(f"{_rel(best[0])} ({name}, seed {seed}) stopped after {best[3]['epochs_run']} epochs, "
+                                 f"before the {r['epochs_run']} of {_rel(f)} it would replace")
+            why = ("stopped at its epoch cap" if r["stop_reason"] == "max_epochs"
+                   else f"stopped by {r['stop_reason']}")
+            limit = best[3].get("time_limit_s")
+            superseded.append({
+                "model": name, "seed": seed, "superseded": _rel(f), "by": _rel(best[0]),
+                "old_max_epochs": r["max_epochs"], "new_max_epochs": best[3]["max_epochs"],
+                "reason": f"{why} ({r['epochs_run']} epochs, best epoch {r['best_epoch']}); rerun with the same seed "
+                          f"and settings and a cap of {best[3]['max_epochs']} epochs"
+                          + (f" and a wall-clock limit of {limit:.0f} s ("
+                             + ("reached" if best[3]["stop_reason"] == "time_limit" else "not reached") + ")"
+                             if limit else ""),
+                "old": {k: r[k] for k in ("test_mse", "val_mse", "epochs_run", "best_epoch", "stop_reason")},
+                "new": {k: best[3][k] for k in ("test_mse", "val_mse", "epochs_run", "best_epoch", "stop_reason")},
+                "old_plateau": _run_plateau(r), "new_plateau": _run_plateau(best[3]),
+                "curve_agreement": _curve_agreement(r["history"]["val_mse"], best[3]["history"]["val_mse"]),
+            })
+    kept.sort(key=lambda x: (x[1]["seed"], ALL_MODELS.index(x[2])))
+    return kept, sorted(superseded, key=lambda s: (ALL_MODELS.index(s["model"]), s["seed"]))
+
+
+def _run_plateau(r: dict) -> dict | None:
+    """``course_lib.stats.plateau`` of a run's validation curve (None for the closed-form Linear)."""
+    from course_lib import stats
+
+    return stats.plateau(r["history"]["val_mse"]) if r["history"]["val_mse"] else None
+
+
 def aggregate(folder: Path, out: Path, copy_checkpoint: bool = True) -> dict:
     """Read every ``folder/*.json`` (runs of ``nbody.py``, one seed each, all or some of the models: e.g.
     ``seed1.json`` from ``--models linear,gnn,rf --seed 1`` and ``egnn_seed1.json`` from ``--models egnn
     --seed 1``, which gives the same numbers as one run of all models since every model has its own seed
-    offset) and write the summary ``out`` (per-seed rows, mean ± s.e. per model) and its table ``out.md``."""
+    offset) and write the summary ``out`` (per-seed rows, mean ± s.e. per model) and its table ``out.md``.
+    A (model, seed) found in several files is kept once, from the run with the largest epoch cap
+    (``_pick_runs``; the others are listed under ``superseded``)."""
     from course_lib import stats
 
     files = sorted(Path(folder).glob("*.json"))
@@ -409,11 +486,9 @@ def aggregate(folder: Path, out: Path, copy_checkpoint: bool = True) -> dict:
     per_file = [json.loads(f.read_text()) for f in files]
     per_file = sorted(zip(files, per_file), key=lambda fr: (fr[1]["seed"], str(fr[0])))
     files, per_seed = [f for f, _ in per_file], [r for _, r in per_file]
-    rows = [run_row(name, res["seed"], r, _rel(f)) for f, res in zip(files, per_seed)
-            for name, r in res["models"].items()]
-    seen = [(r["model"], r["seed"]) for r in rows]
-    if len(set(seen)) != len(seen):
-        raise SystemExit(f"{folder}: a model was run twice with the same seed: {sorted(seen)}")
+    kept, superseded = _pick_runs(files, per_seed)
+    rows = [run_row(name, res["seed"], r, _rel(f)) for f, res, name, r in kept]
+    used = [(f, r) for f, r in zip(files, per_seed) if any(f == k[0] for k in kept)]
     summary = {}
     for name in ALL_MODELS:
         mine = [r for r in rows if r["model"] == name]
@@ -424,23 +499,25 @@ def aggregate(folder: Path, out: Path, copy_checkpoint: bool = True) -> dict:
             "test_mse": [r["test_mse"] for r in mine], "val_mse": [r["val_mse"] for r in mine],
             "test_mse_mean": stats.summarize([r["test_mse"] for r in mine]).mean,
             "test_mse_se": stats.summarize([r["test_mse"] for r in mine]).se,
+            "max_epochs": [r["max_epochs"] for r in mine],
             "epochs_run": [r["epochs_run"] for r in mine], "best_epoch": [r["best_epoch"] for r in mine],
             "stop_reason": [r["stop_reason"] for r in mine],
             "plateaued": [None if r["plateau"] is None else r["plateau"]["plateaued"] for r in mine],
             "paper_test_mse": PUBLISHED[name]["test_mse"],
         }
-    first = per_seed[0]
+    # the file of the lowest seed's EGNN (its checkpoint is shipped), else the first file
+    first = next((res for f, res, name, _ in kept if name == "egnn"), used[0][1])
     res = {
         "schema_version": AGG_SCHEMA_VERSION,
         "benchmark": first["benchmark"],
         "command": f"python benchmarks/nbody.py --aggregate {_rel(Path(folder))}",
-        "seed_commands": [r["command"] for r in per_seed],
-        "seeds": sorted({r["seed"] for r in per_seed}),
+        "seed_commands": [r["command"] for _, r in used],
+        "seeds": sorted({r["seed"] for _, r in used}),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "data": first["data"], "protocol": first["protocol"], "machine": first["machine"],
         "load": {_rel(f): [r["load_start"], r["load_end"]] for f, r in zip(files, per_seed)},
         "notes": {_rel(f): r["note"] for f, r in zip(files, per_seed) if r.get("note")},
-        "published": PUBLISHED, "runs": rows, "summary": summary, "checkpoint": None,
+        "published": PUBLISHED, "runs": rows, "summary": summary, "superseded": superseded, "checkpoint": None,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     # the EGNN of the first seed (seed 0)
@@ -451,7 +528,8 @@ def aggregate(folder: Path, out: Path, copy_checkpoint: bool = True) -> dict:
         res["checkpoint"], res["checkpoint_seed"] = _rel(ckpt), first["seed"]
     out.write_text(json.dumps(res, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown_seeds(res))
-    print(f"wrote {_rel(out)} and {out.with_suffix('.md').name}: {len(rows)} runs, seeds {res['seeds']}")
+    print(f"wrote {_rel(out)} and {out.with_suffix('.md').name}: {len(rows)} runs, seeds {res['seeds']}"
+          + (f", {len(superseded)} superseded run(s)" if superseded else ""))
     return res
 
 
@@ -486,9 +564,32 @@ def markdown_seeds(res: dict) -> str:
             + ", ".join("-" if r["plateau"] is None else ("yes" if r["plateau"]["plateaued"] else "no")
                         for r in mine) + " | "
             + f"{statistics.median(r['forward_1thread_ms'] for r in mine):.2f} | {mine[0]['params']} |")
-    lines += ["", "Budgets (epochs, batch 100, 30 steps per epoch): at most 300 (EGNN), 400 (GNN), 1000 (Radial "
-              "Field), early stopping after 50 epochs without a better validation MSE. The paper's authors "
-              "trained up to 10,000 epochs. SE(3) Transformer and Tensor Field Network were not run.", ""]
+    caps = {key: sorted({r["max_epochs"] for r in res["runs"] if r["model"] == key}) for key in TRAINED}
+    patience = sorted({r["patience"] for r in res["runs"] if r["model"] in TRAINED and r["patience"] is not None})
+    lines += ["", "Budgets (epochs, batch 100, 30 steps per epoch), the epoch cap of the runs: "
+              + ", ".join(f"{PUBLISHED[k]['label']} {'/'.join(map(str, c))}" for k, c in caps.items() if c)
+              + f"; early stopping after {'/'.join(map(str, patience))} epochs without a better validation MSE. "
+              "The paper's authors trained up to 10,000 epochs. SE(3) Transformer and Tensor Field Network were "
+              "not run.", ""]
+    if res.get("superseded"):
+        lines += ["Runs replaced by a rerun with a larger epoch cap (same seed and settings; a larger cap changes no "
+                  "epoch below the smaller one, so the longer run continues the shorter one; the shorter run's file "
+                  "is kept and not counted):", "",
+                  "| model | seed | replaced | by | why | old: test MSE, epochs, best, stop, plateau | "
+                  "new: test MSE, epochs, best, stop, plateau | validation curves agree over the old epochs (max rel. "
+                  "diff) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in res["superseded"]:
+            o, n = s["old"], s["new"]
+            pl = ["-" if p is None else f"{'yes' if p['plateaued'] else 'no'} ({100 * p['last_window_gain']:.1f} %)"
+                  for p in (s["old_plateau"], s["new_plateau"])]
+            lines.append(
+                f"| {PUBLISHED[s['model']]['label']} | {s['seed']} | `{Path(s['superseded']).name}` (cap "
+                f"{s['old_max_epochs']}) | `{Path(s['by']).name}` (cap {s['new_max_epochs']}) | {s['reason']} | "
+                f"{o['test_mse']:.4f}, {o['epochs_run']}, {o['best_epoch']}, {o['stop_reason']}, {pl[0]} | "
+                f"{n['test_mse']:.4f}, {n['epochs_run']}, {n['best_epoch']}, {n['stop_reason']}, {pl[1]} | "
+                f"{s['curve_agreement']['epochs_compared']} epochs, {s['curve_agreement']['max_rel_diff']:.1e} |")
+        lines.append("")
     return "\n".join(lines)
 
 

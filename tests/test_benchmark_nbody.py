@@ -48,7 +48,7 @@ def _check_schema(res: dict, quick: bool):
 
 
 AGG_KEYS = {"schema_version", "benchmark", "command", "seed_commands", "seeds", "created", "data", "protocol",
-            "machine", "published", "runs", "summary", "checkpoint"}
+            "machine", "published", "runs", "summary", "superseded", "checkpoint"}
 ROW_KEYS = {"model", "seed", "label", "test_mse", "val_mse", "params", "lr", "max_epochs", "patience", "epochs_run",
             "best_epoch", "stop_reason", "plateau", "val_curve", "train_curve", "grad_norm_max", "source"}
 
@@ -114,7 +114,25 @@ def test_summary_over_seeds(tmp_path):
     _check_summary(res, min_seeds={"gnn": 2, "rf": 2, "egnn": 2})
     assert res["seeds"] == [0, 1]
     assert "mean ± s.e." in out.with_suffix(".md").read_text()
-    # a seed run twice for the same model is refused
+    assert res["superseded"] == []
+    # the same (model, seed) with a larger epoch cap and otherwise the same settings replaces the run (recorded)
+    longer = json.loads((folder / "egnn_seed0.json").read_text())
+    longer["models"]["egnn"]["max_epochs"] = 7
+    longer["models"]["egnn"]["test_mse"] *= 0.5
+    (folder / "egnn_seed0_cap7.json").write_text(json.dumps(longer))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    _check_summary(res, min_seeds={"gnn": 2, "rf": 2, "egnn": 2})
+    row = next(r for r in res["runs"] if r["model"] == "egnn" and r["seed"] == 0)
+    assert row["source"].endswith("egnn_seed0_cap7.json") and row["test_mse"] == longer["models"]["egnn"]["test_mse"]
+    (sup,) = res["superseded"]
+    assert sup["superseded"].endswith("egnn_seed0.json") and (sup["old_max_epochs"], sup["new_max_epochs"]) == (5, 7)
+    assert sup["curve_agreement"]["max_rel_diff"] == 0.0
+    assert len(res["seed_commands"]) == 3  # the superseded file's command is not one of the summary's runs
+    assert "egnn_seed0_cap7.json" in out.with_suffix(".md").read_text()
+    # a seed run twice for the same model (same cap) is refused
     (folder / "dup.json").write_text((folder / "egnn_seed0.json").read_text())
     proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
