@@ -907,7 +907,7 @@ for m in b_runs:
           f"{sum(r['plateau']['plateaued'] for r in b_runs[m])}/{len(b_runs[m])}")
 
 # %% [markdown]
-# ### 8b. At 300 and 1000 systems, trained until the validation loss stops improving
+# ### 8b. At 100, 300 and 1000 systems, trained until the validation loss stops improving
 #
 # The budget check says the 800-step point is far from converged. The runs below give every model the same
 # *cap* and let the validation loss decide when a run is finished: the learning rate is halved whenever the
@@ -926,7 +926,7 @@ claims.say("**Protocol.** {sizes} training systems, seeds {seeds}, a cap of {cap
            "steps, the learning rate (Adam, 1e-3) halved after {lrp} validation points without a better one "
            "(never below 1e-6), and a run stopped after {pat} points without a better one. Test set: the same "
            "{n_test} systems drawn like the training systems (interpolation).",
-           sizes=" and ".join(map(str, plateau_res["sizes"])), seeds=", ".join(map(str, plateau_res["seeds"])),
+           sizes=", ".join(map(str, plateau_res["sizes"])), seeds=", ".join(map(str, plateau_res["seeds"])),
            cap=pproto["steps_per_run"], batch=pproto["batch_size"],
            x=pproto["steps_per_run"] / proto["steps_per_run"], every=p_runs["mpnn"][0]["steps_per_eval"],
            lrp=pproto["lr_patience"], pat=pproto["patience"], n_test=pproto["n_test"])
@@ -963,38 +963,44 @@ for m in CURVE_MODELS:
           f"{[round(100 * r['plateau']['last_window_gain'], 1) for r in rs]} %")
 
 # %% [markdown]
-# The same protocol at 300 systems, beside the learning curve's 800-step runs of the same seeds:
+# The same protocol at 100 and 300 systems, beside the learning curve's 800-step runs of the same seeds, and
+# the learning curve of the long runs at all three sizes:
 
 # %%
-p300 = {m: sorted((r for r in plateau_res["models"][m]["runs"] if r["n_train"] == 300), key=lambda r: r["seed"])
-        for m in CURVE_MODELS}
-mae300 = {m: [r["test_mae"] for r in rs] for m, rs in p300.items()}
-fig, ax = plt.subplots(figsize=(5.8, 3.6))
+SMALL = [n for n in plateau_res["sizes"] if n != 1000]
+p_small = {(m, n): sorted((r for r in plateau_res["models"][m]["runs"] if r["n_train"] == n), key=lambda r: r["seed"])
+           for m in CURVE_MODELS for n in SMALL}
+mae_small = {key: [r["test_mae"] for r in rs] for key, rs in p_small.items()}
+p300, mae300 = {m: p_small[m, 300] for m in CURVE_MODELS}, {m: mae_small[m, 300] for m in CURVE_MODELS}
+long_curve = {m: {**{n: mae_small[m, n] for n in SMALL}, 1000: plateau_mae[m]} for m in CURVE_MODELS}
+long_sizes = sorted(long_curve["mpnn"])
+fig, axes = plt.subplots(1, len(SMALL) + 1, figsize=(4.3 * (len(SMALL) + 1), 3.6))
+for ax, n in zip(axes, SMALL):
+    for m in CURVE_MODELS:
+        for k, r in enumerate(p_small[m, n]):
+            x = r["steps_per_eval"] * (np.arange(len(r["val_curve"])) + 1)
+            ax.plot(x, r["val_curve"], color=colors[m], lw=0.8, label=label[m] if k == 0 else None)
+            ax.plot(x[r["best_eval"]], r["val_curve"][r["best_eval"]], "o", color=colors[m], ms=3)
+    ax.set(yscale="log", xlabel="optimiser steps", ylabel="validation MSE", title=f"{n} systems: every run")
+axes[0].legend(fontsize=6)
 for m in CURVE_MODELS:
-    for k, r in enumerate(p300[m]):
-        x = r["steps_per_eval"] * (np.arange(len(r["val_curve"])) + 1)
-        ax.plot(x, r["val_curve"], color=colors[m], lw=0.8, label=label[m] if k == 0 else None)
-        ax.plot(x[r["best_eval"]], r["val_curve"][r["best_eval"]], "o", color=colors[m], ms=3)
-ax.set(yscale="log", xlabel="optimiser steps", ylabel="validation MSE", title="300 systems: every run (dot: best)")
-ax.legend(fontsize=6)
+    summ = [stats.summarize(long_curve[m][n]) for n in long_sizes]
+    axes[-1].errorbar(long_sizes, [x.mean for x in summ], yerr=[x.se for x in summ], marker="o", capsize=3,
+                      color=colors[m], label=label[m])
+axes[-1].set(xscale="log", yscale="log", xlabel="training systems", ylabel="test MAE (mean ± s.e.)",
+             title="learning curves of the long runs")
+plt.tight_layout()
 plt.show()
+for n in SMALL:
+    for m in CURVE_MODELS:
+        rs = p_small[m, n]
+        print(f"n={n:4d} {label[m]:52s} 800 steps {stats.summarize(per_seed[m][n]):.3f} | long runs "
+              f"{stats.summarize(mae_small[m, n]):.3f} per seed {[round(v, 3) for v in mae_small[m, n]]} | steps run "
+              f"{[r['steps_run'] for r in rs]} | plateau {sum(r['plateau']['plateaued'] for r in rs)}/{len(rs)}")
 for m in CURVE_MODELS:
-    rs = p300[m]
-    print(f"{label[m]:52s} 800 steps {stats.summarize(per_seed[m][300]):.3f} | long runs "
-          f"{stats.summarize(mae300[m]):.3f} per seed {[round(v, 3) for v in mae300[m]]} | steps run "
-          f"{[r['steps_run'] for r in rs]} | plateau {sum(r['plateau']['plateaued'] for r in rs)}/{len(rs)}")
-
-# %%
-if FAST:  # a miniature learning curve, to show how the benchmark works (numbers are not meaningful)
-    for name, make in {"mpnn": lambda: InvariantMPNN(hidden=16, num_layers=2),
-                       "abs_gnn": lambda: AbsolutePositionGNN(hidden=16, num_layers=2)}.items():
-        for n in (50, 150):
-            subset = [train_set[i] for i in stats.random_subset(range(len(train_set)), n, seed=0)]
-            m = make()
-            m.fit_energy_scale(subset)
-            fit(m, DataLoader(subset, batch_size=32, shuffle=True), val_loader, energy_mse, epochs=2,
-                progress=False)
-            print(f"mini curve {name} n={n}: test MAE {evaluate(m, test_loader, energy_mae):.3f}")
+    slope = stats.log_slope(long_sizes, [[long_curve[m][n][k] for n in long_sizes]
+                                         for k in range(len(plateau_res["seeds"]))])
+    print(f"slope of log(test MAE) vs log(n), long runs, {label[m]:52s} {slope:.2f}")
 
 # %% [markdown]
 # **What the numbers say** (the cells after the next one check every sentence):
@@ -1020,6 +1026,9 @@ if FAST:  # a miniature learning curve, to show how the benchmark works (numbers
 #   the others still improved their best validation loss in the last fifth of the cap (the largest gain is
 #   printed below). The numbers are upper bounds on what each model reaches, and the ordering of the three that
 #   are on par could still change with more steps or seeds.
+# * At 100 systems the long runs confirm the short-budget picture: the MPNN is more accurate than the GNN with
+#   absolute positions and than the edge-vector GNN, and augmentation closes the gap (the augmented GNN is on
+#   par with the MPNN and better than the same GNN without augmentation, paired by seed).
 # * At 300 systems the long runs lower every model's error well below its 800-step value, and the MPNN's
 #   short-budget lead does not survive: all four models are on par (the MPNN's mean is again the lowest). The
 #   seed-to-seed spread is large here because some runs end early: their validation loss stalled, the learning
@@ -1028,8 +1037,8 @@ if FAST:  # a miniature learning curve, to show how the benchmark works (numbers
 #   budget.
 #
 # So what does the symmetry buy here? Exact invariance under every symmetry of the box, which no amount of data or
-# augmentation gives (section 7); accuracy with few systems at a short budget, which longer training at 300
-# systems does not confirm (no difference resolved there); and, at 1000 systems trained far longer, an accuracy
+# augmentation gives (section 7); accuracy with few systems (100, at both budgets; at 300 only at the short
+# budget: trained longer, no difference is resolved there); and, at 1000 systems trained far longer, an accuracy
 # gain over the augmented GNN, but none we can resolve over the two baselines trained without augmentation. Why
 # the baselines come close: the GNNs with absolute positions or edge vectors have every invariant input of the
 # MPNN and more, so with enough data they can learn to ignore what does not matter. Why augmentation helps with
@@ -1115,6 +1124,12 @@ claims.say("300 systems: error after 800 steps / after the long runs: {fall}. Ru
 
 # %%
 # NBVAL_CHECK_OUTPUT
+m100 = {m: mae_small[m, 100] for m in CURVE_MODELS}
+print(claims.less(m100["mpnn"], m100["abs_gnn"], "MPNN at 100, long runs", "absolute-position GNN at 100, long runs"))
+print(claims.less(m100["mpnn"], m100["vec_gnn"], "MPNN at 100, long runs", "edge-vector GNN at 100, long runs"))
+print(claims.tie(m100["mpnn"], m100["abs_gnn_aug"], "MPNN at 100, long runs", "augmented GNN at 100, long runs"))
+print(claims.less(m100["abs_gnn_aug"], m100["abs_gnn"], "augmented GNN at 100, long runs", "absolute-position GNN "
+                  "at 100, long runs", paired=True))
 print(claims.holds(min(fall300.values()) > 2, "at 300 systems the long runs lower every model's 800-step test MAE "
                    "more than twofold", str({m: round(v, 2) for m, v in fall300.items()})))
 for m in ("abs_gnn", "abs_gnn_aug", "vec_gnn"):
@@ -1217,7 +1232,8 @@ print(claims.holds(rho(n_test, closest) < -0.2 and rho(n_test, max_speed) > 0.2,
 # * Claims about what a symmetry buys are checked like the symmetry itself: several seeds, equal budgets,
 #   mean ± standard error. Here the invariant MPNN is more accurate than the absolute-position GNN with
 #   100-300 training systems at a short budget; augmentation recovers part of that (never the exact
-#   invariance). Trained far longer, no difference is resolved at 300 systems (the spread over seeds is large),
+#   invariance). Trained far longer, the MPNN stays ahead of the two non-augmented GNNs at 100 systems, no
+#   difference is resolved at 300 (the spread over seeds is large),
 #   and at 1000 systems (still not fully converged) the MPNN is more accurate than the augmented GNN and on par
 #   with the two GNNs trained without augmentation.
 #
