@@ -11,6 +11,17 @@ from __future__ import annotations
 import ast
 import math
 import re
+import threading
+
+_AST_LOCK = threading.Lock()
+
+
+def parse_python(source: str, mode: str = "exec") -> ast.AST:
+    """``ast.parse`` behind a lock. CPython 3.11 before 3.11.9 keeps the depth counter of its AST constructor
+    in shared state, so two threads parsing at once can fail with ``SystemError: AST constructor recursion depth
+    mismatch`` (CPython gh-106905); the grader parses submissions in parallel threads (``--jobs``)."""
+    with _AST_LOCK:
+        return ast.parse(source, mode=mode)
 
 __all__ = [
     "BADGE_TAG",
@@ -53,7 +64,7 @@ def cell_tags(cell) -> list[str]:
 def is_import_only(source: str) -> bool:
     """True when ``source`` parses and is made only of ``import x`` / ``from x import y`` statements."""
     try:
-        body = ast.parse(source).body
+        body = parse_python(source).body
     except SyntaxError:
         return False
     return bool(body) and all(isinstance(stmt, (ast.Import, ast.ImportFrom)) for stmt in body)
@@ -119,7 +130,7 @@ def read_prediction(source: str, choices: str) -> tuple[object, str | None]:
     a letter among ``choices`` (case and spaces ignored) or, for ``choices="number"``, a finite number.
     """
     try:
-        body = ast.parse(strip_magics(source)).body
+        body = parse_python(strip_magics(source)).body
     except SyntaxError as exc:
         return None, f"the prediction cell is not valid Python ({exc.msg}, line {exc.lineno})"
     assigns = [n for n in body if isinstance(n, ast.Assign)]
@@ -170,7 +181,7 @@ def rubric_cells(nb) -> dict[str, str]:
 def check_calls(source: str) -> dict[str, str]:
     """``{exercise_id: expression}`` of the ``check("id", expr)`` calls in a code cell."""
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except SyntaxError:
         return {}
     out = {}
@@ -225,7 +236,7 @@ def strip_magics(source: str) -> str:
 def defined_names(source: str) -> list[str]:
     """Top-level names a cell defines (functions, classes, assignments)."""
     try:
-        tree = ast.parse(strip_magics(source))
+        tree = parse_python(strip_magics(source))
     except SyntaxError:
         return re.findall(r"^(?:def|class)\s+([A-Za-z_]\w*)", source, flags=re.MULTILINE)
     names = []

@@ -22,6 +22,7 @@ from course_lib.teaching.notebook import (
     exercise_cells,
     exercise_title,
     import_cells,
+    parse_python,
     prediction_cells,
     rubric_cells,
 )
@@ -82,7 +83,7 @@ class CourseNotebook:
 def name_in_target(expr: str) -> str:
     """The name the student defines, from the checked expression (``"symmetrize"``, ``"Model(3).forward"``)."""
     try:
-        tree = ast.parse(expr, mode="eval")
+        tree = parse_python(expr, mode="eval")
     except SyntaxError:
         return expr
     names = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
@@ -117,7 +118,7 @@ def load_course(notebook_dir=None) -> dict[str, CourseNotebook]:
 
 def _assigned_name(source: str) -> str:
     try:
-        body = ast.parse(source).body
+        body = parse_python(source).body
     except SyntaxError:
         return ""
     names = [t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]

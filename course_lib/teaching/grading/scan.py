@@ -12,6 +12,8 @@ import re
 import tokenize
 from collections.abc import Iterable
 
+from course_lib.teaching.notebook import parse_python
+
 __all__ = ["SUSPICIOUS", "PROTECTED_ROOTS", "import_aliases", "scan_code"]
 
 SUSPICIOUS = [
@@ -47,7 +49,7 @@ def import_aliases(sources: Iterable[str]) -> dict[str, str]:
     aliases: dict[str, str] = {"course_lib": "course_lib", "builtins": "builtins"}
     for source in sources:
         try:
-            tree = ast.parse(source)
+            tree = parse_python(source)
         except SyntaxError:
             continue
         for node in ast.walk(tree):
@@ -110,7 +112,7 @@ def scan_code(source: str, aliases: dict[str, str] | None = None, exercise_cell:
     if re.search(rf"\bsetattr\s*\(\s*(?:{names})\b", code) or re.search(rf"\bvars\s*\(\s*(?:{names})\s*\)", code):
         reasons.append("changes a course_lib module with setattr()/vars()")
     try:
-        tree = ast.parse(source)
+        tree = parse_python(source)
     except SyntaxError:
         return reasons
     seen = set()
