@@ -1979,7 +1979,7 @@ versus = {key: difference(per_seed["course"][key], per_seed["official"][key])
           for _, key in metrics if key != "energy_mean_error_meV"}  # course minus official, unpaired
 
 # %%
-f_v, r_v, e_v = (versus[k] for k in ("forces_mae_meV_per_A", "energy_mae_offset_removed_meV", "energy_mae_meV"))
+f_v, r_v = (versus[k] for k in ("forces_mae_meV_per_A", "energy_mae_offset_removed_meV"))
 mean = {w: {k: summarize(v) for k, v in per_seed[w].items()} for w in ("course", "official")}
 claims.say("**What the numbers say.** Force MAE: course {cf.mean:.1f} ± {cf.se:.1f} meV/Å ({nc} seeds), official "
            "{of.mean:.1f} ± {of.se:.1f} meV/Å ({no} seeds); the difference of {fd.mean:+.1f} ± {fd.se:.1f} meV/Å is "

@@ -23,14 +23,16 @@ def parse_python(source: str, mode: str = "exec") -> ast.AST:
     source (CPython gh-106905: its depth bookkeeping goes wrong on an error path; seen rarely, in threaded
     programs). The grader parses submissions in parallel threads (``--jobs``) and met it once on a valid
     submission; a parse behind one lock, retried twice on that message, keeps it from becoming a verdict."""
-    for attempt in range(3):
+    for _retry in range(2):
         try:
             with _AST_LOCK:
                 return ast.parse(source, mode=mode)
         except SystemError as err:
-            if "recursion depth mismatch" not in str(err) or attempt == 2:
+            if "recursion depth mismatch" not in str(err):
                 raise
-    raise AssertionError("unreachable")
+    with _AST_LOCK:  # the third try: whatever it raises is the answer
+        return ast.parse(source, mode=mode)
+
 
 __all__ = [
     "BADGE_TAG",
