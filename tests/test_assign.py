@@ -532,6 +532,15 @@ def test_student_build_refuses_to_leak_solutions(registered):
         assign.build_student_notebook(nb, SLUG)
 
 
+def test_cli_refuses_a_notebook_folder_without_sources(tmp_path, capsys):
+    """`--notebooks 07` (a number where a folder belongs) used to say "everything up to date" and do nothing."""
+    for folder in (tmp_path / "07", tmp_path):  # missing, and present but without NN_*.py
+        with pytest.raises(SystemExit) as exc:
+            assign.main(["--notebooks", str(folder), "sync"])
+        assert exc.value.code == 2
+        assert "no notebook sources" in capsys.readouterr().err
+
+
 def test_check_and_cli_report_stale_and_orphan_files(synced, capsys):
     assert assign.main(["--notebooks", str(synced), "check"]) == 0
     # a hand edit of a generated notebook is detected

@@ -886,6 +886,10 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("which", nargs="*", help="notebook numbers or slugs (default: all)")
     ex.add_argument("--stale", action="store_true", help="only the notebooks with a code cell not executed yet")
     args = parser.parse_args(argv)
+    if args.notebooks is not None and not source_files(args.notebooks):
+        parser.error(f"--notebooks {args.notebooks}: no notebook sources ({SOURCE_GLOB}) there; --notebooks takes "
+                     "the notebook *folder* (to execute some notebooks, name them after `execute`: "
+                     "`execute 02 08`)")
     if args.command == "execute":
         return _cmd_execute(args.notebooks, args.which, args.stale)
     command = {"sync": _cmd_sync, "check": _cmd_check, "list": _cmd_list}[args.command]
