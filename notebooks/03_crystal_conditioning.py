@@ -638,7 +638,11 @@ print(claims.holds(float(sp_egnn[39]) < float(sp_egnn[20]) < float(sp_egnn[0])
 # the one-step loss alone (mean ± standard error over the seeds, Wasserstein-1 distance of the speeds over the
 # rollouts). Fine-tuning does not buy a better rollout either: its rollout position error is on par with the
 # one-step loss's. (No EGNN trained from scratch reached a validation plateau within that budget, so this is a
-# finding about this budget, not a verdict on the method.)
+# finding about this budget, not a verdict on the method.) Notebook 02 §9 trained the same recipes again for
+# twice as many epochs: the multi-step loss from scratch still ended further from the true speeds than the
+# one-step loss, but the fine-tuned recipe no longer did by more than two standard errors (checked below), and
+# the multi-step loss's gap shrinks as the budget grows. What survives every budget tried (10, 20 and, for the
+# recipes from scratch, 40 epochs): no recipe came closer to the true speeds than the one-step loss.
 #
 # %%
 box_seeds = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds.json").read_text())["models"]
@@ -663,6 +667,21 @@ print(claims.tie(box_seeds["egnn_finetune"]["rollout_pos_mse_mean"]["values"],
                  "one-step then fine-tuned", "rollout position MSE of the one-step loss"))
 print(claims.holds(sum(box_seeds["egnn"]["plateaued"]) + sum(box_seeds["egnn_multistep"]["plateaued"]) == 0,
                    f"no EGNN trained from scratch on the box reached a validation plateau in {box_ep} epochs"))
+box2x = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds_2x.json").read_text())["models"]
+w1_2x = {name: box2x[name]["speed_w1"]["values"] for name in ("egnn", "egnn_finetune", "egnn_multistep")}
+box2x_ep = box2x["egnn"]["epoch_budget"][0]
+print(claims.holds(box2x_ep == 2 * box_ep and all(box2x[name]["epoch_budget"] == [box2x_ep] for name in w1_2x),
+                   f"box, twice the budget: the three recipes had {box2x_ep} epochs each"))
+print(claims.greater(w1_2x["egnn_multistep"], w1_2x["egnn"], f"box, {box2x_ep} epochs: speed W1 of the multi-step "
+                     "loss", "speed W1 of the one-step loss"))
+print(claims.tie(w1_2x["egnn_finetune"], w1_2x["egnn"], f"box, {box2x_ep} epochs: speed W1 of one-step then "
+                 "fine-tuned", "speed W1 of the one-step loss"))
+box4x = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds_4x.json").read_text())["models"]
+w1_4x = {name: box4x[name]["speed_w1"]["values"] for name in ("egnn", "egnn_multistep")}
+print(claims.holds(all(stats.summarize(w["egnn"]).mean <= stats.summarize(w[name]).mean
+                       for w in (w1, w1_2x, w1_4x) for name in w if name != "egnn"),
+                   "at 10, 20 and 40 epochs (40: the two recipes from scratch), no recipe's mean speed W1 is below "
+                   "the one-step loss's"))
 
 # %% [markdown]
 # An animation of one test trajectory (open circles: truth, dots: EGNN, grey squares: crystal):
@@ -794,7 +813,9 @@ plt.show()
 # distribution: the differences are within two standard errors), while only the free model moves the crystal:
 # the hard constraint removes an error without costing accuracy that these seeds can resolve. Neither model
 # reached a validation plateau within the budget, so this is a statement about this budget, not about converged
-# models.
+# models. Trained again for twice as many epochs (same seeds, `benchmarks/results/egnn_dynamics_seeds_2x.json`),
+# both models became more accurate one step ahead and the picture stayed the same: on par on every metric of the
+# mobile atoms, the free crystal still drifting, and still no plateau (checked below, the numbers printed).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -812,6 +833,28 @@ print(claims.greater(pair["egnn_crystal_free"]["crystal_drift_final"]["values"],
                      "crystal held, drift (exactly 0)"))
 print(claims.holds(sum(pair["egnn_crystal"]["plateaued"]) + sum(pair["egnn_crystal_free"]["plateaued"]) == 0,
                    f"no run reached a validation plateau in {crystal_ep} epochs (budget-limited)"))
+pair2x = {k: json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds_2x.json").read_text())["models"][k]
+          for k in ("egnn_crystal", "egnn_crystal_free")}
+held2, free2 = pair2x["egnn_crystal"], pair2x["egnn_crystal_free"]
+ep2 = held2["epoch_budget"][0]
+for m in (held2, free2):
+    print(f"{m['label'][:34]:34s} {ep2} epochs: one-step {m['one_step_pos_mse']['mean']:.2e} ± "
+          f"{m['one_step_pos_mse']['se']:.1e}, rollout {m['rollout_pos_mse_mean']['mean']:.2f} ± "
+          f"{m['rollout_pos_mse_mean']['se']:.2f}, speed W1 {m['speed_w1']['mean']:.3f} ± {m['speed_w1']['se']:.3f}, "
+          f"crystal drift {m['crystal_drift_final']['mean']:.3f}")
+print(claims.holds(ep2 == 2 * crystal_ep and free2["epoch_budget"] == [ep2] and held2["seeds"] == free2["seeds"]
+                   == held["seeds"], f"twice the budget: {ep2} epochs, the same seeds"))
+for key, what in (("one_step_pos_mse", "one-step position MSE"), ("rollout_pos_mse_mean", "rollout position MSE"),
+                  ("speed_w1", "speed W1")):
+    print(claims.tie(held2[key]["values"], free2[key]["values"], f"crystal held, {what} ({ep2} epochs)",
+                     f"crystal free, {what} ({ep2} epochs)"))
+for name, m, m2 in (("crystal held", held, held2), ("crystal free", free, free2)):
+    print(claims.less(m2["one_step_pos_mse"]["values"], m["one_step_pos_mse"]["values"],
+                      f"{name}, one-step position MSE, {ep2} epochs", f"{crystal_ep} epochs", paired=True))
+print(claims.greater(free2["crystal_drift_final"]["values"], held2["crystal_drift_final"]["values"],
+                     f"crystal free, drift after 39 steps ({ep2} epochs)", "crystal held (exactly 0)"))
+print(claims.holds(sum(held2["plateaued"]) + sum(free2["plateaued"]) == 0,
+                   f"no run reached a validation plateau in {ep2} epochs either"))
 
 # %% [markdown]
 #
