@@ -761,7 +761,8 @@ claims.say("noise floor: the s.e. over the {k} molecules of one run is {f:.0f} f
 # the equivariant PaiNN sits below the invariant NequIP $l_{max} = 0$, and the two invariant models differ from each
 # other. (Fu et al., *Forces are not enough*, TMLR 2023, found the same decoupling on MD17 and reported equivariant
 # models as the more stable ones; with 100 frames and 2000 steps, far from converged, our small models do not show
-# that as a rule.)
+# that as a rule. Notebook 08 §6b asks the cleanest form of the question: NequIP $l_{max} = 1$ against
+# $l_{max} = 0$, the same network, at matched force error, 16 seeds each.)
 #
 # The noise floor of the measurement: the spread over the 8 molecules of one run is comparable to the spread over
 # seeds for SchNet and PaiNN, so their seed-to-seed differences are mostly measurement noise; NequIP
