@@ -1034,7 +1034,8 @@ for m in CURVE_MODELS:
 #   seed-to-seed spread is large here because some runs end early: their validation loss stalled, the learning
 #   rate was halved until nothing moved, and early stopping ended them at about twice the error of the runs
 #   that kept improving (printed below). At 300 systems the comparison is limited by that spread, not by the
-#   budget.
+#   budget. Repeated with a gentler schedule (below), two of those three runs train on to ordinary errors and the
+#   MPNN is still on par with every baseline: the conclusion at 300 does not hinge on the stopping rule.
 #
 # So what does the symmetry buy here? Exact invariance under every symmetry of the box, which no amount of data or
 # augmentation gives (section 7); accuracy with few systems (100, at both budgets; at 300 only at the short
@@ -1138,6 +1139,69 @@ print(claims.holds(min(np.mean(v) for v in mae300.values()) == np.mean(mae300["m
                    "at 300 systems the MPNN's mean is the lowest of the four (long runs)"))
 print(claims.holds(len(stopped) >= 1 and min(r["test_mae"] for _, r in stopped) > np.median(kept_on),
                    "every run stopped in the first half of the cap at 300 systems ends above the median of the others"))
+
+# %% [markdown]
+# **Was it the stopping rule?** The same twelve runs at 300 systems (same seeds, subsets, initialisations and cap)
+# were repeated with a gentler schedule: the learning rate halved only after twice as many stalled validation
+# points, and a run stopped only after twice as many (`--tag plateau_gentle`, the values printed below).
+
+# %%
+gentle_res = json.loads(repo_file("benchmarks/results/energy_plateau_gentle.json").read_text())
+gproto = gentle_res["protocol"]
+g300 = {m: sorted((r for r in gentle_res["models"][m]["runs"] if r["n_train"] == 300), key=lambda r: r["seed"])
+        for m in CURVE_MODELS}
+gmae300 = {m: [r["test_mae"] for r in rs] for m, rs in g300.items()}
+print("made by:", *gentle_res["run_commands"], sep="\n  ")
+print(f"learning rate halved after {pproto['lr_patience']} -> {gproto['lr_patience']} stalled validation points, "
+      f"stop after {pproto['patience']} -> {gproto['patience']}; cap {gproto['steps_per_run']} steps in both\n")
+print(f"{'300 systems':52s} {'first rule':>16s} {'gentle rule':>16s}   per seed (gentle), steps run")
+for m in CURVE_MODELS:
+    a, b = stats.summarize(mae300[m]), stats.summarize(gmae300[m])
+    print(f"{label[m]:52s} {f'{a.mean:.3f} ± {a.se:.3f}':>16s} {f'{b.mean:.3f} ± {b.se:.3f}':>16s}   "
+          f"{[round(v, 3) for v in gmae300[m]]}, {[r['steps_run'] for r in g300[m]]}")
+rerun = {(m, r["seed"]): next(g for g in g300[m] if g["seed"] == r["seed"]) for m, r in stopped}
+for (m, seed), g in rerun.items():
+    first = next(r for r in p300[m] if r["seed"] == seed)
+    print(f"stopped early under the first rule: {label[m]}, seed {seed}: {first['test_mae']:.3f} after "
+          f"{first['steps_run']} steps; gentle rule: {g['test_mae']:.3f} after {g['steps_run']} steps")
+
+# %% [markdown]
+# Two of the three runs that stopped early under the first rule were victims of it: with the gentler schedule
+# they trained on and ended among the others. The third, the MPNN's seed 1, stalls under both rules at the same
+# error: its validation loss stops improving early (its best point comes in the first half of its run), whatever
+# the schedule does, so the MPNN's large spread at 300 systems is a property of that seed's training, not of
+# early stopping. The conclusion at 300 systems does not depend on the rule: under either, the MPNN is on par
+# with all three baselines. One difference between two
+# baselines appears only under the gentle rule (the edge-vector GNN ahead of the GNN with absolute positions,
+# beyond two standard errors; on par under the first rule), so we draw no conclusion from it. Checked:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+same = ("steps_per_run", "evals_per_run", "batch_size", "seeds", "n_val", "n_test")
+print(claims.holds(all(gproto[k] == pproto[k] for k in same) and gproto["lr_patience"] == 2 * pproto["lr_patience"]
+                   and gproto["patience"] == 2 * pproto["patience"], "the gentle rerun: the same cap, seeds and sets; "
+                   "twice the learning-rate patience and twice the early-stopping patience"))
+for m in ("abs_gnn", "abs_gnn_aug", "vec_gnn"):
+    print(claims.tie(gmae300["mpnn"], gmae300[m], "MPNN at 300, gentle rule", f"{m} at 300, gentle rule"))
+first_steps = {(m, r["seed"]): r["steps_run"] for m, r in stopped}
+print(claims.holds(len(rerun) == 3 and all(g["steps_run"] > first_steps[k] for k, g in rerun.items()),
+                   "each of the three runs that stopped early under the first rule ran longer under the gentle rule",
+                   str({k: (first_steps[k], g["steps_run"]) for k, g in rerun.items()})))
+kept = [g for (m, _), g in rerun.items() if m != "mpnn"]
+print(claims.holds(all(g["test_mae"] < np.median(kept_on) for g in kept),
+                   "those two end below the median of the first rule's runs that went on",
+                   f"{[round(g['test_mae'], 3) for g in kept]} vs {np.median(kept_on):.3f}"))
+stall = next(g for (m, _), g in rerun.items() if m == "mpnn")
+stall_first = next(r for m, r in stopped if m == "mpnn")
+print(claims.holds(stall["stopped_early"] and abs(stall["test_mae"] - stall_first["test_mae"]) < 0.005
+                   and stall["best_eval"] < len(stall["val_curve"]) // 2,
+                   "the MPNN's early-stopped seed stops early under the gentle rule too, at the same error (within "
+                   "0.005), its best validation point in the first half of its run",
+                   f"{stall_first['test_mae']:.4f} -> {stall['test_mae']:.4f}, best point {stall['best_eval']}"))
+print(claims.less(gmae300["vec_gnn"], gmae300["abs_gnn"], "edge-vector GNN at 300, gentle rule",
+                  "absolute-position GNN at 300, gentle rule"))
+print(claims.tie(mae300["vec_gnn"], mae300["abs_gnn"], "edge-vector GNN at 300, first rule",
+                 "absolute-position GNN at 300, first rule"))
 
 # %%
 gap = stats.difference(pm["mpnn"], pm["abs_gnn_aug"])  # MPNN minus augmented GNN, 1000 systems, long runs
