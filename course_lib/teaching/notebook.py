@@ -35,6 +35,7 @@ def parse_python(source: str, mode: str = "exec") -> ast.AST:
 
 
 __all__ = [
+    "parse_python",
     "BADGE_TAG",
     "SETUP_TAG",
     "HIDDEN_TAG",
