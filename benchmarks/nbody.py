@@ -400,12 +400,18 @@ def run_row(name: str, seed: int, r: dict, source: str) -> dict:
 
 
 def _same_settings(name: str, a: dict, b: dict) -> bool:
-    """Two runs of model ``name`` differ at most in their budget, the epoch cap or the wall-clock limit (learning
-    rate, patience, clipping and the model's configuration equal, old configuration keys read with today's names)."""
+    """Two runs of model ``name`` differ at most in their budget: the epoch cap, the early-stopping patience or the
+    wall-clock limit (learning rate, clipping and the model's configuration equal, old configuration keys read with
+    today's names). The patience only decides when a run stops, so it is part of the budget."""
     cls = NBODY_MODELS[name][0]
     a, b = ({**r, "config": upgrade_config(cls, r.get("config", {}))} for r in (a, b))
-    keys = ("lr", "patience", "clip", "config")
+    keys = ("lr", "clip", "config")
     return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
+
+
+def _budget(r: dict) -> tuple[int, int]:
+    """A run's budget: (epoch cap, early-stopping patience; a run without early stopping has the cap's)."""
+    return (r["max_epochs"], r["patience"] if r["patience"] is not None else r["max_epochs"])
 
 
 def _curve_agreement(old: list, new: list) -> dict:
@@ -420,25 +426,32 @@ def _curve_agreement(old: list, new: list) -> dict:
 def _pick_runs(files: list[Path], per_seed: list[dict]) -> tuple[list[tuple], list[dict]]:
     """One run per (model, seed): ``[(file, result, model name, run)]`` and the superseded runs.
 
-    The same (model, seed) in several files is refused, except when the runs differ only in their epoch cap
-    (``--epochs``): then the run with the largest cap is kept. A larger cap changes no epoch below the smaller one
-    (no schedule depends on ``max_epochs``; initialisation and batch order come from the seed), so the longer run
-    continues the shorter one; the summary records which file replaced which, why, and how closely the longer run
-    reproduces the shorter one's validation curve."""
+    The same (model, seed) in several files is refused, except when the runs differ only in their budget: the
+    epoch cap (``--epochs``) and the early-stopping patience (``--patience``). Then the run with the largest
+    budget is kept; it must be at least as large in both (else the runs are refused). A larger cap or patience
+    changes no epoch before the shorter run stopped (no schedule depends on ``max_epochs`` or ``patience``;
+    initialisation and batch order come from the seed), so the longer run continues the shorter one; the summary
+    records which file replaced which, why, and how closely the longer run reproduces the shorter one's
+    validation curve."""
     groups: dict[tuple, list] = {}
     for f, res in zip(files, per_seed):
         for name, r in res["models"].items():
             groups.setdefault((name, res["seed"]), []).append((f, res, name, r))
     kept, superseded = [], []
     for (name, seed), runs in groups.items():
-        caps = [r["max_epochs"] for *_, r in runs]
+        budgets = [_budget(r) for *_, r in runs]
         same = all(_same_settings(name, runs[0][3], x[3]) for x in runs)
-        if len(runs) > 1 and (len(set(caps)) < len(caps) or not same):
+        if len(runs) > 1 and (len(set(budgets)) < len(budgets) or not same):
             raise SystemExit(f"a model was run twice with the same seed: {name} seed {seed} in "
-                             f"{[_rel(x[0]) for x in runs]} (only runs that differ in their epoch cap alone are "
-                             "merged: the largest cap is kept)")
-        runs = sorted(runs, key=lambda x: x[3]["max_epochs"])
+                             f"{[_rel(x[0]) for x in runs]} (only runs that differ in their budget alone, the epoch "
+                             "cap and the patience, are merged: the largest budget is kept)")
+        runs = sorted(runs, key=lambda x: _budget(x[3]))
         best = runs[-1]
+        smaller = [x for x in runs[:-1] if not all(o <= n for o, n in zip(_budget(x[3]), _budget(best[3])))]
+        if smaller:
+            raise SystemExit(f"{name} seed {seed}: no run has the largest epoch cap and the largest patience "
+                             f"({[(_rel(x[0]), _budget(x[3])) for x in runs]}); rerun with both at least as large "
+                             "as every earlier run's, so that it continues them")
         kept.append(best)
         for f, _, _, r in runs[:-1]:
             if best[3]["epochs_run"] < r["epochs_run"]:
@@ -447,11 +460,14 @@ def _pick_runs(files: list[Path], per_seed: list[dict]) -> tuple[list[tuple], li
             why = ("stopped at its epoch cap" if r["stop_reason"] == "max_epochs"
                    else f"stopped by {r['stop_reason']}")
             limit = best[3].get("time_limit_s")
+            more_patience = (best[3]["patience"] or 0) > (r["patience"] or 0)
             superseded.append({
                 "model": name, "seed": seed, "superseded": _rel(f), "by": _rel(best[0]),
                 "old_max_epochs": r["max_epochs"], "new_max_epochs": best[3]["max_epochs"],
+                "old_patience": r["patience"], "new_patience": best[3]["patience"],
                 "reason": f"{why} ({r['epochs_run']} epochs, best epoch {r['best_epoch']}); rerun with the same seed "
                           f"and settings and a cap of {best[3]['max_epochs']} epochs"
+                          + (f" and a patience of {best[3]['patience']} (was {r['patience']})" if more_patience else "")
                           + (f" and a wall-clock limit of {limit:.0f} s ("
                              + ("reached" if best[3]["stop_reason"] == "time_limit" else "not reached") + ")"
                              if limit else ""),
@@ -585,7 +601,8 @@ def markdown_seeds(res: dict) -> str:
                   for p in (s["old_plateau"], s["new_plateau"])]
             lines.append(
                 f"| {PUBLISHED[s['model']]['label']} | {s['seed']} | `{Path(s['superseded']).name}` (cap "
-                f"{s['old_max_epochs']}) | `{Path(s['by']).name}` (cap {s['new_max_epochs']}) | {s['reason']} | "
+                f"{s['old_max_epochs']}, patience {s.get('old_patience', '-')}) | `{Path(s['by']).name}` (cap "
+                f"{s['new_max_epochs']}, patience {s.get('new_patience', '-')}) | {s['reason']} | "
                 f"{o['test_mse']:.4f}, {o['epochs_run']}, {o['best_epoch']}, {o['stop_reason']}, {pl[0]} | "
                 f"{n['test_mse']:.4f}, {n['epochs_run']}, {n['best_epoch']}, {n['stop_reason']}, {pl[1]} | "
                 f"{s['curve_agreement']['epochs_compared']} epochs, {s['curve_agreement']['max_rel_diff']:.1e} |")

@@ -132,6 +132,29 @@ def test_summary_over_seeds(tmp_path):
     assert sup["curve_agreement"]["max_rel_diff"] == 0.0
     assert len(res["seed_commands"]) == 3  # the superseded file's command is not one of the summary's runs
     assert "egnn_seed0_cap7.json" in out.with_suffix(".md").read_text()
+    # a larger patience is a larger budget too: a run with the larger cap and patience replaces both
+    patient = json.loads((folder / "egnn_seed0_cap7.json").read_text())
+    patient["models"]["egnn"]["patience"] = 9
+    patient["models"]["egnn"]["test_mse"] *= 0.5
+    (folder / "egnn_seed0_pat9.json").write_text(json.dumps(patient))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    row = next(r for r in res["runs"] if r["model"] == "egnn" and r["seed"] == 0)
+    assert row["source"].endswith("egnn_seed0_pat9.json") and row["test_mse"] == patient["models"]["egnn"]["test_mse"]
+    assert sorted((s["old_max_epochs"], s["old_patience"], s["new_patience"]) for s in res["superseded"]) == [
+        (5, 5, 9), (7, 5, 9)]
+    assert all("patience of 9 (was 5)" in s["reason"] for s in res["superseded"])
+    # ... but a run with a larger cap and a smaller patience does not continue it: refused, with the cause
+    shorter = json.loads((folder / "egnn_seed0_pat9.json").read_text())
+    shorter["models"]["egnn"].update(max_epochs=11, patience=2)
+    (folder / "egnn_seed0_cap11.json").write_text(json.dumps(shorter))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "largest epoch cap and the largest patience" in proc.stderr
+    for name in ("egnn_seed0_pat9.json", "egnn_seed0_cap11.json"):
+        (folder / name).unlink()
     # a seed run twice for the same model (same cap) is refused
     (folder / "dup.json").write_text((folder / "egnn_seed0.json").read_text())
     proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
