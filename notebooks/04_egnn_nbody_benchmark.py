@@ -531,11 +531,12 @@ if results:
 # %% [markdown]
 # What the three seeds say (each sentence is one line of the asserted cell above): the EGNN is more
 # accurate than the Radial Field and the GNN by more than two standard errors, as in the paper. The Radial
-# Field and the GNN are on par at our budgets (the paper also has them close together). The paper's EGNN
+# Field and the GNN are on par with these budgets (the paper also has them close together). The paper's EGNN
 # number lies within our error bars; its GNN and Radial Field numbers are below ours. The budgets below
-# remain a suspect: every run stops after 50 epochs without a better validation MSE (the runs that first
+# were a suspect: every run stops after 50 epochs without a better validation MSE (the runs that first
 # stopped at an epoch cap were rerun with a larger one: printed below), while the paper's authors trained
-# for up to 10,000 epochs, and not every run had passed the plateau test when early stopping ended it.
+# for up to 10,000 epochs, and not every run had passed the plateau test when early stopping ended it. With
+# twice the patience (below) the Radial Field improves in every seed and moves ahead of the GNN.
 # The Linear model is the same in every seed (closed form), and its gap to the paper comes from our
 # regenerated data (`data/README_nbody.md`).
 #
@@ -574,11 +575,105 @@ if results:
     for s in results.get("superseded", []):
         o, n = s["old"], s["new"]
         print(f"{results['published'][s['model']]['label']} seed {s['seed']}: the run with cap {s['old_max_epochs']} "
+              f"and patience {s.get('old_patience', 50)} "
               f"(stop: {o['stop_reason']}, best epoch {o['best_epoch']}, test MSE {o['test_mse']:.4f}) was replaced by "
-              f"a rerun with cap {s['new_max_epochs']} (stop: {n['stop_reason']}, best epoch {n['best_epoch']}, "
+              f"a rerun with cap {s['new_max_epochs']} and patience {s.get('new_patience', 50)} "
+              f"(stop: {n['stop_reason']}, best epoch {n['best_epoch']}, "
               f"test MSE {n['test_mse']:.4f}); over the first {s['curve_agreement']['epochs_compared']} epochs the two "
               "validation curves agree" + (" to the stored rounding" if s["curve_agreement"]["max_rel_diff"] < 1e-4
                                            else f" only to {s['curve_agreement']['max_rel_diff']:.1e} (relative)"))
+else:
+    print("no results")
+
+# %% [markdown]
+# ### A longer patience: every run again, stopped after 100 epochs without a better validation MSE
+#
+# Early stopping after 50 epochs without a better validation MSE decides where most runs above end. Is that a
+# plateau or noise? Every trained run was repeated with twice the patience (100 epochs) and a larger epoch cap
+# (GNN 400, Radial Field 5000, EGNN 1000), all else the same (`benchmarks/results/nbody_patience100.json`). The
+# same seed gives the same initialisation and batch order, so a rerun repeats the old run until the old one
+# stopped (the cell compares the validation curves) and then goes on.
+
+# %%
+long_res = json.loads(repo_file("benchmarks/results/nbody_patience100.json").read_text()) if results else None
+if long_res:
+    def run_of(res: dict, model: str, seed: int) -> dict:
+        return next(r for r in res["runs"] if r["model"] == model and r["seed"] == seed)
+
+    def source_curve(row: dict) -> list:
+        """The stored validation curve of the run behind a summary row (from its per-seed file)."""
+        return json.loads(repo_file(row["source"]).read_text())["models"][row["model"]]["history"]["val_mse"]
+
+    agree = {}
+    print(f"{'model':14s} {'seed':>4s} {'patience 50: test, epochs, best':>34s} "
+          f"{'patience 100: test, epochs, best, stop':>46s}  curves agree until")
+    for key in ("gnn", "rf", "egnn"):
+        for seed in long_res["seeds"]:
+            a, b = run_of(results, key, seed), run_of(long_res, key, seed)
+            ca, cb = np.asarray(source_curve(a)), np.asarray(source_curve(b))[: len(source_curve(a))]
+            off = np.nonzero(np.abs(ca - cb) / ca > 1e-4)[0]
+            agree[key, seed] = int(off[0]) if len(off) else len(ca)
+            print(f"{a['label'][:14]:14s} {seed:4d} {a['test_mse']:>20.4f}, {a['epochs_run']:4d}, {a['best_epoch']:4d} "
+                  f"{b['test_mse']:>24.4f}, {b['epochs_run']:4d}, {b['best_epoch']:4d}, {b['stop_reason']:10s} "
+                  f"epoch {agree[key, seed]} of {len(ca)}")
+    long_t = {key: per_seed(long_res, key) for key in ("gnn", "rf", "egnn")}
+    claims.say("Test MSE with a patience of 100 epochs, mean ± s.e. (patience 50 in brackets): EGNN {e} ({e0}), "
+               "Radial Field {r} ({r0}), GNN {g} ({g0}). Radial Field epochs run: {rf_ep} (cap {rf_cap}).",
+               e=format(stats.summarize(long_t["egnn"]), ".4f"), e0=format(stats.summarize(egnn_t), ".4f"),
+               r=format(stats.summarize(long_t["rf"]), ".4f"), r0=format(stats.summarize(rf_t), ".4f"),
+               g=format(stats.summarize(long_t["gnn"]), ".4f"), g0=format(stats.summarize(gnn_t), ".4f"),
+               rf_ep=", ".join(str(v) for v in per_seed(long_res, "rf", "epochs_run")),
+               rf_cap=run_of(long_res, "rf", 0)["max_epochs"])
+else:
+    print("no results")
+
+# %% [markdown]
+# What the longer patience changed. The **GNN** did not move: in every seed the 100 extra epochs found no better
+# validation MSE. The **Radial Field** improved in every seed: the patience of 50 had stopped it on a curve that
+# was still falling slowly, where 50 epochs without a new best were noise, not a plateau (one seed ran into the
+# cap of 5000 epochs with its best epoch among the last 1 %). Two of the three **EGNN** runs are unchanged (no
+# better epoch in the extra 100). The third, seed 0, is a different realisation of the same seed: today's code
+# repeats the original run of 2026-11-21 for its first epochs and then drifts apart (differences at the level of
+# rounding, amplified by the optimisation; the code has changed since, and we did not trace which change), so
+# that seed is not a continuation. Its new run reached a lower best validation MSE and then diverged as well.
+# With the longer patience the Radial Field is more accurate than the GNN beyond two standard errors, so the
+# course reproduces the paper's **full ordering**, EGNN < Radial Field < GNN (the prediction above would be
+# answered (a) by these runs, (b) by the patience-50 runs). The paper's Radial Field and GNN numbers are still
+# below ours. Checked:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if long_res:
+    print(claims.holds(all(r["patience"] == 100 for r in long_res["runs"]) and long_res["seeds"] == [0, 1, 2]
+                       and all(r["patience"] == 50 for r in results["runs"] if r["model"] in ("gnn", "rf", "egnn")),
+                       "every rerun: patience 100 (the main table: 50), seeds 0, 1, 2"))
+    print(claims.holds(all(run_of(long_res, "gnn", s)["test_mse"] == run_of(results, "gnn", s)["test_mse"]
+                           and agree["gnn", s] == run_of(results, "gnn", s)["epochs_run"] for s in (0, 1, 2)),
+                       "GNN: every rerun repeats the old run's curve and ends at the same best epoch (same test MSE)"))
+    print(claims.holds(all(run_of(long_res, "rf", s)["test_mse"] < run_of(results, "rf", s)["test_mse"]
+                           and agree["rf", s] == run_of(results, "rf", s)["epochs_run"] for s in (0, 1, 2)),
+                       "Radial Field: every rerun repeats the old run's curve, then finds a better epoch (lower "
+                       "test MSE in every seed)", str(per_seed(long_res, "rf"))))
+    capped_rf = [r for r in long_res["runs"] if r["model"] == "rf" and r["stop_reason"] == "max_epochs"]
+    print(claims.holds(len(capped_rf) == 1 and capped_rf[0]["best_epoch"] >= 0.99 * capped_rf[0]["max_epochs"],
+                       "one Radial Field rerun reached the cap of 5000 epochs, its best epoch among the last 1 %",
+                       str([(r["seed"], r["best_epoch"]) for r in capped_rf])))
+    print(claims.holds(all(run_of(long_res, "egnn", s)["test_mse"] == run_of(results, "egnn", s)["test_mse"]
+                           and agree["egnn", s] == run_of(results, "egnn", s)["epochs_run"] for s in (1, 2)),
+                       "EGNN seeds 1 and 2: the reruns repeat the old runs and find no better epoch"))
+    print(claims.holds(3 <= agree["egnn", 0] < 50, "EGNN seed 0: the rerun agrees with the run of 2026-11-21 only "
+                       "for its first epochs (a different realisation of the seed)", f"{agree['egnn', 0]} epochs"))
+    new0 = run_of(long_res, "egnn", 0)
+    print(claims.holds(new0["val_mse"] < run_of(results, "egnn", 0)["val_mse"]
+                       and max(new0["train_curve"][new0["best_epoch"]:]) > 10 * min(new0["train_curve"]),
+                       "EGNN seed 0, rerun: a lower best validation MSE, then a divergence (training MSE above 10x its "
+                       "minimum after the best epoch)", f"{max(new0['train_curve'][new0['best_epoch']:]):.0f}"))
+    print(claims.less(long_t["egnn"], long_t["rf"], "EGNN, patience 100", "Radial Field, patience 100"))
+    print(claims.less(long_t["rf"], long_t["gnn"], "Radial Field, patience 100", "GNN, patience 100"))
+    print(claims.tie(rf_t, gnn_t, "Radial Field, patience 50", "GNN, patience 50"))
+    print(claims.holds(all(stats.summarize(long_t[k]).mean - 2 * stats.summarize(long_t[k]).se
+                           > results["published"][k]["test_mse"] for k in ("rf", "gnn")),
+                       "the paper's Radial Field and GNN numbers are still below our mean - 2 s.e."))
 else:
     print("no results")
 
@@ -1191,7 +1286,10 @@ check("04.nbody_design", NBodyModel)
 #   physics does not care about the orientation of the axes or the origin; the Radial Field and the EGNN
 #   know it by construction, and the EGNN also has hidden features $h_i$ to carry information about the
 #   neighbours (charges, distances) from layer to layer. Section 4 says which differences are findings
-#   (beyond two standard errors over the seeds) and which budgets limit the numbers.
+#   (beyond two standard errors over the seeds) and which budgets limit the numbers: stopped after 50 epochs
+#   without progress, the Radial Field and the GNN are on par; with twice the patience the Radial Field
+#   improves in every seed and the paper's full ordering EGNN < Radial Field < GNN holds. A stopping rule is
+#   part of the budget, and it needs the same scrutiny as the epoch cap.
 # * Report what you measured: our data are regenerated (same protocol, clipped force norms instead of
 #   components), our budgets are stated in epochs next to every number, and our timings are CPU medians on
 #   a shared machine, not the paper's GPU times.

@@ -190,3 +190,18 @@ def test_committed_full_results_are_consistent():
     print(f"shipped EGNN checkpoint: test MSE {test_mse:.5f} (JSON: {egnn0['test_mse']:.5f})")
     assert test_mse == pytest.approx(egnn0["test_mse"], rel=1e-3)
     assert (ROOT / "benchmarks" / "results" / "nbody.md").read_text().count(res["command"]) >= 1
+
+
+LONG_PATIENCE = ROOT / "benchmarks" / "results" / "nbody_patience100.json"
+
+
+@pytest.mark.skipif(not LONG_PATIENCE.exists(), reason="no committed patience-100 reruns (benchmarks/README.md)")
+def test_committed_patience100_reruns_are_consistent():
+    """The budget check of notebook 04: every trained model, 3 seeds, patience 100, each row recomputable from
+    its per-seed file (the summary is what `--aggregate` makes of the committed files)."""
+    res = json.loads(LONG_PATIENCE.read_text())
+    _check_summary(res, min_seeds={"gnn": 3, "rf": 3, "egnn": 3})
+    assert {r["patience"] for r in res["runs"]} == {100} and res["superseded"] == []
+    for row in res["runs"]:
+        run = json.loads((ROOT / row["source"]).read_text())["models"][row["model"]]
+        assert run["history"]["val_mse"] == row["val_curve"] and run["test_mse"] == row["test_mse"]
