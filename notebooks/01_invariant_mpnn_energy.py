@@ -1270,9 +1270,9 @@ claims.say("With the cap doubled every run ended by early stopping, after {lo} t
 same = ("batch_size", "seeds", "n_val", "n_test", "lr_patience", "patience")
 print(claims.holds(x2proto["steps_per_run"] == 2 * pproto["steps_per_run"]
                    and x2proto["evals_per_run"] == 2 * pproto["evals_per_run"]
-                   and all(x2proto[k] == pproto[k] for k in same),
+                   and all(x2proto[k] == pproto[k] for k in same) and x2proto["lr"].startswith("Adam 1e-3,"),
                    "the doubled cap: twice the steps and the validation points (one every 100 steps as before); the "
-                   "same seeds, sets, learning-rate and stopping rules"))
+                   "same seeds, sets, learning-rate and stopping rules (Adam, starting at 1e-3)"))
 print(claims.holds(prefix_diff == 0.0, "each rerun repeats its old run's validation curve exactly up to where the "
                    "old run ended", f"largest relative difference {prefix_diff:.1e}"))
 print(claims.holds(all(r["stopped_early"] for r in x2_all)

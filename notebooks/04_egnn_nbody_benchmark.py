@@ -645,8 +645,11 @@ else:
 # NBVAL_CHECK_OUTPUT
 if long_res:
     print(claims.holds(all(r["patience"] == 100 for r in long_res["runs"]) and long_res["seeds"] == [0, 1, 2]
-                       and all(r["patience"] == 50 for r in results["runs"] if r["model"] in ("gnn", "rf", "egnn")),
-                       "every rerun: patience 100 (the main table: 50), seeds 0, 1, 2"))
+                       and all(r["patience"] == 50 for r in results["runs"] if r["model"] in ("gnn", "rf", "egnn"))
+                       and {k: {r["max_epochs"] for r in long_res["runs"] if r["model"] == k} for k in
+                            ("gnn", "rf", "egnn")} == {"gnn": {400}, "rf": {5000}, "egnn": {1000}},
+                       "every rerun: patience 100 (the main table: 50), seeds 0, 1, 2, caps GNN 400, Radial Field "
+                       "5000, EGNN 1000"))
     print(claims.holds(all(run_of(long_res, "gnn", s)["test_mse"] == run_of(results, "gnn", s)["test_mse"]
                            and agree["gnn", s] == run_of(results, "gnn", s)["epochs_run"] for s in (0, 1, 2)),
                        "GNN: every rerun repeats the old run's curve and ends at the same best epoch (same test MSE)"))
