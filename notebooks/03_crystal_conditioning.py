@@ -836,8 +836,9 @@ crystal_ep = held["epoch_budget"][0]
 print(claims.holds(held["epoch_budget"] == free["epoch_budget"] == [crystal_ep] and held["seeds"] == free["seeds"]
                    and len(held["seeds"]) >= 3, "crystal held and free: the same epoch budget and the same seeds "
                    "(at least 3)"))
-for key, what in (("one_step_pos_mse", "one-step position MSE"), ("rollout_pos_mse_mean", "rollout position MSE"),
-                  ("speed_w1", "speed W1")):
+crystal_metrics = (("one_step_pos_mse", "one-step position MSE"), ("rollout_pos_mse_mean", "rollout position MSE"),
+                   ("speed_w1", "speed W1"))
+for key, what in crystal_metrics:
     print(claims.tie(held[key]["values"], free[key]["values"],
                      f"crystal held, {what} ({crystal_ep} epochs)", f"crystal free, {what} ({crystal_ep} epochs)"))
 print(claims.greater(pair["egnn_crystal_free"]["crystal_drift_final"]["values"],
@@ -845,52 +846,34 @@ print(claims.greater(pair["egnn_crystal_free"]["crystal_drift_final"]["values"],
                      "crystal held, drift (exactly 0)"))
 print(claims.holds(sum(pair["egnn_crystal"]["plateaued"]) + sum(pair["egnn_crystal_free"]["plateaued"]) == 0,
                    f"no run reached a validation plateau in {crystal_ep} epochs (budget-limited)"))
-pair2x = {k: json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds_2x.json").read_text())["models"][k]
-          for k in ("egnn_crystal", "egnn_crystal_free")}
-held2, free2 = pair2x["egnn_crystal"], pair2x["egnn_crystal_free"]
-ep2 = held2["epoch_budget"][0]
-for m in (held2, free2):
-    print(f"{m['label'][:34]:34s} {ep2} epochs: one-step {m['one_step_pos_mse']['mean']:.2e} ± "
-          f"{m['one_step_pos_mse']['se']:.1e}, rollout {m['rollout_pos_mse_mean']['mean']:.2f} ± "
-          f"{m['rollout_pos_mse_mean']['se']:.2f}, speed W1 {m['speed_w1']['mean']:.3f} ± {m['speed_w1']['se']:.3f}, "
-          f"crystal drift {m['crystal_drift_final']['mean']:.3f}")
-print(claims.holds(ep2 == 2 * crystal_ep and free2["epoch_budget"] == [ep2] and held2["seeds"] == free2["seeds"]
-                   == held["seeds"], f"twice the budget: {ep2} epochs, the same seeds"))
-for key, what in (("one_step_pos_mse", "one-step position MSE"), ("rollout_pos_mse_mean", "rollout position MSE"),
-                  ("speed_w1", "speed W1")):
-    print(claims.tie(held2[key]["values"], free2[key]["values"], f"crystal held, {what} ({ep2} epochs)",
-                     f"crystal free, {what} ({ep2} epochs)"))
-for name, m, m2 in (("crystal held", held, held2), ("crystal free", free, free2)):
-    print(claims.less(m2["one_step_pos_mse"]["values"], m["one_step_pos_mse"]["values"],
-                      f"{name}, one-step position MSE, {ep2} epochs", f"{crystal_ep} epochs", paired=True))
-print(claims.greater(free2["crystal_drift_final"]["values"], held2["crystal_drift_final"]["values"],
-                     f"crystal free, drift after 39 steps ({ep2} epochs)", "crystal held (exactly 0)"))
-print(claims.holds(sum(held2["plateaued"]) + sum(free2["plateaued"]) == 0,
-                   f"no run reached a validation plateau in {ep2} epochs either"))
-pair4x = {k: json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds_4x.json").read_text())["models"][k]
-          for k in ("egnn_crystal", "egnn_crystal_free")}
-held4, free4 = pair4x["egnn_crystal"], pair4x["egnn_crystal_free"]
-ep4 = held4["epoch_budget"][0]
-for m in (held4, free4):
-    print(f"{m['label'][:34]:34s} {ep4} epochs: one-step {m['one_step_pos_mse']['mean']:.2e} ± "
-          f"{m['one_step_pos_mse']['se']:.1e}, rollout {m['rollout_pos_mse_mean']['mean']:.2f} ± "
-          f"{m['rollout_pos_mse_mean']['se']:.2f}, speed W1 {m['speed_w1']['mean']:.3f} ± {m['speed_w1']['se']:.3f}, "
-          f"crystal drift {m['crystal_drift_final']['mean']:.3f}")
-print(claims.holds(ep4 == 4 * crystal_ep and free4["epoch_budget"] == [ep4] and held4["seeds"] == free4["seeds"]
-                   == held["seeds"], f"four times the budget: {ep4} epochs, the same seeds"))
-for key, what in (("one_step_pos_mse", "one-step position MSE"), ("rollout_pos_mse_mean", "rollout position MSE"),
-                  ("speed_w1", "speed W1")):
-    print(claims.tie(held4[key]["values"], free4[key]["values"], f"crystal held, {what} ({ep4} epochs)",
-                     f"crystal free, {what} ({ep4} epochs)"))
-print(claims.holds(all(held4[k]["mean"] < free4[k]["mean"] for k in ("one_step_pos_mse", "speed_w1")),
-                   f"{ep4} epochs: the held crystal's means are the lower ones one step ahead and in the speeds"))
-for name, m2, m4 in (("crystal held", held2, held4), ("crystal free", free2, free4)):
-    print(claims.less(m4["one_step_pos_mse"]["values"], m2["one_step_pos_mse"]["values"],
-                      f"{name}, one-step position MSE, {ep4} epochs", f"{ep2} epochs", paired=True))
-print(claims.greater(free4["crystal_drift_final"]["values"], held4["crystal_drift_final"]["values"],
-                     f"crystal free, drift after 39 steps ({ep4} epochs)", "crystal held (exactly 0)"))
-print(claims.holds(sum(held4["plateaued"]) + sum(free4["plateaued"]) == 0,
-                   f"no run reached a validation plateau in {ep4} epochs either"))
+shorter, short_ep = (held, free), crystal_ep  # each longer budget is compared with the one before (paired by seed)
+for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times")):
+    longer = json.loads(repo_file(f"benchmarks/results/egnn_dynamics_seeds_{suffix}.json").read_text())["models"]
+    held_l, free_l = longer["egnn_crystal"], longer["egnn_crystal_free"]
+    ep = held_l["epoch_budget"][0]
+    for m in (held_l, free_l):
+        print(f"{m['label'][:34]:34s} {ep} epochs: one-step {m['one_step_pos_mse']['mean']:.2e} ± "
+              f"{m['one_step_pos_mse']['se']:.1e}, rollout {m['rollout_pos_mse_mean']['mean']:.2f} ± "
+              f"{m['rollout_pos_mse_mean']['se']:.2f}, speed W1 {m['speed_w1']['mean']:.3f} ± "
+              f"{m['speed_w1']['se']:.3f}, crystal drift {m['crystal_drift_final']['mean']:.3f}")
+    print(claims.holds(ep == factor * crystal_ep and free_l["epoch_budget"] == [ep]
+                       and held_l["seeds"] == free_l["seeds"] == held["seeds"],
+                       f"{times} the budget: {ep} epochs, the same seeds"))
+    for key, what in crystal_metrics:
+        print(claims.tie(held_l[key]["values"], free_l[key]["values"], f"crystal held, {what} ({ep} epochs)",
+                         f"crystal free, {what} ({ep} epochs)"))
+    if factor == 4:
+        print(claims.holds(all(held_l[k]["mean"] < free_l[k]["mean"] for k in ("one_step_pos_mse", "speed_w1")),
+                           f"{ep} epochs: the held crystal's means are the lower ones one step ahead and in the "
+                           "speeds"))
+    for name, m, m_l in (("crystal held", shorter[0], held_l), ("crystal free", shorter[1], free_l)):
+        print(claims.less(m_l["one_step_pos_mse"]["values"], m["one_step_pos_mse"]["values"],
+                          f"{name}, one-step position MSE, {ep} epochs", f"{short_ep} epochs", paired=True))
+    print(claims.greater(free_l["crystal_drift_final"]["values"], held_l["crystal_drift_final"]["values"],
+                         f"crystal free, drift after 39 steps ({ep} epochs)", "crystal held (exactly 0)"))
+    print(claims.holds(sum(held_l["plateaued"]) + sum(free_l["plateaued"]) == 0,
+                       f"no run reached a validation plateau in {ep} epochs either"))
+    shorter, short_ep = (held_l, free_l), ep
 
 # %% [markdown]
 #

@@ -97,6 +97,12 @@ def test_unknown_model_is_an_error(tmp_path):
     assert proc.returncode != 0 and "unknown model" in proc.stderr
 
 
+def _aggregate(folder, out):
+    """``nbody.py --aggregate folder --out out`` in a subprocess."""
+    return subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_summary_over_seeds(tmp_path):
     """Two quick runs (seeds 0 and 1, EGNN in its own file as in the committed sweep) -> one summary."""
     folder = tmp_path / "seeds"
@@ -107,8 +113,7 @@ def test_summary_over_seeds(tmp_path):
                                "--epochs", "5", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "summary.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = _aggregate(folder, out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     _check_summary(res, min_seeds={"gnn": 2, "rf": 2, "egnn": 2})
@@ -120,8 +125,7 @@ def test_summary_over_seeds(tmp_path):
     longer["models"]["egnn"]["max_epochs"] = 7
     longer["models"]["egnn"]["test_mse"] *= 0.5
     (folder / "egnn_seed0_cap7.json").write_text(json.dumps(longer))
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = _aggregate(folder, out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     _check_summary(res, min_seeds={"gnn": 2, "rf": 2, "egnn": 2})
@@ -137,8 +141,7 @@ def test_summary_over_seeds(tmp_path):
     patient["models"]["egnn"]["patience"] = 9
     patient["models"]["egnn"]["test_mse"] *= 0.5
     (folder / "egnn_seed0_pat9.json").write_text(json.dumps(patient))
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = _aggregate(folder, out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
     row = next(r for r in res["runs"] if r["model"] == "egnn" and r["seed"] == 0)
@@ -150,15 +153,13 @@ def test_summary_over_seeds(tmp_path):
     shorter = json.loads((folder / "egnn_seed0_pat9.json").read_text())
     shorter["models"]["egnn"].update(max_epochs=11, patience=2)
     (folder / "egnn_seed0_cap11.json").write_text(json.dumps(shorter))
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = _aggregate(folder, out)
     assert proc.returncode != 0 and "largest epoch cap and the largest patience" in proc.stderr
     for name in ("egnn_seed0_pat9.json", "egnn_seed0_cap11.json"):
         (folder / name).unlink()
     # a seed run twice for the same model (same cap) is refused
     (folder / "dup.json").write_text((folder / "egnn_seed0.json").read_text())
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--aggregate", str(folder), "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = _aggregate(folder, out)
     assert proc.returncode != 0 and "twice" in proc.stderr
 
 
