@@ -1148,7 +1148,7 @@ for name, color in (("egnn", "C0"), ("egnn_multistep", "C1")):
     for ep, ls in zip(budgets, (":", "-.", "--", (0, (6, 1, 1, 1, 1, 1)), "-"), strict=True):
         for k, curve in enumerate(by_budget[ep][name]["val_curves"]):
             ax.plot(range(1, len(curve) + 1), curve, color=color, ls=ls, alpha=0.7,
-                    label=f"{by_budget[ep][name]['label'][:26]}, {ep} epochs" if k == 0 else None)
+                    label=f"{recipes[name]}, {ep} epochs" if k == 0 else None)
 ax.set(xlabel="epoch", ylabel="validation loss (one step)", yscale="log",
        title=f"the two recipes from scratch at {len(budgets)} budgets, 3 seeds each")
 ax.legend(fontsize=7)
