@@ -834,8 +834,14 @@ plt.show()
 # mobile atoms, the free crystal still drifting, and still no plateau (checked below, the numbers printed). At
 # four times the epochs (32; same seeds and initialisations, `egnn_dynamics_seeds_4x.json`) both improved again one
 # step ahead and they are still on par on every metric of the mobile atoms; the held crystal's means are the lower
-# ones one step ahead and in the speeds, but within two standard errors at three seeds. The free crystal still
-# drifts, and no run has reached a plateau: the comparison is still one at a budget, not between converged models.
+# ones one step ahead and in the speeds, but within two standard errors at three seeds. At **eight times** (64
+# epochs, `egnn_dynamics_seeds_8x.json`, same seeds and initialisations) both improved one step ahead once more, and
+# the first difference appeared: the held crystal is **more accurate one step ahead** (beyond two standard errors),
+# still on par on the rollouts and in the speeds. The free crystal still drifts, and no run has reached a plateau at
+# any of the four budgets: the comparison is one at a budget, not between converged models. What every budget
+# agrees on: holding the crystal never cost accuracy that three seeds can resolve, and it removes the drift; at the
+# longest budget it also helps one step ahead (a model that need not learn to keep 16 atoms still can spend its
+# capacity on the mobile ones: a plausible reading, not tested here).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -855,21 +861,22 @@ print(claims.greater(pair["egnn_crystal_free"]["crystal_drift_final"]["values"],
 print(claims.holds(sum(pair["egnn_crystal"]["plateaued"]) + sum(pair["egnn_crystal_free"]["plateaued"]) == 0,
                    f"no run reached a validation plateau in {crystal_ep} epochs (budget-limited)"))
 shorter, short_ep = (held, free), crystal_ep  # each longer budget is compared with the one before (paired by seed)
-for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times")):
+for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times"), (8, "8x", "eight times")):
     longer = json.loads(repo_file(f"benchmarks/results/egnn_dynamics_seeds_{suffix}.json").read_text())["models"]
     held_l, free_l = longer["egnn_crystal"], longer["egnn_crystal_free"]
     ep = held_l["epoch_budget"][0]
-    for m in (held_l, free_l):
-        print(f"{m['label'][:34]:34s} {ep} epochs: one-step {m['one_step_pos_mse']['mean']:.2e} ± "
+    for what, m in (("crystal held", held_l), ("crystal free", free_l)):
+        print(f"{what}, {ep:2d} epochs: one-step {m['one_step_pos_mse']['mean']:.2e} ± "
               f"{m['one_step_pos_mse']['se']:.1e}, rollout {m['rollout_pos_mse_mean']['mean']:.2f} ± "
               f"{m['rollout_pos_mse_mean']['se']:.2f}, speed W1 {m['speed_w1']['mean']:.3f} ± "
               f"{m['speed_w1']['se']:.3f}, crystal drift {m['crystal_drift_final']['mean']:.3f}")
     print(claims.holds(ep == factor * crystal_ep and free_l["epoch_budget"] == [ep]
                        and held_l["seeds"] == free_l["seeds"] == held["seeds"],
                        f"{times} the budget: {ep} epochs, the same seeds"))
-    for key, what in crystal_metrics:
-        print(claims.tie(held_l[key]["values"], free_l[key]["values"], f"crystal held, {what} ({ep} epochs)",
-                         f"crystal free, {what} ({ep} epochs)"))
+    for key, what in crystal_metrics:  # at 8x the held crystal is ahead one step ahead; on par everywhere else
+        compare = claims.less if (factor, key) == (8, "one_step_pos_mse") else claims.tie
+        print(compare(held_l[key]["values"], free_l[key]["values"], f"crystal held, {what} ({ep} epochs)",
+                      f"crystal free, {what} ({ep} epochs)"))
     if factor == 4:
         print(claims.holds(all(held_l[k]["mean"] < free_l[k]["mean"] for k in ("one_step_pos_mse", "speed_w1")),
                            f"{ep} epochs: the held crystal's means are the lower ones one step ahead and in the "
