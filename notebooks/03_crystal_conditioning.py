@@ -840,8 +840,8 @@ plt.show()
 # still on par on the rollouts and in the speeds. The free crystal still drifts, and no run has reached a plateau at
 # any of the four budgets: the comparison is one at a budget, not between converged models. What every budget
 # agrees on: holding the crystal never cost accuracy that three seeds can resolve, and it removes the drift; at the
-# longest budget it also helps one step ahead (a model that need not learn to keep 16 atoms still can spend its
-# capacity on the mobile ones: a plausible reading, not tested here).
+# longest budget it also helps one step ahead (a model that need not learn to keep the crystal still can spend its
+# capacity on the mobile atoms: a plausible reading, not tested here).
 
 # %%
 # NBVAL_CHECK_OUTPUT
