@@ -65,6 +65,16 @@ from egnn_dynamics import evaluate_dynamics  # noqa: E402  (one home for the met
 BATCH = 32
 FRAME_DT = p2d.DT * p2d.STEPS_PER_FRAME  # 0.2
 VEL_BINS = np.linspace(-4.0, 4.0, 41)
+DEFAULT_EGNN_CKPT_DIR = "benchmarks/results/egnn_dynamics_seeds/ckpt"  # relative to the repository root
+
+
+def _repo_relative(path) -> str:
+    """``path`` relative to the repository root where it lies inside it (results files name no machine's
+    folders), else absolute."""
+    path = Path(path).resolve()
+    return path.relative_to(HERE.parent).as_posix() if path.is_relative_to(HERE.parent) else str(path)
+
+
 METRICS = ("one_step_pos_mse", "one_step_vel_mse", "rollout_pos_mse_mean", "rollout_pos_mse_final", "speed_w1",
            "momentum_change_max", "energy_drift_median", "energy_drift_max")
 
@@ -168,7 +178,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None, help="default benchmarks/results/ (quick: a temp folder)")
     p.add_argument("--device", default="cpu", help=DEVICE_HELP)
-    p.add_argument("--egnn-ckpt-dir", default=str(HERE / "results" / "egnn_dynamics_seeds" / "ckpt"),
+    p.add_argument("--egnn-ckpt-dir", default=str(HERE.parent / DEFAULT_EGNN_CKPT_DIR),
                    help="the per-seed EGNN checkpoints egnn_s<seed>.pt of the EGNN reference")
     args = p.parse_args(argv)
     device = str(check_device(args.device))
@@ -196,13 +206,19 @@ def main(argv=None) -> dict:
     for seed in seeds:
         path = runs / f"mpnn_s{seed}.json"
         if path.exists() and not args.quick:
-            res["runs"].append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
+            if len(row["val_curve"]) != args.evals or row.get("steps", args.steps) != args.steps:
+                raise SystemExit(f"{path} was trained with {row.get('steps', '?')} steps in "
+                                 f"{len(row['val_curve'])} validation intervals, not --steps {args.steps} "
+                                 f"--evals {args.evals}: use another --out, or delete it to train it again")
+            res["runs"].append(row)
             continue
         t0 = time.process_time()
         model, hist = train_energy(seed, tr, va, args.steps, args.evals, device)
         cpu = time.process_time() - t0
         save_checkpoint(runs / f"mpnn_s{seed}.pt", model, config=model.config, metrics={"seed": seed})
-        row = {"seed": seed, "energy_test": energy_errors(model, te, device), "val_curve": hist.val,
+        row = {"seed": seed, "steps": args.steps, "energy_test": energy_errors(model, te, device),
+               "val_curve": hist.val,
                "best_eval": hist.best_epoch, "plateau": stats.plateau(hist.val) if len(hist.val) >= 5 else None,
                "train_cpu_seconds": cpu,
                "dynamics": score(EnergyVerlet(model.double(), dt_int, args.substeps, dtype=torch.float64), trajs,
@@ -222,8 +238,12 @@ def main(argv=None) -> dict:
         refs = {"true_potential": score(exact, trajs, steps, device),
                 "egnn_shipped": physics(egnn.to(device), trajs, steps, device)}
         ref_path.write_text(json.dumps(refs) + "\n")
-    if "egnn_seeds" not in refs or args.quick:
-        refs["egnn_seeds"] = egnn_seeds(Path(args.egnn_ckpt_dir), seeds, trajs, steps, device)
+    # the EGNN reference is scored again when it is missing or came from other checkpoints (a stored reference of
+    # another --egnn-ckpt-dir would silently compare with other models); without the key: the default folder
+    ckpt_dir = _repo_relative(args.egnn_ckpt_dir)
+    if "egnn_seeds" not in refs or args.quick or refs.get("egnn_ckpt_dir", DEFAULT_EGNN_CKPT_DIR) != ckpt_dir:
+        refs["egnn_seeds"] = egnn_seeds(HERE.parent / ckpt_dir, seeds, trajs, steps, device)
+        refs["egnn_ckpt_dir"] = ckpt_dir
         if not args.quick:
             ref_path.write_text(json.dumps(refs) + "\n")
     res["references"] = refs

@@ -47,6 +47,7 @@ def test_quick_run(bench, tmp_path):
     # the EGNN reference over seeds: the shipped per-seed checkpoint of seed 0, scored like the learned energy
     (egnn_row,) = on_disk["references"]["egnn_seeds"]
     assert egnn_row["seed"] == 0 and egnn_row["checkpoint"] == "egnn_s0.pt"
+    assert on_disk["references"]["egnn_ckpt_dir"] == bench.DEFAULT_EGNN_CKPT_DIR  # where they came from
     _check_dynamics(egnn_row, 3)
     assert on_disk["summary_egnn"]["momentum_change_max"]["n"] == 1
     assert on_disk["protocol"]["dt_integrator"] / on_disk["protocol"]["dt_simulator"] == pytest.approx(80)  # quick: 5
@@ -79,3 +80,22 @@ def test_diagnostics_reuse_the_rollout(bench):
     model, _ = load_model(ROOT / "benchmarks" / "results" / "egnn_dynamics_seeds" / "ckpt" / "egnn_s0.pt")
     _, rolled = bench.evaluate_dynamics(model, trajs, 3, return_rollout=True)
     assert bench.physics(model, trajs, 3, rolled=rolled) == bench.physics(model, trajs, 3)
+
+
+def test_a_finished_seed_of_another_budget_is_not_reused(bench, tmp_path):
+    """Rerunning into a folder whose seed was trained with another budget stops with what to do, instead of
+    silently mixing budgets (the seeds of a folder are reused, to make the script resumable)."""
+    runs = tmp_path / "energy_dynamics_runs"
+    runs.mkdir()
+    (runs / "mpnn_s0.json").write_text(json.dumps({"seed": 0, "steps": 4000, "val_curve": [1.0] * 40}) + "\n")
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match="another --out"):
+            bench.main(["--seeds", "0", "--steps", "8000", "--evals", "80", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_reference_checkpoints_are_named_relative_to_the_repository(bench, tmp_path):
+    assert bench._repo_relative(ROOT / bench.DEFAULT_EGNN_CKPT_DIR) == bench.DEFAULT_EGNN_CKPT_DIR
+    assert bench._repo_relative(tmp_path) == str(tmp_path.resolve())
