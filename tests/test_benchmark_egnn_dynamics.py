@@ -89,3 +89,16 @@ def test_merge(bench, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert list(merged["models"]) == ["ballistic", "ballistic_crystal"]
+
+
+def test_longest_budget_checkpoints_are_the_32x_runs():
+    """results/egnn_dynamics_seeds_32x/ckpt/egnn_s<seed>.pt (the weights each 320-epoch run saved as dyn_egnn.pt,
+    read by energy_dynamics.py --egnn-ckpt-dir for notebook 02 §9b) hold the models whose test numbers are those of
+    egnn_dynamics_seeds_32x/egnn_s<seed>.json."""
+    folder = SCRIPT.parent / "results" / "egnn_dynamics_seeds_32x"
+    for seed in (0, 1, 2):
+        metrics = load_checkpoint(folder / "ckpt" / f"egnn_s{seed}.pt")["metrics"]
+        run = json.loads((folder / f"egnn_s{seed}.json").read_text())
+        assert f"--seed {seed} " in run["command"] and "--epochs 320 " in run["command"]
+        for key in ("one_step_pos_mse", "rollout_pos_mse_mean", "speed_w1"):
+            assert metrics[key] == run["models"]["egnn"]["test"][key], (seed, key)

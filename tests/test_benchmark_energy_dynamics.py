@@ -55,8 +55,9 @@ def test_quick_run(bench, tmp_path):
     load_checkpoint(tmp_path / "energy_dynamics_runs" / "mpnn_s0.pt", model)
 
 
-def test_shipped_results_follow_the_protocol():
-    res = json.loads(SHIPPED.read_text())
+@pytest.mark.parametrize("name", ["energy_dynamics.json", "energy_dynamics_2x.json"])
+def test_shipped_results_follow_the_protocol(name):
+    res = json.loads((SHIPPED.parent / name).read_text())
     assert not res["protocol"]["quick"]
     assert sorted(r["seed"] for r in res["runs"]) == [0, 1, 2]
     assert all(r["val_curve"] and r["plateau"] is not None for r in res["runs"])
@@ -69,6 +70,20 @@ def test_shipped_results_follow_the_protocol():
     for r in res["references"]["egnn_seeds"]:
         _check_dynamics(r, res["protocol"]["rollout_steps"])
     assert all(s["n"] == 3 for s in res["summary_egnn"].values())
+    assert all(len(r["val_curve"]) == res["protocol"]["evals_per_run"] for r in res["runs"])
+
+
+def test_twice_the_steps_is_the_same_protocol():
+    """energy_dynamics_2x.json: the same seeds, data and validation interval as energy_dynamics.json, twice the
+    steps; its EGNN reference is the one-step EGNN of the longest budget (the checkpoints of
+    egnn_dynamics_seeds_32x), so notebook 02 §9b compares the longest budgets of both models."""
+    short = json.loads(SHIPPED.read_text())
+    long = json.loads((SHIPPED.parent / "energy_dynamics_2x.json").read_text())
+    assert long["protocol"]["steps_per_run"] == 2 * short["protocol"]["steps_per_run"]
+    assert long["protocol"]["evals_per_run"] == 2 * short["protocol"]["evals_per_run"]
+    assert {k: v for k, v in long["protocol"].items() if k not in ("steps_per_run", "evals_per_run")} == {
+        k: v for k, v in short["protocol"].items() if k not in ("steps_per_run", "evals_per_run")}
+    assert long["references"]["egnn_ckpt_dir"] == "benchmarks/results/egnn_dynamics_seeds_32x/ckpt"
 
 
 def test_diagnostics_reuse_the_rollout(bench):
