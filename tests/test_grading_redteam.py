@@ -453,7 +453,9 @@ def test_kernel_attacks_change_nothing_outside_their_sandbox(kernel):
     assert PWNED not in (kernel["out"] / "gradebook.csv").read_text(encoding="utf-8")
     rows = kernel["rows"]
     for name in ["honest", *KERNEL_ATTACKS]:  # the exercise itself is right: the attacks did not reach the grading
-        assert rows[name, EX]["status"] == "pass" and rows[name, EX]["points"] == "1.00", (name, rows[name, EX])
+        row = rows.get((name, EX), {})
+        assert row.get("status") == "pass" and row.get("points") == "1.00", (
+            name, row or [r for (student, _), r in rows.items() if student == name])
 
 
 @pytest.mark.xfail(strict=False, reason="intermittent (issue 14): after this cell (90 MB write, 30 MB print, fork "

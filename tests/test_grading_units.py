@@ -405,3 +405,44 @@ def test_an_exercise_that_trains_gets_its_own_longer_time_limit():
     assert grading_timeout("04.nbody_design", 1e4) == 1e4
     assert grading_timeout("01.minimum_image", 60.0) == 60.0
     assert grading_timeout("no.such_exercise", 60.0) == 60.0
+
+
+def test_an_internal_grader_error_is_logged_and_the_submission_graded_again(tmp_path):
+    """A failure of the grader's own code is not a verdict: the submission is graded once more from the start
+    (the second try's results, with a note); a second failure is reported as one error row, both messages kept."""
+    from course_lib.teaching.grading.gradebook import Graded, Row
+    from course_lib.teaching.grading.grader import Grader
+    from course_lib.teaching.grading.inputs import Submission
+
+    sub = Submission("ana", tmp_path / "ana.ipynb")
+    messages, calls = [], []
+
+    def flaky(fail_times):
+        def _grade(s):
+            calls.append(s.student)
+            if len(calls) <= fail_times:
+                raise SystemError(f"spurious failure {len(calls)}")
+            return Graded(s.student, "00_symmetry_primer", [Row(s.student, "00_symmetry_primer", "00.x", 1.0, 1,
+                                                                  "pass", "all 3 checks passed")])
+        return _grade
+
+    grader = Grader(session=None, forced="00_symmetry_primer", log=messages.append)
+    grader._grade = flaky(0)
+    g = grader.grade(sub)
+    assert (len(calls), g.rows[0].status, g.notes, messages) == (1, "pass", [], [])
+
+    calls.clear()
+    grader._grade = flaky(1)
+    g = grader.grade(sub)
+    assert len(calls) == 2 and g.rows[0].status == "pass" and g.rows[0].points == 1.0
+    assert "failed once" in g.notes[0] and "SystemError: spurious failure 1" in g.notes[0]
+    assert len(messages) == 1 and "ana (ana.ipynb): internal grader error: SystemError: spurious failure 1" in \
+        messages[0] and "grading it again" in messages[0] and "test_grading_units.py:" in messages[0]
+
+    calls.clear()
+    messages.clear()
+    grader._grade = flaky(5)
+    g = grader.grade(sub)
+    assert len(calls) == 2 and [(r.exercise, r.status, r.points) for r in g.rows] == [("?", "error", 0.0)]
+    assert "spurious failure 2" in g.rows[0].message and "spurious failure 1" in g.notes[0]
+    assert len(messages) == 2 and "again: reported" in messages[1]

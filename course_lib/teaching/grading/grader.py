@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,17 +78,36 @@ def merge_cases(failed: list[str]) -> list[str]:
 
 
 class Grader:
-    def __init__(self, session: Session, forced: str | None):
+    def __init__(self, session: Session, forced: str | None, log: Callable[[str], None] | None = None):
         self.s = session
         self.forced = forced
+        self.log = log or (lambda _msg: None)
 
     def grade(self, sub: Submission) -> Graded:
+        """The graded submission. An internal grader error (an exception of the grader's own code, never a
+        verdict on the student's work) is logged and the submission graded once more from the start, in a new
+        folder and new sandboxes; a second one becomes the submission's row "internal grader error"."""
         try:
             return self._grade(sub)
         except Exception as exc:  # noqa: BLE001 - one submission must never stop the others
+            first = self._internal_error(sub, exc, "grading it again from the start")
+        try:
+            g = self._grade(sub)
+        except Exception as exc:  # noqa: BLE001
+            problem = self._internal_error(sub, exc, "again: reported")
             slug = self.forced or "?"
-            return Graded(sub.student, slug, [Row(sub.student, slug, "?", 0.0, 0, "error",
-                                                  f"internal grader error: {type(exc).__name__}: {exc}")])
+            return Graded(sub.student, slug, [Row(sub.student, slug, "?", 0.0, 0, "error", problem)],
+                          path=str(sub.path), notes=[f"the first try failed too ({first})"])
+        g.notes.append(f"the grader failed once on this submission ({first}) and graded it again from the start; "
+                       "these results are the second try's")
+        return g
+
+    def _internal_error(self, sub: Submission, exc: Exception, then: str) -> str:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        problem = f"internal grader error: {type(exc).__name__}: {exc}{where}"
+        self.log(f"  {sub.student} ({sub.path.name}): {problem}; {then}")
+        return problem
 
     def _error_rows(self, student: str, slug: str | None, message: str) -> list[Row]:
         if slug is None:
@@ -332,7 +352,7 @@ def _grade_all(session: Session, forced, subs: list[Submission], skipped: list[S
         f"{session.hidden or 'none (public checks only)'}")
     for k in skipped:
         log(f"  skipped {k.name}: {k.reason}")
-    grader = Grader(session, forced)
+    grader = Grader(session, forced, log)
 
     def one(sub: Submission) -> Graded:
         t0 = time.monotonic()
