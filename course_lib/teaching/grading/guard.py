@@ -239,10 +239,16 @@ def fork_safe_kernel():
     os.register_at_fork(after_in_child=after_in_child)
 
 
-def guard_source() -> str:
-    """The source of the functions of :data:`GUARD_PROGRAM`, read from this file: a complete program."""
+def guard_source(parse=ast.parse) -> str:
+    """The source of the functions of :data:`GUARD_PROGRAM`, read from this file: a complete program.
+
+    ``parse`` parses this file. The grader's threads (``--jobs``) pass
+    :func:`course_lib.teaching.notebook.parse_python`: CPython 3.11's AST constructor is not thread-safe
+    (gh-106905), so every parse of the grading process holds that one lock; an unlocked parse here, beside a
+    submission parsed in another thread, once failed a whole submission with an internal grader error. The
+    exercise process (one thread) loads this file by path and keeps ``ast.parse``."""
     text = Path(__file__).read_text(encoding="utf-8")
-    nodes = [n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef) and n.name in GUARD_PROGRAM]
+    nodes = [n for n in parse(text).body if isinstance(n, ast.FunctionDef) and n.name in GUARD_PROGRAM]
     return "\n" + "\n\n\n".join(ast.get_source_segment(text, n) for n in nodes) + "\n"
 
 
@@ -257,8 +263,9 @@ def install_from_source(hidden_dirs, protected_dirs, log_path=None, student_file
                                       tuple(student_files))
 
 
-def kernel_startup_source(hidden_dirs, protected_dirs, log_path) -> str:
-    """The IPython startup file of the grading kernel: the guard, installed, then its name deleted."""
-    return (guard_source() + f"\ninstall_guard({tuple(map(str, hidden_dirs))!r}, "
+def kernel_startup_source(hidden_dirs, protected_dirs, log_path, parse=ast.parse) -> str:
+    """The IPython startup file of the grading kernel: the guard, installed, then its name deleted (``parse``:
+    see :func:`guard_source`)."""
+    return (guard_source(parse) + f"\ninstall_guard({tuple(map(str, hidden_dirs))!r}, "
             f"{tuple(map(str, protected_dirs))!r}, {str(log_path)!r})\nfork_safe_kernel()\n"
             f"del {', '.join(GUARD_PROGRAM)}\n")

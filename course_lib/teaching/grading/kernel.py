@@ -20,7 +20,7 @@ from course_lib.teaching.grading.library import LibraryGuard
 from course_lib.teaching.grading.sandbox import Cgroup
 from course_lib.teaching.grading.sandbox import sandbox_env as boxed_env
 from course_lib.teaching.grading.session import Session, sandbox_env
-from course_lib.teaching.notebook import cell_source
+from course_lib.teaching.notebook import cell_source, parse_python
 
 __all__ = ["CellRun", "RunReport", "cell_head", "make_client_class", "error_line", "run_notebook", "NotebookRun"]
 
@@ -127,7 +127,8 @@ class NotebookRun:
         self.audit_log.touch()
         hidden = [self.s.hidden] if self.s.hidden else []
         (startup / "00-autograder.py").write_text(
-            kernel_startup_source(hidden, self.s.protected(self.lib), self.audit_log), encoding="utf-8")
+            kernel_startup_source(hidden, self.s.protected(self.lib), self.audit_log, parse=parse_python),
+            encoding="utf-8")
         if self.s.sandboxed:
             env = boxed_env(self.limits.fast, "1")
             lib_root = self.s.pristine.parent
