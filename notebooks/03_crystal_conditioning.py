@@ -642,11 +642,13 @@ print(claims.holds(float(sp_egnn[39]) < float(sp_egnn[20]) < float(sp_egnn[0])
 # twice as many epochs: the multi-step loss from scratch still ended further from the true speeds than the
 # one-step loss, but the fine-tuned recipe no longer did by more than two standard errors (checked below), and
 # the multi-step loss's gap shrank up to 40 epochs, stopped shrinking at 80 and closed at 160 (on par with the
-# one-step loss); at 80 epochs (40 + 40) the fine-tuned recipe is on par with the one-step loss. What survives every
-# budget tried (10, 20 and 80 epochs for all three recipes, 40 and 160 for the two from scratch): no recipe came
-# closer to the true speeds than the one-step loss, in the means; at the longest budgets the multi-step recipes
-# only caught up with it (notebook 02 §9 also checks that the one-step loss's speed error did not change with the
-# budget). Multi-step training did not cure the cooling here.
+# one-step loss); at 80 epochs (40 + 40) the fine-tuned recipe is on par with the one-step loss. Up to 160 epochs
+# (10, 20 and 80 epochs for all three recipes, 40 and 160 for the two from scratch) no recipe came closer to the
+# true speeds than the one-step loss, in the means. At 320 epochs (the two recipes from scratch) the multi-step
+# loss's speed error fell again and its mean is now below the one-step loss's, but within two standard errors: on
+# par, not a lead (notebook 02 §9 also checks that the one-step loss's speed error did not change with the budget).
+# So in these experiments multi-step training never resolvably beat the one-step loss on the speeds; given enough
+# epochs it caught up, and whether it pulls ahead with more is open.
 #
 # %%
 box_seeds = json.loads(repo_file("benchmarks/results/egnn_dynamics_seeds.json").read_text())["models"]
@@ -683,7 +685,7 @@ print(claims.tie(w1_2x["egnn_finetune"], w1_2x["egnn"], f"box, {box2x_ep} epochs
 w1_long = [{name: json.loads(repo_file(f"benchmarks/results/egnn_dynamics_seeds_{x}.json").read_text())["models"]
              [name]["speed_w1"]["values"] for name in names} for x, names in
            (("4x", ("egnn", "egnn_multistep")), ("8x", ("egnn", "egnn_multistep", "egnn_finetune")),
-            ("16x", ("egnn", "egnn_multistep")))]
+            ("16x", ("egnn", "egnn_multistep")), ("32x", ("egnn", "egnn_multistep")))]
 print(claims.less(w1_long[0]["egnn_multistep"], w1_2x["egnn_multistep"], "multi-step loss, speed W1, 40 epochs",
                   "20 epochs (its gap shrank)"))
 print(claims.tie(w1_long[1]["egnn_multistep"], w1_long[0]["egnn_multistep"], "multi-step loss, speed W1, 80 epochs",
@@ -695,9 +697,14 @@ print(claims.less(w1_long[2]["egnn_multistep"], w1_long[1]["egnn_multistep"], "m
 print(claims.tie(w1_long[2]["egnn_multistep"], w1_long[2]["egnn"], "box, 160 epochs: speed W1 of the multi-step loss",
                  "speed W1 of the one-step loss (the gap closed)"))
 print(claims.holds(all(stats.summarize(w["egnn"]).mean <= stats.summarize(w[name]).mean
-                       for w in (w1, w1_2x, *w1_long) for name in w if name != "egnn"),
+                       for w in (w1, w1_2x, *w1_long[:3]) for name in w if name != "egnn"),
                    "at 10, 20, 40, 80 and 160 epochs (40, 160: the two recipes from scratch), no recipe's mean "
                    "speed W1 is below the one-step loss's"))
+print(claims.holds(stats.summarize(w1_long[3]["egnn_multistep"]).mean < stats.summarize(w1_long[3]["egnn"]).mean,
+                   "box, 320 epochs: the multi-step loss's mean speed W1 is below the one-step loss's",
+                   str(w1_long[3])))
+print(claims.tie(w1_long[3]["egnn_multistep"], w1_long[3]["egnn"], "box, 320 epochs: speed W1 of the multi-step loss",
+                 "speed W1 of the one-step loss (within two standard errors: on par, not a lead)"))
 
 # %% [markdown]
 # An animation of one test trajectory (open circles: truth, dots: EGNN, grey squares: crystal):
