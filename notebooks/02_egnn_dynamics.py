@@ -1144,7 +1144,7 @@ for name, short in recipes.items():
         print(f"{short:32s} {ep:>6d} {cells[0]:>22s} {cells[1]:>16s} {cells[2]:>16s} "
               f"{sum(m['plateaued']):>4d} of {len(m['plateaued'])}  {m['best_epoch']}")
 
-fig, ax = plt.subplots(figsize=(6.5, 3.6))
+fig, ax = plt.subplots(figsize=(8.5, 3.6))
 for name, color in (("egnn", "C0"), ("egnn_multistep", "C1")):
     for ep, ls in zip(budgets, (":", "-.", "--", (0, (6, 1, 1, 1, 1, 1)), (0, (1, 1)), "-"), strict=True):
         for k, curve in enumerate(by_budget[ep][name]["val_curves"] if name in by_budget[ep] else []):
@@ -1152,7 +1152,8 @@ for name, color in (("egnn", "C0"), ("egnn_multistep", "C1")):
                     label=f"{recipes[name]}, {ep} epochs" if k == 0 else None)
 ax.set(xlabel="epoch", ylabel="validation loss (one step)", yscale="log",
        title=f"the two recipes from scratch, budgets {budgets[0]}-{budgets[-1]} epochs, 3 seeds each")
-ax.legend(fontsize=7)
+ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
