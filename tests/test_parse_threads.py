@@ -1,9 +1,10 @@
-"""The grader parses submissions in parallel threads (``--jobs``). CPython 3.11 can raise a spurious
-``SystemError: AST constructor recursion depth mismatch`` (gh-106905, seen rarely in threaded programs; CI saw
-it once, as an "internal grader error" for one valid grading sample; and once more on 2026-12-06, for a red-team
-submission graded in 0 s: the kernel's startup file was then parsed without the lock, beside a submission parsed
-in the other thread). It is too rare to reproduce on demand, so the tests check the cure instead: every parse of
-the course toolkit goes through ``notebook.parse_python``, which holds one lock and retries on that error."""
+"""The grader parses submissions in parallel threads (``--jobs``). CPython 3.11 can raise a spurious ``SystemError: AST
+constructor recursion depth mismatch`` (gh-106905, seen rarely in threaded programs; CI saw it once, as an "internal
+grader error" for one valid grading sample; and, most likely, once more on 2026-12-06, for a red-team submission
+failed in 0 s, whose message was not printed: the kernel's startup file was then parsed without the lock, beside a
+submission parsed in the other thread). It is too rare to reproduce on demand, so the tests check the cure instead:
+every parse of the course toolkit goes through ``notebook.parse_python``, which holds one lock and retries on that
+error."""
 
 import re
 import threading

@@ -244,9 +244,9 @@ def guard_source(parse=ast.parse) -> str:
 
     ``parse`` parses this file. The grader's threads (``--jobs``) pass
     :func:`course_lib.teaching.notebook.parse_python`: CPython 3.11's AST constructor is not thread-safe
-    (gh-106905), so every parse of the grading process holds that one lock; an unlocked parse here, beside a
-    submission parsed in another thread, once failed a whole submission with an internal grader error. The
-    exercise process (one thread) loads this file by path and keeps ``ast.parse``."""
+    (gh-106905), so every parse of the grading process holds that one lock (an unlocked parse here, beside a
+    submission parsed in another thread, is the likely cause of a whole submission failed by an internal grader
+    error in CI). The exercise process (one thread) loads this file by path and keeps ``ast.parse``."""
     text = Path(__file__).read_text(encoding="utf-8")
     nodes = [n for n in parse(text).body if isinstance(n, ast.FunctionDef) and n.name in GUARD_PROGRAM]
     return "\n" + "\n\n\n".join(ast.get_source_segment(text, n) for n in nodes) + "\n"
