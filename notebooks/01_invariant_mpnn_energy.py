@@ -727,8 +727,10 @@ for name in ("box rotation 90", "box reflection"):
     print(S.assert_not_equivariant(baselines["vec_gnn"], probe, box_checks[name], name=f"vec_gnn, {name}"))
 
 # %% [markdown]
-# Augmentation only *emulates* invariance. We measure the mean invariance error over many random
-# symmetries of the box for the GNN trained with and without augmentation, and compare with the MPNN:
+# Augmentation only *emulates* invariance: the architecture is not invariant, so training can lower the
+# invariance error but nothing makes it zero. We measure the mean invariance error over many random
+# symmetries of the box for the GNN trained with and without augmentation (the shipped checkpoints, one
+# seed each: a demonstration, not a comparison of recipes), and compare with the MPNN:
 
 # %%
 gen = torch.Generator().manual_seed(4)
@@ -741,8 +743,13 @@ for name, m in {"mpnn": mpnn, **{k: baselines[k] for k in ("abs_gnn", "abs_gnn_a
             errs.append(float((m(aug) - m(probe)).abs().mean()))
     residual[name] = float(np.mean(errs))
     print(f"{name:12s} mean |E(g x) - E(x)| over random box symmetries: {residual[name]:.4f}")
-assert residual["abs_gnn_aug"] < residual["abs_gnn"]  # augmentation helps ...
-assert residual["abs_gnn_aug"] > 100 * residual["mpnn"]  # ... but does not make the model invariant
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(claims.holds(residual["abs_gnn_aug"] < residual["abs_gnn"], "the shipped augmented GNN has a smaller invariance "
+                   "error than the same GNN trained without augmentation (one checkpoint each)"))
+print(claims.holds(residual["abs_gnn_aug"] > 100 * residual["mpnn"], "... but more than 100 times the MPNN's, whose "
+                   "error is round-off"))
 
 # %% [markdown]
 # ### Design exercise `01.energy_features` (4 points): symmetry by construction, no neural network
@@ -1013,12 +1020,13 @@ for m in CURVE_MODELS:
 # * Augmentation buys part of the difference back at that budget: it lowers the error of the absolute-position
 #   GNN at 100 systems (paired by seed), where the augmented GNN is on par with the MPNN; at 300 systems the MPNN
 #   is ahead of it.
-# * At 1000 systems the short budget says nothing: the four models are on par at 800 steps and again at 3200,
+# * At 1000 systems the short budget says nothing: the MPNN is on par with each of the three baselines at 800
+#   steps and again at 3200,
 #   and both points are limited by the budget (four times the steps lower every model's error more than twofold;
 #   at most half of the runs reached their plateau).
 # * Trained for much longer (section 8b: the learning rate decays when the validation loss stalls), every
-#   model's error falls again, by about a factor of two below its 3200-step value (the factors are printed
-#   below), and now one difference is resolved:
+#   model's error falls again, by a factor between 1.9 and 2.5 below its 3200-step value (the factors are
+#   printed below), and now one difference is resolved:
 #   the invariant MPNN is more accurate than the augmented GNN. Against the plain absolute-position GNN and
 #   the edge-vector GNN its mean is lower too, but the difference is within two standard errors over three
 #   seeds: on par. Augmentation no longer helps at this size (augmented and plain GNN on par, paired by seed).
@@ -1030,16 +1038,18 @@ for m in CURVE_MODELS:
 #   absolute positions and than the edge-vector GNN, and augmentation closes the gap (the augmented GNN is on
 #   par with the MPNN and better than the same GNN without augmentation, paired by seed).
 # * At 300 systems the long runs lower every model's error well below its 800-step value, and the MPNN's
-#   short-budget lead does not survive: all four models are on par (the MPNN's mean is again the lowest). The
-#   seed-to-seed spread is large here because some runs end early: their validation loss stalled, the learning
-#   rate was halved until nothing moved, and early stopping ended them at about twice the error of the runs
-#   that kept improving (printed below). At 300 systems the comparison is limited by that spread, not by the
-#   budget. Repeated with a gentler schedule (below), two of those three runs train on to ordinary errors and the
-#   MPNN is still on par with every baseline: the conclusion at 300 does not hinge on the stopping rule.
+#   short-budget lead does not survive: the MPNN is on par with each of the three baselines (its mean is again
+#   the lowest of the four). The seed-to-seed spread is large here because some runs end early: their validation
+#   loss stalled, the learning rate was halved until nothing moved, and early stopping ended them at an error
+#   more than a quarter above the median of the runs that kept improving (printed below). At 300 systems the
+#   comparison is limited by that spread, not by the budget. Repeated with a gentler schedule (below), two of
+#   those three runs train on to ordinary errors and the MPNN is still on par with every baseline: the
+#   conclusion at 300 does not hinge on the stopping rule.
 #
-# So what does the symmetry buy here? Exact invariance under every symmetry of the box, which no amount of data or
-# augmentation gives (section 7); accuracy with few systems (100, at both budgets; at 300 only at the short
-# budget: trained longer, no difference is resolved there); and, at 1000 systems trained far longer, an accuracy
+# So what does the symmetry buy here? Exact invariance under every symmetry of the box, which augmentation does not
+# give: it lowers the invariance error of the GNN it trains, which stays far above the MPNN's round-off (section
+# 7); accuracy with few systems (100, at both budgets; at 300 only at the short budget: trained longer, no
+# difference is resolved there); and, at 1000 systems trained far longer, an accuracy
 # gain over the augmented GNN, but none we can resolve over the two baselines trained without augmentation. Why
 # the baselines come close: the GNNs with absolute positions or edge vectors have every invariant input of the
 # MPNN and more, so with enough data they can learn to ignore what does not matter. Why augmentation helps with
@@ -1081,6 +1091,11 @@ print(claims.holds(min(budget_gain.values()) > 2, "four times the steps lower th
                    "than twofold for every model", str(budget_gain)))
 for m in ("abs_gnn", "abs_gnn_aug", "vec_gnn"):
     print(claims.tie(long_mae["mpnn"], long_mae[m], "MPNN at 1000, 3200 steps", f"{m} at 1000, 3200 steps"))
+print(claims.holds(budget["protocol"]["steps_per_run"] == 4 * proto["steps_per_run"]
+                   and all(budget["protocol"][k] == proto[k] for k in ("seeds", "batch_size", "n_val", "n_test"))
+                   and all(r["steps"] == budget["protocol"]["steps_per_run"] for rs in b_runs.values() for r in rs),
+                   "the budget check: four times the steps of the learning curve, the same seeds and sets",
+                   f"{proto['steps_per_run']} -> {budget['protocol']['steps_per_run']} steps"))
 late4 = [r["plateau"]["plateaued"] for rs in b_runs.values() for r in rs]
 print(claims.holds(sum(late4) <= len(late4) // 2, "at 3200 steps at most half of the runs reached their plateau",
                    f"{sum(late4)} of {len(late4)}"))
@@ -1098,8 +1113,8 @@ claims.say("Long runs at 1000 systems (cap {cap} steps), test MAE: {maes}. Error
 # %%
 # NBVAL_CHECK_OUTPUT
 pm = plateau_mae
-print(claims.holds(min(fall.values()) > 1.5, "the long runs lower every model's 3200-step test MAE by more than 1.5x",
-                   str({m: round(v, 2) for m, v in fall.items()})))
+print(claims.holds(1.9 <= min(fall.values()) and max(fall.values()) <= 2.5, "the long runs lower every model's "
+                   "3200-step test MAE by a factor between 1.9 and 2.5", str({m: round(v, 2) for m, v in fall.items()})))
 print(claims.less(pm["mpnn"], pm["abs_gnn_aug"], "MPNN at 1000, long runs", "augmented GNN at 1000, long runs"))
 for m in ("abs_gnn", "vec_gnn"):
     print(claims.tie(pm["mpnn"], pm[m], "MPNN at 1000, long runs", f"{m} at 1000, long runs"))
@@ -1137,8 +1152,9 @@ for m in ("abs_gnn", "abs_gnn_aug", "vec_gnn"):
     print(claims.tie(mae300["mpnn"], mae300[m], "MPNN at 300, long runs", f"{m} at 300, long runs"))
 print(claims.holds(min(np.mean(v) for v in mae300.values()) == np.mean(mae300["mpnn"]),
                    "at 300 systems the MPNN's mean is the lowest of the four (long runs)"))
-print(claims.holds(len(stopped) >= 1 and min(r["test_mae"] for _, r in stopped) > np.median(kept_on),
-                   "every run stopped in the first half of the cap at 300 systems ends above the median of the others"))
+print(claims.holds(len(stopped) >= 1 and min(r["test_mae"] for _, r in stopped) > 1.25 * np.median(kept_on),
+                   "every run stopped in the first half of the cap at 300 systems ends more than 25 % above the median "
+                   "of the others"))
 
 # %% [markdown]
 # **Was it the stopping rule?** The same twelve runs at 300 systems (same seeds, subsets, initialisations and cap)
@@ -1362,7 +1378,7 @@ print(f"rank correlation of N with the closest distance: {rho(n_test, closest):+
 # anyway, since the energy is a sum of $N$ per-particle terms and so is its error. The weak correlation with the
 # largest speed does not make the speed a cause: the largest of $N$ speeds grows with $N$, which alone produces
 # such a correlation (and the model never sees a velocity). Separating the two candidates would take systems of
-# equal $N$ with different closest distances. The cell checks the signs of these correlations:
+# equal $N$ with different closest distances. The cell checks the signs and sizes of these correlations:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -1372,6 +1388,8 @@ print(claims.holds(rho(closest, err) < -0.2 and rho(n_test, err) > 0.2, "the err
 print(claims.holds(rho(n_test, closest) < -0.2 and rho(n_test, max_speed) > 0.2, "N is itself correlated with the "
                    "closest distance (negatively) and with the largest speed (positively)",
                    f"{rho(n_test, closest):.2f}, {rho(n_test, max_speed):.2f}"))
+print(claims.holds(0 < rho(max_speed, err) < 0.2, "the error's rank correlation with the largest speed is weak "
+                   "(positive, below 0.2)", f"{rho(max_speed, err):.2f}"))
 
 # %% [markdown]
 # ## Summary
@@ -1387,8 +1405,8 @@ print(claims.holds(rho(n_test, closest) < -0.2 and rho(n_test, max_speed) > 0.2,
 #   comparison in a claims cell that reads the shipped results.
 # * Claims about what a symmetry buys are checked like the symmetry itself: several seeds, equal budgets,
 #   mean ± standard error. Here the invariant MPNN is more accurate than the absolute-position GNN with
-#   100-300 training systems at a short budget; augmentation recovers part of that (never the exact
-#   invariance). Trained far longer, the MPNN stays ahead of the two non-augmented GNNs at 100 systems, no
+#   100-300 training systems at a short budget; augmentation recovers part of that (not the exact
+#   invariance: section 7). Trained far longer, the MPNN stays ahead of the two non-augmented GNNs at 100 systems, no
 #   difference is resolved at 300 (the spread over seeds is large),
 #   and at 1000 systems (every run ended by early stopping before a doubled cap) the MPNN is more accurate than
 #   the augmented GNN and on par with the two GNNs trained without augmentation.
