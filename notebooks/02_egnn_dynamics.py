@@ -516,10 +516,12 @@ fig.suptitle("rollout error vs step (dotted: random positions)")
 plt.show()
 
 # %% [markdown]
-# Reading the plot: the error grows roughly exponentially at first (the dynamics is chaotic: a small
-# error in one step is amplified by every close encounter) and then levels off towards the value of two
-# uniformly random points in the box, $2L^2/12$ (each minimum-image component is uniform on $[-L/2, L/2]$,
-# variance $L^2/12$; printed below): there the prediction has no memory of the true configuration. The mean
+# Reading the plot: the error grows fast at first (by more than two orders of magnitude from step 1 to step 10
+# in every shipped model) and then much more slowly (less than five-fold from step 20 to step 39, both checked
+# below), towards the value of two uniformly random points in the box, $2L^2/12$ (each minimum-image component is
+# uniform on $[-L/2, L/2]$, variance $L^2/12$; printed below): there the prediction has no memory of the true
+# configuration. A likely reading of the fast start, not tested here: the dynamics is chaotic, and a small error
+# in one step is amplified by every close encounter. The mean
 # over the 39 steps is a more useful summary than step 39, where every shipped model's error is already more
 # than half of that value (checked below). (Which shipped model is ahead at which step depends on these single,
 # time-limited runs, see above; it is not a comparison of the architectures.)
@@ -535,6 +537,12 @@ final_39 = {name: results["models"][name]["test"]["rollout_pos_mse_final"] for n
 print(claims.holds(min(final_39.values()) > 0.5 * saturation,
                    "at step 39 every shipped model's rollout error exceeds half of 2 L^2 / 12 (whole test split)",
                    str(final_39)))
+per_step = {name: results["models"][name]["test"]["rollout_pos_mse_per_step"] for name in final_39}
+print(claims.holds(all(c[10] > 100 * c[1] and c[39] < 5 * c[20] for c in per_step.values()),
+                   "every shipped model: the rollout error grows more than 100-fold from step 1 to step 10 and less "
+                   "than 5-fold from step 20 to step 39 (whole test split)"))
+
+# %% [markdown]
 #
 # ## 6. Symmetry checks: one step and a whole rollout
 #
@@ -616,10 +624,10 @@ for label, call in [("steps=0", lambda: rollout(egnn64, probe, 0)),
 # %% [markdown]
 # ## 7. Conservation: total momentum
 #
-# **Predict, then run** (1 point for committing a prediction, whatever it is). The simulator conserves the
-# total momentum $P = \sum_i v_i$ exactly (it is zero in every trajectory). The shipped EGNN is exactly
-# equivariant under every symmetry of the box (section 6). Along its 39-step rollouts of the test
-# trajectories, what happens to $|P|$, measured in units of $\sum_i |v_i|$?
+# **Predict, then run** (1 point for committing a prediction, whatever it is). The simulator conserves the total
+# momentum $P = \sum_i v_i$ exactly (it is zero in every test trajectory, to float32 rounding: checked below). The
+# shipped EGNN is exactly equivariant under every symmetry of the box (section 6). Along its 39-step rollouts of the
+# test trajectories, what happens to $|P|$, measured in units of $\sum_i |v_i|$?
 #
 # (a) it stays zero to round-off; (b) it drifts, but stays below 1 % of $\sum_i |v_i|$; (c) it drifts to more
 # than 1 % of $\sum_i |v_i|$.
@@ -646,7 +654,8 @@ momentum_prediction = None  # replace None by "a", "b" or "c"
 #
 # A numerical check of this counting on a toy update (random positions in open space, a cutoff graph
 # with unequal numbers of neighbours, random invariant features and MLPs): the change of $\sum_i v_i$
-# vanishes to round-off only when all three conditions hold.
+# vanishes to round-off when all three conditions hold, and not when any one of them is missing (each case
+# breaks one condition; the first breaks all three).
 
 # %%
 torch.manual_seed(1)
@@ -666,6 +675,7 @@ with torch.no_grad():
     phi_v_toy = 1.0 + 0.1 * torch.tanh(mlp(H, H, 1).double()(h_toy))  # per-particle factors [N, 1]
 momentum_cases = {
     "asymmetric phi_x, C_i = 1/(1 + deg_i), phi_v(h_i)": (phi_asym, 1 / (1 + deg), phi_v_toy),
+    "asymmetric phi_x, one C for all,       phi_v = 1": (phi_asym, 1 / n_toy, 1.0),
     "symmetric phi_x,  C_i = 1/(1 + deg_i), phi_v = 1": (phi_sym, 1 / (1 + deg), 1.0),
     "symmetric phi_x,  one C for all,       phi_v(h_i)": (phi_sym, 1 / n_toy, phi_v_toy),
     "symmetric phi_x,  one C for all,       phi_v = 1": (phi_sym, 1 / n_toy, 1.0),
@@ -823,7 +833,8 @@ plt.show()
 
 # %% [markdown]
 # Along the whole test split the shipped one-step EGNN loses kinetic energy (it cools the system) and the GNN
-# with absolute coordinates gains it (it heats the system), while the true trajectories do not drift. The next
+# with absolute coordinates gains it (it heats the system), while the true trajectories do not drift (neither the
+# training nor the test trajectories). The next
 # cells check this (the rollouts are redone on the whole split, also in fast mode). These are single shipped
 # runs: which way a model drifts is a property of these weights, not a law of the architecture.
 
@@ -831,7 +842,10 @@ plt.show()
 box_train = load_particles("trajectories", "train")
 ke_first = [float(0.5 * g.traj_vel.pow(2).sum(-1).mean(0)[:10].mean()) for g in box_train]
 ke_last = [float(0.5 * g.traj_vel.pow(2).sum(-1).mean(0)[-10:].mean()) for g in box_train]
-full_test = Batch.from_data_list(load_particles("trajectories", "test"))
+test_graphs = load_particles("trajectories", "test")
+ke_first_test = [float(0.5 * g.traj_vel.pow(2).sum(-1).mean(0)[:10].mean()) for g in test_graphs]
+ke_last_test = [float(0.5 * g.traj_vel.pow(2).sum(-1).mean(0)[-10:].mean()) for g in test_graphs]
+full_test = Batch.from_data_list(test_graphs)
 with torch.no_grad():
     ke_ratio = {}
     for name in ("egnn", "abs_gnn"):
@@ -845,6 +859,8 @@ claims.say("Kinetic energy per particle, {n} training trajectories: frames 0-9 {
 # %%
 # NBVAL_CHECK_OUTPUT
 print(claims.tie(ke_last, ke_first, "true kinetic energy, frames 30-39", "frames 0-9 (training trajectories)",
+                 paired=True))
+print(claims.tie(ke_last_test, ke_first_test, "true kinetic energy, frames 30-39", "frames 0-9 (test trajectories)",
                  paired=True))
 print(claims.holds(ke_ratio["egnn"] < 0.9, "the shipped one-step EGNN loses over 10 % of the kinetic energy in 39 "
                    "steps (whole test split)", str(ke_ratio)))
@@ -1051,15 +1067,15 @@ plt.show()
 # metric**: one step, the whole rollout and the distribution of speeds; the multi-step loss from scratch is
 # worse than the one-step loss even on the rollouts it was designed for, and its speeds drift about as far from
 # the truth as those of the non-equivariant GNN (the two are within two standard errors). The EGNN, with either
-# loss, beats the GNN with absolute coordinates on the rollouts. So the single runs above were not misleading
-# about the ordering, but this is a finding about *this budget*: neither recipe trained from scratch reached a
+# loss, beats the GNN with absolute coordinates on the rollouts. This is a finding about *this budget*: neither
+# recipe trained from scratch reached a
 # validation plateau (the curves are still falling), and the multi-step loss had several times fewer updates.
 #
 # The usual recipe, one-step pre-training then multi-step fine-tuning within the same total of epochs, lands
 # **in between**. It beats the multi-step loss from scratch on every metric, but it is **not better than the
 # one-step loss on any**: its rollout position error is on par with the one-step loss's (the difference is within
-# two standard errors), its one-step error is larger (beyond two standard errors, by a small margin: compare the
-# means and standard errors above), and its speeds end further from the true distribution. Its validation curves
+# two standard errors), its one-step error is larger (beyond two standard errors; compare the means and standard
+# errors above), and its speeds end further from the true distribution. Its validation curves
 # (red) show where the one-step accuracy went: switching to the multi-step loss raised the one-step validation
 # loss above the best value of the pre-training phase in every seed, and the fine-tuning epochs did not bring it
 # back (the flat stretch that follows is what the plateau flag of this recipe detects). At an equal number of
@@ -1077,6 +1093,12 @@ ft_split = ft0["models"]["egnn_finetune"]["train"]
 print(claims.holds(all(box[name]["epoch_budget"] == [budget_ep] and len(box[name]["seeds"]) >= 3 for name in box),
                    "every recipe of the seed table had the same epoch budget and at least 3 seeds",
                    str({name: (box[name]["epoch_budget"], box[name]["seeds"]) for name in box})))
+n_pairs, n_windows = one["n_train_graphs"], multi["n_train_graphs"]
+k_steps, batch_size = run0["protocol"]["multistep_k"], run0["protocol"]["batch_size"]
+print(claims.holds(abs(n_windows * k_steps / n_pairs - 1) < 0.15
+                   and math.ceil(n_pairs / batch_size) > 3 * math.ceil(n_windows / batch_size),
+                   "one epoch of the multi-step loss: about the same transitions as the one-step loss (within 15 %) "
+                   "in fewer than a third as many optimizer updates", f"{n_windows * k_steps} vs {n_pairs}"))
 print(claims.holds(ft_split["pretrain_epochs"] == ft_split["finetune_epochs"]
                    and ft_split["pretrain_epochs"] + ft_split["finetune_epochs"] == budget_ep,
                    "the fine-tuning recipe spent half of the same budget on each loss", str(ft_split)))
@@ -1157,47 +1179,49 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# What more epochs changed. Every recipe trained from scratch kept improving: its one-step and rollout errors fell with
-# each doubling of the budget up to 80 epochs (checked below: paired by seed from 10 to 20 epochs; the 40-, 80- and
-# 160-epoch runs were separate calls with only the EGNN recipes, and `egnn_dynamics.py` seeds the k-th model of a call
-# with seed + k, so 20 → 40 → 80 are compared unpaired; the 80- and 160-epoch calls trained one model each, from the
-# same initialisations, so 80 → 160 is paired). From 80 to 160 epochs the one-step loss improved again one step ahead
-# and on the rollouts, the multi-step loss one step ahead and in the speeds but not on the rollouts. None reached a
-# validation plateau at 40 epochs, one of six at 80 and one of six at 160 (a multi-step run each time), and the one-step
-# runs still gained more than a fifth of their best validation loss in the last fifth of 160 epochs, where the cosine
-# schedule anneals the learning rate to zero: even the longest numbers here are not converged; read them as "at this
-# budget". The **ranking** held where it was resolved: at 20, 40 and 80 epochs the one-step loss beats the multi-step
-# loss on every metric, at 160 one step ahead and on the rollouts (at 320 only one step ahead: below), and at 20 epochs
-# both EGNNs still beat the GNN with absolute coordinates on the rollouts. Two findings of the ten-epoch table did
-# **not** survive. First, at 20 epochs (10 + 10) the fine-tuned recipe's speeds are no longer resolvably further from
-# the truth than the one-step loss's (within two standard errors); its larger one-step error and its on-par rollouts
-# remain at 20 epochs. At 80 epochs (40 + 40) the fine-tuned recipe is on par with the one-step loss on all three
-# metrics (its larger one-step error is no longer resolved either) and ahead of the multi-step loss one step ahead and
-# in the speeds (on par on the rollouts): spending half of a long budget on the one-step loss first removes most of what
-# the multi-step loss costs, but does not beat the one-step loss alone. Second, the multi-step loss's speed gap closed
-# in the end: its speed W1 fell from 10 to 20 to 40 epochs, did not move from 40 to 80 (where the one-step loss was
-# still more than 2.5 times closer to the true speed distribution), and fell again from 80 to 160, to on par with the
-# one-step loss's, which stayed where it was at every budget. So "the multi-step loss cools the rollouts" is a finding
-# about budgets up to 80 epochs.
+# What more epochs changed. Both EGNN recipes trained from scratch kept improving: their one-step and rollout errors
+# fell with each doubling of the budget up to 80 epochs (checked below: paired by seed from 10 to 20 epochs; the 40-,
+# 80- and 160-epoch runs were separate calls with only the EGNN recipes, and `egnn_dynamics.py` seeds the k-th model
+# of a call with seed + k, so 20 → 40 → 80 are compared unpaired; the 80- and 160-epoch calls trained one model each,
+# from the same initialisations, so 80 → 160 is paired). From 80 to 160 epochs the one-step loss improved again one
+# step ahead and on the rollouts, the multi-step loss one step ahead and in the speeds but not on the rollouts. None
+# reached a validation plateau at 40 epochs, one of six at 80 and one of six at 160 (a multi-step run each time), and
+# the one-step runs still gained more than a fifth of their best validation loss in the last fifth of 160 epochs,
+# where the cosine schedule anneals the learning rate to zero: even the longest numbers here are not converged; read
+# them as "at this budget". The **ranking** held where it was resolved: at 20, 40 and 80 epochs the one-step loss
+# beats the multi-step loss on every metric, at 160 one step ahead and on the rollouts (at 320 only one step ahead:
+# below), and at 20 epochs both EGNNs still beat the GNN with absolute coordinates on the rollouts (which, trained
+# from scratch too, got *worse* on the rollouts from 10 to 20 epochs in every seed: checked below, paired). Two
+# findings of the ten-epoch table did **not** survive. First, at 20 epochs (10 + 10) the fine-tuned recipe's speeds
+# are no longer resolvably further from the truth than the one-step loss's (within two standard errors); its larger
+# one-step error and its on-par rollouts remain at 20 epochs. At 80 epochs (40 + 40) the fine-tuned recipe is on par
+# with the one-step loss on all three metrics (its larger one-step error is no longer resolved either) and ahead of
+# the multi-step loss one step ahead and in the speeds (on par on the rollouts): spending half of a long budget on the
+# one-step loss first does better than the multi-step loss alone on two of the three metrics, but does not beat the
+# one-step loss alone. Second, the multi-step loss's speed gap closed in the end: its speed W1 fell from 10 to 20 to
+# 40 epochs, did not move from 40 to 80 (where its mean was still more than 2.5 times the one-step loss's, the
+# difference beyond two standard errors), and fell again from 80 to 160, to on par with the one-step loss's, which did
+# not move resolvably at any budget. So "the multi-step loss's speeds are further from the truth" is a finding about
+# budgets up to 80 epochs.
 #
-# The last doubling, 320 epochs for both recipes from scratch (the same initialisations as at 80 and 160: paired),
-# is the protocol's test of whether the numbers have stopped moving. For the **one-step loss** they have on the
-# rollouts and not one step ahead: its one-step error fell by about a third again, as it did from 80 to 160, while
-# its rollout error moved by a few per cent (resolved, but small) and its speed error did not move (on par; printed
-# and checked below). Between 80 and 320 epochs its one-step error more than halved and its rollout error fell by
-# less than a tenth. A plausible reading, not tested here: along a rollout every one-step error is amplified by the
-# chaos of the dynamics (section 5), so a better one-step fit buys little rollout accuracy (section 9b's learned
-# energy points the same way: far more accurate one step ahead, and only somewhat along the rollouts). None of the
-# three 320-epoch one-step runs reached a plateau either (their gains in the last fifth are printed below, smaller
-# than at 160).
+# The last doubling, 320 epochs for both recipes from scratch (the same initialisations as at 80 and 160: paired), is
+# the protocol's test of whether the numbers have stopped moving. For the **one-step loss** they have on the rollouts
+# and not one step ahead: its one-step error fell by about a third again, as it did from 80 to 160, while its rollout
+# error moved by a few per cent (resolved, but small) and its speed error did not move (on par; printed and checked
+# below). Between 80 and 320 epochs its mean one-step error more than halved and its mean rollout error fell by less
+# than a tenth. A plausible reading, not tested here: along a rollout every one-step error is amplified by the chaos
+# of the dynamics (section 5), so a better one-step fit buys little rollout accuracy (section 9b's learned energy
+# points the same way: far more accurate one step ahead, and only somewhat along the rollouts). None of the three
+# 320-epoch one-step runs reached a plateau either (their gains in the last fifth are printed below, smaller than at
+# 160).
 #
 # The **multi-step loss** had not stopped moving: from 160 to 320 epochs it improved on all three metrics (paired),
-# its rollout error by more than a tenth, several times more than the one-step loss's in the same doubling, and its
-# speed error by more than a third. So at 320 epochs the **ranking changed**: the one-step loss still leads one step
-# ahead (beyond two standard errors), but on the rollouts and in the speeds the two recipes are on par, and the
+# its mean rollout error by more than a tenth, several times the one-step loss's fall in the same doubling, and its
+# mean speed error by more than a third. So at 320 epochs the **ranking changed**: the one-step loss still leads one
+# step ahead (beyond two standard errors), but on the rollouts and in the speeds the two recipes are on par, and the
 # multi-step loss's mean speed error is now the lower one (within two standard errors, so not a lead either). One of
-# its three runs reached a plateau. The comparison of the two recipes along rollouts is therefore not settled by
-# these budgets: the one-step loss's rollout lead at 20 to 160 epochs was a lead at those budgets, and whether the
+# its three runs reached a plateau. The comparison of the two recipes along rollouts is therefore not settled by these
+# budgets: the one-step loss's rollout lead at 20 to 160 epochs was a lead at those budgets, and whether the
 # multi-step loss overtakes it with still more epochs is open.
 
 # %%
@@ -1289,8 +1313,8 @@ print(claims.holds(all(-0.4 < rel[a, b, "one_step_pos_mse"] < -0.25 for a, b in 
 print(claims.holds(-0.05 < rel[160, 320, "rollout_pos_mse_mean"] < 0, "one-step loss: 160 -> 320 epochs moved the "
                    "rollout error by less than 5 %", str(rel)))
 print(claims.holds(rel[80, 320, "one_step_pos_mse"] < -0.5 and -0.1 < rel[80, 320, "rollout_pos_mse_mean"],
-                   "80 -> 320 epochs: the one-step error more than halved, the rollout error fell by less than a "
-                   "tenth", str(rel)))
+                   "80 -> 320 epochs: the mean one-step error more than halved, the mean rollout error fell by less "
+                   "than a tenth", str(rel)))
 gain320 = [stats.plateau(curve)["last_window_gain"] for curve in one320["val_curves"]]
 print(claims.holds(not any(one320["plateaued"]) and max(gain320) < min(gain160),
                    "320 epochs: no run at a plateau; each gained less in its last fifth than any 160-epoch run",
@@ -1306,8 +1330,9 @@ print("multi-step loss, change of the mean from 160 to 320 epochs: "
       + "; ".join(f"{metric_names[key]} {rel_multi[key]:+.0%}" for key in metric_names))
 print(claims.holds(rel_multi["rollout_pos_mse_mean"] < -0.1 and rel_multi["speed_w1"] < -1 / 3
                    and rel_multi["rollout_pos_mse_mean"] < 3 * rel[160, 320, "rollout_pos_mse_mean"],
-                   "160 -> 320 epochs: the multi-step loss's rollout error fell by more than a tenth (over three "
-                   "times the one-step loss's fall), its speed error by more than a third", f"{rel_multi} {rel}"))
+                   "160 -> 320 epochs: the multi-step loss's mean rollout error fell by more than a tenth (over "
+                   "three times the one-step loss's fall), its mean speed error by more than a third",
+                   f"{rel_multi} {rel}"))
 print(claims.less(one320["one_step_pos_mse"]["values"], multi320["one_step_pos_mse"]["values"],
                   "320 epochs: EGNN one-step loss, one-step position MSE", "multi-step loss"))
 for key in ("rollout_pos_mse_mean", "speed_w1"):
@@ -1331,8 +1356,17 @@ for key in ("one_step_pos_mse", "speed_w1"):
 print(claims.tie(ft80["rollout_pos_mse_mean"]["values"], by_budget[80]["egnn_multistep"]["rollout_pos_mse_mean"][
     "values"], "80 epochs: one-step then fine-tuned, rollout position MSE", "multi-step loss"))
 w1_80 = {name: stats.summarize(by_budget[80][name]["speed_w1"]["values"]).mean for name in ("egnn", "egnn_multistep")}
-print(claims.holds(w1_80["egnn_multistep"] > 2.5 * w1_80["egnn"], "at 80 epochs the multi-step loss's speed W1 is "
-                   "still more than 2.5 times the one-step loss's", f"{w1_80}"))
+print(claims.holds(w1_80["egnn_multistep"] > 2.5 * w1_80["egnn"], "at 80 epochs the multi-step loss's mean speed W1 "
+                   "is still more than 2.5 times the one-step loss's", f"{w1_80}"))
+for short, long in ((10, 20), (20, 80)):  # the fine-tuning recipe: each call list as at 10 epochs (paired)
+    for key in ("one_step_pos_mse", "rollout_pos_mse_mean"):
+        print(claims.less(by_budget[long]["egnn_finetune"][key]["values"],
+                          by_budget[short]["egnn_finetune"][key]["values"],
+                          f"one-step then fine-tuned, {metric_names[key]}, {long} epochs", f"{short} epochs",
+                          paired=True))
+print(claims.greater(by_budget[20]["abs_gnn"]["rollout_pos_mse_mean"]["values"],
+                     by_budget[10]["abs_gnn"]["rollout_pos_mse_mean"]["values"],
+                     "GNN with absolute coordinates, rollout position MSE, 20 epochs", "10 epochs", paired=True))
 
 # %% [markdown]
 # ## 9b. The physicist's baseline: learn the energy, integrate Newton's equations
@@ -1466,8 +1500,9 @@ plt.show()
 # do not), and the true energy of its rollouts drifts far less than the EGNN's. The reference row separates the
 # integrator from the model: with the *exact* energy, the same Verlet steps (a multiple of the simulator's
 # timestep, printed above) stay close to the test trajectories over all 39 frames, so the rollout error of the
-# learned energy is its force error (a small fraction of the typical force, printed above) amplified by the chaos
-# of the dynamics, not the integrator's.
+# learned energy comes from its forces, not from the integrator (checked). That its force error, a small fraction of
+# the typical force (printed above), grows so large along a rollout because the dynamics is chaotic is a reading,
+# not tested here.
 #
 # Before concluding "learn the energy, not the step", read what the comparison does *not* hold equal:
 #
@@ -1641,21 +1676,22 @@ print(claims.holds(float((P_ed - P_ed[0]).abs().max()) < 1e-5, "the total moment
 #   longer (the one-step EGNN for 320 epochs, the energy for twice the steps; the multi-step EGNN at 320 epochs
 #   is behind it too, one step ahead, on the rollouts and in the speeds), at the price of force labels and one
 #   force evaluation per Verlet step (the count per predicted frame is printed in section 9b).
-# * Pointwise rollout errors grow fast (chaos): by step 39 every model's error, the learned energy's included, is
-#   more than half of the "random positions" value $2L^2/12$ (checked below). The shipped models are single,
-#   time-limited runs; the finding comes from the several-seed rerun at an equal budget in epochs: the one-step
-#   loss beats the multi-step loss from scratch on every metric, one-step pre-training then multi-step
-#   fine-tuning within the same budget is not better than the one-step loss on any metric (on par on the
-#   rollouts, worse one step ahead and in the speeds), and both EGNNs beat the GNN with absolute coordinates on
-#   the rollouts. At two, four and eight times the budget every recipe improved and the ranking of the one-step
-#   over the multi-step loss held on every metric; the fine-tuned recipe's speed gap was no longer resolved at
-#   twice the budget, and at eight times (40 + 40) it is on par with the one-step loss on every metric. At
-#   sixteen times (160 epochs) the one-step loss still leads one step ahead and on the rollouts, but the
-#   multi-step loss's speeds have caught up (on par); one of six runs from scratch reached a plateau at 80
-#   epochs and one at 160, so these are numbers at a budget, not converged ones. At thirty-two times (320 epochs)
-#   the one-step loss's one-step error fell by a third again while its rollout error moved by less than 5 % and its
-#   speeds not at all; the multi-step loss improved on every metric, its rollouts by more than a tenth, and caught
-#   up: the one-step loss now leads only one step ahead, the two are on par on the rollouts and in the speeds.
+# * Pointwise rollout errors grow fast (chaos: a reading, see section 5): by step 39 every model's error, the learned
+#   energy's included (also trained for twice the steps), is more than 40 % of the "random positions" value $2L^2/12$
+#   (checked below). The shipped models are single, time-limited runs; the finding comes from the several-seed rerun
+#   at an equal budget in epochs: the one-step loss beats the multi-step loss from scratch on every metric, one-step
+#   pre-training then multi-step fine-tuning within the same budget is not better than the one-step loss on any metric
+#   (on par on the rollouts, worse one step ahead and in the speeds), and both EGNNs beat the GNN with absolute
+#   coordinates on the rollouts. At two, four and eight times the budget the EGNN recipes improved one step ahead and
+#   on the rollouts (the GNN with absolute coordinates got worse on the rollouts at twice the budget) and the ranking
+#   of the one-step over the multi-step loss held on every metric; the fine-tuned recipe's speed gap was no longer
+#   resolved at twice the budget, and at eight times (40 + 40) it is on par with the one-step loss on every metric. At
+#   sixteen times (160 epochs) the one-step loss still leads one step ahead and on the rollouts, but the multi-step
+#   loss's speeds have caught up (on par); one of six runs from scratch reached a plateau at 80 epochs and one at 160,
+#   so these are numbers at a budget, not converged ones. At thirty-two times (320 epochs) the one-step loss's one-
+#   step error fell by a third again while its mean rollout error moved by less than 5 % and its speeds by no
+#   resolvable amount; the multi-step loss improved on every metric, its mean rollout error by more than a tenth, and
+#   caught up: the one-step loss now leads only one step ahead, the two are on par on the rollouts and in the speeds.
 #   Which loss gives the better rollouts is not settled at these budgets.
 #
 # Questions: (a) Which symmetry would a model need to conserve momentum exactly (hint: Noether's theorem
@@ -1670,9 +1706,11 @@ print(claims.holds(float((P_ed - P_ed[0]).abs().max()) < 1e-5, "the total moment
 bt = results["models"]["ballistic"]["test"]
 print(f"free flight: one-step position MSE / velocity MSE = {bt['one_step_pos_mse'] / bt['one_step_vel_mse']:.4f}; "
       f"dt^2 / 4 = {DT**2 / 4:.4f}")
-final_all = list(final_39.values()) + [r["dynamics"]["rollout_pos_mse_per_step"][-1] for r in ed_runs]
+final_all = (list(final_39.values()) + [r["dynamics"]["rollout_pos_mse_per_step"][-1] for r in ed_runs + ed2_runs]
+             + [r["rollout_pos_mse_per_step"][-1] for r in ed2_egnn])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(claims.holds(min(final_all) > 0.5 * saturation, "at step 39 every model's rollout error, the learned "
-                   "energy's included, exceeds half of 2 L^2 / 12", str(final_all)))
+print(claims.holds(min(final_all) > 0.4 * saturation, "at step 39 every model's rollout error, the learned "
+                   "energy's included (both budgets), exceeds 40 % of 2 L^2 / 12",
+                   str([round(v, 2) for v in final_all])))
