@@ -1114,7 +1114,8 @@ claims.say("Long runs at 1000 systems (cap {cap} steps), test MAE: {maes}. Error
 # NBVAL_CHECK_OUTPUT
 pm = plateau_mae
 print(claims.holds(1.9 <= min(fall.values()) and max(fall.values()) <= 2.5, "the long runs lower every model's "
-                   "3200-step test MAE by a factor between 1.9 and 2.5", str({m: round(v, 2) for m, v in fall.items()})))
+                   "3200-step test MAE by a factor between 1.9 and 2.5",
+                   str({m: round(v, 2) for m, v in fall.items()})))
 print(claims.less(pm["mpnn"], pm["abs_gnn_aug"], "MPNN at 1000, long runs", "augmented GNN at 1000, long runs"))
 for m in ("abs_gnn", "vec_gnn"):
     print(claims.tie(pm["mpnn"], pm[m], "MPNN at 1000, long runs", f"{m} at 1000, long runs"))

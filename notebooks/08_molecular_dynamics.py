@@ -397,8 +397,9 @@ plt.show()
 # above, per method). The mean
 # temperature is below 500 K for a simple reason: ASE's `get_temperature` divides the kinetic energy by 3N = 27
 # degrees of freedom, but after removing the total momentum and the rotation only the 3N - 6 = 21 vibrations
-# carry energy, so a 500 K molecule reads about 500 x 21/27 = 390 K (in the Langevin runs below the thermostat
-# also heats the translations and rotations, and the reading is 500 K).
+# carry energy, so the reading is 21/27 of the temperature of the vibrations (in the Langevin runs below the
+# thermostat also heats the translations and rotations, and the reading is close to the thermostat's temperature:
+# printed there).
 #
 # Longer runs (1 ps) at three timesteps, from `benchmarks/md_ethanol.py nve` (the same protocol):
 
@@ -905,7 +906,7 @@ claims.say("With the models' scatter included the picture holds: NequIP l=0 is f
 # %% [markdown]
 # The new floor changes both readings of SchNet that the old one gave: its dihedral, above the old floor (two
 # 5 ps halves of one run), is not distinguishable from xTB sampled as briefly as that SchNet run, and its h(r),
-# which the earlier reading put at the old floor, is borderline against the matched one. The dihedral is the
+# slightly above the old floor, is borderline against the matched one. The dihedral is the
 # hardest of the three: the hydroxyl hops between its wells only a few times per replica, so deciding whether a
 # model gets the *gauche*/*trans* populations right (they depend on energy differences of the order of
 # k_B T = 43 meV at 500 K) would need much longer reference and model runs. The SchNet run stopped early (the
@@ -1226,8 +1227,8 @@ print(claims.holds(gap_all < gap_first3 / 2, "over all seeds the gap in the inta
 # or added where the model's runs fail, i.e. active learning), a physically motivated prior (a short-range
 # repulsion against collapsing atoms, a term that makes stretched bonds cost energy), and, as the runs here
 # suggest, a more accurate model (the equivariant NequIP l=1 extrapolated best, but its force error was also
-# about half that of NequIP l=0; at matched force error, section 6b, the two were on par, so here accuracy, not
-# the equivariant features by themselves, made the difference).
+# about half that of NequIP l=0; at matched force error, section 6b, the two were on par, so these runs do not show
+# that the equivariant features by themselves made the difference; that accuracy did is a reading, not tested).
 
 # %% [markdown] rubric="08.error_vs_stability"
 # **Rubric (2 points).** 1 point: the test set samples the training distribution (500 K), while stability is

@@ -468,7 +468,8 @@ for name in ("NequIP l=1", "NequIP l=2"):
 # The runs start at the relaxed structure with velocities drawn at 600 K: from a minimum, half of the kinetic
 # energy flows into potential energy (equipartition), so the 21 vibrations settle at about 300 K. (ASE's
 # `get_temperature` divides by all 27 degrees of freedom, and the six rigid motions were removed from the
-# velocities, so it reads about 300 × 21/27 ≈ 230 K.) A short run with SchNet, live (the benchmark ran 3 × 2 ps
+# velocities, so it reads 21/27 of the vibrations' temperature; the live run below prints its reading.) A short run
+# with SchNet, live (the benchmark ran 3 × 2 ps
 # per method):
 
 # %%
@@ -981,11 +982,13 @@ claims.say("After two rounds (about {n} labels), the committee-mean force error 
 
 # %% [markdown]
 # **At this size, active learning loses to random selection** on both test sets, and the two tie on stability.
-# Three things explain it, and all three are worth knowing before trying active learning on a real problem:
+# Three readings of why (measured where stated; the mechanisms themselves were not tested, e.g. with a trust
+# window), all three worth knowing before trying active learning on a real problem:
 #
 # 1. *The highest disagreement marks the most extreme frames.* The frames active learning picked have more than
-#    twice the σ of random ones: stretched bonds a few femtoseconds before a failure of the committee's own MD. The
-#    true 1000 K ensemble (the xTB test set) rarely goes there, so those labels teach the model a region the tests do
+#    twice the σ of random ones (printed above); we read them as stretched bonds on the way to a failure of the
+#    committee's own MD (their geometry was not recorded). The true 1000 K ensemble (the xTB test set) rarely goes
+#    there, so those labels teach the model a region the tests do
 #    not visit. Production schemes (DP-GEN) therefore label only frames inside a *trust window*,
 #    σ_low < σ < σ_high: a frame above σ_high is taken to be unphysical and is not labelled.
 # 2. *Large forces dominate a squared loss.* With a fixed budget of 500 steps, a few frames with forces of several
