@@ -59,7 +59,7 @@ _ = doctor()  # one line: library versions, device, fast mode
 #
 # The 2-D particle system of notebook 01 closes the loop: MD with the learned invariant MPNN against the
 # exact simulator, where a small defect of the learned energy (it is not smooth at the cutoff) shows up as an
-# energy error that no timestep removes.
+# energy error that a smaller timestep does not remove (two timesteps tried).
 #
 # After this notebook you can:
 #
@@ -1574,7 +1574,8 @@ plt.show()
 #   bonds) and `MDInstability` says when and why a run failed.
 # - Velocity Verlet conserves the energy to $O(\Delta t^2)$ **if** the forces are the gradient of a smooth energy:
 #   the learned SchNet and NequIP potentials conserve energy like the reference at the same timestep, the 2-D
-#   MPNN with its cutoff jumps does not, at any timestep.
+#   MPNN with its cutoff jumps does not, at either of the two timesteps tried (the smaller one did not shrink its
+#   error).
 # - Structural distributions are the real test of a potential for MD; compare them with a distance
 #   (Wasserstein-1, Jensen-Shannon) *and* with a noise floor measured at the same sample size (the reference
 #   method run through the same harness, several times), and know which observables are slow to sample

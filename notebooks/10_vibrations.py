@@ -619,6 +619,9 @@ print(claims.holds(rho > 2 / np.sqrt(n_frames - 1), "the disagreement ranks test
 print(claims.greater(high, low, "error of the most uncertain quarter of atoms", "of the least uncertain quarter"))
 print(claims.holds(ratio > 1, "the committee is overconfident: the median error/disagreement ratio is above 1",
                    f"ratio {ratio:.2f}"))
+per_element = {int(z): float(np.median(err_atom[z_atom == z] / sig_atom[z_atom == z])) for z in np.unique(z_atom)}
+print(claims.holds(max(per_element, key=per_element.get) == 8, "the error/disagreement ratio is largest on the "
+                   "oxygen (median per element)", str({z: round(v, 2) for z, v in per_element.items()})))
 
 # %% [markdown]
 # ## 8. Flagging failures before they happen
