@@ -176,7 +176,8 @@ plt.show()
 # themselves; the part that depends on the geometry, the part we care about, varies by a fraction of an eV
 # (the standard deviation printed above). A
 # network that starts near zero would spend its first thousands of steps learning the offset, and its
-# output layer would have to be accurate to 1 part in $10^4$. Two standard cures:
+# output layer would have to resolve the variation against the offset: better than one part in a thousand of
+# its output (the standard deviation over the mean, both printed above). Two standard cures:
 #
 # * subtract **isolated-atom energies** (computed with the same method): what is left is the
 #   atomisation energy, still tens of eV (printed below) but physically meaningful;
