@@ -629,12 +629,12 @@ plt.show()
 # %% [markdown]
 # At 2000 steps the force errors order by what the messages can see: the two distance-only models (SchNet and NequIP
 # $l_{max} = 0$) are on par and have the largest errors, PaiNN is lower than SchNet (its advantage over NequIP
-# $l_{max} = 0$ stays just within two standard errors), and NequIP $l_{max} = 1$ and then $l_{max} = 2$ are lower
-# still. The cost runs the other way: SchNet is the cheapest to train, PaiNN costs about as much as NequIP $l_{max} =
-# 0$, and every step up in $l_{max}$ costs more. No model is resolvably both more accurate and cheaper than another
-# (checked for every pair; PaiNN against NequIP $l_{max} = 0$ comes closest: lower means of both, neither beyond two
-# standard errors). The energy errors scatter too much from seed to seed to order the models. Checked on the per-seed
-# numbers (paired by seed):
+# $l_{max} = 0$ stays just within two standard errors), and NequIP $l_{max} = 1$ and then $l_{max} = 2$ are lower still.
+# The cost runs the other way: SchNet is the cheapest to train, PaiNN costs about as much as NequIP $l_{max} = 0$, and
+# every step up in $l_{max}$ costs more. No model is resolvably both more accurate and cheaper than another (checked for
+# every pair; PaiNN against NequIP $l_{max} = 0$ comes closest: lower means of both, neither beyond two standard
+# errors). The energy errors scatter too much from seed to seed to order the models. Checked on the per-seed numbers
+# (paired by seed):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -774,19 +774,19 @@ claims.say("noise floor: the s.e. over the {k} molecules of one run is {f:.0f} f
 # and xTB keeps all of its molecules, so the harness does not break bonds that the reference keeps. The limit also
 # caps what can be seen: NequIP $l_{max} = 1$ and $2$ cannot be ranked against each other at 0.5 ps.
 #
-# At *matched* force error the architectures differ. Two comparisons above had force errors on par (section 8's
-# claims): SchNet and NequIP $l_{max} = 0$, two distance-only models, and PaiNN and NequIP $l_{max} = 0$. SchNet fails
-# sooner than NequIP $l_{max} = 0$ (paired by seed, beyond 2 s.e.). PaiNN, the equivariant one, fails sooner than
-# NequIP $l_{max} = 0$ in every seed, but the paired difference stays within 2 s.e. of three seeds: not established
-# for the architectures. For two single trained models the answer is sharp: PaiNN seed 1 and NequIP $l_{max} = 0$ seed
-# 1 have the same force error to within half a meV/Å, and every PaiNN molecule broke a bond within the limit while
-# every NequIP molecule stayed intact (a difference far beyond the spread over the 8 molecules). So a force error does
-# not fix the stability, and the difference at matched error is not "equivariant beats invariant" here: the
-# equivariant PaiNN is no more stable than the invariant NequIP $l_{max} = 0$ (lower in every seed, not resolved over
-# three), and the two invariant models differ from each other. (Fu et al., *Forces are not enough*, TMLR 2023, found
-# the same decoupling on MD17 and reported equivariant models as the more stable ones; with 100 frames and 2000 steps,
-# far from converged, our small models do not show that as a rule. Notebook 08 §6b asks the cleanest form of the
-# question: NequIP $l_{max} = 1$ against $l_{max} = 0$, the same network, at matched force error, 16 seeds each.)
+# At *matched* force error the architectures differ. Two comparisons above had force errors on par (section 8's claims):
+# SchNet and NequIP $l_{max} = 0$, two distance-only models, and PaiNN and NequIP $l_{max} = 0$. SchNet fails sooner
+# than NequIP $l_{max} = 0$ (paired by seed, beyond 2 s.e.). PaiNN, the equivariant one, fails sooner than NequIP
+# $l_{max} = 0$ in every seed, but the paired difference stays within 2 s.e. of three seeds: not established for the
+# architectures. For two single trained models the answer is sharp: PaiNN seed 1 and NequIP $l_{max} = 0$ seed 1 have
+# the same force error to within half a meV/Å, and every PaiNN molecule broke a bond within the limit while every NequIP
+# molecule stayed intact (a difference far beyond the spread over the 8 molecules). So a force error does not fix the
+# stability, and the difference at matched error is not "equivariant beats invariant" here: the equivariant PaiNN is no
+# more stable than the invariant NequIP $l_{max} = 0$ (its time to failure lower in every seed, not resolved over
+# three), and the two invariant models differ from each other. (Fu et al., *Forces are not enough*, TMLR 2023, found the
+# same decoupling on MD17 and reported equivariant models as the more stable ones; with 100 frames and 2000 steps, far
+# from converged, our small models do not show that as a rule. Notebook 08 §6b asks the cleanest form of the question:
+# NequIP $l_{max} = 1$ against $l_{max} = 0$, the same network, at matched force error, 16 seeds each.)
 #
 # The noise floor of the measurement: the spread over the 8 molecules of one run is comparable to the spread over
 # seeds for SchNet and PaiNN, so their seed-to-seed differences are mostly measurement noise; NequIP
