@@ -36,6 +36,13 @@ load) and ``dyn_<model>.pt`` (:func:`course_lib.train.save_checkpoint`, ``config
 with ``--checkpoint-dir`` also ``<model>_s<seed>.pt`` there (the per-seed checkpoints of
 ``results/egnn_dynamics_seeds/ckpt/``, read by ``energy_dynamics.py``).
 
+Long runs resume: every trained model keeps its training state (weights, optimiser, best weights, history,
+random generators) in ``<out>/resume_<model>*.pt`` after every epoch; ``--resume`` continues an interrupted call
+with the same settings where it stopped (models already in ``egnn_dynamics.json`` are kept, a model stopped
+mid-training goes on from its last finished epoch) and gives the same numbers as an uninterrupted run.
+``--stop-after-epoch N`` ends a call once N epochs of a model are done (its state kept), to run a long budget in
+parts on a shared machine.
+
 ``--device``: ``cpu`` (the default; the committed results are CPU results) or ``cuda`` (models and batches on the
 GPU, the rollout timed with ``torch.cuda.synchronize()``); recorded in ``machine``. The wall-clock budgets
 (``--time-limit``) then buy more epochs than on the CPU: compare runs of one device only.
@@ -107,18 +114,51 @@ def rollout_windows(trajs: list[Data], k: int, stride: int) -> list[Data]:
     return out
 
 
+class Paused(Exception):
+    """Raised by :func:`train` when ``stop_after_epoch`` is reached (the training state is on disk)."""
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a call killed while writing leaves the previous epoch's state
+
+
 def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit: float, seed: int,
-          log_every: int = 1, desc: str = "", device="cpu") -> dict:
-    """Adam + cosine decay (over epochs or wall time), best-validation weights; returns the history."""
+          log_every: int = 1, desc: str = "", device="cpu", state_file: Path | None = None,
+          stop_after_epoch: int | None = None) -> dict:
+    """Adam + cosine decay (over epochs or wall time), best-validation weights; returns the history.
+
+    With ``state_file`` the training state is written there after every epoch, and training resumes from it when
+    it exists (it must come from the same settings); ``stop_after_epoch = N`` raises :class:`Paused` once epoch
+    N - 1 is done and saved (before epoch N).
+    """
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed + 100)
     tl = DataLoader(train_set, batch_size=32, shuffle=True, generator=gen)
     vl = DataLoader(val_set, batch_size=128)
     best, best_val, best_epoch, hist = copy.deepcopy(model.state_dict()), math.inf, -1, []
-    t0 = time.perf_counter()
+    key = {"desc": desc, "epochs": epochs, "lr": lr, "seed": seed, "time_limit": time_limit,
+           "n_train": len(train_set), "n_val": len(val_set)}
+    elapsed = 0.0
+    if state_file is not None and state_file.exists():
+        st = torch.load(state_file, map_location="cpu", weights_only=False)
+        if st["key"] != key:
+            raise SystemExit(f"{state_file} holds the training state of other settings ({st['key']}, not {key}): "
+                             "rerun with the settings that wrote it, or delete it to start this model afresh")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        best, best_val, best_epoch, hist, elapsed = st["best"], st["best_val"], st["best_epoch"], st["history"], \
+            st["elapsed"]
+        print(f"  {desc}: resumed after epoch {len(hist) - 1} from {state_file}", flush=True)
+    t0 = time.perf_counter() - elapsed
     stop = "max_epochs"
-    for epoch in range(epochs):
+    for epoch in range(len(hist), epochs):
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            raise Paused(f"{desc}: paused after {epoch} epochs ({state_file}); rerun with --resume to go on")
         model.train()
         total, count = 0.0, 0
         for batch in tl:
@@ -148,6 +188,11 @@ def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit
         if time.perf_counter() - t0 > time_limit:
             stop = "time_limit"
             break
+        if state_file is not None:
+            _save_state(state_file, {"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                     "best": best, "best_val": best_val, "best_epoch": best_epoch, "history": hist,
+                                     "elapsed": time.perf_counter() - t0})
     model.load_state_dict(best)
     return {"epochs_run": len(hist), "best_epoch": best_epoch, "best_val": best_val, "stop_reason": stop,
             "train_seconds": time.perf_counter() - t0, "history": hist}
@@ -210,7 +255,7 @@ def _multistep_loss(k: int):
 
 
 def pretrain_finetune(model, tr, pairs, val_pairs, epochs: int, ft_epochs: int, args, time_limit: float,
-                      seed: int, device) -> dict:
+                      seed: int, device, state_stem: Path | None = None) -> dict:
     """egnn_finetune: ``epochs - ft_epochs`` epochs of the one-step loss, then ``ft_epochs`` of the multi-step loss
     at ``lr * finetune_lr_factor``; one history over both phases (epochs numbered on), best one-step validation
     weights of the fine-tuning phase kept (model selection as for every arm)."""
@@ -218,16 +263,36 @@ def pretrain_finetune(model, tr, pairs, val_pairs, epochs: int, ft_epochs: int, 
     pre = None
     if pre_epochs:
         pre = train(model, pairs, val_pairs, _one_step_loss(True), pre_epochs, args.lr, time_limit, seed,
-                    args.log_every, desc="egnn_finetune (one-step phase)", device=device)
+                    args.log_every, desc="egnn_finetune (one-step phase)", device=device,
+                    state_file=state_stem and state_stem.with_name(state_stem.name + "_pretrain.pt"),
+                    stop_after_epoch=args.stop_after_epoch)
+    stop_ft = None if args.stop_after_epoch is None else args.stop_after_epoch - pre_epochs
     ft = train(model, rollout_windows(tr, args.k, stride=args.k), val_pairs, _multistep_loss(args.k), ft_epochs,
                args.lr * args.finetune_lr_factor, time_limit, seed + 50, args.log_every,
-               desc="egnn_finetune (multi-step phase)", device=device)
+               desc="egnn_finetune (multi-step phase)", device=device,
+               state_file=state_stem and state_stem.with_name(state_stem.name + "_finetune.pt"),
+               stop_after_epoch=stop_ft)
     hist = (pre["history"] if pre else []) + [{**h, "epoch": h["epoch"] + pre_epochs} for h in ft["history"]]
     return {"epochs_run": len(hist), "best_epoch": ft["best_epoch"] + pre_epochs, "best_val": ft["best_val"],
             "stop_reason": ft["stop_reason"], "train_seconds": (pre["train_seconds"] if pre else 0.0)
             + ft["train_seconds"], "history": hist, "pretrain_epochs": pre_epochs, "finetune_epochs": ft_epochs,
             "pretrain_best_val": pre["best_val"] if pre else None,
             "n_pretrain_graphs": len(pairs)}
+
+
+def _without_resume_flags(argv: list[str]) -> list[str]:
+    """The command line as the results record it: --resume and --stop-after-epoch N change no number."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--resume" or a.startswith("--stop-after-epoch="):
+            continue
+        elif a == "--stop-after-epoch":
+            skip = True
+        else:
+            out.append(a)
+    return out
 
 
 def merge(parts: list[Path], out: Path) -> dict:
@@ -275,6 +340,11 @@ def main(argv=None) -> dict:
                    help="also save every trained model as <dir>/<model>_s<seed>.pt (per-seed checkpoints, e.g. "
                         "results/egnn_dynamics_seeds/ckpt/ for energy_dynamics.py)")
     p.add_argument("--log-every", type=int, default=1)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted call with the same settings in --out: keep the models already in its "
+                        "egnn_dynamics.json, go on from the saved training state of the one it stopped in")
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                   help="end this call once a model has N epochs done (state kept in --out); go on with --resume")
     p.add_argument("--merge", default=None,
                    help="comma-separated result folders of partial runs (--models subsets run in parallel): "
                         "merge their JSON and checkpoints into --out and exit")
@@ -315,7 +385,8 @@ def main(argv=None) -> dict:
         data[kind] = (tr, va, te)
     steps = 39
     results = {
-        "command": "python benchmarks/egnn_dynamics.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/egnn_dynamics.py " + " ".join(_without_resume_flags(
+            argv if argv is not None else sys.argv[1:])),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(), **device_info(device)},
@@ -327,9 +398,23 @@ def main(argv=None) -> dict:
                      "metrics": "test split, mobile atoms; pos MSE = mean |min_image(dx)|^2 (summed over x, y)"},
         "models": {},
     }
+    previous = out / "egnn_dynamics.json"
+    if args.resume and previous.exists():
+        before = json.loads(previous.read_text())
+        if before["protocol"] != results["protocol"]:
+            raise SystemExit(f"--resume: {previous} was written with other settings ({before['protocol']}); rerun the "
+                             "command that wrote it, or give another --out")
+        results["models"] = {m: e for m, e in before["models"].items() if m in models}
+        results["machine"]["resumed_from"] = before["machine"]
+    elif not args.resume:
+        for stale in out.glob("resume_*.pt"):  # a fresh call starts every model afresh
+            stale.unlink()
     t_all = time.perf_counter()
     for k, name in enumerate(models):
         tr, va, te = data["crystal_trajectories" if name in CRYSTAL else "trajectories"]
+        if name in results["models"]:
+            print(f"{name}: done in an earlier call ({previous}), kept", flush=True)
+            continue
         seed_everything(args.seed + k)
         model = make_model(name, args.hidden, args.layers)
         entry = {"label": LABELS[name], "config": model.config, "model_class": type(model).__name__}
@@ -343,15 +428,22 @@ def main(argv=None) -> dict:
                 train_set, loss_fn = rollout_windows(tr, args.k, stride=args.k), _multistep_loss(args.k)
             else:
                 train_set, loss_fn = trajectory_pairs(tr), _one_step_loss(mobile_only)
-            if name == "egnn_finetune":
-                entry["train"] = pretrain_finetune(model, tr, train_set, val_pairs, epochs, ft_epochs, args,
-                                                   time_limit, args.seed + k, device)
-                entry["label"] = (f"{LABELS[name]} ({entry['train']['pretrain_epochs']} + "
-                                  f"{entry['train']['finetune_epochs']} epochs)")
-                train_set = rollout_windows(tr, args.k, stride=args.k)
-            else:
-                entry["train"] = train(model, train_set, val_pairs, loss_fn, epochs, args.lr, time_limit,
-                                       args.seed + k, args.log_every, desc=name, device=device)
+            try:
+                if name == "egnn_finetune":
+                    entry["train"] = pretrain_finetune(model, tr, train_set, val_pairs, epochs, ft_epochs, args,
+                                                       time_limit, args.seed + k, device, out / f"resume_{name}")
+                    entry["label"] = (f"{LABELS[name]} ({entry['train']['pretrain_epochs']} + "
+                                      f"{entry['train']['finetune_epochs']} epochs)")
+                    train_set = rollout_windows(tr, args.k, stride=args.k)
+                else:
+                    entry["train"] = train(model, train_set, val_pairs, loss_fn, epochs, args.lr, time_limit,
+                                           args.seed + k, args.log_every, desc=name, device=device,
+                                           state_file=out / f"resume_{name}.pt",
+                                           stop_after_epoch=args.stop_after_epoch)
+            except Paused as paused:
+                print(paused, flush=True)
+                results["paused"] = str(paused)
+                break
             entry["train"]["n_train_graphs"] = len(train_set)
         entry["test"] = evaluate_dynamics(model, te, steps, device)
         entry["load_average"] = os.getloadavg()
@@ -374,6 +466,8 @@ def main(argv=None) -> dict:
         results["total_seconds"] = time.perf_counter() - t_all
         results["machine"]["load_average_end"] = os.getloadavg()
         (out / "egnn_dynamics.json").write_text(json.dumps(results, indent=1) + "\n")
+        for done in out.glob(f"resume_{name}*.pt"):  # its numbers are written: the training state is not needed
+            done.unlink()
     return results
 
 

@@ -56,6 +56,42 @@ def test_quick_run(bench, tmp_path):
     assert "load_average_start" in on_disk["machine"] and "--layers 2" in on_disk["command"]
 
 
+def test_an_interrupted_run_resumes_to_the_numbers_of_an_uninterrupted_one(bench, tmp_path):
+    """--stop-after-epoch pauses a call (the training state kept), --resume goes on: the same numbers as one call,
+    through a pause inside each phase of the fine-tuned recipe."""
+    threads = torch.get_num_threads()
+    common = ["--quick", "--log-every", "0", "--hidden", "16", "--layers", "2", "--epochs", "3", "--finetune-epochs",
+              "1", "--time-limit", "1e9", "--models", "ballistic_crystal,egnn_finetune,egnn_crystal"]
+    parts = tmp_path / "parts"
+    try:
+        whole = bench.main([*common, "--out", str(tmp_path / "whole")])
+        first = bench.main([*common, "--out", str(parts), "--stop-after-epoch", "1"])  # in the one-step phase
+        assert "paused" in first and set(first["models"]) == {"ballistic_crystal"}
+        assert (parts / "resume_egnn_finetune_pretrain.pt").exists()
+        other = list(common)
+        other[other.index("--epochs") + 1] = "4"
+        with pytest.raises(SystemExit, match="other settings"):  # another budget cannot go on from this state
+            bench.main([*other, "--out", str(parts), "--resume"])
+        second = bench.main([*common, "--out", str(parts), "--resume", "--stop-after-epoch", "2"])
+        assert "paused" in second and "multi-step phase" in second["paused"]  # before the fine-tuning's first epoch
+        third = bench.main([*common, "--out", str(parts), "--resume"])
+    finally:
+        torch.set_num_threads(threads)
+    assert "paused" not in third and not list(parts.glob("resume_*"))
+    on_disk = json.loads((parts / "egnn_dynamics.json").read_text())
+    assert on_disk["command"] == whole["command"].replace(str(tmp_path / "whole"), str(parts))
+    assert set(on_disk["models"]) == set(whole["models"])
+    def numbers(d):  # everything but the timings
+        return {k: v for k, v in d.items() if "seconds" not in k}
+
+    for name, entry in whole["models"].items():
+        assert numbers(on_disk["models"][name]["test"]) == numbers(entry["test"]), name
+        if entry["train"] is not None:
+            resumed = on_disk["models"][name]["train"]
+            assert [numbers(h) for h in resumed["history"]] == [numbers(h) for h in entry["train"]["history"]], name
+            assert resumed["best_epoch"] == entry["train"]["best_epoch"], name
+
+
 def test_per_seed_checkpoints_are_the_seed_table_runs():
     """results/egnn_dynamics_seeds/ckpt/egnn_s<seed>.pt (retrained with --checkpoint-dir) hold the models whose test
     numbers are those of the seed table (box_s<seed>.json): the retrain reproduced them exactly (one thread)."""
