@@ -1347,13 +1347,19 @@ waters = sorted((row["atoms"], name) for name, row in single.items() if name.sta
 scaling = {c: math.log(cpu_ms[w_b][c] / cpu_ms[w_a][c]) / math.log(n_b / n_a) for c in cols}  # local log-log slope
 per_mol = {c: speed["systems"]["ethanol_batch"][c]["cpu"]["cpu_ms_per_molecule"] for c in learned}
 tv = {row["system"]: row for row in speed["table_vi"]}
+FAR_ATOMS = 99  # from here on the learned models are far ahead; between 9 and 99 atoms the medians are close
+middle = sorted((name for name, row in single.items() if 9 < row["atoms"] < FAR_ATOMS),
+                key=lambda name: single[name]["atoms"])
 claims.say("For molecules of a few atoms GFN2-xTB is *faster* than the learned models: a millisecond tight-binding "
            "calculation (restarted from the previous step's density) against a learned model whose time is mostly "
            "fixed overhead (Python, neighbour list, autograd). Between the two largest water clusters ({na} and {nb} "
            "atoms) the learned models' cost grows like $N^{{{glo:.1f}}}$ to $N^{{{ghi:.1f}}}$, about linearly (a local "
            "model: every atom has a bounded number of neighbours), xTB's like $N^{{{gx:.1f}}}$ (it diagonalises a "
-           "matrix whose size grows with the number of orbitals): xTB is faster for ethanol (9 atoms), the learned "
-           "models from aspirin (21 atoms) on, and at {nb} atoms they are {rlo:.0f} to {rhi:.0f} times faster. A "
+           "matrix whose size grows with the number of orbitals): xTB is more than 1.5 times faster than every learned "
+           "model for ethanol (9 atoms) and the smaller systems, every learned model more than five times faster "
+           "than xTB from {n_far} atoms on, and {rlo:.0f} to {rhi:.0f} times faster at {nb} atoms. In between, for "
+           "{mid}, the medians of xTB and the slowest learned model are within {gap:.0%} of each other: one median "
+           "each, which does not place the crossover more precisely than that. A "
            "speed-up is therefore a statement about the reference method *and* the system size: {s_cc:,.0f} "
            "against coupled-cluster theory ({sys_cc}, Table VI), {s_dft:,.0f} against DFT ({sys_dft}), below 1 "
            "for a small molecule against tight binding. A batch of independent molecules in one call (the replicas "
@@ -1361,6 +1367,8 @@ claims.say("For molecules of a few atoms GFN2-xTB is *faster* than the learned m
            "{nmol}, against {one_lo:.1f} to {one_hi:.1f} ms one at a time.",
            na=n_a, nb=n_b, glo=min(scaling[c] for c in learned), ghi=max(scaling[c] for c in learned),
            gx=scaling["xtb"],
+           n_far=FAR_ATOMS, mid=" and ".join(f"{name} ({single[name]['atoms']} atoms)" for name in middle),
+           gap=max(abs(1 - cpu_ms[name]["xtb"] / max(cpu_ms[name][c] for c in learned)) for name in middle),
            rlo=min(cpu_ms[big]["xtb"] / cpu_ms[big][c] for c in learned),
            rhi=max(cpu_ms[big]["xtb"] / cpu_ms[big][c] for c in learned),
            s_cc=tv["toluene"]["speed_up"], sys_cc="toluene", s_dft=tv["formate on Cu"]["speed_up"],
@@ -1370,11 +1378,12 @@ claims.say("For molecules of a few atoms GFN2-xTB is *faster* than the learned m
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(claims.holds(all(cpu_ms[name]["xtb"] < min(cpu_ms[name][c] for c in learned)
+print(claims.holds(all(1.5 * cpu_ms[name]["xtb"] < min(cpu_ms[name][c] for c in learned)
                        for name, row in single.items() if row["atoms"] <= 9)
-                   and all(cpu_ms[name]["xtb"] > max(cpu_ms[name][c] for c in learned)
-                           for name, row in single.items() if row["atoms"] >= 21),
-                   "xTB is the fastest for every system of up to 9 atoms, the slowest for every one of 21 or more"))
+                   and all(cpu_ms[name]["xtb"] > 5 * max(cpu_ms[name][c] for c in learned)
+                           for name, row in single.items() if row["atoms"] >= FAR_ATOMS),
+                   f"xTB is more than 1.5x faster than every learned model for every system of up to 9 atoms, more "
+                   f"than 5x slower than every one for every system of {FAR_ATOMS} atoms or more"))
 print(claims.holds(all(0.6 < scaling[c] < 1.3 for c in learned) and scaling["xtb"] > 2,
                    "between the two largest water clusters the learned models scale about linearly, xTB faster "
                    "than N^2"))
