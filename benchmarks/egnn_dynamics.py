@@ -66,6 +66,7 @@ from torch_geometric.loader import DataLoader
 
 from course_lib.crystal import rollout_position_errors, speed_distance
 from course_lib.datasets import load_particles, trajectory_pairs
+from course_lib.files import torch_save_atomic
 from course_lib.models.baselines import AbsoluteCoordinateGNN, Ballistic
 from course_lib.models.egnn import EGNN, next_step_loss, rollout, rollout_loss
 from course_lib.neighbors import minimum_image
@@ -116,12 +117,6 @@ def rollout_windows(trajs: list[Data], k: int, stride: int) -> list[Data]:
 
 class Paused(Exception):
     """Raised by :func:`train` when ``stop_after_epoch`` is reached (the training state is on disk)."""
-
-
-def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a call killed while writing leaves the previous epoch's state
 
 
 def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit: float, seed: int,
@@ -189,10 +184,10 @@ def train(model, train_set, val_set, loss_fn, epochs: int, lr: float, time_limit
             stop = "time_limit"
             break
         if state_file is not None:
-            _save_state(state_file, {"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                     "best": best, "best_val": best_val, "best_epoch": best_epoch, "history": hist,
-                                     "elapsed": time.perf_counter() - t0})
+            torch_save_atomic({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                               "best": best, "best_val": best_val, "best_epoch": best_epoch, "history": hist,
+                               "elapsed": time.perf_counter() - t0}, state_file)  # a kill leaves the last epoch's
     model.load_state_dict(best)
     return {"epochs_run": len(hist), "best_epoch": best_epoch, "best_val": best_val, "stop_reason": stop,
             "train_seconds": time.perf_counter() - t0, "history": hist}

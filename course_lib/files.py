@@ -7,6 +7,8 @@
   repository when it is missing (Colab installs ``course_lib`` without the rest of the repository).
 - :func:`write_npz` writes a compressed ``.npz`` whose bytes depend only on the arrays, so data sets
   regenerate bit-identically and their SHA-256 can be checked.
+- :func:`torch_save_atomic` is ``torch.save`` that never leaves a half-written file (checkpoints, training
+  states of resumable runs).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["REPO_ROOT", "repository_url", "raw_url", "cache_dir", "download", "repo_file", "write_npz"]
+__all__ = ["REPO_ROOT", "repository_url", "raw_url", "cache_dir", "download", "repo_file", "write_npz",
+           "torch_save_atomic"]
 
 #: Environment variable that replaces the repository URL (testing hook of the Colab simulation only).
 REPOSITORY_ENV = "COURSE_LIB_REPOSITORY"
@@ -148,3 +151,22 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue(), compresslevel=_ZIP_LEVEL)
     os.replace(tmp, path)
+
+
+def torch_save_atomic(obj, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` written to a temporary file in the same folder, then renamed over ``path``.
+
+    A process killed while writing leaves the previous file (or none), never a truncated one that a later
+    ``torch.load`` would fail on; the rename is atomic on one file system (``os.replace``).
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

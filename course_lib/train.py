@@ -178,8 +178,9 @@ def fit(
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict | None = None,
                     metrics: dict | None = None) -> Path:
-    """Save weights + plain metadata; loadable with ``torch.load(path, weights_only=True)``."""
+    """Save weights + plain metadata (atomically); loadable with ``torch.load(path, weights_only=True)``."""
     import course_lib
+    from course_lib.files import torch_save_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +191,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict | Non
         "metrics": dict(metrics or {}),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    torch.save(payload, path)
-    return path
+    return torch_save_atomic(payload, path)
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None, map_location="cpu") -> dict:

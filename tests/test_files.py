@@ -44,3 +44,28 @@ def test_write_npz_is_bit_identical(tmp_path):
     assert (tmp_path / "1.npz").read_bytes() == (tmp_path / "2.npz").read_bytes()
     with np.load(tmp_path / "1.npz") as z:
         assert list(z.files) == ["b", "a"] and np.array_equal(z["a"], arrays["a"])
+
+
+def test_torch_save_atomic_never_leaves_a_truncated_file(tmp_path, monkeypatch):
+    """A write that dies half-way (a killed training run) leaves the previous file whole and no temporary."""
+    import torch
+
+    path = tmp_path / "sub" / "state.pt"
+    assert files.torch_save_atomic({"epoch": 1, "w": torch.ones(3)}, path) == path
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as fh:
+            fh.truncate(10)
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        files.torch_save_atomic({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.pt"]
