@@ -4,22 +4,31 @@
 # %% tags=["course-setup"]
 # Course setup. Stamped by `python -m course_lib.teaching.assign sync` from the repository URL in pyproject.toml:
 # do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
+import importlib
+import importlib.metadata
+import importlib.util
 import os
 import subprocess
 import sys
 import time
 
 if "google.colab" in sys.modules:
-    # On Colab: install course_lib with the extras every notebook needs. Colab's preinstalled torch
-    # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
+    # On Colab: install course_lib with the extras every notebook needs, once per runtime (running this
+    # cell again does not reinstall). Colab's preinstalled torch already satisfies course_lib's lower
+    # bound, so pip keeps it (torch is never reinstalled).
     # (the environment variable replaces the repository in the course's Colab test only)
-    repository = os.environ.get("COURSE_LIB_REPOSITORY") or "https://github.com/symmetry-gnn-course/symmetry-gnn-course"
-    archive = "/".join([repository, "archive", "refs", "heads", "main.zip"])  # as GitHub serves the branch
-    requirement = f"course_lib[molecules,notebooks] @ {archive}"
-    print(f"installing {requirement} (about a minute) ...")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
-    print(f"installed in {time.perf_counter() - start:.0f} s")
+    if importlib.util.find_spec("course_lib") is None:
+        repository = os.environ.get("COURSE_LIB_REPOSITORY") or "https://github.com/symmetry-gnn-course/symmetry-gnn-course"
+        archive = "/".join([repository, "archive", "refs", "heads", "main.zip"])  # as GitHub serves the branch
+        requirement = f"course_lib[molecules,notebooks] @ {archive}"
+        print(f"installing {requirement} (about a minute) ...")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+        importlib.invalidate_caches()
+        print(f"installed in {time.perf_counter() - start:.0f} s")
+    else:
+        print(f"course_lib {importlib.metadata.version('course_lib')} is already installed on this runtime "
+              "(for the newest version: Runtime > Disconnect and delete runtime, then run this cell again)")
     import torch
 
     if not torch.cuda.is_available():
