@@ -138,3 +138,13 @@ def test_longest_budget_checkpoints_are_the_32x_runs():
         assert f"--seed {seed} " in run["command"] and "--epochs 320 " in run["command"]
         for key in ("one_step_pos_mse", "rollout_pos_mse_mean", "speed_w1"):
             assert metrics[key] == run["models"]["egnn"]["test"][key], (seed, key)
+
+
+@pytest.mark.parametrize("suffix", ["", "_2x", "_4x", "_8x", "_16x", "_32x"])
+def test_shipped_summaries_are_the_aggregate_of_their_per_seed_runs(bench, tmp_path, suffix):
+    """Notebooks 02 and 03 read the summaries; each must be exactly `--aggregate` of the per-seed files shipped
+    beside it (a run added, replaced or edited without re-aggregating fails here)."""
+    shipped = SCRIPT.parent / "results" / f"egnn_dynamics_seeds{suffix}.json"
+    fresh = bench.aggregate(SCRIPT.parent / "results" / f"egnn_dynamics_seeds{suffix}", tmp_path / "summary.json")
+    assert json.loads(json.dumps(fresh)) == json.loads(shipped.read_text())
+    assert (tmp_path / "summary.md").read_text() == shipped.with_suffix(".md").read_text()
