@@ -865,12 +865,19 @@ plt.show()
 # step ahead and they are still on par on every metric of the mobile atoms; the held crystal's means are the lower
 # ones one step ahead and in the speeds, but within two standard errors at three seeds. At **eight times** (64
 # epochs, `egnn_dynamics_seeds_8x.json`, same seeds and initialisations) both improved one step ahead once more, and
-# the first difference appeared: the held crystal is **more accurate one step ahead** (beyond two standard errors),
-# still on par on the rollouts and in the speeds. The free crystal still drifts, and no run has reached a plateau at
-# any of the four budgets: the comparison is one at a budget, not between converged models. What every budget
-# agrees on: holding the crystal never cost accuracy that three seeds can resolve, and it removes the drift; at the
-# longest budget it also helps one step ahead (a model that need not learn to keep the crystal still can spend its
-# capacity on the mobile atoms: a plausible reading, not tested here).
+# the first difference appeared: the held crystal was **more accurate one step ahead** (beyond two standard errors),
+# still on par on the rollouts and in the speeds. **That difference did not survive the next doubling.** At
+# **sixteen times** (128 epochs, `egnn_dynamics_seeds_16x.json`, same seeds and initialisations) the two are on par
+# again on every metric of the mobile atoms, and the free model's mean is now the lower one one step ahead (within
+# two standard errors): from 64 to 128 epochs the free model improved one step ahead (beyond two standard errors,
+# paired by seed) and the held one did not resolvably, while both improved on the rollouts. The free crystal still
+# drifts: its mean drift fell with every doubling (printed below; from 64 to 128 epochs beyond two standard errors,
+# paired by seed), but it is never zero. No run has reached a validation plateau at any of the five budgets (the
+# curves of all of them are plotted below): the comparison is one at a budget, not between converged models. What
+# every budget agrees on: holding the crystal never cost accuracy that three seeds can resolve, and it removes the
+# drift exactly. The one-step lead at 64 epochs was a property of that budget, not of the constraint (a plausible
+# reading, not tested here: a model that need not learn to keep the crystal still learns the mobile atoms sooner,
+# and the free model catches up when it is given longer).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -890,7 +897,9 @@ print(claims.greater(pair["egnn_crystal_free"]["crystal_drift_final"]["values"],
 print(claims.holds(sum(pair["egnn_crystal"]["plateaued"]) + sum(pair["egnn_crystal_free"]["plateaued"]) == 0,
                    f"no run reached a validation plateau in {crystal_ep} epochs (budget-limited)"))
 shorter, short_ep = (held, free), crystal_ep  # each longer budget is compared with the one before (paired by seed)
-for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times"), (8, "8x", "eight times")):
+crystal_by_budget = {crystal_ep: (held, free)}
+for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times"), (8, "8x", "eight times"),
+                              (16, "16x", "sixteen times")):
     longer = json.loads(repo_file(f"benchmarks/results/egnn_dynamics_seeds_{suffix}.json").read_text())["models"]
     held_l, free_l = longer["egnn_crystal"], longer["egnn_crystal_free"]
     ep = held_l["epoch_budget"][0]
@@ -902,7 +911,7 @@ for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times"), (8, "
     print(claims.holds(ep == factor * crystal_ep and free_l["epoch_budget"] == [ep]
                        and held_l["seeds"] == free_l["seeds"] == held["seeds"],
                        f"{times} the budget: {ep} epochs, the same seeds"))
-    for key, what in crystal_metrics:  # at 8x the held crystal is ahead one step ahead; on par everywhere else
+    for key, what in crystal_metrics:  # only at 8x is the held crystal ahead (one step ahead); on par everywhere else
         compare = claims.less if (factor, key) == (8, "one_step_pos_mse") else claims.tie
         print(compare(held_l[key]["values"], free_l[key]["values"], f"crystal held, {what} ({ep} epochs)",
                       f"crystal free, {what} ({ep} epochs)"))
@@ -911,13 +920,51 @@ for factor, suffix, times in ((2, "2x", "twice"), (4, "4x", "four times"), (8, "
                            f"{ep} epochs: the held crystal's means are the lower ones one step ahead and in the "
                            "speeds"))
     for name, m, m_l in (("crystal held", shorter[0], held_l), ("crystal free", shorter[1], free_l)):
-        print(claims.less(m_l["one_step_pos_mse"]["values"], m["one_step_pos_mse"]["values"],
-                          f"{name}, one-step position MSE, {ep} epochs", f"{short_ep} epochs", paired=True))
+        if (factor, name) == (16, "crystal held"):  # from 64 to 128 epochs: better rollouts, one step not resolved
+            print(claims.tie(m_l["one_step_pos_mse"]["values"], m["one_step_pos_mse"]["values"],
+                             f"{name}, one-step position MSE, {ep} epochs", f"{short_ep} epochs", paired=True))
+        else:
+            print(claims.less(m_l["one_step_pos_mse"]["values"], m["one_step_pos_mse"]["values"],
+                              f"{name}, one-step position MSE, {ep} epochs", f"{short_ep} epochs", paired=True))
+        if factor == 16:
+            print(claims.less(m_l["rollout_pos_mse_mean"]["values"], m["rollout_pos_mse_mean"]["values"],
+                              f"{name}, rollout position MSE, {ep} epochs", f"{short_ep} epochs", paired=True))
+    if factor == 16:
+        print(claims.holds(free_l["one_step_pos_mse"]["mean"] < held_l["one_step_pos_mse"]["mean"],
+                           f"{ep} epochs: the free crystal's mean is the lower one one step ahead"))
+        print(claims.less(free_l["crystal_drift_final"]["values"], shorter[1]["crystal_drift_final"]["values"],
+                          f"crystal free, drift after 39 steps, {ep} epochs", f"{short_ep} epochs", paired=True))
     print(claims.greater(free_l["crystal_drift_final"]["values"], held_l["crystal_drift_final"]["values"],
                          f"crystal free, drift after 39 steps ({ep} epochs)", "crystal held (exactly 0)"))
     print(claims.holds(sum(held_l["plateaued"]) + sum(free_l["plateaued"]) == 0,
                        f"no run reached a validation plateau in {ep} epochs either"))
     shorter, short_ep = (held_l, free_l), ep
+    crystal_by_budget[ep] = (held_l, free_l)
+drifts = [crystal_by_budget[e][1]["crystal_drift_final"]["mean"] for e in sorted(crystal_by_budget)]
+print(claims.holds(all(b < a for a, b in zip(drifts, drifts[1:])) and drifts[-1] > 0,
+                   "crystal free: the mean drift after 39 steps fell with every doubling and is not zero",
+                   ", ".join(f"{e} epochs {d:.3f}" for e, d in zip(sorted(crystal_by_budget), drifts))))
+
+# %% [markdown]
+# The validation curves of every budget (one line per seed). Read each colour on its own: the held model's loss
+# averages over the mobile atoms only, the free model's over all atoms, the crystal's nearly motionless ones
+# included, so the red curves lie lower without being better (the test metrics above compare the mobile atoms of
+# both). Every curve still falls in its last fifth, where the cosine schedule anneals the learning rate.
+
+# %%
+fig, ax = plt.subplots(figsize=(8.5, 3.6))
+styles = (":", "-.", "--", (0, (6, 1, 1, 1, 1, 1)), "-")
+for (ep, pair_ep), ls in zip(sorted(crystal_by_budget.items()), styles, strict=True):
+    for m, color, short in zip(pair_ep, ("C0", "C3"), ("held", "free")):
+        for k, curve in enumerate(m["val_curves"]):
+            ax.plot(range(1, len(curve) + 1), curve, color=color, ls=ls, alpha=0.7,
+                    label=f"crystal {short}, {ep} epochs" if k == 0 else None)
+ax.set(xlabel="epoch", ylabel="validation loss (one step)", yscale="log",
+       title=f"crystal held (blue) and free (red), budgets {min(crystal_by_budget)}-{max(crystal_by_budget)} epochs, "
+             "3 seeds each")
+ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 #
