@@ -125,6 +125,26 @@ def test_static_scan():
     assert grading.scan_code(copy, aliases) == []  # outside exercise cells: the check cells call check()
 
 
+def test_setup_cells_of_older_student_notebooks_are_course_code_and_a_changed_one_is_scanned():
+    """A student who started from an older student notebook submits the setup cell stamped then: it is accepted
+    exactly (not flagged for its `sys.modules`); the same cell with one line added is scanned like student code."""
+    from course_lib.teaching import assign
+    from course_lib.teaching.grading.course import load_course
+    from course_lib.teaching.grading.grader import Grader
+
+    known = load_course()["00_symmetry_primer"].student_sources
+    current, *older = assign.setup_sources()
+    assert current == assign.setup_source() and older, "keep the earlier setup cells in _SETUP_TEMPLATES_BEFORE"
+    for setup in (current, *older):
+        assert "sys.modules" in setup
+        cells = [nbformat.v4.new_code_cell(setup, metadata={"tags": [assign.SETUP_TAG]})]
+        assert Grader._scan_other_cells(cells, known, {}, grading.import_aliases([setup])) == []
+    changed = older[0] + "\nsys.modules['course_lib.teaching.checks'] = None\n"
+    cells = [nbformat.v4.new_code_cell(changed, metadata={"tags": [assign.SETUP_TAG]})]
+    flags = Grader._scan_other_cells(cells, known, {}, grading.import_aliases([changed]))
+    assert flags and all(f.startswith("cell 0 (not an exercise cell)") for f in flags), flags
+
+
 def test_library_guard_reports_and_restores(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("A = 1\n")

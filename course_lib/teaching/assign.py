@@ -98,6 +98,7 @@ __all__ = [
     "github_repo",
     "badge_source",
     "setup_source",
+    "setup_sources",
     "stamp_source_text",
     "read_source",
     "build_source_notebook",
@@ -220,9 +221,56 @@ from course_lib.utils import doctor
 _ = doctor()  # one line: library versions, device, fast mode'''
 
 
+# The setup cells stamped by earlier versions of this module (newest first; append when the template changes).
+# A student who started from an older student notebook submits its setup cell: the grader accepts these exactly,
+# as course code, and scans any other version like a cell the student wrote (`setup_sources`).
+_SETUP_TEMPLATES_BEFORE = ('''\
+# Course setup. Stamped by `{sync}` from the repository URL in pyproject.toml:
+# do not edit this cell by hand (change course_lib/teaching/assign.py and run sync again).
+import os
+import subprocess
+import sys
+import time
+
+if "google.colab" in sys.modules:
+    # On Colab: install course_lib with the extras every notebook needs. Colab's preinstalled torch
+    # already satisfies course_lib's lower bound, so pip keeps it (torch is never reinstalled).
+    # (the environment variable replaces the repository in the course's Colab test only)
+    repository = os.environ.get("{env}") or "{url}"
+    archive = "/".join([repository, "archive", "refs", "heads", "main.zip"])  # as GitHub serves the branch
+    requirement = f"course_lib[{extras}] @ {{archive}}"
+    print(f"installing {{requirement}} (about a minute) ...")
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)
+    print(f"installed in {{time.perf_counter() - start:.0f}} s")
+    import torch
+
+    if not torch.cuda.is_available():
+        print("No GPU on this runtime: the course runs on a CPU (fast mode keeps every notebook short). "
+              "For a GPU: Runtime > Change runtime type > T4 GPU, then run this cell again.")
+
+try:
+    import course_lib
+except ImportError as exc:
+    raise ImportError(
+        "course_lib is not installed in this Python environment. Locally, run "
+        '`pip install -e ".[dev]"` from the repository root, then restart the kernel.'
+    ) from exc
+
+from course_lib.utils import doctor
+
+_ = doctor()  # one line: library versions, device, fast mode''',)
+
+
 def setup_source() -> str:
     """Source of the stamped setup cell (identical in the source and the student notebooks)."""
     return _SETUP_TEMPLATE.format(sync=SYNC_COMMAND, url=repo_url(), env=REPOSITORY_ENV, extras=COLAB_EXTRAS)
+
+
+def setup_sources() -> list[str]:
+    """The current setup cell, then every earlier stamped version (what a submission's setup cell may be)."""
+    return [template.format(sync=SYNC_COMMAND, url=repo_url(), env=REPOSITORY_ENV, extras=COLAB_EXTRAS)
+            for template in (_SETUP_TEMPLATE, *_SETUP_TEMPLATES_BEFORE)]
 
 
 def _stamped_text(slug: str) -> str:

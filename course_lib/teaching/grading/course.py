@@ -112,6 +112,7 @@ def load_course(notebook_dir=None) -> dict[str, CourseNotebook]:
             continue
         student = assign.build_student_notebook(nb, slug)
         sources = {cell_source(c).strip() for c in student.cells if c.get("cell_type") == "code"}
+        sources |= {setup.strip() for setup in assign.setup_sources()}  # from an older student notebook too
         course[slug] = CourseNotebook(slug, exercises, assign.imports_source(nb), sources, responses)
     return course
 
