@@ -947,7 +947,7 @@ print(claims.holds(all(b < a for a, b in zip(drifts, drifts[1:])) and drifts[-1]
 
 # %% [markdown]
 # The validation curves of every budget (one line per seed). Read each colour on its own: the held model's loss
-# averages over the mobile atoms only, the free model's over all atoms, the crystal's nearly motionless ones
+# averages over the mobile atoms only, the free model's over all atoms, the crystal atoms (whose targets never move)
 # included, so the red curves lie lower without being better (the test metrics above compare the mobile atoms of
 # both). Every curve still falls in its last fifth, where the cosine schedule anneals the learning rate.
 
